@@ -1,0 +1,41 @@
+# workerpool-operator — developer entry points. Every target does its own set-up.
+SHELL := /bin/bash
+PY    := .venv/bin/python
+VENV_STAMP := .venv/.installed
+
+.PHONY: test unit lint typecheck setup control-plane crd cluster-up cluster-down demo clean
+
+## test: everything CI runs (lint, types, unit, integration, e2e)
+test: setup
+	$(PY) -m ruff check operator tests hack bench
+	$(PY) -m mypy operator/workerpool
+	$(PY) -m pytest -q -p no:cacheprovider
+
+unit: $(VENV_STAMP)
+	$(PY) -m pytest -q tests/unit
+
+lint: $(VENV_STAMP)
+	$(PY) -m ruff check operator tests hack bench
+
+typecheck: $(VENV_STAMP)
+	$(PY) -m mypy operator/workerpool
+
+setup: $(VENV_STAMP) control-plane
+	hack/install-system-packages.sh
+
+$(VENV_STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+## control-plane: build kube-apiserver, etcd, kubectl, helm from Go modules (cached)
+control-plane:
+	hack/build-control-plane.sh
+
+## crd: regenerate crds/ from the models
+crd: $(VENV_STAMP)
+	$(PY) hack/gen-crd.py
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,59 @@
+"""Names fixed by the contract: API group, labels, annotations, Redis keys and channels."""
+
+from typing import Final
+
+# --- Kubernetes -----------------------------------------------------------
+GROUP: Final = "bifrost.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "WorkerPool"
+PLURAL: Final = "workerpools"
+SINGULAR: Final = "workerpool"
+SHORT_NAMES: Final = ("wp",)
+
+POOL_LABEL: Final = f"{GROUP}/pool"
+MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE: Final = "workerpool-operator"
+# Hash of the rendered pod template; a pod whose hash differs is outdated.
+TEMPLATE_HASH_LABEL: Final = f"{GROUP}/template-hash"
+
+RECYCLE_ANNOTATION: Final = f"{GROUP}/recycle"
+# Kopf's own bookkeeping gets a prefix of its own: a Kopf storage prefix is
+# dropped from Kopf's diff-base, and our user-facing annotations must stay in it.
+KOPF_PREFIX: Final = f"kopf.{GROUP}"
+
+# --- Redis (DESIGN §3) ----------------------------------------------------
+DEFAULT_QUEUE_KEY: Final = "bifrost:queue:pending"
+HEARTBEAT_CHANNEL: Final = "bifrost:workers:heartbeat"
+RESULTS_CHANNEL: Final = "bifrost:executions:results"
+WORKER_KEY_PREFIX: Final = "worker:"
+WORKER_KEY_PATTERN: Final = "worker:*"
+DEFAULT_REGISTRATION_TTL_SECONDS: Final = 30
+
+
+def worker_key(worker_id: str) -> str:
+    """The registration hash of a worker."""
+    return f"{WORKER_KEY_PREFIX}{worker_id}"
+
+
+def worker_commands_channel(worker_id: str) -> str:
+    """The pub/sub channel a worker listens on for commands."""
+    return f"{WORKER_KEY_PREFIX}{worker_id}:commands"
+
+
+def worker_id_from_key(key: str) -> str | None:
+    """`worker:{id}` -> id; None for other keys (e.g. `worker:{id}:commands`-like keys)."""
+    if not key.startswith(WORKER_KEY_PREFIX):
+        return None
+    rest = key[len(WORKER_KEY_PREFIX) :]
+    if not rest or ":" in rest:
+        return None
+    return rest
+
+
+def exec_context_key(execution_id: str) -> str:
+    return f"bifrost:exec:{execution_id}:context"
+
+
+def exec_result_key(execution_id: str) -> str:
+    return f"bifrost:exec:{execution_id}:result"

@@ -1,0 +1,204 @@
+"""The WorkerPool resource (DESIGN §1) as pydantic models.
+
+camelCase on the Kubernetes side comes from the same alias generator as the
+wire models (`ContractModel`), so there is one snake_case <-> camelCase
+mapping in the project. The CRD in `crds/` is generated from these models
+(`workerpool.crd`); admission rules are declared once, here, as `CelRule`s
+that carry both the CEL expression for the API server and the equivalent
+Python check used when a model is built in-process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, NonNegativeInt, model_validator
+
+from .names import DEFAULT_QUEUE_KEY
+from .wire import ContractModel, QueueStatus, WorkerInfo
+
+
+@dataclass(frozen=True)
+class CelRule:
+    """An admission rule: `rule` is CEL for the API server, `check` the same in Python."""
+
+    rule: str
+    message: str
+    check: Callable[[Any], bool]
+
+
+class ResourceModel(ContractModel):
+    """A part of the WorkerPool resource; enforces its CEL rules in Python too."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _check_cel_rules(self) -> ResourceModel:
+        for rule in self.cel_rules:
+            if not rule.check(self):
+                raise ValueError(rule.message)
+        return self
+
+
+# Marks the field whose schema is Kubernetes' own PodTemplateSpec (see crd.py).
+POD_TEMPLATE_SCHEMA_MARK = "x-workerpool-pod-template-spec"
+
+
+# --- spec ----------------------------------------------------------------------
+
+
+class ProcessesSpec(ResourceModel):
+    """The process pool inside each worker pod (the seed's min_workers/max_workers)."""
+
+    min: int = Field(2, ge=1, le=256, description="Processes kept alive in each worker (MIN_WORKERS).")
+    max: int = Field(10, ge=1, le=256, description="Most processes in each worker (MAX_WORKERS); also a worker's capacity when scaling.")
+
+    cel_rules = (
+        CelRule("self.max >= self.min", "processes.max must be >= processes.min",
+                lambda s: s.max >= s.min),
+    )
+
+
+class SecretKeyRef(ResourceModel):
+    """A key of a Secret in the WorkerPool's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, description="Secret name.")
+    key: str = Field("url", min_length=1, max_length=253, description="Key in the Secret that holds the Redis URL.")
+
+
+class RedisSpec(ResourceModel):
+    """Where the pool's queue and heartbeats live. Exactly one of url / urlSecretRef."""
+
+    url: str | None = Field(
+        None, pattern=r"^(redis|rediss|unix)://", max_length=2048,
+        description="Redis URL. Put a URL with a password in a Secret and use urlSecretRef instead.",
+    )
+    url_secret_ref: SecretKeyRef | None = Field(None, description="Secret key holding the Redis URL.")
+    queue_key: str = Field(DEFAULT_QUEUE_KEY, min_length=1, max_length=512, description="Sorted set of pending execution ids.")
+
+    cel_rules = (
+        CelRule("has(self.url) != has(self.urlSecretRef)",
+                "exactly one of redis.url or redis.urlSecretRef must be set",
+                lambda s: (s.url is None) != (s.url_secret_ref is None)),
+    )
+
+
+class ScalingSpec(ResourceModel):
+    """How the number of worker pods follows demand."""
+
+    scale_down_delay_seconds: int = Field(
+        300, ge=0, le=86400,
+        description="Stabilization window: demand must stay lower this long before workers are removed.",
+    )
+
+
+class WorkerPoolSpec(ResourceModel):
+    """Desired state of a pool of worker pods."""
+
+    min_workers: int = Field(1, ge=0, le=10000, description="Fewest worker pods.")
+    max_workers: int = Field(10, ge=0, le=10000, description="Most worker pods; >= minWorkers.")
+    processes: ProcessesSpec = Field(default_factory=ProcessesSpec)
+    execution_timeout_seconds: int = Field(300, ge=1, le=86400, description="An execution running longer is terminated (SIGTERM, then SIGKILL).")
+    graceful_shutdown_seconds: int = Field(5, ge=0, le=3600, description="Wait between SIGTERM and SIGKILL.")
+    recycle_after_executions: int = Field(0, ge=0, description="Replace a process after this many executions; 0 = never.")
+    heartbeat_interval_seconds: int = Field(10, ge=1, le=300, description="Seconds between worker heartbeats.")
+    redis: RedisSpec
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    template: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Pod template for worker pods, as in a Deployment.",
+        json_schema_extra={POD_TEMPLATE_SCHEMA_MARK: True},
+    )
+
+    cel_rules = (
+        CelRule("self.maxWorkers >= self.minWorkers", "maxWorkers must be >= minWorkers",
+                lambda s: s.max_workers >= s.min_workers),
+    )
+
+
+# --- status --------------------------------------------------------------------
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(ContractModel):
+    """metav1.Condition."""
+
+    type: str = Field(min_length=1, max_length=316)
+    status: ConditionStatus
+    reason: str = Field(min_length=1, max_length=1024)
+    message: str = Field("", max_length=32768)
+    observed_generation: NonNegativeInt = 0
+    last_transition_time: datetime
+
+
+RecycleTargetStatus = Literal["recycle_requested", "rejected"]
+
+
+class RecycleResult(ContractModel):
+    """What happened to one target of a recycle request (DESIGN §4)."""
+
+    worker_id: str
+    pid: int | None = None
+    status: RecycleTargetStatus
+    reason: str = ""
+
+
+class LastRecycle(ContractModel):
+    """The last recycle request handled; `request` is the annotation value."""
+
+    request: str
+    handled_at: datetime
+    results: list[RecycleResult] = Field(default_factory=list)
+
+
+class WorkerPoolStatus(ContractModel):
+    """Observed state of the pool, rebuilt from observation on every change."""
+
+    observed_generation: NonNegativeInt | None = None
+    desired_workers: NonNegativeInt | None = None
+    workers: NonNegativeInt | None = Field(None, description="Worker pods that exist and are not terminating.")
+    ready_workers: NonNegativeInt | None = Field(None, description="Pods that run and have a live registration.")
+    pool_size: NonNegativeInt | None = Field(None, description="Processes over all live workers.")
+    idle_count: NonNegativeInt | None = None
+    busy_count: NonNegativeInt | None = None
+    queue: QueueStatus | None = None
+    worker_details: list[WorkerInfo] | None = Field(
+        None, description="The seed's WorkerInfo per live worker (bounded; see workerDetailsOmitted).",
+    )
+    worker_details_omitted: NonNegativeInt | None = Field(
+        None, description="Workers left out of workerDetails to bound the object's size; the sums count them.",
+    )
+    last_recycle: LastRecycle | None = None
+    conditions: list[Condition] | None = None
+    kopf: dict[str, Any] | None = Field(None, description="The operator framework's own bookkeeping.")
+
+
+class WorkerPool(ContractModel):
+    """A parsed WorkerPool object (only the parts the operator reads)."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: NonNegativeInt = 0
+    annotations: dict[str, str] = Field(default_factory=dict)
+    spec: WorkerPoolSpec
+    status: WorkerPoolStatus = Field(default_factory=WorkerPoolStatus)
+
+    @classmethod
+    def from_body(cls, body: Any) -> WorkerPool:
+        """Parse a raw Kubernetes object (dict-like, camelCase)."""
+        meta = body.get("metadata", {}) or {}
+        status = dict(body.get("status") or {})
+        return cls(
+            name=meta["name"],
+            namespace=meta.get("namespace", ""),
+            uid=meta.get("uid", ""),
+            generation=meta.get("generation", 0) or 0,
+            annotations=dict(meta.get("annotations") or {}),
+            spec=WorkerPoolSpec.model_validate(dict(body.get("spec") or {})),
+            status=WorkerPoolStatus.model_validate(status),
+        )

@@ -1,0 +1,283 @@
+"""The seed's Redis wire contract (DESIGN §3) as pydantic models, and parsing of
+what Redis really holds: registration hashes (every value a string) and JSON
+messages (heartbeats, commands, execution contexts and results).
+
+Field names are exactly the seed's (snake_case). The same models render the
+camelCase view used in the WorkerPool status (`to_status`), so there is one
+mapping between the two spellings: the alias generator below.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+ProcessState = Literal["idle", "busy", "killed"]
+PROCESS_STATES: tuple[ProcessState, ...] = ("idle", "busy", "killed")
+
+
+class WireFormatError(ValueError):
+    """Malformed data from Redis or a peer; the message names the offending field."""
+
+
+class ContractModel(BaseModel):
+    """Base of every contract model: snake_case names, camelCase aliases.
+
+    Either spelling is accepted on input; `to_wire` and `to_status` choose the
+    spelling on output. Unknown fields are ignored so that newer peers can add
+    fields without breaking older readers.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        extra="ignore",
+        frozen=True,
+        # Errors name fields as the seed does (snake_case), whatever spelling came in.
+        loc_by_alias=False,
+    )
+
+
+def to_wire(model: BaseModel) -> dict[str, Any]:
+    """The snake_case JSON-ready form used on Redis."""
+    return model.model_dump(mode="json")
+
+
+def to_status(model: BaseModel) -> dict[str, Any]:
+    """The camelCase JSON-ready form used in the Kubernetes resource."""
+    return model.model_dump(mode="json", by_alias=True)
+
+
+# --- the seed's schemas (Task 4.1, "After") ---------------------------------
+
+
+class ExecutionInfo(ContractModel):
+    execution_id: str = Field(min_length=1)
+    started_at: datetime
+    elapsed_seconds: NonNegativeFloat
+
+
+class ProcessInfo(ContractModel):
+    pid: int = Field(gt=0)
+    process_id: str
+    state: ProcessState
+    memory_mb: NonNegativeFloat
+    uptime_seconds: NonNegativeFloat
+    executions_completed: NonNegativeInt
+    execution: ExecutionInfo | None = None
+
+    @model_validator(mode="after")
+    def _execution_iff_busy(self) -> ProcessInfo:
+        # One execution per process: a busy process is running exactly one,
+        # an idle or killed one is running none.
+        if self.state == "busy" and self.execution is None:
+            raise ValueError("execution: a busy process must report its execution")
+        if self.state != "busy" and self.execution is not None:
+            raise ValueError(f"execution: a {self.state} process cannot have an execution")
+        return self
+
+
+class WorkerInfo(ContractModel):
+    worker_id: str = Field(min_length=1)
+    started_at: datetime
+    hostname: str
+    min_workers: NonNegativeInt = 2
+    max_workers: NonNegativeInt = 10
+    pool_size: NonNegativeInt
+    idle_count: NonNegativeInt
+    busy_count: NonNegativeInt = 0
+    processes: list[ProcessInfo] = Field(default_factory=list)
+
+
+class WorkerHeartbeat(WorkerInfo):
+    """Published on `bifrost:workers:heartbeat` (Task 4.7).
+
+    `pool` and `namespace` are our extension: several pools may share a Redis,
+    and pod names alone can collide across namespaces.
+    """
+
+    type: Literal["worker_heartbeat"] = "worker_heartbeat"
+    timestamp: datetime
+    pool: str | None = None
+    namespace: str | None = None
+
+    def worker_info(self) -> WorkerInfo:
+        return WorkerInfo.model_validate(self.model_dump(include=set(WorkerInfo.model_fields)))
+
+
+class RecycleCommand(ContractModel):
+    """Published on `worker:{worker_id}:commands` (Task 4.3). pid None = any idle process."""
+
+    type: Literal["recycle"]
+    pid: StrictInt | None = Field(default=None, gt=0)
+
+
+class QueueStatus(ContractModel):
+    """The queue as the operator reports it (Task 4.4)."""
+
+    depth: NonNegativeInt = 0
+    oldest_age_seconds: NonNegativeFloat = 0.0
+
+
+class ExecutionContext(ContractModel):
+    """What the reference worker reads from `bifrost:exec:{id}:context`."""
+
+    function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    timeout_seconds: float | None = Field(default=None, gt=0)
+
+
+class ExecutionResult(ContractModel):
+    """Written to `bifrost:exec:{id}:result` and published on `bifrost:executions:results`."""
+
+    execution_id: str
+    success: bool
+    result: Any = None
+    error: str | None = None
+    error_type: str | None = None
+    duration_ms: NonNegativeFloat
+    worker_id: str
+
+
+# --- parsing what Redis holds ---------------------------------------------------
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def describe_validation_error(err: ValidationError, *, limit: int = 3) -> str:
+    """One line naming each offending field, with the value that was given."""
+    parts = []
+    for item in err.errors()[:limit]:
+        loc = ".".join(str(p) for p in item["loc"]) or "(message)"
+        given = repr(item.get("input"))
+        if len(given) > 60:
+            given = given[:57] + "..."
+        parts.append(f"{loc}: {item['msg']} (got {given})")
+    more = len(err.errors()) - limit
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "; ".join(parts)
+
+
+def _decode(value: bytes | str) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value
+
+
+def parse_json_message(model: type[_M], raw: bytes | str, *, what: str) -> _M:
+    """Parse a JSON message into `model`, raising WireFormatError that names the field."""
+    text = _decode(raw)
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise WireFormatError(f"{what}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise WireFormatError(f"{what}: expected a JSON object, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise WireFormatError(f"{what}: {describe_validation_error(exc)}") from None
+
+
+def parse_heartbeat(raw: bytes | str) -> WorkerHeartbeat:
+    return parse_json_message(WorkerHeartbeat, raw, what="heartbeat")
+
+
+def parse_command(raw: bytes | str) -> RecycleCommand:
+    return parse_json_message(RecycleCommand, raw, what="command")
+
+
+class Registration(ContractModel):
+    """A parsed `worker:{id}` hash: the seed's WorkerInfo plus our extensions.
+
+    The hash carries counts only; the per-process list comes from the last
+    heartbeat the worker stored in the `heartbeat` field, when there is one.
+    """
+
+    info: WorkerInfo
+    pool: str | None = None
+    namespace: str | None = None
+    heartbeat_at: datetime | None = None
+
+
+_INT_FIELDS = ("min_workers", "max_workers", "pool_size", "idle_count", "busy_count")
+
+
+def parse_registration(worker_id: str, fields: Mapping[Any, Any]) -> Registration:
+    """Parse a registration hash (as HGETALL returns it: bytes or str, all strings).
+
+    Required: `started_at`. The other seed fields default as in the seed's
+    GET /workers (hostname "unknown", min 2, max 10, counts 0). A present but
+    malformed field is an error naming that field, never a silent default.
+    """
+    what = f"worker:{worker_id}"
+    data = {_decode(k): _decode(v) for k, v in fields.items()}
+    if not data:
+        raise WireFormatError(f"{what}: empty or missing hash")
+    if "started_at" not in data:
+        raise WireFormatError(f"{what}: started_at: field required")
+    info: dict[str, Any] = {
+        "worker_id": worker_id,
+        "started_at": data["started_at"],
+        "hostname": data.get("hostname", "unknown"),
+        "pool_size": 0,
+        "idle_count": 0,
+    }
+    for name in _INT_FIELDS:
+        if name in data:
+            text = data[name].strip()
+            # Redis holds decimal strings; "1.0", "0x1", " 1" are not what a worker writes.
+            if not (text.isascii() and text.isdigit()):
+                raise WireFormatError(
+                    f"{what}: {name}: expected a non-negative decimal integer, got {data[name]!r}"
+                )
+            info[name] = int(text)
+    heartbeat_at: datetime | None = None
+    if "heartbeat" in data:
+        hb = parse_json_message(WorkerHeartbeat, data["heartbeat"], what=f"{what}: heartbeat")
+        if hb.worker_id != worker_id:
+            raise WireFormatError(
+                f"{what}: heartbeat: worker_id {hb.worker_id!r} does not match the key"
+            )
+        info["processes"] = [to_wire(p) for p in hb.processes]
+        heartbeat_at = hb.timestamp
+    try:
+        return Registration(
+            info=WorkerInfo.model_validate(info),
+            pool=data.get("pool"),
+            namespace=data.get("namespace"),
+            heartbeat_at=heartbeat_at,
+        )
+    except ValidationError as exc:
+        raise WireFormatError(f"{what}: {describe_validation_error(exc)}") from None
+
+
+def registration_fields(hb: WorkerHeartbeat, *, heartbeat_json: str) -> dict[str, str]:
+    """The registration hash a worker writes for a heartbeat: every value a string."""
+    fields = {
+        "started_at": hb.started_at.isoformat(),
+        "hostname": hb.hostname,
+        **{name: str(getattr(hb, name)) for name in _INT_FIELDS},
+        "heartbeat": heartbeat_json,
+    }
+    if hb.pool is not None:
+        fields["pool"] = hb.pool
+    if hb.namespace is not None:
+        fields["namespace"] = hb.namespace
+    return fields
