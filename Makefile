@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY    := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: test unit lint typecheck setup control-plane crd cluster-up cluster-down demo clean
+.PHONY: test unit lint typecheck setup control-plane crd crd-check cluster-up cluster-down demo clean
 
 ## test: everything CI runs (lint, types, unit, integration, e2e)
 test: setup
@@ -39,3 +39,21 @@ crd: $(VENV_STAMP)
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
+
+## cluster-up: start the local stack (etcd, kube-apiserver, GC/namespace controllers,
+## harness kubelet, redis-server) in the background; prints the exports to use it
+cluster-up: setup crd-check
+	@mkdir -p .cluster
+	@if [ -f .cluster/pid ] && kill -0 $$(cat .cluster/pid) 2>/dev/null; then cat .cluster/env; exit 0; fi; \
+	nohup $(PY) -m workerpool.devcluster up --dir .cluster > .cluster/up.log 2>&1 & \
+	for i in $$(seq 1 240); do [ -f .cluster/env ] && break; \
+	  kill -0 $$! 2>/dev/null || { cat .cluster/up.log; exit 1; }; sleep 0.5; done; \
+	[ -f .cluster/env ] || { echo "local cluster did not come up; see .cluster/up.log"; exit 1; }; \
+	cat .cluster/env
+
+## cluster-down: stop everything cluster-up started
+cluster-down: $(VENV_STAMP)
+	$(PY) -m workerpool.devcluster down --dir .cluster
+
+crd-check: $(VENV_STAMP)
+	$(PY) hack/gen-crd.py --check

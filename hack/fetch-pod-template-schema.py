@@ -39,9 +39,17 @@ SPECIAL = {
         },
     },
 }
-DROP = {"description", "default", "x-kubernetes-patch-strategy", "x-kubernetes-patch-merge-key",
-        "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "x-kubernetes-map-type",
-        "x-kubernetes-unions", "x-kubernetes-group-version-kind"}
+DROP = {
+    "description",
+    "default",
+    "x-kubernetes-patch-strategy",
+    "x-kubernetes-patch-merge-key",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "x-kubernetes-map-type",
+    "x-kubernetes-unions",
+    "x-kubernetes-group-version-kind",
+}
 
 
 def inline(node: Any, components: dict[str, Any], stack: tuple[str, ...] = ()) -> Any:
@@ -71,8 +79,12 @@ def main() -> int:
     if args.from_file:
         doc = json.loads(Path(args.from_file).read_text())
     else:
-        out = subprocess.run(["kubectl", "--kubeconfig", args.kubeconfig, "get", "--raw", "/openapi/v3/api/v1"],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["kubectl", "--kubeconfig", args.kubeconfig, "get", "--raw", "/openapi/v3/api/v1"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         doc = json.loads(out)
     components = doc["components"]["schemas"]
     schema = inline(components["io.k8s.api.core.v1.PodTemplateSpec"], components)

@@ -12,7 +12,10 @@ from pathlib import Path
 from workerpool.crd import render_crd_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGETS = [ROOT / "crds" / "workerpool.yaml", ROOT / "charts" / "workerpool-operator" / "crds" / "workerpool.yaml"]
+TARGETS = [
+    ROOT / "crds" / "workerpool.yaml",
+    ROOT / "charts" / "workerpool-operator" / "crds" / "workerpool.yaml",
+]
 
 
 def main() -> int:

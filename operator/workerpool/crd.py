@@ -22,7 +22,12 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from .contracts import names
-from .contracts.resource import POD_TEMPLATE_SCHEMA_MARK, ResourceModel, WorkerPoolSpec, WorkerPoolStatus
+from .contracts.resource import (
+    POD_TEMPLATE_SCHEMA_MARK,
+    ResourceModel,
+    WorkerPoolSpec,
+    WorkerPoolStatus,
+)
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Min", "type": "integer", "jsonPath": ".spec.minWorkers"},
@@ -80,7 +85,7 @@ def _type_schema(tp: Any, pod_template: dict[str, Any]) -> dict[str, Any]:
         (item,) = get_args(tp)
         return {"type": "array", "items": _type_schema(item, pod_template)}
     if origin is dict:
-        key, value = get_args(tp)
+        _key, value = get_args(tp)
         if value is str:
             return {"type": "object", "additionalProperties": {"type": "string"}}
         return {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
@@ -130,9 +135,7 @@ def model_schema(model: type[BaseModel], pod_template: dict[str, Any]) -> dict[s
     if required:
         schema["required"] = required
     if issubclass(model, ResourceModel) and model.cel_rules:
-        schema["x-kubernetes-validations"] = [
-            {"rule": r.rule, "message": r.message} for r in model.cel_rules
-        ]
+        schema["x-kubernetes-validations"] = [{"rule": r.rule, "message": r.message} for r in model.cel_rules]
     return schema
 
 

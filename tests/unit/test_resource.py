@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-
 from workerpool.contracts.names import DEFAULT_QUEUE_KEY
 from workerpool.contracts.resource import (
     LastRecycle,
@@ -22,8 +21,13 @@ def body(spec: dict[str, Any], status: dict[str, Any] | None = None) -> dict[str
     return {
         "apiVersion": "bifrost.dev/v1alpha1",
         "kind": "WorkerPool",
-        "metadata": {"name": "default", "namespace": "bifrost", "uid": "u-1", "generation": 3,
-                     "annotations": {"bifrost.dev/recycle": "*"}},
+        "metadata": {
+            "name": "default",
+            "namespace": "bifrost",
+            "uid": "u-1",
+            "generation": 3,
+            "annotations": {"bifrost.dev/recycle": "*"},
+        },
         "spec": spec,
         "status": status or {},
     }
@@ -43,11 +47,17 @@ def test_defaults_match_the_design() -> None:
 
 
 def test_from_body_reads_camel_case() -> None:
-    wp = WorkerPool.from_body(body({
-        "minWorkers": 2, "maxWorkers": 4, "processes": {"min": 1, "max": 3},
-        "redis": {"urlSecretRef": {"name": "redis"}, "queueKey": "q"},
-        "scaling": {"scaleDownDelaySeconds": 7},
-    }))
+    wp = WorkerPool.from_body(
+        body(
+            {
+                "minWorkers": 2,
+                "maxWorkers": 4,
+                "processes": {"min": 1, "max": 3},
+                "redis": {"urlSecretRef": {"name": "redis"}, "queueKey": "q"},
+                "scaling": {"scaleDownDelaySeconds": 7},
+            }
+        )
+    )
     assert (wp.name, wp.namespace, wp.uid, wp.generation) == ("default", "bifrost", "u-1", 3)
     assert wp.annotations["bifrost.dev/recycle"] == "*"
     assert wp.spec.redis.url_secret_ref is not None
@@ -58,8 +68,14 @@ def test_from_body_reads_camel_case() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"minWorkers": 5, "maxWorkers": 2, "redis": {"url": "redis://r"}}, "maxWorkers must be >= minWorkers"),
-        ({"processes": {"min": 4, "max": 2}, "redis": {"url": "redis://r"}}, "processes.max must be >= processes.min"),
+        (
+            {"minWorkers": 5, "maxWorkers": 2, "redis": {"url": "redis://r"}},
+            "maxWorkers must be >= minWorkers",
+        ),
+        (
+            {"processes": {"min": 4, "max": 2}, "redis": {"url": "redis://r"}},
+            "processes.max must be >= processes.min",
+        ),
         ({"redis": {"url": "redis://r", "urlSecretRef": {"name": "s"}}}, "exactly one of redis.url"),
         ({"redis": {}}, "exactly one of redis.url"),
         ({"redis": {"url": "http://r"}}, "url"),
@@ -73,9 +89,11 @@ def test_invalid_specs_are_rejected_with_the_admission_message(spec: dict[str, A
 
 def test_status_renders_camel_case() -> None:
     status = WorkerPoolStatus(
-        observed_generation=3, desired_workers=2,
+        observed_generation=3,
+        desired_workers=2,
         last_recycle=LastRecycle(
-            request="*", handled_at="2026-11-26T10:00:00Z",  # type: ignore[arg-type]
+            request="*",
+            handled_at="2026-11-26T10:00:00Z",  # type: ignore[arg-type]
             results=[RecycleResult(worker_id="w", pid=None, status="recycle_requested")],
         ),
     )
@@ -83,4 +101,8 @@ def test_status_renders_camel_case() -> None:
     assert out["observedGeneration"] == 3
     assert out["lastRecycle"]["handledAt"] == "2026-11-26T10:00:00Z"
     assert out["lastRecycle"]["results"][0] == {
-        "workerId": "w", "pid": None, "status": "recycle_requested", "reason": ""}
+        "workerId": "w",
+        "pid": None,
+        "status": "recycle_requested",
+        "reason": "",
+    }

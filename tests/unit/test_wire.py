@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from workerpool.contracts.wire import (
     ExecutionResult,
     ProcessInfo,
@@ -96,8 +96,13 @@ def test_heartbeat_wire_form_is_exactly_the_contract_shape() -> None:
     wire = to_wire(hb)
     assert set(wire) == set(SEED_HEARTBEAT) | {"pool", "namespace"}
     assert set(wire["processes"][0]) == {
-        "pid", "process_id", "state", "memory_mb", "uptime_seconds",
-        "executions_completed", "execution",
+        "pid",
+        "process_id",
+        "state",
+        "memory_mb",
+        "uptime_seconds",
+        "executions_completed",
+        "execution",
     }
     assert set(wire["processes"][0]["execution"]) == {"execution_id", "started_at", "elapsed_seconds"}
 
@@ -143,7 +148,7 @@ def test_states_outside_the_seed_are_rejected(state: str) -> None:
         parse_heartbeat(json.dumps(bad))
 
 
-@pytest.mark.parametrize("value", [b"abc", b"", b"1.5", b"-1", b"0x10", "３".encode()])
+@pytest.mark.parametrize("value", [b"abc", b"", b"1.5", b"-1", b"0x10", "\uff13".encode()])
 def test_non_numeric_pool_size_is_rejected_naming_the_field(value: bytes) -> None:
     with pytest.raises(WireFormatError, match="pool_size"):
         parse_registration("w1", {**SEED_HASH, b"pool_size": value})
@@ -190,7 +195,8 @@ def test_thread_fields_are_not_part_of_the_models() -> None:
 def test_round_trip_wire_status_wire_is_lossless() -> None:
     info = parse_heartbeat(json.dumps(SEED_HEARTBEAT)).worker_info()
     status = to_status(info)
-    assert "workerId" in status and "minWorkers" in status
+    assert "workerId" in status
+    assert "minWorkers" in status
     assert "processId" in status["processes"][0]
     assert "executionsCompleted" in status["processes"][0]
     back = WorkerInfo.model_validate(status)
@@ -203,8 +209,13 @@ def test_recycle_command_shapes() -> None:
     assert to_wire(RecycleCommand(type="recycle", pid=4711)) == {"type": "recycle", "pid": 4711}
     assert parse_command('{"type":"recycle","pid":4711}').pid == 4711
     assert parse_command('{"type":"recycle","pid":null}').pid is None
-    for bad in ('{"type":"recycle","pid":"4711"}', '{"type":"recycle","pid":true}',
-                '{"type":"recycle","pid":-1}', '{"type":"shutdown"}', '{"pid":1}'):
+    for bad in (
+        '{"type":"recycle","pid":"4711"}',
+        '{"type":"recycle","pid":true}',
+        '{"type":"recycle","pid":-1}',
+        '{"type":"shutdown"}',
+        '{"pid":1}',
+    ):
         with pytest.raises(WireFormatError, match="command"):
             parse_command(bad)
 
@@ -212,7 +223,13 @@ def test_recycle_command_shapes() -> None:
 def test_execution_result_shape() -> None:
     result = ExecutionResult(execution_id="e", success=True, result=3, duration_ms=1.5, worker_id="w")
     assert set(to_wire(result)) == {
-        "execution_id", "success", "result", "error", "error_type", "duration_ms", "worker_id",
+        "execution_id",
+        "success",
+        "result",
+        "error",
+        "error_type",
+        "duration_ms",
+        "worker_id",
     }
 
 
@@ -220,25 +237,41 @@ def test_execution_result_shape() -> None:
 
 text_or_bytes = st.one_of(st.text(max_size=30), st.binary(max_size=30))
 field_names = st.sampled_from(
-    ["started_at", "hostname", "min_workers", "max_workers", "pool_size", "idle_count",
-     "busy_count", "heartbeat", "pool", "namespace"]
+    [
+        "started_at",
+        "hostname",
+        "min_workers",
+        "max_workers",
+        "pool_size",
+        "idle_count",
+        "busy_count",
+        "heartbeat",
+        "pool",
+        "namespace",
+    ]
 ) | st.text(max_size=10)
 
 
 @settings(max_examples=500)
-@given(fields=st.dictionaries(st.one_of(field_names, field_names.map(str.encode)), text_or_bytes, max_size=12))
+@given(
+    fields=st.dictionaries(st.one_of(field_names, field_names.map(str.encode)), text_or_bytes, max_size=12)
+)
 def test_any_hash_contents_parse_or_raise_wire_format_error(fields: dict[Any, Any]) -> None:
     try:
         reg = parse_registration("w1", fields)
     except WireFormatError as exc:
-        assert str(exc).startswith("worker:w1")
+        message = str(exc)
     else:
         assert reg.info.worker_id == "w1"
+        return
+    assert message.startswith("worker:w1")
 
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -246,17 +279,13 @@ json_values = st.recursive(
 @settings(max_examples=500)
 @given(overrides=st.dictionaries(st.sampled_from(sorted(SEED_HEARTBEAT)), json_values, max_size=4))
 def test_any_heartbeat_contents_parse_or_raise_wire_format_error(overrides: dict[str, Any]) -> None:
-    try:
+    with contextlib.suppress(WireFormatError):
         parse_heartbeat(json.dumps({**SEED_HEARTBEAT, **overrides}))
-    except WireFormatError:
-        pass
 
 
 @settings(max_examples=300)
 @given(raw=st.one_of(st.text(max_size=50), st.binary(max_size=50)))
 def test_any_bytes_as_heartbeat_or_command_raise_only_wire_format_error(raw: str | bytes) -> None:
     for parse in (parse_heartbeat, parse_command):
-        try:
+        with contextlib.suppress(WireFormatError):
             parse(raw)
-        except WireFormatError:
-            pass

@@ -54,11 +54,15 @@ class ProcessesSpec(ResourceModel):
     """The process pool inside each worker pod (the seed's min_workers/max_workers)."""
 
     min: int = Field(2, ge=1, le=256, description="Processes kept alive in each worker (MIN_WORKERS).")
-    max: int = Field(10, ge=1, le=256, description="Most processes in each worker (MAX_WORKERS); also a worker's capacity when scaling.")
+    max: int = Field(
+        10,
+        ge=1,
+        le=256,
+        description="Most processes in each worker (MAX_WORKERS); also a worker's capacity when scaling.",
+    )
 
     cel_rules = (
-        CelRule("self.max >= self.min", "processes.max must be >= processes.min",
-                lambda s: s.max >= s.min),
+        CelRule("self.max >= self.min", "processes.max must be >= processes.min", lambda s: s.max >= s.min),
     )
 
 
@@ -66,23 +70,31 @@ class SecretKeyRef(ResourceModel):
     """A key of a Secret in the WorkerPool's namespace."""
 
     name: str = Field(min_length=1, max_length=253, description="Secret name.")
-    key: str = Field("url", min_length=1, max_length=253, description="Key in the Secret that holds the Redis URL.")
+    key: str = Field(
+        "url", min_length=1, max_length=253, description="Key in the Secret that holds the Redis URL."
+    )
 
 
 class RedisSpec(ResourceModel):
     """Where the pool's queue and heartbeats live. Exactly one of url / urlSecretRef."""
 
     url: str | None = Field(
-        None, pattern=r"^(redis|rediss|unix)://", max_length=2048,
+        None,
+        pattern=r"^(redis|rediss|unix)://",
+        max_length=2048,
         description="Redis URL. Put a URL with a password in a Secret and use urlSecretRef instead.",
     )
     url_secret_ref: SecretKeyRef | None = Field(None, description="Secret key holding the Redis URL.")
-    queue_key: str = Field(DEFAULT_QUEUE_KEY, min_length=1, max_length=512, description="Sorted set of pending execution ids.")
+    queue_key: str = Field(
+        DEFAULT_QUEUE_KEY, min_length=1, max_length=512, description="Sorted set of pending execution ids."
+    )
 
     cel_rules = (
-        CelRule("has(self.url) != has(self.urlSecretRef)",
-                "exactly one of redis.url or redis.urlSecretRef must be set",
-                lambda s: (s.url is None) != (s.url_secret_ref is None)),
+        CelRule(
+            "has(self.url) != has(self.urlSecretRef)",
+            "exactly one of redis.url or redis.urlSecretRef must be set",
+            lambda s: (s.url is None) != (s.url_secret_ref is None),
+        ),
     )
 
 
@@ -90,7 +102,9 @@ class ScalingSpec(ResourceModel):
     """How the number of worker pods follows demand."""
 
     scale_down_delay_seconds: int = Field(
-        300, ge=0, le=86400,
+        300,
+        ge=0,
+        le=86400,
         description="Stabilization window: demand must stay lower this long before workers are removed.",
     )
 
@@ -101,10 +115,16 @@ class WorkerPoolSpec(ResourceModel):
     min_workers: int = Field(1, ge=0, le=10000, description="Fewest worker pods.")
     max_workers: int = Field(10, ge=0, le=10000, description="Most worker pods; >= minWorkers.")
     processes: ProcessesSpec = Field(default_factory=ProcessesSpec)
-    execution_timeout_seconds: int = Field(300, ge=1, le=86400, description="An execution running longer is terminated (SIGTERM, then SIGKILL).")
+    execution_timeout_seconds: int = Field(
+        300, ge=1, le=86400, description="An execution running longer is terminated (SIGTERM, then SIGKILL)."
+    )
     graceful_shutdown_seconds: int = Field(5, ge=0, le=3600, description="Wait between SIGTERM and SIGKILL.")
-    recycle_after_executions: int = Field(0, ge=0, description="Replace a process after this many executions; 0 = never.")
-    heartbeat_interval_seconds: int = Field(10, ge=1, le=300, description="Seconds between worker heartbeats.")
+    recycle_after_executions: int = Field(
+        0, ge=0, description="Replace a process after this many executions; 0 = never."
+    )
+    heartbeat_interval_seconds: int = Field(
+        10, ge=1, le=300, description="Seconds between worker heartbeats."
+    )
     redis: RedisSpec
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     template: dict[str, Any] = Field(
@@ -114,8 +134,11 @@ class WorkerPoolSpec(ResourceModel):
     )
 
     cel_rules = (
-        CelRule("self.maxWorkers >= self.minWorkers", "maxWorkers must be >= minWorkers",
-                lambda s: s.max_workers >= s.min_workers),
+        CelRule(
+            "self.maxWorkers >= self.minWorkers",
+            "maxWorkers must be >= minWorkers",
+            lambda s: s.max_workers >= s.min_workers,
+        ),
     )
 
 
@@ -160,17 +183,23 @@ class WorkerPoolStatus(ContractModel):
 
     observed_generation: NonNegativeInt | None = None
     desired_workers: NonNegativeInt | None = None
-    workers: NonNegativeInt | None = Field(None, description="Worker pods that exist and are not terminating.")
-    ready_workers: NonNegativeInt | None = Field(None, description="Pods that run and have a live registration.")
+    workers: NonNegativeInt | None = Field(
+        None, description="Worker pods that exist and are not terminating."
+    )
+    ready_workers: NonNegativeInt | None = Field(
+        None, description="Pods that run and have a live registration."
+    )
     pool_size: NonNegativeInt | None = Field(None, description="Processes over all live workers.")
     idle_count: NonNegativeInt | None = None
     busy_count: NonNegativeInt | None = None
     queue: QueueStatus | None = None
     worker_details: list[WorkerInfo] | None = Field(
-        None, description="The seed's WorkerInfo per live worker (bounded; see workerDetailsOmitted).",
+        None,
+        description="The seed's WorkerInfo per live worker (bounded; see workerDetailsOmitted).",
     )
     worker_details_omitted: NonNegativeInt | None = Field(
-        None, description="Workers left out of workerDetails to bound the object's size; the sums count them.",
+        None,
+        description="Workers left out of workerDetails to bound the object's size; the sums count them.",
     )
     last_recycle: LastRecycle | None = None
     conditions: list[Condition] | None = None

@@ -252,9 +252,7 @@ def parse_registration(worker_id: str, fields: Mapping[Any, Any]) -> Registratio
     if "heartbeat" in data:
         hb = parse_json_message(WorkerHeartbeat, data["heartbeat"], what=f"{what}: heartbeat")
         if hb.worker_id != worker_id:
-            raise WireFormatError(
-                f"{what}: heartbeat: worker_id {hb.worker_id!r} does not match the key"
-            )
+            raise WireFormatError(f"{what}: heartbeat: worker_id {hb.worker_id!r} does not match the key")
         info["processes"] = [to_wire(p) for p in hb.processes]
         heartbeat_at = hb.timestamp
     try:

@@ -1,0 +1,234 @@
+"""TEST INFRASTRUCTURE — etcd + kube-apiserver (+ kube-controller-manager) on
+free loopback ports in a temporary directory.
+
+Used by the pytest fixtures (tests/conftest.py), `make cluster-up` and the demo.
+Authorization is RBAC; the admin identity is a client certificate in
+system:masters; service-account signing keys are configured so TokenRequest
+works (the RBAC e2e runs the operator as the chart's ServiceAccount).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import ssl
+import subprocess
+import tempfile
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import yaml
+
+from . import binaries
+from .certs import Pki, make_pki
+from .procs import free_port, spawn, stop, wait_for
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT = 90.0
+
+
+class LocalCluster:
+    """A real control plane for tests. `with LocalCluster() as c: c.kubectl("get", "ns")`."""
+
+    def __init__(self, workdir: Path | None = None, *, controller_manager: bool = True) -> None:
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="wpo-cluster-"))
+        self.controller_manager = controller_manager
+        self.etcd_port = free_port()
+        self.etcd_peer_port = free_port()
+        self.api_port = free_port()
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.pki: Pki | None = None
+
+    # --- public -------------------------------------------------------------------
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    def env(self) -> dict[str, str]:
+        """Environment for child processes: KUBECONFIG and kubectl/helm on PATH."""
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PATH": binaries.path_with_binaries()}
+
+    def start(self) -> LocalCluster:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        # Reverse order: controllers before the API server before its storage.
+        for name in reversed(list(self.procs)):
+            stop(self.procs[name], grace=10)
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs.values()]
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        kubectl = binaries.find("kubectl")
+        res = subprocess.run(
+            [str(kubectl), "--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and res.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}")
+        return res
+
+    def apply(self, manifest: str | Path, *, server_side: bool = True) -> None:
+        args = ["apply", "--server-side", "--force-conflicts"] if server_side else ["apply"]
+        if isinstance(manifest, Path):
+            self.kubectl(*args, "-f", str(manifest))
+        else:
+            self.kubectl(*args, "-f", "-", input=manifest)
+
+    def install_crd(self, path: Path) -> None:
+        """Apply a CRD and wait until it is Established."""
+        self.apply(path)
+        name = yaml.safe_load(path.read_text())["metadata"]["name"]
+        self.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+
+    def write_kubeconfig(self, path: Path, *, user: dict[str, Any], name: str = "local") -> Path:
+        """A kubeconfig for this cluster with the given user entry (cert or token)."""
+        assert self.pki is not None
+        ca = base64.b64encode(self.pki.ca_crt.read_bytes()).decode()
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "workerpool-local",
+                    "cluster": {"server": self.server, "certificate-authority-data": ca},
+                }
+            ],
+            "users": [{"name": name, "user": user}],
+            "contexts": [{"name": name, "context": {"cluster": "workerpool-local", "user": name}}],
+            "current-context": name,
+        }
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
+    # --- internals ------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self.pki = make_pki(self.workdir / "pki")
+        logs = self.workdir / "logs"
+        self.procs["etcd"] = spawn(self._etcd_argv(), log_path=logs / "etcd.log")
+        wait_for(self._etcd_ready, timeout=30, what="etcd /health")
+        self.procs["kube-apiserver"] = spawn(self._apiserver_argv(), log_path=logs / "kube-apiserver.log")
+        self.write_kubeconfig(
+            self.kubeconfig,
+            name="admin",
+            user={
+                "client-certificate-data": base64.b64encode(self.pki.admin_crt.read_bytes()).decode(),
+                "client-key-data": base64.b64encode(self.pki.admin_key.read_bytes()).decode(),
+            },
+        )
+        wait_for(self._apiserver_ready, timeout=READY_TIMEOUT, what="kube-apiserver /readyz", interval=0.2)
+        if self.controller_manager:
+            self.procs["kube-controller-manager"] = spawn(
+                self._kcm_argv(), log_path=logs / "kube-controller-manager.log"
+            )
+        log.info("local cluster up: %s (kubeconfig %s)", self.server, self.kubeconfig)
+
+    def _check_alive(self, name: str) -> None:
+        proc = self.procs[name]
+        if proc.poll() is not None:
+            tail = (self.workdir / "logs" / f"{name}.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+
+    def _etcd_argv(self) -> list[str]:
+        client = f"http://127.0.0.1:{self.etcd_port}"
+        peer = f"http://127.0.0.1:{self.etcd_peer_port}"
+        return [
+            str(binaries.find("etcd")),
+            "--name",
+            "default",
+            "--data-dir",
+            str(self.workdir / "etcd"),
+            "--listen-client-urls",
+            client,
+            "--advertise-client-urls",
+            client,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            f"default={peer}",
+            "--unsafe-no-fsync",
+            "--log-level",
+            "warn",
+        ]
+
+    def _etcd_ready(self) -> bool:
+        self._check_alive("etcd")
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.etcd_port}/health", timeout=2) as r:
+            return bool(json.loads(r.read()).get("health") == "true")
+
+    def _apiserver_argv(self) -> list[str]:
+        assert self.pki is not None
+        return [
+            str(binaries.find("kube-apiserver")),
+            f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={self.api_port}",
+            f"--cert-dir={self.workdir / 'apiserver-certs'}",
+            f"--tls-cert-file={self.pki.serving_crt}",
+            f"--tls-private-key-file={self.pki.serving_key}",
+            f"--client-ca-file={self.pki.ca_crt}",
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={self.pki.sa_pub}",
+            f"--service-account-signing-key-file={self.pki.sa_key}",
+            "--service-cluster-ip-range=10.96.0.0/24",
+            # No token controller runs, so there is no `default` ServiceAccount
+            # to inject into pods; the harness kubelet does not mount tokens.
+            "--disable-admission-plugins=ServiceAccount",
+            "--profiling=false",
+            "--v=1",
+        ]
+
+    def _apiserver_ready(self) -> bool:
+        self._check_alive("kube-apiserver")
+        assert self.pki is not None
+        ctx = ssl.create_default_context(cafile=str(self.pki.ca_crt))
+        ctx.load_cert_chain(str(self.pki.admin_crt), str(self.pki.admin_key))
+        with urllib.request.urlopen(f"{self.server}/readyz", context=ctx, timeout=5) as r:
+            return bool(r.status == 200)
+
+    def _kcm_argv(self) -> list[str]:
+        return [
+            str(binaries.find("kube-controller-manager")),
+            f"--kubeconfig={self.kubeconfig}",
+            # Garbage collection (ownerReferences) and namespace deletion behave
+            # as in a real cluster; nothing else is needed by the tests.
+            "--controllers=garbagecollector,namespace",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={free_port()}",
+            f"--cert-dir={self.workdir / 'kcm-certs'}",
+            "--v=1",
+        ]
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,109 @@
+"""TEST INFRASTRUCTURE — child processes that cannot outlive their parent.
+
+Every server the local cluster starts gets its own process group and
+PR_SET_PDEATHSIG=SIGKILL, so a crashed or killed test run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+_libc: ctypes.CDLL | None
+try:
+    _libc = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:  # not glibc: no parent-death signal, teardown still kills groups
+    _libc = None
+
+
+def _die_with_parent() -> None:
+    if _libc is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def free_port() -> int:
+    """A free loopback TCP port (the kernel picks it; a race with others is unlikely)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    die_with_parent: bool = True,
+) -> subprocess.Popen[bytes]:
+    """Start a server in its own process group, output to `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    out: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - owned by the child from here on
+    try:
+        return subprocess.Popen(
+            list(argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if die_with_parent else None,
+        )
+    finally:
+        out.close()
+
+
+def stop(proc: subprocess.Popen[bytes], *, grace: float = 5.0) -> None:
+    """SIGTERM the process group, SIGKILL it after `grace` seconds, reap."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            log.warning("pid %d ignored SIGTERM for %.0f s; killing", proc.pid, grace)
+    # Kill what is left of the group, including grandchildren.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def wait_for(predicate: object, *, timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll `predicate()` until true or raise TimeoutError naming `what`."""
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception as exc:  # the server may not be up yet
+            last_exc = exc
+        time.sleep(interval)
+    raise TimeoutError(
+        f"timed out after {timeout:.0f} s waiting for {what}"
+        + (f" (last error: {last_exc})" if last_exc else "")
+    )

@@ -1,0 +1,167 @@
+"""The execution queue on Redis: enqueue, claim with a lease, finish, re-queue.
+
+Keys (the first two are the contract, DESIGN §3; the rest are this runtime's):
+
+- `{queue}`            sorted set of pending execution ids, score = enqueue time (s)
+- `bifrost:exec:{id}:context` / `:result`
+- `{queue}:leases`     sorted set: claimed execution id -> lease expiry (ms)
+- `{queue}:lease-info` hash: id -> {"worker_id", "score", "attempts"}
+- `{queue}:notify`     list of wake-up tokens (one per enqueue) that idle
+                       workers block on, so dispatch is event-driven
+
+Guarantees (documented in docs/worker.md):
+- claiming is one Lua script: the id leaves the pending set and gets a lease
+  atomically, so a worker dying at any instant cannot drop it;
+- finishing writes the result, publishes it and drops the lease atomically;
+- a lease not renewed (by heartbeats) before it expires is re-queued with its
+  original score by any live worker; after `max_attempts` claims the
+  execution gets a failure result instead of running again.
+Execution is therefore at-least-once: an execution re-queued because its
+worker was lost may run again from the start.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+
+from ..contracts.names import RESULTS_CHANNEL, exec_context_key, exec_result_key
+from ..contracts.wire import ExecutionResult, to_wire
+
+_CLAIM = """
+local popped = redis.call('ZPOPMIN', KEYS[1])
+if #popped == 0 then return false end
+local id, score = popped[1], popped[2]
+local attempts = 1
+local info = redis.call('HGET', KEYS[3], id)
+if info then attempts = cjson.decode(info)['attempts'] + 1 end
+redis.call('ZADD', KEYS[2], tonumber(ARGV[2]) + tonumber(ARGV[3]), id)
+redis.call('HSET', KEYS[3], id, cjson.encode({worker_id=ARGV[1], score=score, attempts=attempts}))
+local ctx = redis.call('GET', ARGV[4] .. id .. ARGV[5])
+return {id, ctx, attempts, score}
+"""
+
+_FINISH = """
+redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[3])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('PUBLISH', ARGV[4], ARGV[2])
+return 1
+"""
+
+# Mode "expired": leases past ARGV[1]; mode "owner": every lease of worker ARGV[3]
+# (a restarted worker's previous incarnation cannot still be running them).
+_REQUEUE = """
+local ids
+if ARGV[2] == 'owner' then ids = redis.call('ZRANGE', KEYS[2], 0, -1)
+else ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, 1000) end
+local moved = {}
+for _, id in ipairs(ids) do
+  local info = redis.call('HGET', KEYS[3], id)
+  local decoded = nil
+  if info then decoded = cjson.decode(info) end
+  if ARGV[2] ~= 'owner' or (decoded and decoded['worker_id'] == ARGV[3]) then
+    redis.call('ZREM', KEYS[2], id)
+    local score = ARGV[4]
+    if decoded then score = decoded['score'] end
+    redis.call('ZADD', KEYS[1], score, id)
+    redis.call('LPUSH', KEYS[4], '1')
+    table.insert(moved, id)
+  end
+end
+return moved
+"""
+
+NOTIFY_CAP = 10000  # wake-up tokens kept at most (they are only hints)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    execution_id: str
+    context: str | None  # raw JSON, None when the context key is missing
+    attempts: int
+    enqueued_at: float
+
+
+class Queue:
+    """One Redis client per worker; blocking waits use a connection of their own."""
+
+    def __init__(self, client: aioredis.Redis, queue_key: str) -> None:
+        self.r = client
+        self.key = queue_key
+        self.leases = f"{queue_key}:leases"
+        self.lease_info = f"{queue_key}:lease-info"
+        self.notify = f"{queue_key}:notify"
+        self._claim = client.register_script(_CLAIM)
+        self._finish = client.register_script(_FINISH)
+        self._requeue = client.register_script(_REQUEUE)
+
+    async def enqueue(self, execution_id: str, context: dict[str, Any], *, at: float | None = None) -> None:
+        score = time.time() if at is None else at
+        async with self.r.pipeline(transaction=True) as p:
+            p.set(exec_context_key(execution_id), json.dumps(context))
+            p.zadd(self.key, {execution_id: score})
+            p.lpush(self.notify, "1")
+            p.ltrim(self.notify, 0, NOTIFY_CAP - 1)
+            await p.execute()
+
+    async def claim(self, worker_id: str, lease_seconds: float) -> Claimed | None:
+        now_ms = int(time.time() * 1000)
+        prefix, suffix = exec_context_key("\0").split("\0")
+        res = await self._claim(
+            keys=[self.key, self.leases, self.lease_info],
+            args=[worker_id, now_ms, int(lease_seconds * 1000), prefix, suffix],
+        )
+        if not res:
+            return None
+        ident, ctx, attempts, score = cast(list[Any], res)
+        return Claimed(_s(ident), _s(ctx) if ctx is not None else None, int(attempts), float(_s(score)))
+
+    async def wait_for_work(self, blocking: aioredis.Redis, block_seconds: float) -> None:
+        """Block until an enqueue's wake-up token arrives or `block_seconds` pass.
+
+        Tokens are hints, not work items: the caller claims afterwards, and
+        producers that only ZADD (without a token) are found by the next
+        claim after the timeout.
+        """
+        await blocking.blpop([self.notify], timeout=block_seconds)
+
+    async def finish(self, result: ExecutionResult, ttl_seconds: int) -> None:
+        payload = json.dumps(to_wire(result))
+        await self._finish(
+            keys=[self.key, self.leases, self.lease_info, exec_result_key(result.execution_id)],
+            args=[result.execution_id, payload, ttl_seconds, RESULTS_CHANNEL],
+        )
+
+    async def renew(self, execution_ids: list[str], lease_seconds: float) -> None:
+        if not execution_ids:
+            return
+        expiry = int((time.time() + lease_seconds) * 1000)
+        # XX: a lease that was already re-queued is not resurrected.
+        await self.r.zadd(self.leases, dict.fromkeys(execution_ids, expiry), xx=True)
+
+    async def requeue_expired(self) -> list[str]:
+        return await self._run_requeue("expired", "")
+
+    async def requeue_owned_by(self, worker_id: str) -> list[str]:
+        return await self._run_requeue("owner", worker_id)
+
+    async def _run_requeue(self, mode: str, worker_id: str) -> list[str]:
+        now = time.time()
+        res = await self._requeue(
+            keys=[self.key, self.leases, self.lease_info, self.notify],
+            args=[int(now * 1000), mode, worker_id, now],
+        )
+        return [_s(x) for x in cast(list[Any], res or [])]
+
+    async def depth(self) -> int:
+        return int(await self.r.zcard(self.key))
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,31 @@
+"""The distribution installs `workerpool` without shadowing the standard library."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_operator_dir_is_a_source_root_not_a_package() -> None:
+    assert not (ROOT / "operator" / "__init__.py").exists()
+
+
+def test_import_operator_is_still_the_standard_library() -> None:
+    # A fresh interpreter, started from the repository root (where a stray
+    # `operator/` directory would be found first if it were a package).
+    code = "import operator, workerpool; print(operator.__file__); print(operator.itemgetter)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.splitlines()
+    assert Path(out[0]).parent == Path(sysconfig.get_paths()["stdlib"])
+    assert "itemgetter" in out[1]
+
+
+def test_console_script_reports_the_version() -> None:
+    exe = Path(sys.executable).parent / "workerpool"
+    out = subprocess.run([str(exe), "version"], check=True, capture_output=True, text=True).stdout
+    assert out.startswith("workerpool ")
