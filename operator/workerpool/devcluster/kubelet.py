@@ -360,7 +360,10 @@ class HarnessKubelet:
             log.info(
                 "stopping %s/%s pid %d: SIGTERM, grace %.0f s", run.namespace, run.name, run.proc.pid, grace
             )
-            self._kill_group(run, signal.SIGTERM)
+            # Like a container runtime: SIGTERM to the main process only (the
+            # worker decides what its children do), SIGKILL to everything.
+            with contextlib.suppress(ProcessLookupError):
+                run.proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(run.proc.wait(), timeout=grace)
             except TimeoutError:

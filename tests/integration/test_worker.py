@@ -1,0 +1,402 @@
+"""The worker runtime against a real redis-server with real processes.
+
+Covers the seed's list (pool starts with min, routes to idle, scales up when
+all busy, scales down excess idle, timeout kills and replaces, crash detected
+and replaced, recycle idle, cannot recycle busy, heartbeat schema, missing
+context, execution error, SIGTERM, loops for multiple executions) plus the
+lease guarantee: kill -9 of the whole worker mid-execution loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from workerpool.contracts.names import HEARTBEAT_CHANNEL, worker_key
+from workerpool.contracts.wire import parse_heartbeat
+from workerpool.devcluster.procs import pid_alive
+from workerpool.devcluster.redis_server import RedisServer
+
+from .workers import CHANGE, START, Client, WorkerProcess, states, wait_until
+
+pytestmark = pytest.mark.redis
+
+StartWorker = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> Client:
+    return Client(redis_server.url)
+
+
+@pytest.fixture
+def start_worker(redis_server: RedisServer, tmp_path: Path) -> Iterator[StartWorker]:
+    started: list[WorkerProcess] = []
+
+    def start(**env: Any) -> WorkerProcess:
+        w = WorkerProcess(redis_server.url, tmp_path, **env).start()
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+def ready(client: Client, w: WorkerProcess, size: int) -> list[int]:
+    reg = client.wait_registration(
+        w.worker_id, lambda r: states(r) == ["idle"] * size, f"{size} idle processes", timeout=START
+    )
+    return [p.pid for p in reg.info.processes]
+
+
+def test_pool_starts_with_min(client: Client, start_worker: StartWorker) -> None:
+    w = start_worker(MIN_WORKERS=3, MAX_WORKERS=5)
+    reg = client.wait_registration(w.worker_id, lambda r: r.info.pool_size == 3, "pool of 3", timeout=START)
+    assert (reg.info.min_workers, reg.info.max_workers) == (3, 5)
+    assert reg.info.idle_count == 3 and reg.info.busy_count == 0
+    assert all(pid_alive(p.pid) for p in reg.info.processes)
+
+
+def test_routes_to_idle_process(client: Client, start_worker: StartWorker) -> None:
+    w = start_worker()
+    pids = ready(client, w, 2)
+    result = client.wait_result(client.submit("pid"))
+    assert result.success and result.result in pids
+    assert result.worker_id == w.worker_id
+    reg = client.registration(w.worker_id)
+    assert reg is not None and reg.info.pool_size == 2  # no new process was needed
+
+
+def test_scales_up_when_all_busy_and_down_when_idle(client: Client, start_worker: StartWorker) -> None:
+    w = start_worker(MIN_WORKERS=1, MAX_WORKERS=3, PROCESS_IDLE_SECONDS=0.5)
+    ready(client, w, 1)
+    ids = [client.submit("sleep", {"seconds": 1.5}) for _ in range(3)]
+    client.wait_registration(w.worker_id, lambda r: states(r) == ["busy"] * 3, "3 busy processes")
+    assert all(client.wait_result(i).success for i in ids)
+    client.wait_registration(w.worker_id, lambda r: states(r) == ["idle"], "back to 1 idle process")
+
+
+def test_never_more_than_max(client: Client, start_worker: StartWorker) -> None:
+    w = start_worker(MIN_WORKERS=1, MAX_WORKERS=2)
+    ready(client, w, 1)
+    ids = [client.submit("sleep", {"seconds": 0.5}) for _ in range(6)]
+    seen = set()
+    for i in ids:
+        seen.add(client.wait_result(i).worker_id)
+        reg = client.registration(w.worker_id)
+        assert reg is not None and reg.info.pool_size <= 2
+    assert client.r.zcard("bifrost:queue:pending") == 0
+
+
+def test_timeout_kills_and_replaces(client: Client, start_worker: StartWorker) -> None:
+    w = start_worker(MIN_WORKERS=1, MAX_WORKERS=1)
+    (old_pid,) = ready(client, w, 1)
+    t0 = time.monotonic()
+    result = client.wait_result(client.submit("hang", timeout=0.5))
+    assert not result.success and result.error_type == "TimeoutError"
+    assert "timeout of 0.5 s" in (result.error or "")
+    assert time.monotonic() - t0 < 5
+    wait_until(lambda: not pid_alive(old_pid), timeout=CHANGE, what="the timed-out process to be gone")
+    (new_pid,) = ready(client, w, 1)
+    assert new_pid != old_pid
+    assert client.wait_result(client.submit("echo", {"x": 1})).result == {"x": 1}
+
+
+def test_timeout_escalates_to_sigkill(client: Client, start_worker: StartWorker) -> None:
+    w = start_worker(MIN_WORKERS=1, MAX_WORKERS=1, GRACEFUL_SHUTDOWN_SECONDS=0.5)
+    (old_pid,) = ready(client, w, 1)
+    result = client.wait_result(client.submit("hang", {"ignore_sigterm": True}, timeout=0.5))
+    assert result.error_type == "TimeoutError"
+    assert not pid_alive(old_pid)
+    assert result.duration_ms >= 1000  # 0.5 s timeout + 0.5 s graceful period before SIGKILL
+
+
+def test_crash_is_reported_and_replaced(client: Client, start_worker: StartWorker) -> None:
+    w = start_worker(MIN_WORKERS=1, MAX_WORKERS=1)
+    (old_pid,) = ready(client, w, 1)
+    result = client.wait_result(client.submit("crash", {"exit_code": 7}))
+    assert not result.success and result.error_type == "ProcessCrashed"
+    assert "exit code 7" in (result.error or "")
+    (new_pid,) = ready(client, w, 1)
+    assert new_pid != old_pid
+
+
+def test_recycle_idle_process_by_pid_and_any(client: Client, start_worker: StartWorker) -> None:
+    w = start_worker()
+    pids = ready(client, w, 2)
+    wait_until(lambda: client.recycle(w.worker_id, pids[0]) == 1, timeout=START, what="a subscriber")
+    reg = client.wait_registration(
+        w.worker_id,
+        lambda r: pids[0] not in [p.pid for p in r.info.processes] and states(r) == ["idle", "idle"],
+        "pid replaced",
+    )
+    assert pids[1] in [p.pid for p in reg.info.processes]
+    before = {p.pid for p in reg.info.processes}
+    client.recycle(w.worker_id, None)
+    client.wait_registration(
+        w.worker_id,
+        lambda r: len(before & {p.pid for p in r.info.processes}) == 1 and states(r) == ["idle", "idle"],
+        "one idle process replaced",
+    )
+
+
+def test_cannot_recycle_busy_process(client: Client, start_worker: StartWorker) -> None:
+    w = start_worker(MIN_WORKERS=1, MAX_WORKERS=1)
+    ready(client, w, 1)
+    eid = client.submit("sleep", {"seconds": 1.5})
+    reg = client.wait_registration(w.worker_id, lambda r: states(r) == ["busy"], "busy")
+    busy_pid = reg.info.processes[0].pid
+    wait_until(lambda: client.recycle(w.worker_id, busy_pid) == 1, timeout=START, what="a subscriber")
+    result = client.wait_result(eid)
+    assert result.success
+    assert pid_alive(busy_pid)
+    wait_until(lambda: "refusing to recycle pid" in w.logs(), timeout=CHANGE, what="the refusal in the log")
+    client.recycle(w.worker_id, None)  # no idle process: nothing happens
+    wait_until(
+        lambda: "no idle process to recycle" in w.logs() or pid_alive(busy_pid),
+        timeout=CHANGE,
+        what="the command to be handled",
+    )
+
+
+def test_malformed_commands_are_ignored(client: Client, start_worker: StartWorker) -> None:
+    w = start_worker()
+    pids = ready(client, w, 2)
+    channel = f"worker:{w.worker_id}:commands"
+    wait_until(lambda: client.r.publish(channel, "{not json") == 1, timeout=START, what="a subscriber")
+    for bad in (
+        '{"type":"shutdown"}',
+        '{"type":"recycle","pid":"12"}',
+        "[]",
+        '{"type":"recycle","pid":true}',
+    ):
+        client.r.publish(channel, bad)
+    wait_until(
+        lambda: w.logs().count("ignoring malformed or unknown command") >= 5,
+        timeout=CHANGE,
+        what="five warnings",
+    )
+    assert client.wait_result(client.submit("pid")).result in pids
+    reg = client.registration(w.worker_id)
+    assert reg is not None and sorted(p.pid for p in reg.info.processes) == sorted(pids)
+
+
+def test_heartbeat_is_published_with_the_exact_schema(client: Client, start_worker: StartWorker) -> None:
+    pubsub = client.r.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(HEARTBEAT_CHANNEL)
+    w = start_worker(POOL_NAME="default", POOL_NAMESPACE="bifrost")
+    ready(client, w, 2)
+    eid = client.submit("sleep", {"seconds": 1})
+
+    def busy_heartbeat() -> dict[str, Any] | None:
+        msg = pubsub.get_message(timeout=0.5)
+        if msg is None:
+            return None
+        data: dict[str, Any] = json.loads(msg["data"])
+        return data if data.get("busy_count") == 1 else None
+
+    data = wait_until(busy_heartbeat, timeout=CHANGE, what="a heartbeat with a busy process")
+    assert set(data) == {
+        "type",
+        "worker_id",
+        "timestamp",
+        "started_at",
+        "hostname",
+        "min_workers",
+        "max_workers",
+        "pool_size",
+        "idle_count",
+        "busy_count",
+        "processes",
+        "pool",
+        "namespace",
+    }
+    assert (data["type"], data["worker_id"], data["pool"], data["namespace"]) == (
+        "worker_heartbeat",
+        w.worker_id,
+        "default",
+        "bifrost",
+    )
+    busy = next(p for p in data["processes"] if p["state"] == "busy")
+    assert set(busy) == {
+        "pid",
+        "process_id",
+        "state",
+        "memory_mb",
+        "uptime_seconds",
+        "executions_completed",
+        "execution",
+    }
+    assert busy["execution"]["execution_id"] == eid
+    assert set(busy["execution"]) == {"execution_id", "started_at", "elapsed_seconds"}
+    parse_heartbeat(json.dumps(data))  # and it satisfies the models
+    ttl = client.r.ttl(worker_key(w.worker_id))
+    assert 0 < ttl <= 3
+    pubsub.close()
+
+
+def test_missing_context_gets_a_failure_result(client: Client, start_worker: StartWorker) -> None:
+    start_worker()
+    result = client.wait_result(client.submit("noop", context=False))
+    assert not result.success and result.error_type == "ContextMissing"
+
+
+def test_invalid_context_gets_a_failure_result(client: Client, start_worker: StartWorker) -> None:
+    start_worker()
+    eid = "bad-ctx"
+    client.r.set(f"bifrost:exec:{eid}:context", json.dumps({"function": "no colon here"}))
+    client.r.zadd(client.queue, {eid: time.time()})
+    result = client.wait_result(eid)
+    assert not result.success and result.error_type == "InvalidContext"
+    assert "function" in (result.error or "")
+
+
+def test_execution_error_is_reported(client: Client, start_worker: StartWorker) -> None:
+    w = start_worker(MIN_WORKERS=1, MAX_WORKERS=1)
+    (pid,) = ready(client, w, 1)
+    result = client.wait_result(client.submit("fail", {"message": "boom"}))
+    assert (result.success, result.error, result.error_type) == (False, "boom", "ValueError")
+    assert client.wait_result(client.submit("pid")).result == pid  # the process survived its error
+    unknown = client.wait_result(client.submit("does_not_exist"))
+    assert unknown.error_type == "AttributeError"
+
+
+def test_result_is_published(client: Client, start_worker: StartWorker) -> None:
+    pubsub = client.r.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe("bifrost:executions:results")
+    start_worker()
+    eid = client.submit("echo", {"a": [1, 2]})
+
+    def published() -> dict[str, Any] | None:
+        msg = pubsub.get_message(timeout=0.5)
+        return json.loads(msg["data"]) if msg else None
+
+    data = wait_until(published, timeout=START, what="a published result")
+    assert set(data) == {
+        "execution_id",
+        "success",
+        "result",
+        "error",
+        "error_type",
+        "duration_ms",
+        "worker_id",
+    }
+    assert (data["execution_id"], data["result"]) == (eid, {"a": [1, 2]})
+    pubsub.close()
+
+
+def test_loops_for_multiple_executions(client: Client, start_worker: StartWorker) -> None:
+    w = start_worker(MIN_WORKERS=1, MAX_WORKERS=1)
+    (pid,) = ready(client, w, 1)
+    ids = [client.submit("pid") for _ in range(25)]
+    assert {client.wait_result(i).result for i in ids} == {pid}
+    client.wait_registration(
+        w.worker_id,
+        lambda r: r.info.processes[0].executions_completed == 25,
+        "25 executions completed by one process",
+    )
+
+
+def test_recycle_after_executions(client: Client, start_worker: StartWorker) -> None:
+    w = start_worker(MIN_WORKERS=1, MAX_WORKERS=1, RECYCLE_AFTER_EXECUTIONS=3)
+    ready(client, w, 1)
+    pids = [client.wait_result(client.submit("pid")).result for _ in range(7)]
+    assert len(set(pids[0:3])) == 1 and len(set(pids[3:6])) == 1 and pids[0] != pids[3] != pids[6]
+
+
+def test_sigterm_finishes_running_executions_then_unregisters(
+    client: Client, start_worker: StartWorker
+) -> None:
+    w = start_worker()
+    ready(client, w, 2)
+    eid = client.submit("sleep", {"seconds": 1.5})
+    client.wait_registration(w.worker_id, lambda r: r.info.busy_count == 1, "busy")
+    w.terminate()
+    assert w.proc is not None and w.proc.wait(timeout=START) == 0
+    result = client.result(eid)
+    assert result is not None and result.success
+    assert not client.r.exists(worker_key(w.worker_id))
+    assert client.r.zcard(f"{client.queue}:leases") == 0
+    queued = client.submit("noop")  # a stopped worker takes nothing more
+    assert client.r.zscore(client.queue, queued) is not None
+
+
+def test_kill_9_of_the_whole_worker_loses_nothing(client: Client, start_worker: StartWorker) -> None:
+    a = start_worker(MIN_WORKERS=2, MAX_WORKERS=2, REGISTRATION_TTL_SECONDS=2)
+    ready(client, a, 2)
+    ids = [client.submit("sleep", {"seconds": 2}) for _ in range(5)]
+    client.wait_registration(a.worker_id, lambda r: r.info.busy_count == 2, "two running")
+    a.kill_group()  # the pod dies at once: no result, no unregister
+    b = start_worker(MIN_WORKERS=3, MAX_WORKERS=3)
+    results = {i: client.wait_result(i, timeout=30) for i in ids}
+    assert all(r.success for r in results.values())
+    assert {r.worker_id for r in results.values()} == {b.worker_id}
+    assert client.r.zcard(client.queue) == 0
+    assert client.r.zcard(f"{client.queue}:leases") == 0
+
+
+def test_restarted_worker_requeues_what_it_held(
+    client: Client, start_worker: StartWorker, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    a = start_worker(MIN_WORKERS=1, MAX_WORKERS=1, REGISTRATION_TTL_SECONDS=60)
+    ready(client, a, 1)
+    eid = client.submit("sleep", {"seconds": 1})
+    client.wait_registration(a.worker_id, lambda r: r.info.busy_count == 1, "busy")
+    a.kill_group()
+    # Same pod name restarting (container restart): its old lease is re-queued at once,
+    # not after the 60 s lease.
+    again = WorkerProcess(redis_server.url, tmp_path, worker_id=a.worker_id, MIN_WORKERS=1, MAX_WORKERS=1)
+    again.start()
+    try:
+        assert client.wait_result(eid, timeout=15).success
+    finally:
+        again.stop()
+
+
+def test_poison_execution_is_abandoned_after_max_attempts(client: Client, start_worker: StartWorker) -> None:
+    eid = "poison"
+    client.r.set(f"bifrost:exec:{eid}:context", json.dumps({"function": "x:y"}))
+    # Three claims by workers that were lost before finishing.
+    client.r.hset(
+        f"{client.queue}:lease-info", eid, json.dumps({"worker_id": "gone", "score": "1", "attempts": 3})
+    )
+    client.r.zadd(client.queue, {eid: 1})
+    start_worker(MAX_ATTEMPTS=3)
+    result = client.wait_result(eid)
+    assert result.error_type == "WorkerLost"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MIN_WORKERS": "two"}, "MIN_WORKERS='two': expected an integer"),
+        ({"MIN_WORKERS": "5", "MAX_WORKERS": "2"}, "MAX_WORKERS=2 must be >= MIN_WORKERS=5"),
+        ({"REDIS_URL": ""}, "REDIS_URL is required"),
+        ({"REDIS_URL": "http://user:secret@host"}, "REDIS_URL: expected a redis://"),
+        (
+            {"WORKER_HEARTBEAT_INTERVAL_SECONDS": "-1"},
+            "WORKER_HEARTBEAT_INTERVAL_SECONDS='-1': must be >= 0.1",
+        ),
+    ],
+)
+def test_bad_configuration_is_a_clear_error(
+    redis_server: RedisServer, tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    w = WorkerProcess(redis_server.url, tmp_path, **env)
+    out = subprocess.run(
+        [sys.executable, "-m", "workerpool.cli", "worker"],
+        env=w.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "secret" not in out.stderr
