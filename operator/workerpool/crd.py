@@ -113,8 +113,14 @@ def _field_schema(field: FieldInfo, pod_template: dict[str, Any]) -> dict[str, A
     if field.default is not PydanticUndefined and field.default is not None:
         schema["default"] = field.default
     elif field.default_factory is not None and schema.get("type") == "object":
-        # An empty object default lets the API server apply the nested defaults.
-        schema["default"] = {}
+        # The whole default object, not `{}`: CEL rules on the object are checked
+        # against the default itself, before nested defaults would fill it.
+        value = field.default_factory()  # type: ignore[call-arg]
+        schema["default"] = (
+            value.model_dump(mode="json", by_alias=True, exclude_none=True)
+            if isinstance(value, BaseModel)
+            else value
+        )
     return schema
 
 
