@@ -125,7 +125,9 @@ build_etcd
 build_helm
 build_kubernetes
 log "all binaries ready in $((SECONDS - start)) s:"
-"$K8S_DIR/kube-apiserver" --version >&2
-"$K8S_DIR/kubectl" version --client 2>/dev/null | head -1 >&2
-"$ETCD_DIR/etcd" --version | head -1 >&2
-"$HELM_DIR/helm" version --short >&2
+{
+  "$K8S_DIR/kube-apiserver" --version
+  "$K8S_DIR/kubectl" version --client 2>/dev/null | sed -n 1p
+  "$ETCD_DIR/etcd" --version | sed -n 1p
+  "$HELM_DIR/helm" version --short
+} >&2 || true
