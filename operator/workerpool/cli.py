@@ -31,6 +31,31 @@ def _worker(_: argparse.Namespace) -> int:
         return 2
 
 
+def _operator(args: argparse.Namespace) -> int:
+    import kopf
+    from prometheus_client import start_http_server
+
+    from .controller import handlers  # noqa: F401 - registers the handlers
+    from .controller.config import OperatorConfig, OperatorConfigError
+
+    _logging()
+    try:
+        config = OperatorConfig.from_env()
+    except OperatorConfigError as exc:
+        print(f"workerpool operator: configuration error: {exc}", file=sys.stderr)
+        return 2
+    start_http_server(config.metrics_port)
+    # One replica with --standalone (no peering): Kopf has no leader election,
+    # and equal peering priorities would freeze all replicas.
+    kopf.run(
+        standalone=True,
+        clusterwide=not config.namespaces,
+        namespaces=list(config.namespaces),
+        liveness_endpoint=f"http://0.0.0.0:{config.liveness_port}/healthz",
+    )
+    return 0
+
+
 def _logging() -> None:
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO").upper(),
@@ -48,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_version)
     p = sub.add_parser("worker", help="run a worker: a pool of long-lived processes fed from the queue")
     p.set_defaults(func=_worker)
+    p = sub.add_parser("operator", help="run the operator (Kopf), configured by WORKERPOOL_* env")
+    p.set_defaults(func=_operator)
     submit.add_parser(sub)
     return parser
 

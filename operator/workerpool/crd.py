@@ -117,9 +117,7 @@ def _field_schema(field: FieldInfo, pod_template: dict[str, Any]) -> dict[str, A
         # against the default itself, before nested defaults would fill it.
         value = field.default_factory()  # type: ignore[call-arg]
         schema["default"] = (
-            value.model_dump(mode="json", by_alias=True, exclude_none=True)
-            if isinstance(value, BaseModel)
-            else value
+            value.model_dump(mode="json", by_alias=True, exclude_none=True) if isinstance(value, BaseModel) else value
         )
     return schema
 

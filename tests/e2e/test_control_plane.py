@@ -70,9 +70,7 @@ def test_kubectl_get_prints_the_contract_columns(stack: DevStack, namespace: str
 def test_api_server_rejects_invalid_specs(
     stack: DevStack, namespace: str, spec: dict[str, object], message: str
 ) -> None:
-    out = stack.cluster.kubectl(
-        "apply", "-n", namespace, "-f", "-", input=workerpool("bad", **spec), check=False
-    )
+    out = stack.cluster.kubectl("apply", "-n", namespace, "-f", "-", input=workerpool("bad", **spec), check=False)
     assert out.returncode != 0
     assert message in out.stderr
 
@@ -147,9 +145,7 @@ def test_a_process_ignoring_sigterm_is_killed_after_the_grace_period(stack: DevS
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         time.sleep(3600)
     """
-    stack.cluster.kubectl(
-        "apply", "-n", namespace, "-f", "-", input=pod_manifest("p2", marker, script, grace=2)
-    )
+    stack.cluster.kubectl("apply", "-n", namespace, "-f", "-", input=pod_manifest("p2", marker, script, grace=2))
     wait_for(lambda: processes_with(marker), timeout=POD_START, what="the pod's process")
     t0 = time.monotonic()
     stack.cluster.kubectl("delete", "pod", "p2", "-n", namespace, "--wait=true", timeout=POD_GONE)
@@ -172,9 +168,7 @@ def test_restart_policy_always_restarts_a_crashed_container(stack: DevStack, nam
     try:
         wait_for(
             lambda: (
-                get_json(stack.cluster, "pod", "p3", "-n", namespace)["status"]["containerStatuses"][0][
-                    "restartCount"
-                ]
+                get_json(stack.cluster, "pod", "p3", "-n", namespace)["status"]["containerStatuses"][0]["restartCount"]
                 >= 1
                 and processes_with(marker)
             ),

@@ -311,9 +311,7 @@ def test_recycle_after_executions(client: Client, start_worker: StartWorker) -> 
     assert len(set(pids[0:3])) == 1 and len(set(pids[3:6])) == 1 and pids[0] != pids[3] != pids[6]
 
 
-def test_sigterm_finishes_running_executions_then_unregisters(
-    client: Client, start_worker: StartWorker
-) -> None:
+def test_sigterm_finishes_running_executions_then_unregisters(client: Client, start_worker: StartWorker) -> None:
     w = start_worker()
     ready(client, w, 2)
     eid = client.submit("sleep", {"seconds": 1.5})
@@ -364,9 +362,7 @@ def test_poison_execution_is_abandoned_after_max_attempts(client: Client, start_
     eid = "poison"
     client.r.set(f"bifrost:exec:{eid}:context", json.dumps({"function": "x:y"}))
     # Three claims by workers that were lost before finishing.
-    client.r.hset(
-        f"{client.queue}:lease-info", eid, json.dumps({"worker_id": "gone", "score": "1", "attempts": 3})
-    )
+    client.r.hset(f"{client.queue}:lease-info", eid, json.dumps({"worker_id": "gone", "score": "1", "attempts": 3}))
     client.r.zadd(client.queue, {eid: 1})
     start_worker(MAX_ATTEMPTS=3)
     result = client.wait_result(eid)

@@ -144,9 +144,7 @@ class Client:
         return wait_until(probe, timeout=timeout, what=what)
 
     def recycle(self, worker_id: str, pid: int | None) -> int:
-        return int(
-            self.r.publish(worker_commands_channel(worker_id), json.dumps({"type": "recycle", "pid": pid}))
-        )
+        return int(self.r.publish(worker_commands_channel(worker_id), json.dumps({"type": "recycle", "pid": pid})))
 
 
 def states(reg: Registration) -> list[str]:

@@ -253,9 +253,7 @@ field_names = st.sampled_from(
 
 
 @settings(max_examples=500)
-@given(
-    fields=st.dictionaries(st.one_of(field_names, field_names.map(str.encode)), text_or_bytes, max_size=12)
-)
+@given(fields=st.dictionaries(st.one_of(field_names, field_names.map(str.encode)), text_or_bytes, max_size=12))
 def test_any_hash_contents_parse_or_raise_wire_format_error(fields: dict[Any, Any]) -> None:
     try:
         reg = parse_registration("w1", fields)
@@ -269,9 +267,7 @@ def test_any_hash_contents_parse_or_raise_wire_format_error(fields: dict[Any, An
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=20,
 )
 

@@ -61,18 +61,14 @@ class ProcessesSpec(ResourceModel):
         description="Most processes in each worker (MAX_WORKERS); also a worker's capacity when scaling.",
     )
 
-    cel_rules = (
-        CelRule("self.max >= self.min", "processes.max must be >= processes.min", lambda s: s.max >= s.min),
-    )
+    cel_rules = (CelRule("self.max >= self.min", "processes.max must be >= processes.min", lambda s: s.max >= s.min),)
 
 
 class SecretKeyRef(ResourceModel):
     """A key of a Secret in the WorkerPool's namespace."""
 
     name: str = Field(min_length=1, max_length=253, description="Secret name.")
-    key: str = Field(
-        "url", min_length=1, max_length=253, description="Key in the Secret that holds the Redis URL."
-    )
+    key: str = Field("url", min_length=1, max_length=253, description="Key in the Secret that holds the Redis URL.")
 
 
 class RedisSpec(ResourceModel):
@@ -122,9 +118,7 @@ class WorkerPoolSpec(ResourceModel):
     recycle_after_executions: int = Field(
         0, ge=0, description="Replace a process after this many executions; 0 = never."
     )
-    heartbeat_interval_seconds: int = Field(
-        10, ge=1, le=300, description="Seconds between worker heartbeats."
-    )
+    heartbeat_interval_seconds: int = Field(10, ge=1, le=300, description="Seconds between worker heartbeats.")
     redis: RedisSpec
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     template: dict[str, Any] = Field(
@@ -183,12 +177,8 @@ class WorkerPoolStatus(ContractModel):
 
     observed_generation: NonNegativeInt | None = None
     desired_workers: NonNegativeInt | None = None
-    workers: NonNegativeInt | None = Field(
-        None, description="Worker pods that exist and are not terminating."
-    )
-    ready_workers: NonNegativeInt | None = Field(
-        None, description="Pods that run and have a live registration."
-    )
+    workers: NonNegativeInt | None = Field(None, description="Worker pods that exist and are not terminating.")
+    ready_workers: NonNegativeInt | None = Field(None, description="Pods that run and have a live registration.")
     pool_size: NonNegativeInt | None = Field(None, description="Processes over all live workers.")
     idle_count: NonNegativeInt | None = None
     busy_count: NonNegativeInt | None = None

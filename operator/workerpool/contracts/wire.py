@@ -244,9 +244,7 @@ def parse_registration(worker_id: str, fields: Mapping[Any, Any]) -> Registratio
             text = data[name].strip()
             # Redis holds decimal strings; "1.0", "0x1", " 1" are not what a worker writes.
             if not (text.isascii() and text.isdigit()):
-                raise WireFormatError(
-                    f"{what}: {name}: expected a non-negative decimal integer, got {data[name]!r}"
-                )
+                raise WireFormatError(f"{what}: {name}: expected a non-negative decimal integer, got {data[name]!r}")
             info[name] = int(text)
     heartbeat_at: datetime | None = None
     if "heartbeat" in data:

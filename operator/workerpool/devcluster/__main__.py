@@ -30,9 +30,7 @@ def up(directory: Path) -> int:
     with DevStack(directory / "stack") as stack:
         assert stack.redis is not None
         (directory / "pid").write_text(str(os.getpid()))
-        env_file.write_text(
-            f"export KUBECONFIG={stack.cluster.kubeconfig}\nexport REDIS_URL={stack.redis.url}\n"
-        )
+        env_file.write_text(f"export KUBECONFIG={stack.cluster.kubeconfig}\nexport REDIS_URL={stack.redis.url}\n")
         logging.info("local stack ready; pod logs in %s", stack.kubelet_log_dir)
         while not stop.wait(1):
             pass

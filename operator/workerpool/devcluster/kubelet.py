@@ -285,9 +285,7 @@ class HarnessKubelet:
                 await self.report(run, pod, "Succeeded" if code == 0 else "Failed", exit_code=code)
                 break
             run.restarts += 1
-            await self.report(
-                run, pod, "Running", exit_code=code, waiting=("CrashLoopBackOff", f"exited with {code}")
-            )
+            await self.report(run, pod, "Running", exit_code=code, waiting=("CrashLoopBackOff", f"exited with {code}"))
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, RESTART_BACKOFF_MAX)
         run.done.set()
@@ -357,9 +355,7 @@ class HarnessKubelet:
 
     async def terminate(self, run: PodRun, grace: float) -> None:
         if run.proc is not None and run.proc.returncode is None:
-            log.info(
-                "stopping %s/%s pid %d: SIGTERM, grace %.0f s", run.namespace, run.name, run.proc.pid, grace
-            )
+            log.info("stopping %s/%s pid %d: SIGTERM, grace %.0f s", run.namespace, run.name, run.proc.pid, grace)
             # Like a container runtime: SIGTERM to the main process only (the
             # worker decides what its children do), SIGKILL to everything.
             with contextlib.suppress(ProcessLookupError):
@@ -367,9 +363,7 @@ class HarnessKubelet:
             try:
                 await asyncio.wait_for(run.proc.wait(), timeout=grace)
             except TimeoutError:
-                log.info(
-                    "%s/%s pid %d outlived its grace period: SIGKILL", run.namespace, run.name, run.proc.pid
-                )
+                log.info("%s/%s pid %d outlived its grace period: SIGKILL", run.namespace, run.name, run.proc.pid)
             self._kill_group(run, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 await run.proc.wait()
@@ -383,9 +377,7 @@ class HarnessKubelet:
                 name,
                 namespace,
                 grace_period_seconds=0,
-                body=client.V1DeleteOptions(
-                    grace_period_seconds=0, preconditions=client.V1Preconditions(uid=uid)
-                ),
+                body=client.V1DeleteOptions(grace_period_seconds=0, preconditions=client.V1Preconditions(uid=uid)),
             )
         except ApiException as exc:
             if exc.status not in (404, 409):

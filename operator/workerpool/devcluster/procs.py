@@ -104,6 +104,5 @@ def wait_for(predicate: object, *, timeout: float, what: str, interval: float = 
             last_exc = exc
         time.sleep(interval)
     raise TimeoutError(
-        f"timed out after {timeout:.0f} s waiting for {what}"
-        + (f" (last error: {last_exc})" if last_exc else "")
+        f"timed out after {timeout:.0f} s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else "")
     )

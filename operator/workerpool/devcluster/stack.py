@@ -49,9 +49,7 @@ class DevStack:
             ]
             for ns in self.kubelet_namespaces:
                 argv += ["--namespace", ns]
-            self.kubelet = spawn(
-                argv, log_path=self.workdir / "logs" / "harness-kubelet.log", env=self.cluster.env()
-            )
+            self.kubelet = spawn(argv, log_path=self.workdir / "logs" / "harness-kubelet.log", env=self.cluster.env())
             wait_for(self._node_ready, timeout=30, what="the harness kubelet's Node", interval=0.2)
             if self.redis is not None:
                 self.redis.start()

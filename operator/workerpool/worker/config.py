@@ -67,13 +67,10 @@ class WorkerConfig:
         if max_workers < min_workers:
             raise WorkerConfigError(f"MAX_WORKERS={max_workers} must be >= MIN_WORKERS={min_workers}")
         interval = number("WORKER_HEARTBEAT_INTERVAL_SECONDS", 10, minimum=0.1)
-        ttl = number(
-            "REGISTRATION_TTL_SECONDS", max(DEFAULT_REGISTRATION_TTL_SECONDS, 3 * interval), minimum=1
-        )
+        ttl = number("REGISTRATION_TTL_SECONDS", max(DEFAULT_REGISTRATION_TTL_SECONDS, 3 * interval), minimum=1)
         if ttl <= interval:
             raise WorkerConfigError(
-                f"REGISTRATION_TTL_SECONDS={ttl:g} must be longer than "
-                f"WORKER_HEARTBEAT_INTERVAL_SECONDS={interval:g}"
+                f"REGISTRATION_TTL_SECONDS={ttl:g} must be longer than WORKER_HEARTBEAT_INTERVAL_SECONDS={interval:g}"
             )
         return cls(
             worker_id=env.get("WORKER_ID") or socket.gethostname(),

@@ -271,9 +271,7 @@ class ProcessPool:
         proc.kill_reason = reason
         proc.state = "killed"
         _signal(proc, signal.SIGTERM)
-        proc.kill_timer = asyncio.get_running_loop().call_later(
-            self.graceful_shutdown, _signal, proc, signal.SIGKILL
-        )
+        proc.kill_timer = asyncio.get_running_loop().call_later(self.graceful_shutdown, _signal, proc, signal.SIGKILL)
 
     def _on_exit(self, proc: PoolProcess) -> None:
         loop = asyncio.get_running_loop()

@@ -328,9 +328,7 @@ class Worker:
     # --- maintenance ------------------------------------------------------------------------------------
 
     async def _maintenance_loop(self) -> None:
-        tick = max(
-            0.1, min(1.0, self.config.heartbeat_interval_seconds, self.config.process_idle_seconds or 1.0)
-        )
+        tick = max(0.1, min(1.0, self.config.heartbeat_interval_seconds, self.config.process_idle_seconds or 1.0))
         since_requeue = 0.0
         while not self.finished:
             await asyncio.sleep(tick)
@@ -344,9 +342,7 @@ class Worker:
                     log.warning("lease check failed (%s)", type(exc).__name__)
                     continue
                 if moved:
-                    log.warning(
-                        "re-queued %d executions whose worker was lost: %s", len(moved), ", ".join(moved)
-                    )
+                    log.warning("re-queued %d executions whose worker was lost: %s", len(moved), ", ".join(moved))
 
 
 def run_worker() -> int:

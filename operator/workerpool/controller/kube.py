@@ -1,0 +1,108 @@
+"""The only module that talks to the Kubernetes API for the operator's own actions
+(Kopf does the watching). Clients are created lazily, never at import time."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+import uuid
+from typing import Any, cast
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from ..contracts import names
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ApiException", "Kube"]
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+
+    @classmethod
+    async def connect(cls) -> Kube:
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            await config.load_kube_config()
+        return cls(client.ApiClient())
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    async def list_pods(self, namespace: str, pool: str) -> list[dict[str, Any]]:
+        selector = f"{names.POOL_LABEL}={pool},{names.MANAGED_BY_LABEL}={names.MANAGED_BY_VALUE}"
+        resp = await self.core.list_namespaced_pod(namespace, label_selector=selector)
+        return [self.api.sanitize_for_serialization(p) for p in resp.items]
+
+    async def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        created = await self.core.create_namespaced_pod(namespace, cast(Any, body))
+        return dict(self.api.sanitize_for_serialization(created))
+
+    async def delete_pod(self, namespace: str, name: str, uid: str) -> None:
+        """Delete with a uid precondition (never a same-named newer pod); 404/409 are fine."""
+        try:
+            await self.core.delete_namespaced_pod(
+                name, namespace, body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        # A JSON merge patch of the status subresource: only the operator writes status.
+        await self.custom.patch_namespaced_custom_object_status(
+            names.GROUP,
+            names.VERSION,
+            namespace,
+            names.PLURAL,
+            name,
+            {"status": status},
+            _content_type="application/merge-patch+json",  # type: ignore[call-arg]
+        )
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
+        """The decoded value, or None when the Secret or key does not exist."""
+        try:
+            secret = await self.core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        raw = (secret.data or {}).get(key)
+        return base64.b64decode(raw).decode() if raw is not None else None
+
+    async def event(self, pool: dict[str, str], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event on the WorkerPool (what `kubectl describe` shows)."""
+        now = dt.datetime.now(dt.UTC)
+        body = {
+            "metadata": {"name": f"{pool['name']}.{uuid.uuid4().hex[:12]}", "namespace": pool["namespace"]},
+            "involvedObject": {
+                "apiVersion": names.API_VERSION,
+                "kind": names.KIND,
+                "name": pool["name"],
+                "namespace": pool["namespace"],
+                "uid": pool["uid"],
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "workerpool-operator"},
+            "reportingComponent": "workerpool-operator",
+            "reportingInstance": "workerpool-operator",
+            "action": reason,
+            "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "count": 1,
+        }
+        try:
+            await self.core.create_namespaced_event(pool["namespace"], cast(Any, body))
+        except ApiException as exc:  # an event is worth a log line, not a failed reconcile
+            log.warning("event %s on %s/%s not posted: %s", reason, pool["namespace"], pool["name"], exc.reason)

@@ -1,0 +1,112 @@
+"""All pools of this operator: one controller per WorkerPool, one Redis hub per URL.
+
+Started from Kopf's startup handler as plain asyncio tasks, not Kopf daemons or
+timers: those add a finalizer to every WorkerPool, and deleting a pool would
+hang while the operator is down. Nothing needs clean-up on delete (pods are
+garbage-collected through ownerReferences, Redis keys expire).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ..contracts import names
+from .config import OperatorConfig
+from .kube import Kube
+from .pool import PoolController
+from .redis_hub import RedisHub
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+class Manager:
+    def __init__(self, config: OperatorConfig, kube: Kube) -> None:
+        self.config = config
+        self.kube = kube
+        self.pools: dict[Key, PoolController] = {}
+        self.hubs: dict[str, RedisHub] = {}
+        self.last_progress = time.monotonic()
+        # Pod events that arrive before their pool's first event.
+        self._orphans: dict[Key, dict[str, tuple[str | None, dict[str, Any]]]] = {}
+
+    async def stop(self) -> None:
+        for pool in list(self.pools.values()):
+            await pool.stop()
+        for hub in list(self.hubs.values()):
+            await hub.stop()
+        await self.kube.close()
+
+    # --- Kopf events ---------------------------------------------------------------------
+
+    async def on_pool_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        meta = body.get("metadata", {})
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        pool = self.pools.get(key)
+        if event_type == "DELETED":
+            if pool is not None:
+                del self.pools[key]
+                await pool.stop()
+                log.info("%s/%s deleted: stopped its controller (pods go by garbage collection)", *key)
+            return
+        if pool is not None and pool.body["metadata"].get("uid") != meta.get("uid"):
+            await pool.stop()  # deleted and re-created under the same name
+            pool = None
+        if pool is None:
+            pool = self.pools[key] = PoolController(self, body)
+            for event, pod in self._orphans.pop(key, {}).values():
+                pool.on_pod(event, pod)
+            pool.start()
+        else:
+            pool.on_body(body)
+
+    def on_pod_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        meta = body.get("metadata", {})
+        owner = (meta.get("labels") or {}).get(names.POOL_LABEL)
+        if owner is None:
+            return
+        key = (meta.get("namespace", ""), owner)
+        pool = self.pools.get(key)
+        if pool is not None:
+            pool.on_pod(event_type, body)
+        elif event_type != "DELETED":
+            self._orphans.setdefault(key, {})[meta.get("name", "")] = (event_type, body)
+        else:
+            self._orphans.get(key, {}).pop(meta.get("name", ""), None)
+
+    # --- Redis hubs ---------------------------------------------------------------------------
+
+    def hub_for(self, url: str) -> RedisHub:
+        hub = self.hubs.get(url)
+        if hub is None:
+            hub = self.hubs[url] = RedisHub(url, self.config.resync_seconds, self.config.queue_poll_seconds)
+            hub.start()
+        return hub
+
+    def release_hub(self, url: str, namespace: str, name: str) -> None:
+        hub = self.hubs.get(url)
+        if hub is None:
+            return
+        hub.unsubscribe(namespace, name)
+        if not hub.subscribers:
+            del self.hubs[url]
+            import asyncio
+
+            task = asyncio.get_running_loop().create_task(hub.stop())
+            task.add_done_callback(lambda _: None)
+
+    # --- health -----------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """For Kopf's liveness endpoint: raises when the pool loops have stopped moving."""
+        idle = time.monotonic() - self.last_progress
+        if self.pools and idle > 60:
+            raise RuntimeError(f"no pool reconciled for {idle:.0f} s")
+        return {
+            "pools": len(self.pools),
+            "redis_hubs": len(self.hubs),
+            "redis_down": sum(1 for h in self.hubs.values() if h.error),
+        }

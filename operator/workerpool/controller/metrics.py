@@ -1,0 +1,35 @@
+"""Prometheus metrics. Labels never carry a Redis URL (it may hold a password)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import Counter, Gauge, Histogram
+
+WORKERS = Gauge("workerpool_workers", "Worker pods by state", ["namespace", "pool", "state"])
+PROCESSES = Gauge("workerpool_processes", "Worker processes by state", ["namespace", "pool", "state"])
+QUEUE_DEPTH = Gauge("workerpool_queue_depth", "Pending executions", ["namespace", "pool"])
+DESIRED = Gauge("workerpool_desired_workers", "Desired worker pods", ["namespace", "pool"])
+SCALE_EVENTS = Counter("workerpool_scale_events_total", "Pods created or deleted", ["namespace", "pool", "action"])
+RECYCLES = Counter("workerpool_recycle_requests_total", "Recycle targets by result", ["namespace", "pool", "result"])
+RECONCILE = Histogram(
+    "workerpool_reconcile_duration_seconds",
+    "Reconcile durations",
+    ["namespace", "pool"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+STATUS_WRITES = Counter("workerpool_status_writes_total", "Status subresource writes", ["namespace", "pool"])
+MALFORMED = Counter("workerpool_malformed_redis_data_total", "Malformed Redis data skipped", ["kind"])
+REDIS_UP = Gauge("workerpool_redis_up", "Whether a Redis (by URL hash) is reachable", ["hub"])
+ERRORS = Counter("workerpool_reconcile_errors_total", "Reconciles that failed", ["namespace", "pool", "reason"])
+
+
+def forget_pool(namespace: str, pool: str) -> None:
+    """Drop a deleted pool's series."""
+    for metric in (WORKERS, PROCESSES):
+        for state in ("idle", "busy", "killed", "running", "ready", "pending"):
+            with contextlib.suppress(KeyError):
+                metric.remove(namespace, pool, state)
+    for gauge in (QUEUE_DEPTH, DESIRED):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, pool)

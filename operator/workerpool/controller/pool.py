@@ -1,0 +1,511 @@
+"""One WorkerPool's controller: gather -> decide -> act, on every trigger.
+
+Triggers are events, not a slow timer: a change of the WorkerPool, a pod
+event, a heartbeat that changes a worker's state, the queue depth moving.
+A short timer only covers time-based decisions (the scale-down window, the
+slow refresh of volatile gauges).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from ..contracts import names
+from ..contracts.resource import Condition, LastRecycle, RecycleResult, WorkerPool, WorkerPoolStatus
+from ..contracts.wire import (
+    QueueStatus,
+    Registration,
+    WireFormatError,
+    WorkerHeartbeat,
+    WorkerInfo,
+    describe_validation_error,
+)
+from ..decide import recycle as recycle_rules
+from ..decide.observation import Observation, PodView, WorkerView
+from ..decide.pods import PoolRef, has_password, render_pod, render_template, template_hash
+from ..decide.scaling import Event, ScaleMemory, ScalePlan, decide_scale
+from ..decide.status import (
+    REASON_INVALID_SPEC,
+    REASON_PODS_REJECTED,
+    REASON_REDIS_UNAVAILABLE,
+    REASON_SECRET_NOT_FOUND,
+    Stall,
+    WritePolicy,
+    build_status,
+    render,
+    should_write,
+)
+from . import metrics
+from .kube import ApiException
+from .redis_hub import Subscriber
+
+if TYPE_CHECKING:
+    from .manager import Manager
+
+log = logging.getLogger(__name__)
+
+IDLE_TICK = 5.0  # re-evaluate time-based decisions at least this often
+COALESCE = 0.02  # a burst of triggers becomes one reconcile
+PENDING_CREATE_TIMEOUT = 60.0
+SECRET_TTL = 30.0
+RECYCLE_DEDUPE_TTL = 7 * 24 * 3600
+EVENT_REPEAT_SECONDS = 60.0
+
+
+@dataclass
+class Tracked:
+    info: WorkerInfo
+    last_seen: float  # monotonic time the operator last saw a newer report
+    reported_at: dt.datetime | None
+
+
+def _parse_time(value: str | None) -> float:
+    if not value:
+        return time.time()
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _shape(info: WorkerInfo) -> tuple[Any, ...]:
+    """What makes a heartbeat significant: process ids, states, executions, counts."""
+    return (
+        info.pool_size,
+        info.idle_count,
+        info.busy_count,
+        tuple((p.pid, p.state, p.execution.execution_id if p.execution else None) for p in info.processes),
+    )
+
+
+class PoolController:
+    def __init__(self, manager: Manager, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        self.manager = manager
+        self.namespace: str = meta["namespace"]
+        self.name: str = meta["name"]
+        self.body = body
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.pods_synced = False
+        self.pending_creates: dict[str, float] = {}
+        self.workers: dict[str, Tracked] = {}
+        self.memory = ScaleMemory()
+        self.trigger = asyncio.Event()
+        self.hub_url: str | None = None
+        self.secret_cache: tuple[tuple[str, str], str | None, float] | None = None
+        self.create_error: str | None = None
+        self.last_written: dict[str, Any] | None = None
+        self.last_write_at = 0.0
+        self.next_write_at: float | None = None
+        self.handled_request: str | None = None
+        self.last_recycle: LastRecycle | None = None
+        self.recent_events: dict[tuple[str, str], float] = {}
+        self.password_warned_generation: int | None = None
+        self.task: asyncio.Task[None] | None = None
+        status = body.get("status") or {}
+        if status.get("lastRecycle"):
+            try:
+                self.last_recycle = LastRecycle.model_validate(status["lastRecycle"])
+                self.handled_request = self.last_recycle.request
+            except ValidationError:
+                pass
+
+    # --- inputs (called from Kopf handlers and the Redis hub; never block) ------------------
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"pool-{self.namespace}-{self.name}")
+        self.poke()
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        if self.hub_url is not None:
+            self.manager.release_hub(self.hub_url, self.namespace, self.name)
+        metrics.forget_pool(self.namespace, self.name)
+
+    def poke(self) -> None:
+        self.trigger.set()
+
+    def on_body(self, body: dict[str, Any]) -> None:
+        old_meta, new_meta = self.body.get("metadata", {}), body.get("metadata", {})
+        changed = old_meta.get("generation") != new_meta.get("generation") or (old_meta.get("annotations") or {}).get(
+            names.RECYCLE_ANNOTATION
+        ) != (new_meta.get("annotations") or {}).get(names.RECYCLE_ANNOTATION)
+        self.body = body
+        if old_meta.get("generation") != new_meta.get("generation"):
+            self.create_error = None
+        if changed:
+            self.poke()
+
+    def on_pod(self, event_type: str | None, body: dict[str, Any]) -> None:
+        name = body["metadata"]["name"]
+        if event_type == "DELETED":
+            self.pods.pop(name, None)
+            self.workers.pop(name, None)
+        else:
+            self.pods[name] = body
+        self.pending_creates.pop(name, None)
+        self.poke()
+
+    def owns(self, worker_id: str) -> bool:
+        return worker_id in self.pods or worker_id in self.pending_creates
+
+    def on_heartbeat(self, hb: WorkerHeartbeat) -> None:
+        info = hb.worker_info()
+        before = self.workers.get(hb.worker_id)
+        if before is not None and before.reported_at is not None and hb.timestamp < before.reported_at:
+            return  # an older heartbeat overtaken by a resync
+        self.workers[hb.worker_id] = Tracked(info, time.monotonic(), hb.timestamp)
+        if before is None or _shape(before.info) != _shape(info):
+            self.poke()
+
+    def on_queue(self, _: QueueStatus) -> None:
+        self.poke()
+
+    def on_resync(self, regs: dict[str, Registration]) -> None:
+        changed = set(self.workers) != set(regs)
+        now = time.monotonic()
+        fresh: dict[str, Tracked] = {}
+        for worker_id, reg in regs.items():
+            before = self.workers.get(worker_id)
+            newer = before is None or (
+                reg.heartbeat_at is not None
+                and before.reported_at is not None
+                and reg.heartbeat_at > before.reported_at
+            )
+            if newer:
+                seen = now
+                if before is None and reg.heartbeat_at is not None:
+                    # First sight (e.g. after an operator restart): as fresh as its heartbeat.
+                    age = time.time() - reg.heartbeat_at.timestamp()
+                    seen = now - max(0.0, age)
+                fresh[worker_id] = Tracked(reg.info, seen, reg.heartbeat_at)
+                changed = changed or before is None or _shape(before.info) != _shape(reg.info)
+            else:
+                assert before is not None
+                fresh[worker_id] = before
+        self.workers = fresh
+        if changed:
+            self.poke()
+
+    # --- the loop -------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            timeout = IDLE_TICK
+            if self.next_write_at is not None:
+                timeout = max(0.0, min(timeout, self.next_write_at - time.monotonic()))
+            try:
+                await asyncio.wait_for(self.trigger.wait(), timeout=timeout)
+                await asyncio.sleep(COALESCE)
+            except TimeoutError:
+                pass
+            self.trigger.clear()
+            started = time.perf_counter()
+            try:
+                await self.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except ApiException as exc:
+                metrics.ERRORS.labels(self.namespace, self.name, f"api{exc.status}").inc()
+                log.warning("%s/%s: API error %s %s; retrying", self.namespace, self.name, exc.status, exc.reason)
+                await asyncio.sleep(1.0)
+                self.poke()
+            except Exception:
+                metrics.ERRORS.labels(self.namespace, self.name, "unexpected").inc()
+                log.exception("%s/%s: reconcile failed; retrying", self.namespace, self.name)
+                await asyncio.sleep(1.0)
+                self.poke()
+            finally:
+                metrics.RECONCILE.labels(self.namespace, self.name).observe(time.perf_counter() - started)
+                self.manager.last_progress = time.monotonic()
+
+    # --- reconcile: gather -> decide -> act --------------------------------------------------------
+
+    def _ref(self) -> dict[str, str]:
+        return {"name": self.name, "namespace": self.namespace, "uid": self.body["metadata"].get("uid", "")}
+
+    async def _emit(self, event: Event) -> None:
+        key = (event.reason, event.message)
+        now = time.monotonic()
+        if now - self.recent_events.get(key, -1e9) < EVENT_REPEAT_SECONDS:
+            return
+        self.recent_events = {k: t for k, t in self.recent_events.items() if now - t < EVENT_REPEAT_SECONDS}
+        self.recent_events[key] = now
+        log.info("%s/%s: %s: %s", self.namespace, self.name, event.reason, event.message)
+        await self.manager.kube.event(self._ref(), event.type, event.reason, event.message)
+
+    async def _redis_url(self, pool: WorkerPool) -> tuple[str | None, Stall | None]:
+        spec = pool.spec.redis
+        if spec.url is not None:
+            return spec.url, None
+        assert spec.url_secret_ref is not None
+        ref = (spec.url_secret_ref.name, spec.url_secret_ref.key)
+        cached = self.secret_cache
+        if cached is None or cached[0] != ref or time.monotonic() - cached[2] > SECRET_TTL:
+            value = await self.manager.kube.read_secret_key(self.namespace, *ref)
+            self.secret_cache = cached = (ref, value, time.monotonic())
+        if cached[1] is None:
+            return None, Stall(
+                REASON_SECRET_NOT_FOUND,
+                f"Secret {ref[0]} with key {ref[1]} not found in namespace {self.namespace}",
+            )
+        return cached[1].strip(), None
+
+    def _subscribe(self, url: str, queue_key: str) -> None:
+        if self.hub_url != url:
+            if self.hub_url is not None:
+                self.manager.release_hub(self.hub_url, self.namespace, self.name)
+            self.hub_url = url
+        hub = self.manager.hub_for(url)
+        hub.subscribe(
+            Subscriber(
+                self.namespace,
+                self.name,
+                queue_key,
+                self.on_heartbeat,
+                self.on_queue,
+                self.on_resync,
+                self.poke,
+                self.owns,
+            )
+        )
+
+    async def _sync_pods(self) -> None:
+        """The first reconcile lists the pods (the watch cache may not be complete yet)."""
+        if not self.pods_synced:
+            for body in await self.manager.kube.list_pods(self.namespace, self.name):
+                self.pods.setdefault(body["metadata"]["name"], body)
+            self.pods_synced = True
+
+    def _observe(self, pool: WorkerPool, queue: QueueStatus | None, redis_error: str | None) -> Observation:
+        now_mono = time.monotonic()
+        self.pending_creates = {n: t for n, t in self.pending_creates.items() if t > now_mono}
+        uid = pool.uid
+        pods = []
+        for body in self.pods.values():
+            owners = body["metadata"].get("ownerReferences") or []
+            if uid and not any(o.get("uid") == uid for o in owners):
+                continue  # a same-named pool's leftover, or a pod someone else labelled
+            pods.append(PodView.from_body(body, _parse_time(body["metadata"].get("creationTimestamp"))))
+        window = 2 * pool.spec.heartbeat_interval_seconds + 2
+        workers = {
+            wid: WorkerView(t.info, fresh=redis_error is None and now_mono - t.last_seen < window)
+            for wid, t in self.workers.items()
+            if wid in self.pods
+        }
+        return Observation(
+            pods=tuple(pods),
+            workers=workers,
+            queue=queue,
+            redis_error=redis_error,
+            pending_creates=len(self.pending_creates),
+            now=time.time(),
+        )
+
+    async def reconcile(self) -> None:
+        try:
+            pool = WorkerPool.from_body(self.body)
+        except ValidationError as exc:
+            await self._write_invalid(describe_validation_error(exc))
+            return
+        stall: Stall | None = None
+        url, stall = await self._redis_url(pool)
+        queue: QueueStatus | None = None
+        redis_error: str | None = None
+        if url is not None:
+            self._subscribe(url, pool.spec.redis.queue_key)
+            hub = self.manager.hub_for(url)
+            redis_error = hub.error
+            queue = hub.queue(pool.spec.redis.queue_key)
+            if redis_error is None and queue is None:
+                redis_error = "waiting for the first queue reading"
+            if redis_error is not None and stall is None and hub.error is not None:
+                stall = Stall(
+                    REASON_REDIS_UNAVAILABLE,
+                    f"Redis unavailable ({redis_error}): no scale-down, at least minWorkers kept",
+                )
+            if has_password(pool.spec.redis.url) and self.password_warned_generation != pool.generation:
+                self.password_warned_generation = pool.generation
+                await self._emit(
+                    Event(
+                        "Warning",
+                        "PasswordInURL",
+                        "spec.redis.url carries a password: put the URL in a Secret and use "
+                        "spec.redis.urlSecretRef (the spec is readable by anyone who can get the pool)",
+                    )
+                )
+        else:
+            redis_error = stall.message if stall else "no Redis URL"
+        await self._sync_pods()
+        obs = self._observe(pool, queue, redis_error)
+        ref = PoolRef(pool.name, pool.namespace, pool.uid)
+        current_hash = template_hash(render_template(ref, pool.spec, self.manager.config.worker_image))
+        plan = decide_scale(pool.spec, obs, self.memory, current_hash)
+        self.memory = plan.memory
+        await self._act(pool, ref, plan)
+        if self.create_error is not None and stall is None:
+            stall = Stall(REASON_PODS_REJECTED, self.create_error)
+        if redis_error is None and url is not None:
+            await self._handle_recycle(pool, obs)
+        await self._write_status(pool, obs, plan, stall)
+        self._metrics(obs, plan)
+
+    async def _act(self, pool: WorkerPool, ref: PoolRef, plan: ScalePlan) -> None:
+        for event in plan.events:
+            await self._emit(event)
+        for _ in range(plan.create):
+            body = render_pod(ref, pool.spec, self.manager.config.worker_image)
+            try:
+                created = await self.manager.kube.create_pod(self.namespace, body)
+            except ApiException as exc:
+                if exc.status in (400, 403, 422):  # admission (e.g. PodSecurity) or an invalid template
+                    self.create_error = f"pod creation rejected ({exc.status}): {_api_message(exc)}"
+                    await self._emit(Event("Warning", "PodCreateRejected", self.create_error))
+                    return
+                raise
+            self.create_error = None
+            name = created["metadata"]["name"]
+            self.pending_creates[name] = time.monotonic() + PENDING_CREATE_TIMEOUT
+            self.pods[name] = created
+            metrics.SCALE_EVENTS.labels(self.namespace, self.name, "create").inc()
+        for deletion in plan.delete:
+            await self.manager.kube.delete_pod(self.namespace, deletion.name, deletion.uid)
+            pod = self.pods.get(deletion.name)
+            if pod is not None:  # until the watch says so: terminating
+                pod["metadata"]["deletionTimestamp"] = dt.datetime.now(dt.UTC).isoformat()
+            metrics.SCALE_EVENTS.labels(self.namespace, self.name, "delete").inc()
+
+    async def _handle_recycle(self, pool: WorkerPool, obs: Observation) -> None:
+        value = pool.annotations.get(names.RECYCLE_ANNOTATION)
+        if value is None or value == self.handled_request:
+            return
+        now = dt.datetime.now(dt.UTC)
+        try:
+            request = recycle_rules.parse_request(value)
+        except recycle_rules.RecycleRequestError as exc:
+            reason = f"malformed request: {exc}"
+            self.last_recycle = LastRecycle(
+                request=value,
+                handled_at=now,
+                results=[RecycleResult(worker_id="", pid=None, status="rejected", reason=reason)],
+            )
+            self.handled_request = value
+            metrics.RECYCLES.labels(self.namespace, self.name, "rejected").inc()
+            await self._emit(Event("Warning", "RecycleRejected", f"{names.RECYCLE_ANNOTATION}={value!r}: {reason}"))
+            return
+        live = {wid: w.info for wid, w in obs.workers.items() if any(p.name == wid and p.active for p in obs.pods)}
+        commands, results = recycle_rules.resolve(request, live)
+        record = LastRecycle(request=value, handled_at=now, results=results)
+        digest = hashlib.sha256(value.encode()).hexdigest()[:24]
+        dedupe = f"bifrost:operator:recycle:{pool.uid}:{digest}"
+        assert self.hub_url is not None
+        published, stored = await self.manager.hub_for(self.hub_url).publish_once(
+            dedupe, record.model_dump_json(), [(c.worker_id, c.pid) for c in commands], RECYCLE_DEDUPE_TTL
+        )
+        if not published:
+            # Handled before (by a previous run of the operator): keep that record.
+            with contextlib.suppress(ValidationError, WireFormatError):
+                record = LastRecycle.model_validate_json(stored)
+        self.last_recycle = record
+        self.handled_request = value
+        if not published:
+            return
+        for r in record.results:
+            metrics.RECYCLES.labels(self.namespace, self.name, r.status).inc()
+        requested = [
+            f"{r.worker_id}" + (f":{r.pid}" if r.pid else "") for r in record.results if r.status == "recycle_requested"
+        ]
+        rejected = [r for r in record.results if r.status == "rejected"]
+        if requested:
+            await self._emit(
+                Event(
+                    "Normal",
+                    "RecycleRequested",
+                    f"recycle published for {', '.join(requested)} (request {value!r})",
+                )
+            )
+        for r in rejected:
+            target = r.worker_id + (f":{r.pid}" if r.pid else "")
+            await self._emit(Event("Warning", "RecycleRejected", f"{target}: {r.reason} (request {value!r})"))
+
+    def _previous_conditions(self) -> list[Condition]:
+        out = []
+        for raw in (self.body.get("status") or {}).get("conditions") or []:
+            try:
+                out.append(Condition.model_validate(raw))
+            except ValidationError:
+                continue
+        return out
+
+    async def _write_status(self, pool: WorkerPool, obs: Observation, plan: ScalePlan, stall: Stall | None) -> None:
+        status = build_status(
+            generation=pool.generation,
+            obs=obs,
+            plan=plan,
+            stall=stall,
+            last_recycle=self.last_recycle,
+            previous_conditions=self._previous_conditions(),
+            now=dt.datetime.now(dt.UTC).replace(microsecond=0),
+        )
+        await self._patch(render(status))
+
+    async def _patch(self, rendered: dict[str, Any]) -> None:
+        policy = WritePolicy(self.manager.config.status_min_interval, self.manager.config.status_volatile_refresh)
+        now = time.monotonic()
+        write, wait = should_write(rendered, self.last_written, self.last_write_at, now, policy)
+        if not write:
+            self.next_write_at = now + wait if rendered != self.last_written else None
+            return
+        # A merge patch: nulls remove fields the new status no longer has.
+        patch = dict(rendered)
+        for key in self.last_written or {}:
+            patch.setdefault(key, None)
+        await self.manager.kube.patch_status(self.namespace, self.name, patch)
+        metrics.STATUS_WRITES.labels(self.namespace, self.name).inc()
+        self.last_written, self.last_write_at, self.next_write_at = rendered, now, None
+
+    async def _write_invalid(self, message: str) -> None:
+        generation = int(self.body["metadata"].get("generation") or 0)
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        cond = [
+            Condition(
+                type=t,
+                status=s,
+                reason=REASON_INVALID_SPEC if t != "Reconciling" else "Reconciled",
+                message=message if t != "Reconciling" else "",
+                observed_generation=generation,
+                last_transition_time=now,
+            )
+            for t, s in (("Ready", "False"), ("Reconciling", "False"), ("Stalled", "True"))
+        ]
+        await self._patch(render(WorkerPoolStatus(observed_generation=generation, conditions=cond)))
+
+    def _metrics(self, obs: Observation, plan: ScalePlan) -> None:
+        ns, name = self.namespace, self.name
+        active = [p for p in obs.pods if p.active]
+        metrics.WORKERS.labels(ns, name, "running").set(sum(1 for p in active if p.phase == "Running"))
+        metrics.WORKERS.labels(ns, name, "pending").set(sum(1 for p in active if p.phase == "Pending"))
+        metrics.WORKERS.labels(ns, name, "ready").set(sum(1 for p in active if p.ready and p.name in obs.workers))
+        for state in ("idle", "busy", "killed"):
+            metrics.PROCESSES.labels(ns, name, state).set(
+                sum(1 for w in obs.workers.values() for p in w.info.processes if p.state == state)
+            )
+        metrics.DESIRED.labels(ns, name).set(plan.desired)
+        if obs.queue is not None:
+            metrics.QUEUE_DEPTH.labels(ns, name).set(obs.queue.depth)
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or b"{}").get("message", exc.reason))[:500]
+    except (TypeError, ValueError):
+        return str(exc.reason)

@@ -1,0 +1,246 @@
+"""The only module where the operator talks to Redis.
+
+One hub per distinct Redis URL, shared by every pool that uses it:
+- one pub/sub subscription to `bifrost:workers:heartbeat`, routed to pools;
+- one pipelined call per tick reading the depth and oldest entry of every
+  queue key in use (queue growth reaches the pools within a tick, 250 ms by
+  default, without one connection or timer per pool);
+- a periodic resync from the `worker:*` hashes that repairs what pub/sub lost;
+- recycle commands, published together with a dedupe record in one Lua
+  script, so a request is published exactly once even across restarts.
+The URL may carry a password: it is never logged; logs name the hub by a hash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from ..contracts.names import (
+    HEARTBEAT_CHANNEL,
+    WORKER_KEY_PATTERN,
+    worker_commands_channel,
+    worker_id_from_key,
+)
+from ..contracts.wire import (
+    QueueStatus,
+    RecycleCommand,
+    Registration,
+    WireFormatError,
+    WorkerHeartbeat,
+    parse_heartbeat,
+    parse_registration,
+    to_wire,
+)
+from . import metrics
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 1.0
+
+# KEYS[1] = dedupe key; ARGV[1] = record JSON, ARGV[2] = TTL s, ARGV[3..] = channel, message pairs.
+_PUBLISH_ONCE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  for i = 3, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end
+  return {1, ARGV[1]}
+end
+return {0, redis.call('GET', KEYS[1])}
+"""
+
+
+@dataclass
+class Subscriber:
+    """A pool listening to a hub."""
+
+    namespace: str
+    name: str
+    queue_key: str
+    on_heartbeat: Callable[[WorkerHeartbeat], None]
+    on_queue: Callable[[QueueStatus], None]
+    on_resync: Callable[[dict[str, Registration]], None]
+    on_health: Callable[[], None]
+    owns: Callable[[str], bool]  # is this worker id one of the pool's pods?
+
+
+@dataclass
+class RedisHub:
+    url: str
+    resync_seconds: float
+    queue_poll_seconds: float
+    subscribers: dict[tuple[str, str], Subscriber] = field(default_factory=dict)
+    error: str | None = "not connected yet"
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.label = "redis-" + hashlib.sha256(self.url.encode()).hexdigest()[:8]
+        self.client = aioredis.Redis.from_url(
+            self.url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=15
+        )
+        self._publish_once = self.client.register_script(_PUBLISH_ONCE)
+        self._queues: dict[str, QueueStatus] = {}
+        self.queue_updated_at = 0.0
+
+    # --- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.tasks = [
+            asyncio.create_task(self._heartbeats(), name=f"{self.label}-heartbeats"),
+            asyncio.create_task(self._poll_queues(), name=f"{self.label}-queues"),
+            asyncio.create_task(self._resync_loop(), name=f"{self.label}-resync"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.client.aclose()
+
+    def subscribe(self, sub: Subscriber) -> None:
+        self.subscribers[(sub.namespace, sub.name)] = sub
+
+    def unsubscribe(self, namespace: str, name: str) -> None:
+        self.subscribers.pop((namespace, name), None)
+
+    def _health(self, error: str | None) -> None:
+        if error != self.error:
+            if error:
+                log.warning("%s unavailable: %s", self.label, error)
+            else:
+                log.info("%s reachable", self.label)
+            self.error = error
+            metrics.REDIS_UP.labels(hub=self.label).set(0 if error else 1)
+            for sub in list(self.subscribers.values()):
+                sub.on_health()
+
+    # --- heartbeats ---------------------------------------------------------------------------
+
+    def _route(self, worker_id: str, pool: str | None, namespace: str | None) -> Iterable[Subscriber]:
+        if pool is not None and namespace is not None:
+            sub = self.subscribers.get((namespace, pool))
+            return [sub] if sub is not None and sub.owns(worker_id) else []
+        # A worker that does not say which pool it is in: its pod name decides.
+        return [s for s in self.subscribers.values() if s.owns(worker_id)]
+
+    async def _heartbeats(self) -> None:
+        while True:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(HEARTBEAT_CHANNEL)
+                async for message in pubsub.listen():
+                    self.handle_heartbeat(message.get("data"))
+            except (RedisError, OSError) as exc:
+                self._health(f"heartbeat subscription failed: {type(exc).__name__}")
+                await asyncio.sleep(RETRY_SECONDS)
+            finally:
+                with contextlib.suppress(RedisError, RuntimeError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def handle_heartbeat(self, raw: object) -> None:
+        if not isinstance(raw, bytes | str):
+            return
+        try:
+            hb = parse_heartbeat(raw)
+        except WireFormatError as exc:
+            metrics.MALFORMED.labels(kind="heartbeat").inc()
+            log.warning("%s: skipping malformed heartbeat: %s", self.label, exc)
+            return
+        for sub in self._route(hb.worker_id, hb.pool, hb.namespace):
+            sub.on_heartbeat(hb)
+
+    # --- queues --------------------------------------------------------------------------------
+
+    async def _poll_queues(self) -> None:
+        while True:
+            keys = sorted({s.queue_key for s in self.subscribers.values()})
+            if keys:
+                try:
+                    async with self.client.pipeline(transaction=False) as p:
+                        for key in keys:
+                            p.zcard(key)
+                            p.zrange(key, 0, 0, withscores=True)
+                        replies = await p.execute()
+                except (RedisError, OSError) as exc:
+                    self._health(f"{type(exc).__name__}: {exc}".split(" redis://")[0][:200])
+                    await asyncio.sleep(RETRY_SECONDS)
+                    continue
+                now = time.time()
+                self.queue_updated_at = time.monotonic()
+                if self.error is not None:
+                    self._health(None)
+                for i, key in enumerate(keys):
+                    depth, oldest = int(replies[2 * i]), replies[2 * i + 1]
+                    age = max(0.0, now - float(oldest[0][1])) if oldest else 0.0
+                    status = QueueStatus(depth=depth, oldest_age_seconds=round(age, 1))
+                    previous = self._queues.get(key)
+                    self._queues[key] = status
+                    for sub in list(self.subscribers.values()):
+                        if sub.queue_key == key and (previous is None or previous.depth != status.depth):
+                            sub.on_queue(status)
+            await asyncio.sleep(self.queue_poll_seconds)
+
+    def queue(self, key: str) -> QueueStatus | None:
+        """The last queue reading, None while Redis is unavailable."""
+        return None if self.error is not None else self._queues.get(key)
+
+    # --- resync ----------------------------------------------------------------------------------
+
+    async def _resync_loop(self) -> None:
+        while True:
+            try:
+                await self.resync()
+            except (RedisError, OSError) as exc:
+                self._health(f"resync failed: {type(exc).__name__}")
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
+            await asyncio.sleep(self.resync_seconds)
+
+    async def resync(self) -> None:
+        keys = [k async for k in self.client.scan_iter(match=WORKER_KEY_PATTERN, count=1000)]
+        ids = [(k, worker_id_from_key(k.decode() if isinstance(k, bytes) else k)) for k in keys]
+        ids = [(k, i) for k, i in ids if i is not None]
+        async with self.client.pipeline(transaction=False) as p:
+            for key, _ in ids:
+                p.hgetall(key)
+            hashes = await p.execute() if ids else []
+        grouped: dict[tuple[str, str], dict[str, Registration]] = {k: {} for k in self.subscribers}
+        for (_, worker_id), fields in zip(ids, hashes, strict=True):
+            assert worker_id is not None
+            if not fields:
+                continue  # expired between SCAN and HGETALL
+            try:
+                reg = parse_registration(worker_id, fields)
+            except WireFormatError as exc:
+                metrics.MALFORMED.labels(kind="registration").inc()
+                log.warning("%s: skipping malformed registration: %s", self.label, exc)
+                continue
+            for sub in self._route(worker_id, reg.pool, reg.namespace):
+                grouped[(sub.namespace, sub.name)][worker_id] = reg
+        for key, regs in grouped.items():
+            listener = self.subscribers.get(key)
+            if listener is not None:
+                listener.on_resync(regs)
+
+    # --- recycle --------------------------------------------------------------------------------------
+
+    async def publish_once(
+        self, dedupe_key: str, record: str, commands: list[tuple[str, int | None]], ttl_seconds: int
+    ) -> tuple[bool, str]:
+        """Publish every command unless `dedupe_key` exists; (published?, the stored record)."""
+        args: list[str | int] = [record, ttl_seconds]
+        for worker_id, pid in commands:
+            args += [
+                worker_commands_channel(worker_id),
+                json.dumps(to_wire(RecycleCommand(type="recycle", pid=pid))),
+            ]
+        res = await self._publish_once(keys=[dedupe_key], args=args)
+        published, stored = int(res[0]), res[1]
+        return bool(published), stored.decode() if isinstance(stored, bytes) else str(stored)

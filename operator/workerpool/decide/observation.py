@@ -1,0 +1,59 @@
+"""What the operator observed about one pool, as plain values (gather -> decide -> act)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..contracts import names
+from ..contracts.wire import QueueStatus, WorkerInfo
+
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
+class PodView:
+    name: str
+    uid: str
+    phase: str
+    ready: bool
+    terminating: bool
+    created: float  # epoch seconds
+    template_hash: str | None
+
+    @property
+    def active(self) -> bool:
+        return not self.terminating and self.phase not in TERMINAL_PHASES
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], created: float) -> PodView:
+        meta, status = body.get("metadata", {}), body.get("status") or {}
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        return cls(
+            name=meta.get("name", ""),
+            uid=meta.get("uid", ""),
+            phase=status.get("phase") or "Pending",
+            ready=ready,
+            terminating=meta.get("deletionTimestamp") is not None,
+            created=created,
+            template_hash=(meta.get("labels") or {}).get(names.TEMPLATE_HASH_LABEL),
+        )
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    """A live registration of one of this pool's workers."""
+
+    info: WorkerInfo
+    fresh: bool  # a heartbeat arrived recently enough to trust `info`
+
+
+@dataclass(frozen=True)
+class Observation:
+    pods: tuple[PodView, ...]
+    workers: Mapping[str, WorkerView] = field(default_factory=dict)
+    queue: QueueStatus | None = None  # None when Redis could not be read
+    redis_error: str | None = None
+    pending_creates: int = 0  # pods created but not yet seen in the cache
+    now: float = 0.0

@@ -1,0 +1,134 @@
+"""Render worker pods from a WorkerPool (DESIGN §2) and classify existing ones."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ..contracts import names
+from ..contracts.resource import WorkerPoolSpec
+
+DEFAULT_CONTAINER_NAME = "worker"
+WORKER_COMMAND = ["workerpool", "worker"]
+
+
+@dataclass(frozen=True)
+class PoolRef:
+    """What a pod needs to know about its WorkerPool."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+def worker_env(pool: PoolRef, spec: WorkerPoolSpec) -> list[dict[str, Any]]:
+    """The env the worker runtime reads. REDIS_URL from a Secret stays a secretKeyRef."""
+    redis: dict[str, Any]
+    if spec.redis.url_secret_ref is not None:
+        ref = spec.redis.url_secret_ref
+        redis = {"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+    else:
+        redis = {"name": "REDIS_URL", "value": spec.redis.url or ""}
+    plain = {
+        "POOL_NAME": pool.name,
+        "MIN_WORKERS": spec.processes.min,
+        "MAX_WORKERS": spec.processes.max,
+        "EXECUTION_TIMEOUT_SECONDS": spec.execution_timeout_seconds,
+        "GRACEFUL_SHUTDOWN_SECONDS": spec.graceful_shutdown_seconds,
+        "RECYCLE_AFTER_EXECUTIONS": spec.recycle_after_executions,
+        "WORKER_HEARTBEAT_INTERVAL_SECONDS": spec.heartbeat_interval_seconds,
+        "QUEUE_KEY": spec.redis.queue_key,
+    }
+    return [
+        {"name": "WORKER_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POOL_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        redis,
+        *({"name": k, "value": str(v)} for k, v in plain.items()),
+    ]
+
+
+def _restricted_defaults(pod_spec: dict[str, Any]) -> None:
+    """Pod Security Standards "restricted", unless the template says otherwise."""
+    psc = pod_spec.setdefault("securityContext", {})
+    psc.setdefault("runAsNonRoot", True)
+    psc.setdefault("seccompProfile", {"type": "RuntimeDefault"})
+    for container in pod_spec.get("containers", []) + pod_spec.get("initContainers", []):
+        csc = container.setdefault("securityContext", {})
+        csc.setdefault("allowPrivilegeEscalation", False)
+        csc.setdefault("capabilities", {"drop": ["ALL"]})
+
+
+def render_template(pool: PoolRef, spec: WorkerPoolSpec, default_image: str) -> dict[str, Any]:
+    """The pod template the operator would create now (without per-pod metadata)."""
+    template = copy.deepcopy(spec.template)
+    pod_spec: dict[str, Any] = template.setdefault("spec", {})
+    containers = pod_spec.setdefault("containers", [])
+    if not containers:
+        containers.append({"name": DEFAULT_CONTAINER_NAME, "image": default_image, "command": WORKER_COMMAND})
+    # The worker container: the one named "worker", else the first.
+    worker = next((c for c in containers if c.get("name") == DEFAULT_CONTAINER_NAME), containers[0])
+    ours = worker_env(pool, spec)
+    taken = {e["name"] for e in ours}
+    worker["env"] = [e for e in worker.get("env", []) if e.get("name") not in taken] + ours
+    pod_spec.setdefault(
+        "terminationGracePeriodSeconds", spec.execution_timeout_seconds + spec.graceful_shutdown_seconds
+    )
+    pod_spec.setdefault("restartPolicy", "Always")
+    _restricted_defaults(pod_spec)
+    return template
+
+
+def template_hash(template: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def render_pod(pool: PoolRef, spec: WorkerPoolSpec, default_image: str) -> dict[str, Any]:
+    """A complete Pod manifest for a new worker (the API server picks the name suffix)."""
+    template = render_template(pool, spec, default_image)
+    meta = template.get("metadata", {})
+    labels = {
+        **meta.get("labels", {}),
+        names.POOL_LABEL: pool.name,
+        names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE,
+        names.TEMPLATE_HASH_LABEL: template_hash(template),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": f"{pool.name}-",
+            "namespace": pool.namespace,
+            "labels": labels,
+            "annotations": dict(meta.get("annotations", {})),
+            "ownerReferences": [
+                {
+                    "apiVersion": names.API_VERSION,
+                    "kind": names.KIND,
+                    "name": pool.name,
+                    "uid": pool.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": template["spec"],
+    }
+
+
+def has_password(url: str | None) -> bool:
+    """True when a redis URL carries a password (redis://:pw@host or redis://user:pw@host)."""
+    if not url or "@" not in url:
+        return False
+    userinfo = url.split("://", 1)[-1].split("@", 1)[0]
+    return ":" in userinfo and userinfo.split(":", 1)[1] != ""
+
+
+def redact(url: str) -> str:
+    """A redis URL safe for logs, events and status."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"

@@ -1,0 +1,131 @@
+"""The `bifrost.dev/recycle` annotation (DESIGN §4): grammar and target resolution.
+
+    <request> := <targets> [ "@" <token> ]
+    <targets> := <target> { "," <target> }
+    <target>  := "*" | <worker-id> | <worker-id> ":" <pid>
+
+`pool-x7k2p` recycles any idle process of that worker (pid null),
+`pool-x7k2p:4711` that process, `*` every worker of the pool (pid null).
+The optional `@token` only makes an identical request a distinct value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..contracts.resource import RecycleResult
+from ..contracts.wire import WorkerInfo
+
+# Pod names are DNS-1123 subdomains.
+_WORKER_ID = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_PID = re.compile(r"^[1-9][0-9]{0,9}$")
+MAX_REQUEST_LENGTH = 4096
+
+
+class RecycleRequestError(ValueError):
+    """A malformed annotation value; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Target:
+    worker_id: str  # "*" = every worker of the pool
+    pid: int | None = None
+
+
+@dataclass(frozen=True)
+class RecycleRequest:
+    raw: str
+    targets: tuple[Target, ...]
+    token: str | None = None
+
+
+def parse_request(raw: str) -> RecycleRequest:
+    """Parse an annotation value; raises RecycleRequestError (never anything else)."""
+    if len(raw) > MAX_REQUEST_LENGTH:
+        raise RecycleRequestError(f"value is longer than {MAX_REQUEST_LENGTH} characters")
+    body, at, token = raw.strip().rpartition("@")
+    if not at:
+        body, token = token, ""
+    elif not token.strip():
+        raise RecycleRequestError("'@' must be followed by a token")
+    parts = [p.strip() for p in body.split(",")]
+    if not body.strip() or any(not p for p in parts):
+        raise RecycleRequestError("expected a comma-separated list of targets (worker, worker:pid or *)")
+    targets: list[Target] = []
+    for part in parts:
+        if part == "*":
+            targets.append(Target("*"))
+            continue
+        worker, colon, pid = part.partition(":")
+        if not _WORKER_ID.match(worker):
+            raise RecycleRequestError(f"{part!r}: {worker!r} is not a worker name (a pod name)")
+        if colon and not _PID.match(pid):
+            raise RecycleRequestError(f"{part!r}: {pid!r} is not a process id (a positive integer)")
+        targets.append(Target(worker, int(pid) if colon else None))
+    return RecycleRequest(raw=raw, targets=tuple(targets), token=token.strip() or None)
+
+
+@dataclass(frozen=True)
+class Command:
+    worker_id: str
+    pid: int | None
+
+
+def resolve(request: RecycleRequest, live: Mapping[str, WorkerInfo]) -> tuple[list[Command], list[RecycleResult]]:
+    """Commands to publish and the per-target results, for the live workers of this pool.
+
+    `live` maps worker id -> its last report. A target that is not a live worker of
+    this pool, or a pid that worker does not have, is rejected; nothing is published for it.
+    """
+    commands: list[Command] = []
+    results: list[RecycleResult] = []
+    seen: set[tuple[str, int | None]] = set()
+
+    def add(worker_id: str, pid: int | None, reason: str = "") -> None:
+        if (worker_id, pid) in seen:
+            return
+        seen.add((worker_id, pid))
+        commands.append(Command(worker_id, pid))
+        results.append(RecycleResult(worker_id=worker_id, pid=pid, status="recycle_requested", reason=reason))
+
+    for target in request.targets:
+        if target.worker_id == "*":
+            if not live:
+                results.append(
+                    RecycleResult(worker_id="*", pid=None, status="rejected", reason="the pool has no live workers")
+                )
+            for worker_id in sorted(live):
+                add(worker_id, None)
+            continue
+        info = live.get(target.worker_id)
+        if info is None:
+            results.append(
+                RecycleResult(
+                    worker_id=target.worker_id,
+                    pid=target.pid,
+                    status="rejected",
+                    reason="not a live worker of this pool (no such pod, or no current registration)",
+                )
+            )
+            continue
+        if target.pid is None:
+            add(target.worker_id, None)
+            continue
+        process = next((p for p in info.processes if p.pid == target.pid), None)
+        if process is None:
+            results.append(
+                RecycleResult(
+                    worker_id=target.worker_id,
+                    pid=target.pid,
+                    status="rejected",
+                    reason=f"worker {target.worker_id} has no process with pid {target.pid}",
+                )
+            )
+            continue
+        reason = ""
+        if process.state == "busy":
+            reason = "busy at the last heartbeat: the worker recycles it only if it is idle when the command arrives"
+        add(target.worker_id, target.pid, reason)
+    return commands, results

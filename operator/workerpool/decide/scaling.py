@@ -1,0 +1,182 @@
+"""Scaling decisions (DESIGN §5): how many workers, which pods to create or delete.
+
+desired = ceil((busy processes + queue depth) / processes.max), within
+[minWorkers, maxWorkers]. Up at once; down only after scaleDownDelaySeconds
+of lower demand (the highest recommendation in that window wins, as in the
+HPA's stabilization window), and only by removing workers that are idle by a
+fresh heartbeat, or pods that never became a worker. Unknown is not idle:
+without Redis there is no scale-down.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..contracts.resource import WorkerPoolSpec
+from .observation import Observation, PodView
+
+SURGE = 1  # extra pods while outdated pods are replaced
+# A running pod that has not registered after this many heartbeat intervals is broken.
+REGISTRATION_GRACE_INTERVALS = 6
+
+
+@dataclass(frozen=True)
+class ScaleMemory:
+    """Recommendations inside the scale-down window: ((time, desired), ...)."""
+
+    recommendations: tuple[tuple[float, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class Deletion:
+    name: str
+    uid: str
+    reason: str  # ScaleDown, ReplaceFailed, ReplaceOutdated
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class ScalePlan:
+    desired: int
+    demand: int | None
+    create: int = 0
+    delete: list[Deletion] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    memory: ScaleMemory = field(default_factory=ScaleMemory)
+    reconciling_reason: str | None = None
+    reconciling_message: str = ""
+
+
+def clamp(value: int, spec: WorkerPoolSpec) -> int:
+    return max(spec.min_workers, min(spec.max_workers, value))
+
+
+def recommend(spec: WorkerPoolSpec, busy: int, depth: int) -> int:
+    """Workers needed for the demand, within [min, max]."""
+    return clamp(math.ceil((busy + depth) / spec.processes.max), spec)
+
+
+def _deletable_rank(pod: PodView, obs: Observation, spec: WorkerPoolSpec) -> int | None:
+    """Lower is deleted first; None = must not be deleted now."""
+    worker = obs.workers.get(pod.name)
+    if worker is None:
+        if pod.phase != "Running" or not pod.ready:
+            return 0  # never became a worker
+        grace = REGISTRATION_GRACE_INTERVALS * spec.heartbeat_interval_seconds
+        if obs.now - pod.created > grace:
+            return 1  # running but never registered: broken
+        return None  # may be starting and about to register
+    if worker.fresh and worker.info.busy_count == 0:
+        return 2  # idle by a fresh heartbeat
+    return None  # busy, or not known to be idle
+
+
+def decide_scale(spec: WorkerPoolSpec, obs: Observation, memory: ScaleMemory, current_hash: str) -> ScalePlan:
+    active = [p for p in obs.pods if p.active]
+    failed = [p for p in obs.pods if not p.terminating and not p.active]
+    busy = sum(w.info.busy_count for w in obs.workers.values())
+    count = len(active) + obs.pending_creates
+    window = spec.scaling.scale_down_delay_seconds
+
+    if obs.queue is None:
+        # Redis unknown: keep what runs (never scale down on unknown), at least min.
+        demand = None
+        desired = clamp(count, spec)
+        new_memory = memory
+    else:
+        demand = busy + obs.queue.depth
+        raw = recommend(spec, busy, obs.queue.depth)
+        kept = tuple((t, n) for t, n in memory.recommendations if obs.now - t < window)
+        new_memory = ScaleMemory((*kept, (obs.now, raw)))
+        desired = clamp(max(n for _, n in new_memory.recommendations), spec)
+
+    plan = ScalePlan(desired=desired, demand=demand, memory=new_memory)
+    numbers = (
+        f"demand {busy} busy + {obs.queue.depth} queued = {demand} processes, "
+        f"{spec.processes.max} per worker (min {spec.min_workers}, max {spec.max_workers})"
+        if obs.queue is not None
+        else "Redis unavailable: demand unknown, keeping current workers (at least min)"
+    )
+
+    for pod in failed:
+        plan.delete.append(Deletion(pod.name, pod.uid, "ReplaceFailed"))
+        plan.events.append(Event("Warning", "ReplacingFailedPod", f"Pod {pod.name} is {pod.phase}: replacing it"))
+
+    outdated = [p for p in active if p.template_hash != current_hash]
+    if desired > count:
+        plan.create = desired - count
+        plan.events.append(Event("Normal", "ScalingUp", f"Scaling up from {count} to {desired} workers: {numbers}"))
+    elif outdated:
+        starting = [p for p in active if p.template_hash == current_hash and p.name not in obs.workers]
+        if count < desired + SURGE and not starting and obs.pending_creates == 0:
+            plan.create = 1
+            plan.events.append(
+                Event(
+                    "Normal",
+                    "ReplacingOutdatedPods",
+                    f"{len(outdated)} pods run an outdated template: adding 1 surge pod, then "
+                    "removing outdated pods as they become idle",
+                )
+            )
+
+    excess = count + plan.create - desired
+    if excess > 0 and obs.queue is not None:
+        ranked = sorted(
+            ((rank, p) for p in active if (rank := _deletable_rank(p, obs, spec)) is not None),
+            key=lambda rp: (rp[1].template_hash == current_hash, rp[0], -rp[1].created, rp[1].name),
+        )
+        current_active = len(active) - len(outdated) + obs.pending_creates + plan.create
+        for _, pod in ranked:
+            if excess <= 0:
+                break
+            is_outdated = pod.template_hash != current_hash
+            if not is_outdated and current_active <= desired:
+                continue  # only outdated pods make way for the surge
+            plan.delete.append(Deletion(pod.name, pod.uid, "ReplaceOutdated" if is_outdated else "ScaleDown"))
+            excess -= 1
+            if not is_outdated:
+                current_active -= 1
+        removed = [d.name for d in plan.delete if d.reason in ("ScaleDown", "ReplaceOutdated")]
+        if removed:
+            verb = "Scaling down" if any(d.reason == "ScaleDown" for d in plan.delete) else "Replacing"
+            plan.events.append(
+                Event(
+                    "Normal",
+                    "ScalingDown" if verb == "Scaling down" else "ReplacingOutdatedPods",
+                    f"{verb} from {count} to {count - len(removed)} workers (desired {desired}), "
+                    f"removing idle {', '.join(removed)}: {numbers}",
+                )
+            )
+        elif excess > 0 and not outdated:
+            plan.reconciling_reason = "WaitingForIdleWorkers"
+            plan.reconciling_message = (
+                f"{excess} workers above desired {desired}, but none is idle by a fresh heartbeat"
+            )
+
+    if plan.reconciling_reason is None:
+        if plan.create:
+            plan.reconciling_reason, plan.reconciling_message = "ScalingUp", f"adding {plan.create} workers"
+        elif plan.delete:
+            plan.reconciling_reason, plan.reconciling_message = (
+                "ScalingDown",
+                f"removing {len(plan.delete)} pods",
+            )
+        elif outdated:
+            plan.reconciling_reason = "ReplacingOutdatedPods"
+            plan.reconciling_message = f"{len(outdated)} pods run an outdated template"
+        elif obs.pending_creates or any(p.terminating for p in obs.pods):
+            plan.reconciling_reason, plan.reconciling_message = (
+                "PodsChanging",
+                "pods are starting or stopping",
+            )
+        elif count != desired:
+            plan.reconciling_reason = "WaitingForIdleWorkers"
+            plan.reconciling_message = f"{count} workers, desired {desired}"
+    return plan

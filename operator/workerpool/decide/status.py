@@ -1,0 +1,194 @@
+"""Build the WorkerPool status from observation (DESIGN §1), and decide when to write it.
+
+The status is rebuilt from observation every time, never read back. It is
+written when something *significant* changed (a process idle/busy, a worker
+joining or leaving, the queue depth, a condition, counts) and otherwise only
+every `volatile_refresh` seconds, when volatile gauges (uptime, elapsed,
+memory, queue age) alone changed.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..contracts.resource import Condition, LastRecycle, WorkerPoolStatus
+from ..contracts.wire import QueueStatus, to_status
+from .observation import Observation
+from .scaling import ScalePlan
+
+# Condition types and reasons (kstatus vocabulary).
+READY, RECONCILING, STALLED = "Ready", "Reconciling", "Stalled"
+REASON_WORKERS_READY = "WorkersReady"
+REASON_RECONCILED = "Reconciled"
+REASON_NOT_STALLED = "Progressing"
+REASON_REDIS_UNAVAILABLE = "RedisUnavailable"
+REASON_SECRET_NOT_FOUND = "RedisSecretNotFound"
+REASON_PODS_REJECTED = "PodsRejected"
+REASON_INVALID_SPEC = "InvalidSpec"
+
+# Keep the object far below etcd's 1.5 MiB: at most this many workers in detail.
+MAX_DETAIL_WORKERS = 50
+
+
+@dataclass(frozen=True)
+class Stall:
+    reason: str
+    message: str
+
+
+def _condition(
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    now: dt.datetime,
+    previous: Sequence[Condition],
+) -> Condition:
+    value = "True" if status else "False"
+    before = next((c for c in previous if c.type == type_), None)
+    # lastTransitionTime moves only when the status flips.
+    since = before.last_transition_time if before is not None and before.status == value else now
+    return Condition(
+        type=type_,
+        status=value,
+        reason=reason,
+        message=message[:1000],
+        observed_generation=generation,
+        last_transition_time=since,
+    )
+
+
+def build_status(
+    *,
+    generation: int,
+    obs: Observation,
+    plan: ScalePlan,
+    stall: Stall | None,
+    last_recycle: LastRecycle | None,
+    previous_conditions: Sequence[Condition],
+    now: dt.datetime,
+) -> WorkerPoolStatus:
+    active = [p for p in obs.pods if p.active]
+    workers = dict(sorted(obs.workers.items()))
+    ready = sum(1 for p in active if p.ready and p.name in workers)
+    details = [w.info for w in list(workers.values())[:MAX_DETAIL_WORKERS]]
+    omitted = max(0, len(workers) - MAX_DETAIL_WORKERS)
+
+    reconciling = plan.reconciling_reason is not None
+    if stall is not None:
+        ready_cond = (False, stall.reason, stall.message)
+    elif reconciling:
+        ready_cond = (False, plan.reconciling_reason or "", plan.reconciling_message)
+    elif ready < plan.desired:
+        ready_cond = (
+            False,
+            "WaitingForWorkers",
+            f"{ready} of {plan.desired} workers are running and registered",
+        )
+    else:
+        ready_cond = (
+            True,
+            REASON_WORKERS_READY,
+            f"{ready} of {plan.desired} workers are running and registered",
+        )
+    conditions = [
+        _condition(READY, *ready_cond, generation, now, previous_conditions),
+        _condition(
+            RECONCILING,
+            reconciling,
+            plan.reconciling_reason or REASON_RECONCILED,
+            plan.reconciling_message,
+            generation,
+            now,
+            previous_conditions,
+        ),
+        _condition(
+            STALLED,
+            stall is not None,
+            stall.reason if stall else REASON_NOT_STALLED,
+            stall.message if stall else "",
+            generation,
+            now,
+            previous_conditions,
+        ),
+    ]
+    return WorkerPoolStatus(
+        observed_generation=generation,
+        desired_workers=plan.desired,
+        workers=len(active),
+        ready_workers=ready,
+        pool_size=sum(w.info.pool_size for w in workers.values()),
+        idle_count=sum(w.info.idle_count for w in workers.values()),
+        busy_count=sum(w.info.busy_count for w in workers.values()),
+        queue=obs.queue if obs.queue is not None else None,
+        worker_details=details,
+        worker_details_omitted=omitted,
+        last_recycle=last_recycle,
+        conditions=conditions,
+    )
+
+
+def render(status: WorkerPoolStatus) -> dict[str, Any]:
+    """The JSON written to the status subresource (camelCase, no nulls)."""
+    rendered: dict[str, Any] = _drop_none(to_status(status))
+    return rendered
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None and k != "kopf"}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+_VOLATILE_PROCESS = ("memoryMb", "uptimeSeconds")
+
+
+def significant(rendered: dict[str, Any]) -> dict[str, Any]:
+    """The status without volatile gauges: a change here is worth a write now."""
+    out = copy.deepcopy(rendered)
+    if isinstance(out.get("queue"), dict):
+        out["queue"].pop("oldestAgeSeconds", None)
+    for worker in out.get("workerDetails") or []:
+        for proc in worker.get("processes") or []:
+            for key in _VOLATILE_PROCESS:
+                proc.pop(key, None)
+            if isinstance(proc.get("execution"), dict):
+                proc["execution"].pop("elapsedSeconds", None)
+    return out
+
+
+@dataclass(frozen=True)
+class WritePolicy:
+    min_interval: float = 1.0  # never more than about one write per second
+    volatile_refresh: float = 30.0  # gauges alone: about one write per 30 s
+
+
+def should_write(
+    rendered: dict[str, Any],
+    last: dict[str, Any] | None,
+    last_write: float,
+    now: float,
+    policy: WritePolicy,
+) -> tuple[bool, float]:
+    """(write now?, seconds until a write would be allowed/needed otherwise)."""
+    if last is None:
+        return True, 0.0
+    if rendered == last:
+        return False, policy.volatile_refresh
+    since = now - last_write
+    if significant(rendered) != significant(last):
+        wait = policy.min_interval - since
+        return (wait <= 0), max(0.0, wait)
+    wait = policy.volatile_refresh - since
+    return (wait <= 0), max(0.0, wait)
+
+
+def empty_queue() -> QueueStatus:
+    return QueueStatus(depth=0, oldest_age_seconds=0.0)
