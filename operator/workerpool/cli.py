@@ -61,6 +61,8 @@ def _logging() -> None:
         level=os.environ.get("LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Kopf logs every handled watch event at INFO: our own log lines say what happened.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -77,7 +77,7 @@ class RedisHub:
     resync_seconds: float
     queue_poll_seconds: float
     subscribers: dict[tuple[str, str], Subscriber] = field(default_factory=dict)
-    error: str | None = "not connected yet"
+    error: str | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -86,7 +86,7 @@ class RedisHub:
             self.url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=15
         )
         self._publish_once = self.client.register_script(_PUBLISH_ONCE)
-        self._queues: dict[str, QueueStatus] = {}
+        self._queues: dict[str, QueueStatus] = {}  # empty until the first reading
         self.queue_updated_at = 0.0
 
     # --- life cycle ---------------------------------------------------------------------

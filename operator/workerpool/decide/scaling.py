@@ -102,7 +102,7 @@ def decide_scale(spec: WorkerPoolSpec, obs: Observation, memory: ScaleMemory, cu
         f"demand {busy} busy + {obs.queue.depth} queued = {demand} processes, "
         f"{spec.processes.max} per worker (min {spec.min_workers}, max {spec.max_workers})"
         if obs.queue is not None
-        else "Redis unavailable: demand unknown, keeping current workers (at least min)"
+        else f"demand unknown ({obs.redis_error or 'Redis unavailable'}): keeping current workers, at least min"
     )
 
     for pod in failed:

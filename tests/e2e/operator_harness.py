@@ -1,0 +1,166 @@
+"""E2E helpers: run `workerpool operator` as a real process against the local
+cluster, apply WorkerPools, read status through a separate client (kubectl)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from workerpool.devcluster.procs import free_port
+from workerpool.devcluster.stack import DevStack
+
+T = TypeVar("T")
+
+# Named deadlines.
+READY = 60.0
+SCALE = 60.0
+STATUS = 15.0
+RECYCLE = 15.0
+
+
+def wait_until(fn: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.1) -> T:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            value = fn()
+        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+            value, last = None, exc
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            detail = f" ({last})" if last else ""
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{detail}")
+        time.sleep(interval)
+
+
+class OperatorProcess:
+    def __init__(
+        self, stack: DevStack, namespace: str, log_dir: Path, kubeconfig: Path | None = None, **env: str
+    ) -> None:
+        self.stack = stack
+        self.kubeconfig = kubeconfig or stack.cluster.kubeconfig
+        self.log = log_dir / "operator.log"
+        self.metrics_port = free_port()
+        self.env = {
+            **stack.cluster.env(),
+            "KUBECONFIG": str(self.kubeconfig),
+            "WORKERPOOL_NAMESPACES": namespace,
+            "WORKERPOOL_METRICS_PORT": str(self.metrics_port),
+            "WORKERPOOL_LIVENESS_PORT": str(free_port()),
+            "WORKERPOOL_RESYNC_SECONDS": "2",
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "workerpool.cli", "operator"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def kill(self) -> None:
+        """kill -9: no clean-up of any kind."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample from the operator's /metrics (0 when absent or not serving yet)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return 0.0
+        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        for line in text.splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                head, _, value = line.rpartition(" ")
+                got = head[len(name) :].strip("{}")
+                if all(part in got.split(",") for part in want.split(",") if part):
+                    return float(value)
+        return 0.0
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def pool_manifest(name: str, redis_url: str | None = None, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "minWorkers": 1,
+        "maxWorkers": 3,
+        "processes": {"min": 1, "max": 2},
+        "heartbeatIntervalSeconds": 1,
+        "gracefulShutdownSeconds": 1,
+        "executionTimeoutSeconds": 30,
+        "scaling": {"scaleDownDelaySeconds": 3},
+        "template": {
+            "spec": {"containers": [{"name": "worker", "image": "local", "command": ["workerpool", "worker"]}]}
+        },
+    }
+    if redis_url is not None:
+        body["redis"] = {"url": redis_url}
+    body.update(spec)
+    return {"apiVersion": "bifrost.dev/v1alpha1", "kind": "WorkerPool", "metadata": {"name": name}, "spec": body}
+
+
+class Pools:
+    """Read and write WorkerPools through kubectl (a client separate from the operator)."""
+
+    def __init__(self, stack: DevStack, namespace: str) -> None:
+        self.cluster = stack.cluster
+        self.ns = namespace
+
+    def apply(self, manifest: dict[str, Any]) -> None:
+        self.cluster.kubectl("apply", "--server-side", "-n", self.ns, "-f", "-", input=json.dumps(manifest))
+
+    def get(self, name: str) -> dict[str, Any]:
+        return json.loads(self.cluster.kubectl("get", "wp", name, "-n", self.ns, "-o", "json").stdout)  # type: ignore[no-any-return]
+
+    def status(self, name: str) -> dict[str, Any]:
+        return self.get(name).get("status") or {}
+
+    def condition(self, name: str, type_: str) -> dict[str, Any] | None:
+        return next((c for c in self.status(name).get("conditions", []) if c["type"] == type_), None)
+
+    def pods(self, name: str) -> list[dict[str, Any]]:
+        out = self.cluster.kubectl("get", "pods", "-n", self.ns, "-l", f"bifrost.dev/pool={name}", "-o", "json")
+        return json.loads(out.stdout)["items"]  # type: ignore[no-any-return]
+
+    def live_pods(self, name: str) -> list[dict[str, Any]]:
+        return [p for p in self.pods(name) if not p["metadata"].get("deletionTimestamp")]
+
+    def annotate(self, name: str, value: str) -> None:
+        self.cluster.kubectl("annotate", "wp", name, "-n", self.ns, f"bifrost.dev/recycle={value}", "--overwrite")
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        out = self.cluster.kubectl(
+            "get", "events", "-n", self.ns, "--field-selector", f"involvedObject.name={name}", "-o", "json"
+        )
+        return json.loads(out.stdout)["items"]  # type: ignore[no-any-return]
+
+    def wait_status(
+        self, name: str, check: Callable[[dict[str, Any]], bool], what: str, timeout: float = STATUS
+    ) -> dict[str, Any]:
+        return wait_until(lambda: (s := self.status(name)) and check(s) and s, timeout=timeout, what=what)

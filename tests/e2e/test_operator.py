@@ -1,0 +1,416 @@
+"""The operator end to end: real kube-apiserver + etcd, real worker processes
+(run by the harness kubelet), real redis-server. Assertions go through kubectl
+and a separate Redis client."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from workerpool.contracts.names import HEARTBEAT_CHANNEL, worker_key
+from workerpool.contracts.wire import WorkerInfo, parse_registration
+from workerpool.devcluster.redis_server import RedisServer
+from workerpool.devcluster.stack import DevStack
+
+from ..integration.workers import Client
+from .operator_harness import READY, RECYCLE, SCALE, STATUS, OperatorProcess, Pools, pool_manifest, wait_until
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def pools(stack: DevStack, namespace: str) -> Pools:
+    return Pools(stack, namespace)
+
+
+@pytest.fixture
+def operator(stack: DevStack, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(stack, namespace, tmp_path).start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> Client:
+    return Client(redis_server.url)
+
+
+def ready_pool(pools: Pools, name: str, workers: int = 1) -> dict[str, Any]:
+    return pools.wait_status(
+        name,
+        lambda s: (
+            s.get("readyWorkers") == workers
+            and s.get("workers") == workers
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in s.get("conditions", []))
+        ),
+        f"{workers} ready workers",
+        timeout=READY,
+    )
+
+
+def registrations(client: Client, ids: list[str]) -> dict[str, WorkerInfo]:
+    out = {}
+    for wid in ids:
+        fields = client.r.hgetall(worker_key(wid))
+        if fields:
+            out[wid] = parse_registration(wid, fields).info
+    return out
+
+
+def test_status_mirrors_what_the_workers_report(
+    pools: Pools, operator: OperatorProcess, client: Client, redis_server: RedisServer
+) -> None:
+    """The seed's test_get_workers_returns_pool_info, through the Kubernetes API."""
+    pools.apply(pool_manifest("p", redis_server.url, minWorkers=2, processes={"min": 2, "max": 3}))
+    ready_pool(pools, "p", 2)
+
+    def matches() -> dict[str, Any] | None:
+        status = pools.status("p")
+        details = {w["workerId"]: WorkerInfo.model_validate(w) for w in status.get("workerDetails", [])}
+        reported = registrations(client, list(details))
+        same = len(details) == 2 and all(
+            [(p.pid, p.state) for p in details[w].processes] == [(p.pid, p.state) for p in reported[w].processes]
+            and details[w].pool_size == reported[w].pool_size
+            for w in details
+            if w in reported
+        )
+        return status if same and set(reported) == set(details) else None
+
+    status = wait_until(matches, timeout=STATUS, what="status.workerDetails == the workers' reports")
+    assert (status["poolSize"], status["idleCount"], status["busyCount"]) == (4, 4, 0)
+    assert status["queue"] == {"depth": 0, "oldestAgeSeconds": 0.0}
+    assert status["observedGeneration"] == pools.get("p")["metadata"]["generation"]
+
+
+def test_status_and_heartbeat_schemas_match_the_seed(
+    pools: Pools, operator: OperatorProcess, redis_server: RedisServer
+) -> None:
+    """The seed's test_heartbeat_schema_matches: camelCase WorkerInfo in status, snake_case on the wire."""
+    r = redis.Redis.from_url(redis_server.url)
+    sub = r.pubsub(ignore_subscribe_messages=True)
+    sub.subscribe(HEARTBEAT_CHANNEL)
+    pools.apply(pool_manifest("p", redis_server.url))
+    status = ready_pool(pools, "p")
+    detail = status["workerDetails"][0]
+    assert set(detail) == {
+        "workerId",
+        "startedAt",
+        "hostname",
+        "minWorkers",
+        "maxWorkers",
+        "poolSize",
+        "idleCount",
+        "busyCount",
+        "processes",
+    }
+    assert set(detail["processes"][0]) == {
+        "pid",
+        "processId",
+        "state",
+        "memoryMb",
+        "uptimeSeconds",
+        "executionsCompleted",
+    }  # execution: null is omitted
+    hb = wait_until(lambda: sub.get_message(timeout=1), timeout=STATUS, what="a heartbeat")
+    wire = json.loads(hb["data"])
+    assert {k for k in wire if k not in ("type", "timestamp", "pool", "namespace")} == {
+        "worker_id",
+        "started_at",
+        "hostname",
+        "min_workers",
+        "max_workers",
+        "pool_size",
+        "idle_count",
+        "busy_count",
+        "processes",
+    }
+    assert WorkerInfo.model_validate(detail).model_dump(mode="json").keys() == {
+        k for k in wire if k not in ("type", "timestamp", "pool", "namespace")
+    }
+
+
+def test_queue_depth_appears_in_status(
+    pools: Pools, operator: OperatorProcess, client: Client, redis_server: RedisServer
+) -> None:
+    """The seed's test_queue_endpoint_returns_status."""
+    pools.apply(pool_manifest("p", redis_server.url, maxWorkers=1, processes={"min": 1, "max": 1}))
+    ready_pool(pools, "p")
+    ids = [client.submit("sleep", {"seconds": 2}) for _ in range(4)]
+    status = pools.wait_status(
+        "p",
+        lambda s: s.get("queue", {}).get("depth") == 3 and s.get("busyCount") == 1,
+        "queue depth 3 with one busy process",
+    )
+    assert status["desiredWorkers"] == 1  # maxWorkers caps the demand
+    for i in ids:
+        client.wait_result(i, timeout=30)
+    pools.wait_status("p", lambda s: s.get("queue", {}).get("depth") == 0, "an empty queue")
+
+
+def test_scales_up_under_a_burst_and_back_to_min_without_killing_work(
+    pools: Pools,
+    operator: OperatorProcess,
+    client: Client,
+    redis_server: RedisServer,
+    stack: DevStack,
+) -> None:
+    pools.apply(pool_manifest("p", redis_server.url, maxWorkers=4))
+    ready_pool(pools, "p")
+    ids = [client.submit("sleep", {"seconds": 1.0 + (i % 4) * 0.7}) for i in range(14)]
+    t0 = time.monotonic()
+    pools.wait_status("p", lambda s: s.get("desiredWorkers") == 4, "desired 4", timeout=SCALE)
+    reaction = time.monotonic() - t0
+    wait_until(lambda: len(pools.live_pods("p")) == 4, timeout=SCALE, what="4 pods")
+    results = [client.wait_result(i, timeout=60) for i in ids]
+    assert all(r.success for r in results), [r for r in results if not r.success]
+    status = pools.wait_status(
+        "p", lambda s: s.get("workers") == 1 and s.get("desiredWorkers") == 1, "back to minWorkers", timeout=SCALE
+    )
+    assert status["readyWorkers"] in (0, 1)
+    assert reaction < 5
+    events = [e["reason"] for e in pools.events("p")]
+    assert "ScalingUp" in events and "ScalingDown" in events
+    # The operator never deleted a busy worker: no execution was cut short.
+    assert not [r for r in results if r.error_type in ("ProcessCrashed", "WorkerLost")]
+
+
+def test_recycle_annotation_publishes_the_exact_command_and_replaces_the_process(
+    pools: Pools,
+    operator: OperatorProcess,
+    client: Client,
+    redis_server: RedisServer,
+) -> None:
+    """The seed's test_recycle_endpoint_publishes_command."""
+    pools.apply(pool_manifest("p", redis_server.url))
+    status = ready_pool(pools, "p")
+    worker = status["workerDetails"][0]
+    wid, pid = worker["workerId"], worker["processes"][0]["pid"]
+    sub = client.r.pubsub(ignore_subscribe_messages=True)
+    sub.psubscribe("worker:*:commands")
+    pools.annotate("p", f"{wid}:{pid}")
+    msg = wait_until(lambda: sub.get_message(timeout=1), timeout=RECYCLE, what="the recycle command")
+    assert msg["channel"].decode() == f"worker:{wid}:commands"
+    assert json.loads(msg["data"]) == {"type": "recycle", "pid": pid}
+    status = pools.wait_status(
+        "p", lambda s: s.get("lastRecycle", {}).get("request") == f"{wid}:{pid}", "status.lastRecycle"
+    )
+    assert status["lastRecycle"]["results"] == [
+        {"workerId": wid, "pid": pid, "status": "recycle_requested", "reason": ""}
+    ]
+    pools.wait_status(
+        "p",
+        lambda s: pid not in [p["pid"] for w in s["workerDetails"] for p in w["processes"]] and s["poolSize"] == 1,
+        "the process replaced",
+    )
+    # Any idle process of every worker, then a rejected unknown worker.
+    pools.annotate("p", "*")
+    msg = wait_until(lambda: sub.get_message(timeout=1), timeout=RECYCLE, what="the * command")
+    assert json.loads(msg["data"]) == {"type": "recycle", "pid": None}
+    pools.annotate("p", "p-nosuchpod")
+    status = pools.wait_status("p", lambda s: s["lastRecycle"]["request"] == "p-nosuchpod", "rejection")
+    assert status["lastRecycle"]["results"][0]["status"] == "rejected"
+    assert sub.get_message(timeout=1) is None  # nothing published for it
+    assert pools.get("p")["metadata"]["annotations"]["bifrost.dev/recycle"] == "p-nosuchpod"  # never removed
+    sub.close()
+
+
+def test_malformed_annotation_gives_a_warning_event_and_publishes_nothing(
+    pools: Pools,
+    operator: OperatorProcess,
+    client: Client,
+    redis_server: RedisServer,
+) -> None:
+    pools.apply(pool_manifest("p", redis_server.url))
+    ready_pool(pools, "p")
+    sub = client.r.pubsub(ignore_subscribe_messages=True)
+    sub.psubscribe("worker:*:commands")
+    pools.annotate("p", "p-abc:notapid")
+    wait_until(
+        lambda: [e for e in pools.events("p") if e["reason"] == "RecycleRejected" and e["type"] == "Warning"],
+        timeout=RECYCLE,
+        what="a RecycleRejected warning",
+    )
+    status = pools.wait_status("p", lambda s: "lastRecycle" in s, "lastRecycle")
+    assert "not a process id" in status["lastRecycle"]["results"][0]["reason"]
+    assert sub.get_message(timeout=1) is None
+    sub.close()
+
+
+def test_operator_restart_neither_resends_a_recycle_nor_duplicates_pods(
+    pools: Pools,
+    stack: DevStack,
+    namespace: str,
+    tmp_path: Path,
+    client: Client,
+    redis_server: RedisServer,
+) -> None:
+    op = OperatorProcess(stack, namespace, tmp_path).start()
+    try:
+        pools.apply(pool_manifest("p", redis_server.url, minWorkers=2))
+        status = ready_pool(pools, "p", 2)
+        sub = client.r.pubsub(ignore_subscribe_messages=True)
+        sub.psubscribe("worker:*:commands")
+        wid = status["workerDetails"][0]["workerId"]
+        pools.annotate("p", wid)
+        wait_until(
+            lambda: pools.status("p").get("lastRecycle", {}).get("request") == wid,
+            timeout=RECYCLE,
+            what="the recycle handled",
+        )
+        pods_before = sorted(p["metadata"]["name"] for p in pools.live_pods("p"))
+        op.kill()
+        op = OperatorProcess(stack, namespace, tmp_path).start()
+        # The restarted operator has reconciled (it writes status) and did nothing twice.
+        wait_until(
+            lambda: op.metric("workerpool_reconcile_duration_seconds_count", namespace=namespace, pool="p") >= 3,
+            timeout=READY,
+            what="the restarted operator to reconcile the pool",
+        )
+        ready_pool(pools, "p", 2)
+        messages = []
+        deadline = time.monotonic() + 3  # a duplicate would come right after the restart
+        while time.monotonic() < deadline:
+            m = sub.get_message(timeout=0.5)
+            if m is not None:
+                messages.append(m)
+        assert len(messages) == 1, messages
+        assert sorted(p["metadata"]["name"] for p in pools.live_pods("p")) == pods_before
+        sub.close()
+    finally:
+        op.stop()
+
+
+def test_redis_down_means_no_scale_down_and_stalled_then_recovery(
+    pools: Pools,
+    operator: OperatorProcess,
+    client: Client,
+    redis_server: RedisServer,
+) -> None:
+    pools.apply(pool_manifest("p", redis_server.url, minWorkers=1, maxWorkers=3, scaling={"scaleDownDelaySeconds": 1}))
+    ready_pool(pools, "p")
+    ids = [client.submit("sleep", {"seconds": 3}) for _ in range(6)]
+    wait_until(lambda: len(pools.live_pods("p")) == 3, timeout=SCALE, what="3 pods")
+    redis_server.stop()
+    status = pools.wait_status(
+        "p",
+        lambda s: any(c["type"] == "Stalled" and c["status"] == "True" for c in s.get("conditions", [])),
+        "Stalled",
+        timeout=STATUS,
+    )
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert stalled["reason"] == "RedisUnavailable"
+    assert "redis://" not in json.dumps(status)
+    # Well past scaleDownDelaySeconds: still 3 pods (unknown is not idle).
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        assert len(pools.live_pods("p")) == 3
+        time.sleep(0.5)
+    redis_server.start()  # same port, empty data: the workers re-register
+    pools.wait_status(
+        "p",
+        lambda s: any(c["type"] == "Stalled" and c["status"] == "False" for c in s.get("conditions", [])),
+        "recovered",
+        timeout=READY,
+    )
+    pools.wait_status("p", lambda s: s.get("workers") == 1, "scaled down after recovery", timeout=SCALE)
+    del ids
+
+
+def test_kubectl_wait_for_ready(
+    pools: Pools, operator: OperatorProcess, redis_server: RedisServer, stack: DevStack, namespace: str
+) -> None:
+    pools.apply(pool_manifest("p", redis_server.url, minWorkers=2))
+    out = stack.cluster.kubectl("wait", "--for=condition=Ready", "wp/p", "-n", namespace, "--timeout=60s", timeout=90)
+    assert "condition met" in out.stdout
+    cond = pools.condition("p", "Ready")
+    assert cond is not None
+    assert cond["observedGeneration"] == pools.get("p")["metadata"]["generation"]
+
+
+def test_pods_are_owned_labelled_and_configured(
+    pools: Pools, operator: OperatorProcess, stack: DevStack, namespace: str, redis_server: RedisServer
+) -> None:
+    stack.cluster.kubectl(
+        "create", "secret", "generic", "redis", "-n", namespace, f"--from-literal=url={redis_server.url}"
+    )
+    manifest = pool_manifest("p", None, redis={"urlSecretRef": {"name": "redis", "key": "url"}})
+    pools.apply(manifest)
+    ready_pool(pools, "p")
+    pod = pools.live_pods("p")[0]
+    assert pod["metadata"]["labels"]["bifrost.dev/pool"] == "p"
+    assert pod["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "workerpool-operator"
+    owner = pod["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("WorkerPool", "p", True)
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "redis", "key": "url"}
+    assert env["WORKER_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert (env["MIN_WORKERS"]["value"], env["MAX_WORKERS"]["value"]) == ("1", "2")
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 31
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    # Deleting the pool deletes its pods (garbage collection through the ownerReference).
+    stack.cluster.kubectl("delete", "wp", "p", "-n", namespace, "--wait=true", timeout=60)
+    wait_until(lambda: not pools.pods("p"), timeout=SCALE, what="the pods to be garbage-collected")
+
+
+def test_deleting_a_pool_while_the_operator_is_down_does_not_hang(
+    pools: Pools,
+    stack: DevStack,
+    namespace: str,
+    tmp_path: Path,
+    redis_server: RedisServer,
+) -> None:
+    op = OperatorProcess(stack, namespace, tmp_path).start()
+    pools.apply(pool_manifest("p", redis_server.url))
+    ready_pool(pools, "p")
+    op.kill()
+    assert not pools.get("p")["metadata"].get("finalizers")
+    out = stack.cluster.kubectl("delete", "wp", "p", "-n", namespace, "--timeout=20s", timeout=30)
+    assert "deleted" in out.stdout
+
+
+def test_template_change_replaces_pods_only_when_idle(
+    pools: Pools, operator: OperatorProcess, client: Client, redis_server: RedisServer
+) -> None:
+    pools.apply(pool_manifest("p", redis_server.url, maxWorkers=2, processes={"min": 1, "max": 1}))
+    status = ready_pool(pools, "p")
+    old = status["workerDetails"][0]["workerId"]
+    eid = client.submit("sleep", {"seconds": 4})
+    pools.wait_status("p", lambda s: s.get("busyCount") == 1, "busy")
+    pools.apply(
+        pool_manifest("p", redis_server.url, maxWorkers=2, processes={"min": 1, "max": 1}, recycleAfterExecutions=100)
+    )
+    # A surge pod comes up; the busy outdated pod stays until its execution finished.
+    wait_until(lambda: len(pools.live_pods("p")) == 2, timeout=SCALE, what="a surge pod")
+    assert old in [p["metadata"]["name"] for p in pools.live_pods("p")]
+    result = client.wait_result(eid, timeout=30)
+    assert result.success
+    assert result.worker_id == old
+    wait_until(
+        lambda: (
+            [p["metadata"]["name"] for p in pools.live_pods("p")] not in ([], [old])
+            and old not in [p["metadata"]["name"] for p in pools.live_pods("p")]
+            and len(pools.live_pods("p")) == 1
+        ),
+        timeout=SCALE,
+        what="the outdated pod replaced",
+    )
+
+
+def test_password_never_leaks(
+    pools: Pools, operator: OperatorProcess, stack: DevStack, namespace: str, redis_server: RedisServer
+) -> None:
+    url = redis_server.url.replace("redis://", "redis://:s3cr3t-pw@")
+    pools.apply(pool_manifest("p", url))
+    wait_until(
+        lambda: [e for e in pools.events("p") if e["reason"] == "PasswordInURL"],
+        timeout=STATUS,
+        what="the PasswordInURL warning",
+    )
+    pools.wait_status("p", lambda s: "conditions" in s, "a status")
+    everything = json.dumps(pools.status("p")) + json.dumps(pools.events("p")) + operator.logs()
+    assert "s3cr3t-pw" not in everything
