@@ -1,0 +1,126 @@
+"""Rendering worker pods (DESIGN §2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workerpool.contracts.resource import WorkerPoolSpec
+from workerpool.decide.pods import PoolRef, has_password, redact, render_pod, render_template, template_hash
+
+REF = PoolRef("default", "bifrost", "uid-1")
+
+
+def spec(**kw: Any) -> WorkerPoolSpec:
+    return WorkerPoolSpec.model_validate({"redis": {"url": "redis://r:6379/0"}, **kw})
+
+
+def env(pod: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+
+
+def test_pod_has_labels_owner_env_and_grace_period() -> None:
+    pod = render_pod(
+        REF, spec(executionTimeoutSeconds=60, gracefulShutdownSeconds=7, processes={"min": 3, "max": 5}), "img"
+    )
+    meta = pod["metadata"]
+    assert meta["generateName"] == "default-"
+    assert meta["labels"]["bifrost.dev/pool"] == "default"
+    assert meta["labels"]["app.kubernetes.io/managed-by"] == "workerpool-operator"
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "bifrost.dev/v1alpha1",
+            "kind": "WorkerPool",
+            "name": "default",
+            "uid": "uid-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    e = env(pod)
+    assert e["WORKER_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert e["POOL_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert {
+        k: e[k]["value"]
+        for k in (
+            "POOL_NAME",
+            "MIN_WORKERS",
+            "MAX_WORKERS",
+            "EXECUTION_TIMEOUT_SECONDS",
+            "GRACEFUL_SHUTDOWN_SECONDS",
+            "RECYCLE_AFTER_EXECUTIONS",
+            "WORKER_HEARTBEAT_INTERVAL_SECONDS",
+            "QUEUE_KEY",
+            "REDIS_URL",
+        )
+    } == {
+        "POOL_NAME": "default",
+        "MIN_WORKERS": "3",
+        "MAX_WORKERS": "5",
+        "EXECUTION_TIMEOUT_SECONDS": "60",
+        "GRACEFUL_SHUTDOWN_SECONDS": "7",
+        "RECYCLE_AFTER_EXECUTIONS": "0",
+        "WORKER_HEARTBEAT_INTERVAL_SECONDS": "10",
+        "QUEUE_KEY": "bifrost:queue:pending",
+        "REDIS_URL": "redis://r:6379/0",
+    }
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 67
+    assert pod["spec"]["containers"][0]["command"] == ["workerpool", "worker"]
+    assert pod["spec"]["containers"][0]["image"] == "img"
+
+
+def test_secret_url_stays_a_secret_ref() -> None:
+    pod = render_pod(REF, spec(redis={"urlSecretRef": {"name": "redis", "key": "u"}}), "img")
+    assert env(pod)["REDIS_URL"] == {"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {"name": "redis", "key": "u"}}}
+
+
+def test_user_template_is_kept_and_restricted_defaults_fill_gaps() -> None:
+    template = {
+        "metadata": {"labels": {"team": "a"}},
+        "spec": {
+            "terminationGracePeriodSeconds": 5,
+            "securityContext": {"runAsUser": 1000},
+            "containers": [
+                {"name": "side", "image": "s"},
+                {
+                    "name": "worker",
+                    "image": "w",
+                    "env": [{"name": "X", "value": "1"}, {"name": "MIN_WORKERS", "value": "9"}],
+                    "securityContext": {"allowPrivilegeEscalation": True},
+                },
+            ],
+        },
+    }
+    pod = render_pod(REF, spec(template=template), "img")
+    assert pod["metadata"]["labels"]["team"] == "a"
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 5
+    assert pod["spec"]["securityContext"] == {
+        "runAsUser": 1000,
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    worker = pod["spec"]["containers"][1]
+    names = [e["name"] for e in worker["env"]]
+    assert names[0] == "X" and names.count("MIN_WORKERS") == 1  # ours wins
+    assert worker["securityContext"]["allowPrivilegeEscalation"] is True  # the user's choice stands
+    assert worker["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert "env" not in pod["spec"]["containers"][0]
+    assert template["spec"]["containers"][1]["env"] == [
+        {"name": "X", "value": "1"},  # type: ignore[index]
+        {"name": "MIN_WORKERS", "value": "9"},
+    ]  # input untouched
+
+
+def test_hash_changes_with_what_reaches_the_pod() -> None:
+    base = template_hash(render_template(REF, spec(), "img"))
+    assert base == template_hash(render_template(REF, spec(), "img"))
+    assert base != template_hash(render_template(REF, spec(processes={"min": 1, "max": 3}), "img"))
+    assert base != template_hash(render_template(REF, spec(template={"metadata": {"labels": {"a": "b"}}}), "img"))
+    assert base == template_hash(render_template(REF, spec(minWorkers=3, maxWorkers=9), "img"))  # pod count only
+
+
+def test_password_detection_and_redaction() -> None:
+    assert has_password("redis://:pw@host:6379/0")
+    assert has_password("rediss://user:pw@host")
+    assert not has_password("redis://host:6379/0")
+    assert not has_password("redis://user@host")
+    assert redact("redis://:pw@host:6379/0") == "redis://***@host:6379/0"

@@ -1,0 +1,243 @@
+"""Scaling decisions: table tests and properties (desired within [min, max];
+a busy or unknown worker is never chosen for deletion)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from workerpool.contracts.resource import WorkerPoolSpec
+from workerpool.contracts.wire import ExecutionInfo, ProcessInfo, QueueStatus, WorkerInfo
+from workerpool.decide.observation import Observation, PodView, WorkerView
+from workerpool.decide.scaling import ScaleMemory, decide_scale, recommend
+
+NOW = 10_000.0
+HASH = "h1"
+
+
+def spec(**kw: Any) -> WorkerPoolSpec:
+    base: dict[str, Any] = {
+        "minWorkers": 1,
+        "maxWorkers": 10,
+        "processes": {"min": 1, "max": 4},
+        "redis": {"url": "redis://r"},
+        "scaling": {"scaleDownDelaySeconds": 60},
+    }
+    base.update(kw)
+    return WorkerPoolSpec.model_validate(base)
+
+
+def pod(
+    name: str,
+    *,
+    phase: str = "Running",
+    ready: bool = True,
+    age: float = 100.0,
+    terminating: bool = False,
+    template_hash: str = HASH,
+) -> PodView:
+    return PodView(name, f"uid-{name}", phase, ready, terminating, NOW - age, template_hash)
+
+
+def worker(name: str, busy: int = 0, idle: int = 1, fresh: bool = True) -> WorkerView:
+    t = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    procs = [
+        ProcessInfo(
+            pid=100 + i,
+            process_id=f"p{i}",
+            state="busy",
+            memory_mb=1,
+            uptime_seconds=1,
+            executions_completed=0,
+            execution=ExecutionInfo(execution_id=f"e{i}", started_at=t, elapsed_seconds=1),
+        )
+        for i in range(busy)
+    ]
+    procs += [
+        ProcessInfo(
+            pid=200 + i, process_id=f"q{i}", state="idle", memory_mb=1, uptime_seconds=1, executions_completed=0
+        )
+        for i in range(idle)
+    ]
+    info = WorkerInfo(
+        worker_id=name,
+        started_at=t,
+        hostname=name,
+        pool_size=busy + idle,
+        idle_count=idle,
+        busy_count=busy,
+        processes=procs,
+    )
+    return WorkerView(info, fresh)
+
+
+def observe(pods: list[PodView], workers: dict[str, WorkerView], depth: int | None = 0, **kw: Any) -> Observation:
+    queue = QueueStatus(depth=depth, oldest_age_seconds=0) if depth is not None else None
+    return Observation(pods=tuple(pods), workers=workers, queue=queue, now=NOW, **kw)
+
+
+@pytest.mark.parametrize(
+    ("busy", "depth", "expected"),
+    [(0, 0, 1), (1, 0, 1), (4, 0, 1), (5, 0, 2), (4, 4, 2), (0, 9, 3), (0, 1000, 10)],
+)
+def test_recommendation(busy: int, depth: int, expected: int) -> None:
+    assert recommend(spec(), busy, depth) == expected
+
+
+def test_scale_up_is_immediate_and_says_why() -> None:
+    plan = decide_scale(spec(), observe([pod("a")], {"a": worker("a", busy=4, idle=0)}, depth=5), ScaleMemory(), HASH)
+    assert (plan.desired, plan.create) == (3, 2)
+    assert plan.events[0].reason == "ScalingUp"
+    assert "4 busy + 5 queued = 9 processes, 4 per worker" in plan.events[0].message
+
+
+def test_scale_down_waits_for_the_window_then_removes_only_idle() -> None:
+    pods = [pod("a", age=300), pod("b", age=200), pod("c", age=100)]
+    workers = {"a": worker("a", busy=1), "b": worker("b"), "c": worker("c")}
+    memory = ScaleMemory(((NOW - 30, 3),))  # high demand 30 s ago, window 60 s
+    plan = decide_scale(spec(), observe(pods, workers), memory, HASH)
+    assert plan.desired == 3
+    assert plan.delete == []
+    later = decide_scale(spec(), observe(pods, workers), ScaleMemory(((NOW - 61, 3),)), HASH)
+    assert later.desired == 1
+    assert {d.name for d in later.delete} == {"b", "c"}  # never the busy "a"
+    assert later.events[-1].reason == "ScalingDown"
+
+
+def test_stale_or_unknown_workers_are_not_idle() -> None:
+    pods = [pod("a"), pod("b")]
+    plan = decide_scale(
+        spec(minWorkers=0),
+        observe(pods, {"a": worker("a", fresh=False), "b": worker("b", busy=1)}),
+        ScaleMemory(),
+        HASH,
+    )
+    assert plan.desired == 1
+    assert plan.delete == []
+    assert plan.reconciling_reason == "WaitingForIdleWorkers"
+
+
+def test_redis_unavailable_keeps_pods_and_min() -> None:
+    plan = decide_scale(
+        spec(minWorkers=2), observe([pod("a"), pod("b"), pod("c")], {}, depth=None), ScaleMemory(), HASH
+    )
+    assert (plan.desired, plan.create, plan.delete) == (3, 0, [])
+    plan = decide_scale(spec(minWorkers=2), observe([], {}, depth=None), ScaleMemory(), HASH)
+    assert (plan.desired, plan.create) == (2, 2)
+
+
+def test_pods_that_never_became_workers_go_first() -> None:
+    pods = [pod("pending", phase="Pending", ready=False, age=5), pod("idle"), pod("young", age=1)]
+    plan = decide_scale(
+        spec(minWorkers=1, scaling={"scaleDownDelaySeconds": 0}),
+        observe(pods, {"idle": worker("idle")}),
+        ScaleMemory(),
+        HASH,
+    )
+    # First the pod that never ran, then the idle worker; "young" may be about to
+    # register (and may already hold an execution): it is not touched.
+    assert [d.name for d in plan.delete] == ["pending", "idle"]
+
+
+def test_failed_pods_are_replaced() -> None:
+    plan = decide_scale(spec(), observe([pod("a", phase="Failed"), pod("b")], {"b": worker("b")}), ScaleMemory(), HASH)
+    assert [d.reason for d in plan.delete] == ["ReplaceFailed"]
+    assert plan.create == 0  # b alone meets desired 1
+
+
+def test_outdated_pods_get_a_surge_then_idle_ones_go() -> None:
+    s = spec(scaling={"scaleDownDelaySeconds": 0})
+    busy_old = decide_scale(
+        s, observe([pod("old", template_hash="h0")], {"old": worker("old", busy=1, idle=0)}), ScaleMemory(), HASH
+    )
+    assert (busy_old.create, busy_old.delete) == (1, [])
+    both = decide_scale(
+        s,
+        observe(
+            [pod("old", template_hash="h0"), pod("new")], {"old": worker("old", busy=1, idle=0), "new": worker("new")}
+        ),
+        ScaleMemory(),
+        HASH,
+    )
+    assert both.delete == []  # the busy outdated pod stays; the surge pod is not removed instead
+    idle_old = decide_scale(
+        s,
+        observe([pod("old", template_hash="h0"), pod("new")], {"old": worker("old"), "new": worker("new")}),
+        ScaleMemory(),
+        HASH,
+    )
+    assert [(d.name, d.reason) for d in idle_old.delete] == [("old", "ReplaceOutdated")]
+
+
+def test_pending_creates_count_as_workers() -> None:
+    plan = decide_scale(spec(), observe([], {}, depth=8, pending_creates=2), ScaleMemory(), HASH)
+    assert (plan.desired, plan.create) == (2, 0)
+
+
+# --- properties -----------------------------------------------------------------------------
+
+pod_strategy = st.builds(
+    lambda i, phase, ready, term, h, age: pod(
+        f"p{i}", phase=phase, ready=ready, terminating=term, template_hash=h, age=age
+    ),
+    st.integers(0, 30),
+    st.sampled_from(["Pending", "Running", "Failed", "Succeeded"]),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from([HASH, "old"]),
+    st.floats(0, 1000),
+)
+
+
+@settings(max_examples=400)
+@given(
+    pods=st.lists(pod_strategy, max_size=12, unique_by=lambda p: p.name),
+    worker_states=st.dictionaries(
+        st.integers(0, 30), st.tuples(st.integers(0, 4), st.integers(0, 4), st.booleans()), max_size=12
+    ),
+    depth=st.one_of(st.none(), st.integers(0, 500)),
+    bounds=st.tuples(st.integers(0, 6), st.integers(0, 6)).map(sorted),
+    cap=st.integers(1, 8),
+    delay=st.integers(0, 120),
+    memory=st.lists(st.tuples(st.floats(NOW - 300, NOW), st.integers(0, 20)), max_size=5),
+    pending=st.integers(0, 3),
+)
+def test_properties(
+    pods: list[PodView],
+    worker_states: dict[int, tuple[int, int, bool]],
+    depth: int | None,
+    bounds: list[int],
+    cap: int,
+    delay: int,
+    memory: list[tuple[float, int]],
+    pending: int,
+) -> None:
+    s = spec(
+        minWorkers=bounds[0],
+        maxWorkers=bounds[1],
+        processes={"min": 1, "max": cap},
+        scaling={"scaleDownDelaySeconds": delay},
+    )
+    workers = {f"p{i}": worker(f"p{i}", busy=b, idle=i_, fresh=f) for i, (b, i_, f) in worker_states.items()}
+    obs = observe(pods, workers, depth=depth, pending_creates=pending)
+    plan = decide_scale(s, obs, ScaleMemory(tuple(memory)), HASH)
+    assert s.min_workers <= plan.desired <= s.max_workers
+    by_name = {p.name: p for p in pods}
+    for d in plan.delete:
+        p = by_name[d.name]
+        if d.reason == "ReplaceFailed":
+            assert p.phase in ("Failed", "Succeeded")
+            continue
+        w = workers.get(d.name)
+        # Never a busy worker, never one whose idleness is not known from a fresh heartbeat.
+        assert w is None or (w.fresh and w.info.busy_count == 0)
+        assert depth is not None  # no scale-down while Redis is unknown
+    active = sum(1 for p in pods if p.active) + pending
+    if depth is None:
+        assert all(d.reason == "ReplaceFailed" for d in plan.delete)
+    assert active + plan.create - len([d for d in plan.delete if d.reason != "ReplaceFailed"]) >= min(
+        plan.desired, active + plan.create
+    )
