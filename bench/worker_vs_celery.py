@@ -33,7 +33,7 @@ FUNCS = "workerpool.worker.functions"
 
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
 
 
 def ours(url: str, processes: int, runs: int, noops: int) -> dict[str, float]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -56,7 +57,7 @@ log = logging.getLogger(__name__)
 
 IDLE_TICK = 5.0  # re-evaluate time-based decisions at least this often
 COALESCE = 0.02  # a burst of triggers becomes one reconcile
-PENDING_CREATE_TIMEOUT = 60.0
+DELETING_TIMEOUT = 120.0
 SECRET_TTL = 30.0
 RECYCLE_DEDUPE_TTL = 7 * 24 * 3600
 EVENT_REPEAT_SECONDS = 60.0
@@ -94,7 +95,9 @@ class PoolController:
         self.body = body
         self.pods: dict[str, dict[str, Any]] = {}
         self.pods_synced = False
-        self.pending_creates: dict[str, float] = {}
+        # Pods this controller deleted (uid -> until when), terminating even if a
+        # stale watch event still shows them running.
+        self.deleting: dict[str, float] = {}
         self.workers: dict[str, Tracked] = {}
         self.memory = ScaleMemory()
         self.trigger = asyncio.Event()
@@ -152,11 +155,10 @@ class PoolController:
             self.workers.pop(name, None)
         else:
             self.pods[name] = body
-        self.pending_creates.pop(name, None)
         self.poke()
 
     def owns(self, worker_id: str) -> bool:
-        return worker_id in self.pods or worker_id in self.pending_creates
+        return worker_id in self.pods
 
     def on_heartbeat(self, hb: WorkerHeartbeat) -> None:
         info = hb.worker_info()
@@ -288,28 +290,24 @@ class PoolController:
 
     def _observe(self, pool: WorkerPool, queue: QueueStatus | None, redis_error: str | None) -> Observation:
         now_mono = time.monotonic()
-        self.pending_creates = {n: t for n, t in self.pending_creates.items() if t > now_mono}
-        uid = pool.uid
+        self.deleting = {uid: t for uid, t in self.deleting.items() if t > now_mono}
         pods = []
         for body in self.pods.values():
-            owners = body["metadata"].get("ownerReferences") or []
-            if uid and not any(o.get("uid") == uid for o in owners):
+            meta = body["metadata"]
+            owners = meta.get("ownerReferences") or []
+            if pool.uid and not any(o.get("uid") == pool.uid for o in owners):
                 continue  # a same-named pool's leftover, or a pod someone else labelled
-            pods.append(PodView.from_body(body, _parse_time(body["metadata"].get("creationTimestamp"))))
+            view = PodView.from_body(body, _parse_time(meta.get("creationTimestamp")))
+            if view.uid in self.deleting and not view.terminating:
+                view = dataclasses.replace(view, terminating=True)
+            pods.append(view)
         window = 2 * pool.spec.heartbeat_interval_seconds + 2
         workers = {
             wid: WorkerView(t.info, fresh=redis_error is None and now_mono - t.last_seen < window)
             for wid, t in self.workers.items()
             if wid in self.pods
         }
-        return Observation(
-            pods=tuple(pods),
-            workers=workers,
-            queue=queue,
-            redis_error=redis_error,
-            pending_creates=len(self.pending_creates),
-            now=time.time(),
-        )
+        return Observation(pods=tuple(pods), workers=workers, queue=queue, redis_error=redis_error, now=time.time())
 
     async def reconcile(self) -> None:
         try:
@@ -373,15 +371,13 @@ class PoolController:
                     return
                 raise
             self.create_error = None
-            name = created["metadata"]["name"]
-            self.pending_creates[name] = time.monotonic() + PENDING_CREATE_TIMEOUT
-            self.pods[name] = created
+            # In the cache at once (the watch event may come before or after this):
+            # the next reconcile counts it and never creates it twice.
+            self.pods[created["metadata"]["name"]] = created
             metrics.SCALE_EVENTS.labels(self.namespace, self.name, "create").inc()
         for deletion in plan.delete:
             await self.manager.kube.delete_pod(self.namespace, deletion.name, deletion.uid)
-            pod = self.pods.get(deletion.name)
-            if pod is not None:  # until the watch says so: terminating
-                pod["metadata"]["deletionTimestamp"] = dt.datetime.now(dt.UTC).isoformat()
+            self.deleting[deletion.uid] = time.monotonic() + DELETING_TIMEOUT
             metrics.SCALE_EVENTS.labels(self.namespace, self.name, "delete").inc()
 
     async def _handle_recycle(self, pool: WorkerPool, obs: Observation) -> None:
