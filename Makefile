@@ -57,3 +57,7 @@ cluster-down: $(VENV_STAMP)
 
 crd-check: $(VENV_STAMP)
 	$(PY) hack/gen-crd.py --check
+
+## demo: the whole system on the local control plane (or $KUBECONFIG), start to end
+demo: setup
+	$(PY) hack/demo.py

@@ -40,9 +40,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
 
 @pytest.fixture
 def namespace(stack: DevStack) -> Iterator[str]:
-    """A fresh namespace per test, deleted afterwards (the namespace controller empties it)."""
+    """A fresh namespace per test, deleted afterwards (the namespace controller empties it).
+
+    Pod Security admission enforces "restricted" in it, as a careful cluster would:
+    a worker pod that violates it fails the test.
+    """
     name = f"t-{uuid.uuid4().hex[:8]}"
     stack.cluster.kubectl("create", "namespace", name)
+    stack.cluster.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
     try:
         yield name
     finally:

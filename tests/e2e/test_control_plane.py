@@ -91,12 +91,14 @@ def pod_manifest(name: str, marker: str, script: str, grace: int = 5) -> str:
         "kind": "Pod",
         "metadata": {"name": name},
         "spec": {
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
             "terminationGracePeriodSeconds": grace,
             "restartPolicy": "Always",
             "containers": [
                 {
                     "name": "main",
                     "image": "ignored",
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
                     "command": ["python", "-c", textwrap.dedent(script), marker],
                     "env": [
                         {"name": "MY_POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},

@@ -67,3 +67,6 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.posting.level = 40  # Kopf's own events only for errors; ours are posted explicitly
     settings.networking.request_timeout = 30
     settings.peering.standalone = True
+    # No CRD or namespace scanning: resources are fixed, namespaces are given by
+    # name (or the whole cluster), so the operator needs no RBAC for either.
+    settings.scanning.disabled = True

@@ -1,0 +1,58 @@
+{{- define "wpo.name" -}}workerpool-operator{{- end -}}
+
+{{- define "wpo.fullname" -}}
+{{- if contains "workerpool-operator" .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-workerpool-operator" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "wpo.labels" -}}
+app.kubernetes.io/name: {{ include "wpo.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "wpo.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "wpo.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "wpo.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "wpo.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "wpo.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* The permissions the operator needs, shared by the ClusterRole and the per-namespace Roles. */}}
+{{- define "wpo.rules" -}}
+# WorkerPools: watched (Kopf on.event handlers only: Kopf never patches them).
+- apiGroups: ["bifrost.dev"]
+  resources: ["workerpools"]
+  verbs: ["get", "list", "watch"]
+# Status is the operator's only write to a WorkerPool.
+- apiGroups: ["bifrost.dev"]
+  resources: ["workerpools/status"]
+  verbs: ["get", "patch"]
+# Worker pods: created, watched, deleted (never updated: replaced instead).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+# spec.redis.urlSecretRef: get by name only (no list/watch of Secrets).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+# Events on WorkerPools (kubectl describe).
+- apiGroups: ["", "events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end -}}

@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+"""`make demo`: the whole system, start to end, in the terminal.
+
+Without $KUBECONFIG: starts the local control plane (etcd, kube-apiserver,
+GC/namespace controllers), the harness kubelet (test infrastructure that runs
+pods as local processes) and a redis-server; installs the chart's CRD and
+RBAC; runs the operator locally under the chart's ServiceAccount (a
+TokenRequest token: exactly the chart's permissions); applies
+examples/workerpool.yaml; submits a burst; shows the pool scaling up and back
+down; recycles a process by annotation; cleans up.
+
+With $KUBECONFIG: installs the chart (operator Deployment included) into that
+cluster and runs the same scenario there; REDIS_URL must point at a Redis that
+both this machine and the cluster's pods reach.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from workerpool.devcluster import binaries  # noqa: E402
+
+NS = "bifrost"
+POOL = "default"
+RELEASE = "workerpool-operator"
+RELEASE_NS = "workerpool-system"
+BURST = 24
+
+
+class Demo:
+    def __init__(self, kubeconfig: Path, redis_url: str, env: dict[str, str]) -> None:
+        self.kubeconfig = kubeconfig
+        self.redis_url = redis_url
+        self.env = env
+        self.t0 = time.monotonic()
+
+    def say(self, text: str) -> None:
+        print(f"\n\033[1m[{time.monotonic() - self.t0:6.1f}s] {text}\033[0m", flush=True)
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        out = subprocess.run(
+            [str(binaries.find("kubectl")), "--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env,
+        )
+        if check and out.returncode != 0:
+            raise SystemExit(f"kubectl {' '.join(args)}: {out.stderr.strip()}")
+        return out.stdout
+
+    def helm(self, *args: str) -> str:
+        out = subprocess.run(
+            [str(binaries.find("helm")), "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+        )
+        if out.returncode != 0:
+            raise SystemExit(f"helm {' '.join(args)}: {out.stderr.strip()}")
+        return out.stdout
+
+    def pool(self) -> dict[str, Any]:
+        return json.loads(self.kubectl("get", "wp", POOL, "-n", NS, "-o", "json"))  # type: ignore[no-any-return]
+
+    def row(self) -> str:
+        s = self.pool().get("status") or {}
+        ready = next((c["status"] for c in s.get("conditions", []) if c["type"] == "Ready"), "-")
+        busy, idle = s.get("busyCount", 0), s.get("idleCount", 0)
+        bar = "#" * busy + "." * idle
+        return (
+            f"  t+{time.monotonic() - self.t0:5.1f}s  desired {s.get('desiredWorkers', '-'):>2}  "
+            f"workers {s.get('workers', '-'):>2}  busy {busy:>2}  idle {idle:>2}  "
+            f"queue {s.get('queue', {}).get('depth', '-'):>3}  ready {ready:<5} {bar}"
+        )
+
+    def watch_until(self, done: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            line = self.row()
+            if line.split("  ", 2)[2] != last.split("  ", 2)[2] if last else True:
+                print(line, flush=True)
+                last = line
+            if done(self.pool().get("status") or {}):
+                return
+            time.sleep(1)
+        raise SystemExit(f"demo: timed out waiting for {what}")
+
+    def submit(self, count: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "workerpool.cli",
+                "submit",
+                "workerpool.worker.functions:sleep",
+                "--param",
+                "seconds=4",
+                "--count",
+                str(count),
+                "--wait",
+                "--redis-url",
+                self.redis_url,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def scenario(self) -> None:
+        self.say(f"applying examples/workerpool.yaml to namespace {NS} (Redis URL in Secret 'redis')")
+        self.kubectl("create", "namespace", NS, check=False)
+        self.kubectl("label", "namespace", NS, "pod-security.kubernetes.io/enforce=restricted", "--overwrite")
+        secret = self.kubectl(
+            "create",
+            "secret",
+            "generic",
+            "redis",
+            "-n",
+            NS,
+            f"--from-literal=url={self.redis_url}",
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        )
+        self.kubectl("apply", "-f", "-", input=secret)
+        self.kubectl("apply", "--server-side", "-f", str(ROOT / "examples" / "workerpool.yaml"))
+        # Shorter than the example's 60 s so the demo does not wait a minute for scale-down.
+        self.kubectl(
+            "patch",
+            "wp",
+            POOL,
+            "-n",
+            NS,
+            "--type=merge",
+            "-p",
+            '{"spec":{"scaling":{"scaleDownDelaySeconds":10},"heartbeatIntervalSeconds":2}}',
+        )
+        self.kubectl("wait", "--for=condition=Ready", f"wp/{POOL}", "-n", NS, "--timeout=120s")
+        print(self.kubectl("get", "workerpools", "-n", NS))
+
+        self.say(f"submitting a burst of {BURST} executions (4 s each); 4 processes per worker, max 5 workers")
+        burst = self.submit(BURST)
+        self.watch_until(lambda s: s.get("desiredWorkers") == 5 and s.get("workers") == 5, 90, "scale-up")
+        self.watch_until(
+            lambda s: s.get("busyCount") == 0 and s.get("queue", {}).get("depth") == 0, 120, "the burst to finish"
+        )
+        _, err = burst.communicate(timeout=120)
+        print("  " + err.strip().splitlines()[-1])
+        self.say("demand is gone: after scaleDownDelaySeconds the operator removes idle workers")
+        self.watch_until(lambda s: s.get("workers") == 1 and s.get("desiredWorkers") == 1, 120, "scale-down")
+        print(self.kubectl("get", "workerpools", "-n", NS))
+
+        status = self.pool()["status"]
+        worker = status["workerDetails"][0]
+        pid = worker["processes"][0]["pid"]
+        self.say(f"recycling process {pid} of worker {worker['workerId']} by annotation")
+        self.kubectl("annotate", "wp", POOL, "-n", NS, f"bifrost.dev/recycle={worker['workerId']}:{pid}", "--overwrite")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            s = self.pool()["status"]
+            pids = [p["pid"] for w in s["workerDetails"] for p in w["processes"]]
+            if s.get("lastRecycle") and pid not in pids and len(pids) == len(worker["processes"]):
+                print(f"  lastRecycle: {json.dumps(s['lastRecycle'])}")
+                print(f"  processes before: {[p['pid'] for p in worker['processes']]}  after: {pids}")
+                break
+            time.sleep(0.5)
+        else:
+            raise SystemExit("demo: the recycled process was not replaced")
+        print(self.kubectl("describe", "wp", POOL, "-n", NS).split("Events:")[-1])
+
+
+def local() -> int:
+    from workerpool.devcluster.stack import DevStack
+
+    from tests.e2e.operator_harness import OperatorProcess
+
+    work = Path(tempfile.mkdtemp(prefix="wpo-demo-"))
+    t0 = time.monotonic()
+    print("starting the local control plane, harness kubelet and redis-server ...", flush=True)
+    with DevStack(work / "stack") as stack:
+        assert stack.redis is not None
+        demo = Demo(stack.cluster.kubeconfig, stack.redis.url, stack.cluster.env())
+        demo.t0 = t0
+        demo.say("installing the chart's RBAC (CRD already applied); the operator runs here as its ServiceAccount")
+        demo.helm(
+            "install",
+            RELEASE,
+            str(ROOT / "charts" / "workerpool-operator"),
+            "-n",
+            RELEASE_NS,
+            "--create-namespace",
+            "--skip-crds",
+            "--set",
+            f"watchNamespaces={{{NS}}}",
+        )
+        demo.kubectl("create", "namespace", NS, check=False)
+        token = demo.kubectl("create", "token", "workerpool-operator", "-n", RELEASE_NS, "--duration=1h").strip()
+        kubeconfig = stack.cluster.write_kubeconfig(
+            work / "operator.kubeconfig", user={"token": token}, name="workerpool-operator"
+        )
+        op = OperatorProcess(stack, NS, work, kubeconfig=kubeconfig, WORKERPOOL_RESYNC_SECONDS="5").start()
+        try:
+            demo.scenario()
+        finally:
+            op.stop()
+            demo.say(f"cleaning up (operator log: {op.log})")
+    print(f"demo finished in {time.monotonic() - t0:.0f} s")
+    return 0
+
+
+def remote(kubeconfig: str) -> int:
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        raise SystemExit("with $KUBECONFIG set, REDIS_URL must name a Redis reachable from here and from the pods")
+    demo = Demo(Path(kubeconfig), redis_url, {**os.environ})
+    demo.say(f"installing the chart into the cluster of {kubeconfig}")
+    demo.helm(
+        "upgrade",
+        "--install",
+        RELEASE,
+        str(ROOT / "charts" / "workerpool-operator"),
+        "-n",
+        RELEASE_NS,
+        "--create-namespace",
+        "--wait",
+        "--timeout",
+        "5m",
+    )
+    demo.scenario()
+    demo.say("done; remove with: kubectl delete ns bifrost && helm uninstall -n workerpool-system workerpool-operator")
+    return 0
+
+
+if __name__ == "__main__":
+    kubeconfig = os.environ.get("KUBECONFIG")
+    sys.exit(remote(kubeconfig) if kubeconfig else local())
