@@ -78,7 +78,8 @@ def test_rendered_chart_is_accepted_by_the_api_server(stack: DevStack, values: l
     for extra in ("a", "b"):
         stack.cluster.kubectl("create", "namespace", extra, check=False)
     rendered = helm(stack, "template", "dry", str(CHART), "-n", ns, "--kube-version", KUBE_VERSION, *values)
-    out = stack.cluster.kubectl("apply", "--dry-run=server", "-n", ns, "-f", "-", input=rendered)
+    # Every rendered object names its namespace, so no -n: Roles go to the watched namespaces.
+    out = stack.cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
     assert "deployment.apps/dry-workerpool-operator created (server dry run)" in out.stdout
 
 
@@ -195,9 +196,12 @@ def test_gitops_round_trip_with_server_side_apply(
         pools.wait_status("p", lambda s: s.get("readyWorkers") == 1, "1 ready worker", timeout=READY)
         ids = [client.submit("sleep", {"seconds": 1}) for _ in range(6)]
         pools.wait_status("p", lambda s: s.get("workers") == 3, "scaled up", timeout=SCALE)
-        wid = pools.status("p")["workerDetails"][0]["workerId"]
-        pools.annotate("p", wid)  # a user's kubectl annotate, between two syncs
-        pools.wait_status("p", lambda s: s.get("lastRecycle", {}).get("request") == wid, "recycle", timeout=RECYCLE)
+        # The recycle request lives in Git too: a commit changes the annotation, the tool syncs.
+        manifest["metadata"]["annotations"]["bifrost.dev/recycle"] = "*@second-commit"
+        pool.write_text(json.dumps(manifest))
+        stack.cluster.kubectl(*ssa, "-n", namespace, "-f", str(pool))
+        pools.wait_status("p", lambda s: s.get("lastRecycle", {}).get("request") == "*@second-commit", "recycle",
+                          timeout=RECYCLE)
         for i in ids:
             client.wait_result(i, timeout=60)
         before = pools.get("p")
@@ -207,7 +211,7 @@ def test_gitops_round_trip_with_server_side_apply(
         after = pools.get("p")
         assert after["spec"] == before["spec"]
         assert after["metadata"]["generation"] == before["metadata"]["generation"]
-        assert after["metadata"]["annotations"]["team"] == "workflows"
+        assert after["metadata"]["annotations"] == {"team": "workflows", "bifrost.dev/recycle": "*@second-commit"}
         assert not [k for k in after["metadata"].get("annotations", {}) if k.startswith("kopf")]
         assert not after["metadata"].get("finalizers")
         for path, target_ns in ((chart, ns), (pool, namespace)):
