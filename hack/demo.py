@@ -194,6 +194,7 @@ def local() -> int:
         demo = Demo(stack.cluster.kubeconfig, stack.redis.url, stack.cluster.env())
         demo.t0 = t0
         demo.say("installing the chart's RBAC (CRD already applied); the operator runs here as its ServiceAccount")
+        demo.kubectl("create", "namespace", NS, check=False)
         demo.helm(
             "install",
             RELEASE,
@@ -205,7 +206,6 @@ def local() -> int:
             "--set",
             f"watchNamespaces={{{NS}}}",
         )
-        demo.kubectl("create", "namespace", NS, check=False)
         token = demo.kubectl("create", "token", "workerpool-operator", "-n", RELEASE_NS, "--duration=1h").strip()
         kubeconfig = stack.cluster.write_kubeconfig(
             work / "operator.kubeconfig", user={"token": token}, name="workerpool-operator"
