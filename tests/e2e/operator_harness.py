@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Any, TypeVar
 
 from workerpool.devcluster.procs import free_port
 from workerpool.devcluster.stack import DevStack
+
+from tests import waiting
 
 T = TypeVar("T")
 
@@ -27,19 +28,10 @@ RECYCLE = 15.0
 
 
 def wait_until(fn: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.1) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            value = fn()
-        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
-            value, last = None, exc
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            detail = f" ({last})" if last else ""
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{detail}")
-        time.sleep(interval)
+    """`tests.waiting.wait_until`, tolerating a kubectl call that fails while things settle."""
+    return waiting.wait_until(
+        fn, timeout=timeout, what=what, interval=interval, tolerate=(RuntimeError, KeyError, TypeError, ValueError)
+    )
 
 
 class OperatorProcess:

@@ -200,8 +200,9 @@ def test_gitops_round_trip_with_server_side_apply(
         manifest["metadata"]["annotations"]["bifrost.dev/recycle"] = "*@second-commit"
         pool.write_text(json.dumps(manifest))
         stack.cluster.kubectl(*ssa, "-n", namespace, "-f", str(pool))
-        pools.wait_status("p", lambda s: s.get("lastRecycle", {}).get("request") == "*@second-commit", "recycle",
-                          timeout=RECYCLE)
+        pools.wait_status(
+            "p", lambda s: s.get("lastRecycle", {}).get("request") == "*@second-commit", "recycle", timeout=RECYCLE
+        )
         for i in ids:
             client.wait_result(i, timeout=60)
         before = pools.get("p")

@@ -18,6 +18,7 @@ from workerpool.devcluster.redis_server import RedisServer
 from workerpool.devcluster.stack import DevStack
 
 from ..integration.workers import Client
+from ..shapes import HEARTBEAT_KEYS, WORKER_INFO_KEYS
 from .operator_harness import READY, RECYCLE, SCALE, STATUS, OperatorProcess, Pools, pool_manifest, wait_until
 
 pytestmark = pytest.mark.cluster
@@ -118,20 +119,8 @@ def test_status_and_heartbeat_schemas_match_the_seed(
     }  # execution: null is omitted
     hb = wait_until(lambda: sub.get_message(timeout=1), timeout=STATUS, what="a heartbeat")
     wire = json.loads(hb["data"])
-    assert {k for k in wire if k not in ("type", "timestamp", "pool", "namespace")} == {
-        "worker_id",
-        "started_at",
-        "hostname",
-        "min_workers",
-        "max_workers",
-        "pool_size",
-        "idle_count",
-        "busy_count",
-        "processes",
-    }
-    assert WorkerInfo.model_validate(detail).model_dump(mode="json").keys() == {
-        k for k in wire if k not in ("type", "timestamp", "pool", "namespace")
-    }
+    assert set(wire) == HEARTBEAT_KEYS
+    assert WorkerInfo.model_validate(detail).model_dump(mode="json").keys() == WORKER_INFO_KEYS
 
 
 def test_queue_depth_appears_in_status(

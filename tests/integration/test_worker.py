@@ -23,6 +23,7 @@ from workerpool.contracts.wire import parse_heartbeat
 from workerpool.devcluster.procs import pid_alive
 from workerpool.devcluster.redis_server import RedisServer
 
+from ..shapes import EXECUTION_KEYS, HEARTBEAT_KEYS, PROCESS_KEYS, RESULT_KEYS
 from .workers import CHANGE, START, Client, WorkerProcess, states, wait_until
 
 pytestmark = pytest.mark.redis
@@ -203,21 +204,7 @@ def test_heartbeat_is_published_with_the_exact_schema(client: Client, start_work
         return data if data.get("busy_count") == 1 else None
 
     data = wait_until(busy_heartbeat, timeout=CHANGE, what="a heartbeat with a busy process")
-    assert set(data) == {
-        "type",
-        "worker_id",
-        "timestamp",
-        "started_at",
-        "hostname",
-        "min_workers",
-        "max_workers",
-        "pool_size",
-        "idle_count",
-        "busy_count",
-        "processes",
-        "pool",
-        "namespace",
-    }
+    assert set(data) == HEARTBEAT_KEYS
     assert (data["type"], data["worker_id"], data["pool"], data["namespace"]) == (
         "worker_heartbeat",
         w.worker_id,
@@ -225,17 +212,9 @@ def test_heartbeat_is_published_with_the_exact_schema(client: Client, start_work
         "bifrost",
     )
     busy = next(p for p in data["processes"] if p["state"] == "busy")
-    assert set(busy) == {
-        "pid",
-        "process_id",
-        "state",
-        "memory_mb",
-        "uptime_seconds",
-        "executions_completed",
-        "execution",
-    }
+    assert set(busy) == PROCESS_KEYS
     assert busy["execution"]["execution_id"] == eid
-    assert set(busy["execution"]) == {"execution_id", "started_at", "elapsed_seconds"}
+    assert set(busy["execution"]) == EXECUTION_KEYS
     parse_heartbeat(json.dumps(data))  # and it satisfies the models
     ttl = client.r.ttl(worker_key(w.worker_id))
     assert 0 < ttl <= 3
@@ -279,15 +258,7 @@ def test_result_is_published(client: Client, start_worker: StartWorker) -> None:
         return json.loads(msg["data"]) if msg else None
 
     data = wait_until(published, timeout=START, what="a published result")
-    assert set(data) == {
-        "execution_id",
-        "success",
-        "result",
-        "error",
-        "error_type",
-        "duration_ms",
-        "worker_id",
-    }
+    assert set(data) == RESULT_KEYS
     assert (data["execution_id"], data["result"]) == (eid, {"a": [1, 2]})
     pubsub.close()
 

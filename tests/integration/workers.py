@@ -19,6 +19,8 @@ from workerpool.contracts.names import worker_commands_channel, worker_key
 from workerpool.contracts.wire import ExecutionResult, Registration, parse_registration
 from workerpool.worker.queue import NOTIFY_CAP
 
+from tests.waiting import wait_until
+
 T = TypeVar("T")
 
 # Named deadlines.
@@ -27,17 +29,6 @@ RESULT = 20.0
 CHANGE = 10.0
 
 FUNCS = "workerpool.worker.functions"
-
-
-def wait_until(fn: Callable[[], T | None], *, timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.02)
 
 
 class WorkerProcess:

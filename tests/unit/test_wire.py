@@ -24,6 +24,8 @@ from workerpool.contracts.wire import (
     to_wire,
 )
 
+from tests.shapes import EXECUTION_KEYS, PROCESS_KEYS, RESULT_KEYS
+
 # The seed's heartbeat (Task 4.7) with the process fields of Task 4.1 "After".
 SEED_HEARTBEAT: dict[str, Any] = {
     "type": "worker_heartbeat",
@@ -95,16 +97,8 @@ def test_heartbeat_wire_form_is_exactly_the_contract_shape() -> None:
     hb = parse_heartbeat(json.dumps(SEED_HEARTBEAT))
     wire = to_wire(hb)
     assert set(wire) == set(SEED_HEARTBEAT) | {"pool", "namespace"}
-    assert set(wire["processes"][0]) == {
-        "pid",
-        "process_id",
-        "state",
-        "memory_mb",
-        "uptime_seconds",
-        "executions_completed",
-        "execution",
-    }
-    assert set(wire["processes"][0]["execution"]) == {"execution_id", "started_at", "elapsed_seconds"}
+    assert set(wire["processes"][0]) == PROCESS_KEYS
+    assert set(wire["processes"][0]["execution"]) == EXECUTION_KEYS
 
 
 def test_seed_hash_parses_with_seed_defaults() -> None:
@@ -222,15 +216,7 @@ def test_recycle_command_shapes() -> None:
 
 def test_execution_result_shape() -> None:
     result = ExecutionResult(execution_id="e", success=True, result=3, duration_ms=1.5, worker_id="w")
-    assert set(to_wire(result)) == {
-        "execution_id",
-        "success",
-        "result",
-        "error",
-        "error_type",
-        "duration_ms",
-        "worker_id",
-    }
+    assert set(to_wire(result)) == RESULT_KEYS
 
 
 # --- property tests: arbitrary contents never escape as anything but WireFormatError ---

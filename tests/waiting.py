@@ -1,0 +1,33 @@
+"""Waiting with a named deadline: the only way tests wait (never sleep-and-hope)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_until(
+    fn: Callable[[], T | None],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+    tolerate: tuple[type[BaseException], ...] = (),
+) -> T:
+    """Poll `fn` until it returns something truthy; exceptions in `tolerate` count as not yet."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while True:
+        try:
+            value = fn()
+        except tolerate as exc:
+            value, last = None, exc
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            detail = f" (last error: {last})" if last else ""
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{detail}")
+        time.sleep(interval)
