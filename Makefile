@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY    := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: test unit lint typecheck setup control-plane crd crd-check cluster-up cluster-down demo clean
+.PHONY: test unit lint typecheck setup control-plane crd crd-check cluster-up cluster-down demo faults clean
 
 ## test: everything CI runs (lint, types, unit, integration, e2e)
 test: setup
@@ -61,3 +61,7 @@ crd-check: $(VENV_STAMP)
 ## demo: the whole system on the local control plane (or $KUBECONFIG), start to end
 demo: setup
 	$(PY) hack/demo.py
+
+## faults: only the fault-injection tests (they also run in `make test`)
+faults: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m faults

@@ -50,7 +50,7 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
 
 
-def heartbeat(pod: str, busy: bool, started: dt.datetime) -> WorkerHeartbeat:
+def heartbeat(pod: str, busy: bool, started: dt.datetime, pool: str = "bench", namespace: str = NS) -> WorkerHeartbeat:
     now = dt.datetime.now(dt.UTC)
     proc: dict[str, Any] = {
         "pid": 4242,
@@ -76,17 +76,28 @@ def heartbeat(pod: str, busy: bool, started: dt.datetime) -> WorkerHeartbeat:
             "idle_count": 0 if busy else 1,
             "busy_count": 1 if busy else 0,
             "processes": [proc],
-            "pool": "bench",
-            "namespace": NS,
+            "pool": pool,
+            "namespace": namespace,
         }
     )
 
 
-def publish(r: redis.Redis, hb: WorkerHeartbeat) -> None:
+def heartbeat_payload(
+    pod: str, busy: bool, started: dt.datetime, pool: str, namespace: str
+) -> tuple[str, dict[str, str], str]:
+    """(registration key, its fields, the JSON to publish): what a worker writes per heartbeat."""
+    hb = heartbeat(pod, busy, started, pool, namespace)
     payload = json.dumps(to_wire(hb))
+    return worker_key(pod), registration_fields(hb, heartbeat_json=payload), payload
+
+
+def publish(r: redis.Redis, hb: WorkerHeartbeat) -> None:
+    key, fields, payload = heartbeat_payload(
+        hb.worker_id, hb.busy_count > 0, hb.started_at, hb.pool or "", hb.namespace or ""
+    )
     with r.pipeline(transaction=True) as p:
-        p.hset(worker_key(hb.worker_id), mapping=registration_fields(hb, heartbeat_json=payload))  # type: ignore[arg-type]
-        p.expire(worker_key(hb.worker_id), 30)
+        p.hset(key, mapping=fields)  # type: ignore[arg-type]
+        p.expire(key, 30)
         p.publish(HEARTBEAT_CHANNEL, payload)
         p.execute()
 

@@ -71,6 +71,14 @@ class LocalCluster:
         for name in reversed(list(self.procs)):
             stop(self.procs[name], grace=10)
 
+    def restart_apiserver(self) -> None:
+        """Stop kube-apiserver and start it again on the same port (fault tests)."""
+        stop(self.procs["kube-apiserver"], grace=10)
+        self.procs["kube-apiserver"] = spawn(
+            self._apiserver_argv(), log_path=self.workdir / "logs" / "kube-apiserver.log"
+        )
+        wait_for(self._apiserver_ready, timeout=READY_TIMEOUT, what="kube-apiserver /readyz", interval=0.2)
+
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs.values()]
 

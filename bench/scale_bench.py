@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""One operator, many pools: CPU, memory, status lag and API writes at steady state.
+
+100 WorkerPools x 10 workers (pods are real API objects; no kubelet runs them,
+so they stay Pending) and a load generator that publishes every worker's
+heartbeat through a real Redis every `--interval` seconds, flipping a process
+idle<->busy in a fraction of them (state changes the status must show).
+
+Usage: python bench/scale_bench.py [--pools 100] [--workers 10] [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from workerpool.devcluster import binaries  # noqa: E402
+from workerpool.devcluster.cluster import LocalCluster  # noqa: E402
+from workerpool.devcluster.redis_server import RedisServer  # noqa: E402
+from workerpool.devcluster.stack import CRD_PATH  # noqa: E402
+
+from bench.operator_bench import heartbeat_payload, pct  # noqa: E402
+from tests.e2e.operator_harness import OperatorProcess, wait_until  # noqa: E402
+
+NS = "scale"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pools", type=int, default=100)
+    ap.add_argument("--workers", type=int, default=10)
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--interval", type=float, default=10)
+    ap.add_argument("--flip", type=float, default=0.05, help="fraction of heartbeats that change state")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="wpo-scale-"))
+    rng = random.Random(7)
+    with LocalCluster(work / "cluster") as cluster, RedisServer(work / "redis") as server:
+        cluster.install_crd(CRD_PATH)
+        cluster.kubectl("create", "namespace", NS)
+        r = redis.Redis.from_url(server.url)
+        op = OperatorProcess.__new__(OperatorProcess)
+        # Cluster-wide, as the chart installs it by default.
+        OperatorProcess.__init__(op, _StackShim(cluster), NS, work)  # type: ignore[arg-type]
+        op.env["WORKERPOOL_NAMESPACES"] = ""
+        op.start()
+        try:
+            docs = []
+            for i in range(args.pools):
+                docs.append(
+                    {
+                        "apiVersion": "bifrost.dev/v1alpha1",
+                        "kind": "WorkerPool",
+                        "metadata": {"name": f"p{i:03d}", "namespace": NS},
+                        "spec": {
+                            "minWorkers": args.workers,
+                            "maxWorkers": args.workers,
+                            "processes": {"min": 2, "max": 2},
+                            "heartbeatIntervalSeconds": int(args.interval),
+                            "redis": {"url": server.url},
+                            "template": {"spec": {"containers": [{"name": "w", "image": "x"}]}},
+                        },
+                    }
+                )
+            t0 = time.monotonic()
+            cluster.kubectl(
+                "apply",
+                "--server-side",
+                "-f",
+                "-",
+                input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}),
+                timeout=300,
+            )
+
+            def pods() -> list[tuple[str, str]]:
+                out = cluster.kubectl(
+                    "get",
+                    "pods",
+                    "-n",
+                    NS,
+                    "-o",
+                    "jsonpath={range .items[*]}{.metadata.name} {.metadata.labels.bifrost\\.dev/pool}{'\\n'}{end}",
+                    timeout=120,
+                ).stdout
+                return [tuple(line.split()) for line in out.splitlines() if line.strip()]  # type: ignore[misc]
+
+            total = args.pools * args.workers
+            all_pods = wait_until(lambda: (p := pods()) and len(p) >= total and p, timeout=600, what=f"{total} pods")
+            print(f"{total} pods created in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+
+            started = dt.datetime.now(dt.UTC)
+            state = dict.fromkeys((name for name, _ in all_pods), False)
+            pool_of = dict(all_pods)
+            flips: list[tuple[float, str, bool]] = []
+            stop = threading.Event()
+
+            def generate() -> None:
+                names = sorted(state)
+                per_tick = max(1, round(len(names) / args.interval / 10))
+                i = 0
+                while not stop.is_set():
+                    with r.pipeline(transaction=False) as p:
+                        for _ in range(per_tick):
+                            name = names[i % len(names)]
+                            i += 1
+                            if rng.random() < args.flip:
+                                state[name] = not state[name]
+                                flips.append((time.monotonic(), name, state[name]))
+                            key, fields, payload = heartbeat_payload(name, state[name], started, pool_of[name], NS)
+                            p.hset(key, mapping=fields)
+                            p.expire(key, int(3 * args.interval))
+                            p.publish("bifrost:workers:heartbeat", payload)
+                        p.execute()
+                    time.sleep(0.1)
+
+            lag: list[float] = []
+            watch = subprocess.Popen(
+                [
+                    str(binaries.find("kubectl")),
+                    "--kubeconfig",
+                    str(cluster.kubeconfig),
+                    "get",
+                    "workerpools",
+                    "-n",
+                    NS,
+                    "-w",
+                    "--output-watch-events",
+                    "-o",
+                    "json",
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            seen: dict[str, tuple[bool, float]] = {}
+
+            def read_watch() -> None:
+                assert watch.stdout is not None
+                for line in watch.stdout:
+                    now = time.monotonic()
+                    try:
+                        obj = json.loads(line)["object"]
+                    except (ValueError, KeyError):
+                        continue
+                    for w in (obj.get("status") or {}).get("workerDetails", []):
+                        busy = w.get("busyCount", 0) > 0
+                        prev = seen.get(w["workerId"])
+                        if prev is None or prev[0] != busy:
+                            seen[w["workerId"]] = (busy, now)
+
+            threading.Thread(target=read_watch, daemon=True).start()
+            gen = threading.Thread(target=generate, daemon=True)
+            gen.start()
+            time.sleep(2 * args.interval)  # warm-up: every worker registered once
+            writes0 = sum_metric(op, "workerpool_status_writes_total")
+            cpu0, w0 = cpu_seconds(op.proc.pid), time.monotonic()  # type: ignore[union-attr]
+            first_flip = len(flips)
+            time.sleep(args.seconds)  # the measurement window
+            cpu1, w1 = cpu_seconds(op.proc.pid), time.monotonic()  # type: ignore[union-attr]
+            writes1 = sum_metric(op, "workerpool_status_writes_total")
+            rss = rss_mib(op.proc.pid)  # type: ignore[union-attr]
+            stop.set()
+            time.sleep(5)  # let the last flips land before judging them
+            for t, name, busy in flips[first_flip:]:
+                got = seen.get(name)
+                if got is not None and got[0] == busy and got[1] >= t:
+                    lag.append(got[1] - t)
+            watch.terminate()
+            measured = len(flips) - first_flip
+        finally:
+            op.stop()
+    core = (cpu1 - cpu0) / (w1 - w0)
+    print(
+        f"\none operator, {args.pools} pools x {args.workers} workers, heartbeats every {args.interval:g} s "
+        f"({total / args.interval:.0f}/s), {args.flip:.0%} of them change state, {args.seconds:.0f} s window"
+    )
+    print(f"{'metric':<40}{'value':>12}{'target':>14}")
+    print(f"{'operator CPU (cores)':<40}{core:>12.3f}{'< 0.25':>14}")
+    print(f"{'operator RSS (MiB)':<40}{rss:>12.0f}{'< 200':>14}")
+    if lag:
+        print(f"{'status lag p50 (s)':<40}{statistics.median(lag):>12.2f}")
+        print(f"{'status lag p99 (s)':<40}{pct(lag, 99):>12.2f}{'< 5':>14}")
+    print(f"{'state changes observed in status':<40}{len(lag):>7}/{measured:<4}")
+    print(f"{'status writes / minute (all pools)':<40}{(writes1 - writes0) * 60 / (w1 - w0):>12.0f}")
+    return 0
+
+
+def sum_metric(op: OperatorProcess, name: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+class _StackShim:
+    """OperatorProcess wants a stack; the scale run needs only the cluster."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+
+
+if __name__ == "__main__":
+    sys.exit(main())

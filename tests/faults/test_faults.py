@@ -1,0 +1,299 @@
+"""Fault tests: the operator and the workers under kill -9, Redis and API
+server restarts, and arbitrary input. Each asserts that nothing was lost.
+Run alone with `pytest -m faults`."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from workerpool.devcluster.procs import pid_alive
+from workerpool.devcluster.redis_server import RedisServer
+from workerpool.devcluster.stack import DevStack
+
+from ..e2e.operator_harness import READY, RECYCLE, SCALE, STATUS, OperatorProcess, Pools, pool_manifest, wait_until
+from ..integration.workers import Client
+
+pytestmark = [pytest.mark.faults, pytest.mark.cluster]
+
+SEED = int(os.environ.get("FAULT_SEED", "20261126"))
+
+
+@pytest.fixture
+def rng() -> random.Random:
+    return random.Random(SEED)
+
+
+@pytest.fixture
+def pools(stack: DevStack, namespace: str) -> Pools:
+    return Pools(stack, namespace)
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> Client:
+    return Client(redis_server.url)
+
+
+@pytest.fixture
+def operator(stack: DevStack, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(stack, namespace, tmp_path).start()
+    yield op
+    op.stop()
+
+
+def busy_deletions(stack: DevStack, namespace: str) -> list[str]:
+    """Pods whose worker was told to stop while it was running something (from the pods' logs)."""
+    found = []
+    for log in stack.kubelet_log_dir.glob(f"{namespace}_*.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            if "stopping: no new work; waiting for" in line and "waiting for 0 " not in line:
+                found.append(f"{log.name}: {line}")
+    return found
+
+
+def test_operator_killed_at_random_points(
+    stack: DevStack,
+    namespace: str,
+    tmp_path: Path,
+    pools: Pools,
+    client: Client,
+    redis_server: RedisServer,
+    rng: random.Random,
+) -> None:
+    """kill -9 during scale-up, scale-down and recycle handling; every restart must
+    not duplicate or orphan pods, delete a busy worker, or publish a recycle twice."""
+    op = OperatorProcess(stack, namespace, tmp_path).start()
+    manifest = pool_manifest(
+        "p",
+        redis_server.url,
+        minWorkers=1,
+        maxWorkers=4,
+        processes={"min": 1, "max": 1},
+        scaling={"scaleDownDelaySeconds": 1},
+    )
+    pools.apply(manifest)
+    pools.wait_status("p", lambda s: s.get("readyWorkers") == 1, "a ready worker", timeout=READY)
+    sub = client.r.pubsub(ignore_subscribe_messages=True)
+    sub.psubscribe("worker:*:commands")
+    submitted: list[str] = []
+    try:
+        for round_ in range(5):
+            status = pools.status("p")
+            target = status["workerDetails"][0]["workerId"]
+            submitted += [client.submit("sleep", {"seconds": rng.uniform(0.5, 2.0)}) for _ in range(rng.randint(2, 6))]
+            value = f"{target}@round{round_}"
+            pools.annotate("p", value)
+            time.sleep(rng.uniform(0.0, 1.5))  # the injected fault's timing, not a wait for a condition
+            op.kill()
+            op = OperatorProcess(stack, namespace, tmp_path).start()
+            status = pools.wait_status(
+                "p",
+                lambda s, v=value: s.get("lastRecycle", {}).get("request") == v,
+                f"round {round_} recycle handled",
+                timeout=RECYCLE + READY,
+            )
+            published = [r for r in status["lastRecycle"]["results"] if r["status"] == "recycle_requested"]
+            deadline = time.monotonic() + 2
+            messages = []
+            while time.monotonic() < deadline:
+                m = sub.get_message(timeout=0.2)
+                if m is not None:
+                    messages.append(m)
+            assert len(messages) == len(published), (round_, messages, status["lastRecycle"])
+        results = [client.wait_result(i, timeout=90) for i in submitted]
+        assert all(r.success for r in results), [r for r in results if not r.success]
+        status = pools.wait_status(
+            "p",
+            lambda s: s.get("workers") == 1 and s.get("desiredWorkers") == 1,
+            "settled at minWorkers",
+            timeout=SCALE,
+        )
+        live = pools.live_pods("p")
+        assert len(live) == 1  # no duplicate pods survive
+        assert all(p["metadata"]["ownerReferences"][0]["name"] == "p" for p in pools.pods("p"))
+        assert busy_deletions(stack, namespace) == []
+    finally:
+        sub.close()
+        op.stop()
+
+
+def test_redis_restart_recovers_within_one_resync(
+    pools: Pools,
+    operator: OperatorProcess,
+    client: Client,
+    redis_server: RedisServer,
+) -> None:
+    pools.apply(pool_manifest("p", redis_server.url, minWorkers=2, maxWorkers=2))
+    pools.wait_status("p", lambda s: s.get("readyWorkers") == 2, "2 ready workers", timeout=READY)
+    assert operator.proc is not None
+    redis_server.restart()  # same port, data gone (no persistence): registrations vanish
+    t0 = time.monotonic()
+    pools.wait_status(
+        "p",
+        lambda s: (
+            s.get("readyWorkers") == 2
+            and s.get("poolSize") == 4
+            and all(c["status"] == "False" for c in s["conditions"] if c["type"] == "Stalled")
+        ),
+        "the pool recovered",
+        timeout=STATUS,
+    )
+    recovered = time.monotonic() - t0
+    assert recovered < 2 + 1 + 3  # resync (2 s here) + heartbeat (1 s) + slack
+    assert operator.proc.poll() is None  # no crash, no restart loop
+    assert client.wait_result(client.submit("noop"), timeout=30).success
+
+
+def test_apiserver_restart_operator_reconnects(
+    stack: DevStack,
+    pools: Pools,
+    operator: OperatorProcess,
+    redis_server: RedisServer,
+) -> None:
+    pools.apply(pool_manifest("p", redis_server.url))
+    pools.wait_status("p", lambda s: s.get("readyWorkers") == 1, "a ready worker", timeout=READY)
+    stack.cluster.restart_apiserver()
+    # A change made after the restart must reach the operator through its (re-established) watches.
+    pools.apply(pool_manifest("p", redis_server.url, minWorkers=2))
+    pools.wait_status(
+        "p",
+        lambda s: s.get("readyWorkers") == 2 and s.get("observedGeneration") == 2,
+        "scaled to the new minWorkers after the restart",
+        timeout=READY,
+    )
+    assert operator.proc is not None and operator.proc.poll() is None
+
+
+def test_killing_processes_and_pods_under_load_loses_no_execution(
+    stack: DevStack,
+    namespace: str,
+    pools: Pools,
+    operator: OperatorProcess,
+    client: Client,
+    redis_server: RedisServer,
+    rng: random.Random,
+) -> None:
+    template = {
+        "spec": {
+            "containers": [
+                {
+                    "name": "worker",
+                    "image": "local",
+                    "command": ["workerpool", "worker"],
+                    "env": [{"name": "REGISTRATION_TTL_SECONDS", "value": "3"}],
+                }
+            ]
+        }
+    }
+    pools.apply(
+        pool_manifest(
+            "p", redis_server.url, minWorkers=3, maxWorkers=3, processes={"min": 2, "max": 2}, template=template
+        )
+    )
+    pools.wait_status("p", lambda s: s.get("readyWorkers") == 3, "3 ready workers", timeout=READY)
+    ids = [client.submit("sleep", {"seconds": rng.uniform(0.2, 1.0)}) for _ in range(60)]
+    killed_processes = killed_pods = 0
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and client.r.zcard(client.queue) > 5:
+        status = pools.status("p")
+        busy = [
+            (w["workerId"], p["pid"])
+            for w in status.get("workerDetails", [])
+            for p in w["processes"]
+            if p["state"] == "busy"
+        ]
+        if busy and rng.random() < 0.6:
+            _, pid = rng.choice(busy)
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+                killed_processes += 1
+        elif rng.random() < 0.3:
+            pod = rng.choice(pools.live_pods("p"))["metadata"]["name"]
+            stack.cluster.kubectl(
+                "delete", "pod", pod, "-n", namespace, "--grace-period=0", "--force", "--wait=false", check=False
+            )
+            killed_pods += 1
+        time.sleep(rng.uniform(0.2, 0.6))  # the injected fault's timing
+    results = {i: client.wait_result(i, timeout=120) for i in ids}
+    outcomes = {r.error_type or "ok" for r in results.values()}
+    # Every execution ended with a result: success, or the crash of the process running it.
+    assert outcomes <= {"ok", "ProcessCrashed"}, outcomes
+    assert len(results) == len(ids)
+    assert client.r.zcard(client.queue) == 0
+    assert client.r.zcard(f"{client.queue}:leases") == 0
+    assert killed_processes + killed_pods > 0
+    print(
+        f"killed {killed_processes} processes and {killed_pods} pods; {len(ids)} executions, "
+        f"{sum(1 for r in results.values() if r.success)} succeeded"
+    )
+
+
+def test_garbage_in_redis_and_annotations_never_crashes_the_operator(
+    pools: Pools,
+    operator: OperatorProcess,
+    client: Client,
+    redis_server: RedisServer,
+    rng: random.Random,
+) -> None:
+    from hypothesis import strategies as st
+
+    pools.apply(pool_manifest("p", redis_server.url))
+    status = pools.wait_status("p", lambda s: s.get("readyWorkers") == 1, "a ready worker", timeout=READY)
+    wid = status["workerDetails"][0]["workerId"]
+    junk = st.one_of(
+        st.text(max_size=40),
+        st.binary(max_size=40).map(lambda b: b.decode("latin-1")),
+        st.fixed_dictionaries(
+            {
+                "type": st.just("worker_heartbeat"),
+                "worker_id": st.just(wid),
+                "pool": st.just("p"),
+                "namespace": st.just(pools.ns),
+            },
+            optional={
+                "processes": st.lists(st.dictionaries(st.text(max_size=8), st.integers())),
+                "pool_size": st.one_of(st.integers(), st.text(max_size=5)),
+                "timestamp": st.text(max_size=10),
+            },
+        ).map(json.dumps),
+    )
+    samples = [junk.example() for _ in range(300)]
+    for raw in samples:
+        client.r.publish("bifrost:workers:heartbeat", raw)
+    for i in range(100):
+        client.r.hset(
+            f"worker:junk-{i}",
+            mapping={
+                "started_at": rng.choice(["x", "2026-01-01", ""]),
+                "pool_size": rng.choice(["1", "-3", "many"]),
+                "heartbeat": rng.choice(samples),
+                "pool": "p",
+                "namespace": pools.ns,
+            },
+        )
+    values = [st.text(max_size=30).example() for _ in range(20)] + ["*:1", "a,,b", "@", wid + ":0"]
+    for value in values:
+        out = pools.cluster.kubectl(
+            "annotate", "wp", "p", "-n", pools.ns, f"bifrost.dev/recycle={value}", "--overwrite", check=False
+        )
+        del out  # some values are not even valid annotation values for the API server
+    assert operator.proc is not None and operator.proc.poll() is None
+    wait_until(
+        lambda: operator.metric("workerpool_malformed_redis_data_total", kind="heartbeat") > 0,
+        timeout=STATUS,
+        what="malformed heartbeats counted",
+    )
+    # Still correct afterwards: the real worker's report wins, the pool is Ready.
+    pools.wait_status(
+        "p",
+        lambda s: s.get("readyWorkers") == 1 and s.get("poolSize") == 1 and s["workerDetails"][0]["workerId"] == wid,
+        "a correct status",
+        timeout=STATUS,
+    )
+    assert client.wait_result(client.submit("noop"), timeout=30).success

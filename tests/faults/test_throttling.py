@@ -1,0 +1,87 @@
+"""API Priority and Fairness rejecting the operator's requests (429): retried, no decision lost."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from workerpool.devcluster.redis_server import RedisServer
+from workerpool.devcluster.stack import DevStack
+
+from ..e2e.operator_harness import READY, SCALE, OperatorProcess, Pools, pool_manifest
+
+pytestmark = [pytest.mark.faults, pytest.mark.cluster]
+
+
+def test_throttled_operator_still_converges(
+    stack: DevStack, namespace: str, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    sa = f"throttled-{uuid.uuid4().hex[:6]}"
+    cluster = stack.cluster
+    cluster.kubectl("create", "serviceaccount", sa, "-n", namespace)
+    # The operator's permissions (the chart's rules), for this ServiceAccount.
+    cluster.kubectl(
+        "create", "clusterrolebinding", sa, "--clusterrole=cluster-admin", f"--serviceaccount={namespace}:{sa}"
+    )
+    apf = [
+        {
+            "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
+            "kind": "PriorityLevelConfiguration",
+            "metadata": {"name": sa},
+            "spec": {
+                "type": "Limited",
+                "limited": {"nominalConcurrencyShares": 1, "lendablePercent": 0, "limitResponse": {"type": "Reject"}},
+            },
+        },
+        {
+            "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
+            "kind": "FlowSchema",
+            "metadata": {"name": sa},
+            "spec": {
+                "priorityLevelConfiguration": {"name": sa},
+                "matchingPrecedence": 100,
+                "distinguisherMethod": {"type": "ByUser"},
+                "rules": [
+                    {
+                        "subjects": [
+                            {"kind": "ServiceAccount", "serviceAccount": {"name": sa, "namespace": namespace}}
+                        ],
+                        "resourceRules": [
+                            {
+                                "verbs": ["*"],
+                                "apiGroups": ["*"],
+                                "resources": ["*"],
+                                "namespaces": ["*"],
+                                "clusterScope": True,
+                            }
+                        ],
+                    }
+                ],
+            },
+        },
+    ]
+    cluster.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": apf}))
+    token = cluster.kubectl("create", "token", sa, "-n", namespace).stdout.strip()
+    kubeconfig = cluster.write_kubeconfig(tmp_path / "throttled.kubeconfig", user={"token": token}, name=sa)
+    op = OperatorProcess(stack, namespace, tmp_path, kubeconfig=kubeconfig).start()
+    pools = Pools(stack, namespace)
+    try:
+        # Ten pools at once: their controllers' creates and status writes compete for one seat.
+        for i in range(10):
+            pools.apply(pool_manifest(f"p{i}", redis_server.url, minWorkers=2))
+        for i in range(10):
+            pools.wait_status(f"p{i}", lambda s: s.get("readyWorkers") == 2, f"pool p{i} ready", timeout=READY + SCALE)
+        for i in range(10):
+            assert len(pools.live_pods(f"p{i}")) == 2  # no duplicates from retried decisions
+        throttled = sum(
+            op.metric("workerpool_reconcile_errors_total", namespace=namespace, pool=f"p{i}", reason="api429")
+            for i in range(10)
+        )
+        assert throttled > 0, "the API server never throttled the operator: the test proved nothing"
+    finally:
+        op.stop()
+        cluster.kubectl("delete", "flowschema", sa, check=False)
+        cluster.kubectl("delete", "prioritylevelconfiguration", sa, check=False)
+        cluster.kubectl("delete", "clusterrolebinding", sa, check=False)
