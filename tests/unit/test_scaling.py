@@ -172,11 +172,6 @@ def test_outdated_pods_get_a_surge_then_idle_ones_go() -> None:
     assert [(d.name, d.reason) for d in idle_old.delete] == [("old", "ReplaceOutdated")]
 
 
-def test_pending_creates_count_as_workers() -> None:
-    plan = decide_scale(spec(), observe([], {}, depth=8, pending_creates=2), ScaleMemory(), HASH)
-    assert (plan.desired, plan.create) == (2, 0)
-
-
 # --- properties -----------------------------------------------------------------------------
 
 pod_strategy = st.builds(
@@ -203,7 +198,6 @@ pod_strategy = st.builds(
     cap=st.integers(1, 8),
     delay=st.integers(0, 120),
     memory=st.lists(st.tuples(st.floats(NOW - 300, NOW), st.integers(0, 20)), max_size=5),
-    pending=st.integers(0, 3),
 )
 def test_properties(
     pods: list[PodView],
@@ -213,7 +207,6 @@ def test_properties(
     cap: int,
     delay: int,
     memory: list[tuple[float, int]],
-    pending: int,
 ) -> None:
     s = spec(
         minWorkers=bounds[0],
@@ -222,7 +215,7 @@ def test_properties(
         scaling={"scaleDownDelaySeconds": delay},
     )
     workers = {f"p{i}": worker(f"p{i}", busy=b, idle=i_, fresh=f) for i, (b, i_, f) in worker_states.items()}
-    obs = observe(pods, workers, depth=depth, pending_creates=pending)
+    obs = observe(pods, workers, depth=depth)
     plan = decide_scale(s, obs, ScaleMemory(tuple(memory)), HASH)
     assert s.min_workers <= plan.desired <= s.max_workers
     by_name = {p.name: p for p in pods}
@@ -235,7 +228,7 @@ def test_properties(
         # Never a busy worker, never one whose idleness is not known from a fresh heartbeat.
         assert w is None or (w.fresh and w.info.busy_count == 0)
         assert depth is not None  # no scale-down while Redis is unknown
-    active = sum(1 for p in pods if p.active) + pending
+    active = sum(1 for p in pods if p.active)
     if depth is None:
         assert all(d.reason == "ReplaceFailed" for d in plan.delete)
     assert active + plan.create - len([d for d in plan.delete if d.reason != "ReplaceFailed"]) >= min(

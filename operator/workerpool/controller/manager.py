@@ -8,6 +8,7 @@ garbage-collected through ownerReferences, Redis keys expire).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -30,6 +31,7 @@ class Manager:
         self.pools: dict[Key, PoolController] = {}
         self.hubs: dict[str, RedisHub] = {}
         self.last_progress = time.monotonic()
+        self._closing: set[asyncio.Task[None]] = set()  # hubs being stopped (kept referenced)
         # Pod events that arrive before their pool's first event.
         self._orphans: dict[Key, dict[str, tuple[str | None, dict[str, Any]]]] = {}
 
@@ -93,10 +95,10 @@ class Manager:
         hub.unsubscribe(namespace, name)
         if not hub.subscribers:
             del self.hubs[url]
-            import asyncio
-
-            task = asyncio.get_running_loop().create_task(hub.stop())
-            task.add_done_callback(lambda _: None)
+            self._closing.add(asyncio.get_running_loop().create_task(hub.stop()))
+            for task in list(self._closing):
+                if task.done():
+                    self._closing.discard(task)
 
     # --- health -----------------------------------------------------------------------------------
 

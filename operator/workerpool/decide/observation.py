@@ -55,5 +55,4 @@ class Observation:
     workers: Mapping[str, WorkerView] = field(default_factory=dict)
     queue: QueueStatus | None = None  # None when Redis could not be read
     redis_error: str | None = None
-    pending_creates: int = 0  # pods created but not yet seen in the cache
     now: float = 0.0

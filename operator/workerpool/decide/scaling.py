@@ -82,7 +82,7 @@ def decide_scale(spec: WorkerPoolSpec, obs: Observation, memory: ScaleMemory, cu
     active = [p for p in obs.pods if p.active]
     failed = [p for p in obs.pods if not p.terminating and not p.active]
     busy = sum(w.info.busy_count for w in obs.workers.values())
-    count = len(active) + obs.pending_creates
+    count = len(active)
     window = spec.scaling.scale_down_delay_seconds
 
     if obs.queue is None:
@@ -115,7 +115,7 @@ def decide_scale(spec: WorkerPoolSpec, obs: Observation, memory: ScaleMemory, cu
         plan.events.append(Event("Normal", "ScalingUp", f"Scaling up from {count} to {desired} workers: {numbers}"))
     elif outdated:
         starting = [p for p in active if p.template_hash == current_hash and p.name not in obs.workers]
-        if count < desired + SURGE and not starting and obs.pending_creates == 0:
+        if count < desired + SURGE and not starting:
             plan.create = 1
             plan.events.append(
                 Event(
@@ -132,7 +132,7 @@ def decide_scale(spec: WorkerPoolSpec, obs: Observation, memory: ScaleMemory, cu
             ((rank, p) for p in active if (rank := _deletable_rank(p, obs, spec)) is not None),
             key=lambda rp: (rp[1].template_hash == current_hash, rp[0], -rp[1].created, rp[1].name),
         )
-        current_active = len(active) - len(outdated) + obs.pending_creates + plan.create
+        current_active = len(active) - len(outdated) + plan.create
         for _, pod in ranked:
             if excess <= 0:
                 break
@@ -171,7 +171,7 @@ def decide_scale(spec: WorkerPoolSpec, obs: Observation, memory: ScaleMemory, cu
         elif outdated:
             plan.reconciling_reason = "ReplacingOutdatedPods"
             plan.reconciling_message = f"{len(outdated)} pods run an outdated template"
-        elif obs.pending_creates or any(p.terminating for p in obs.pods):
+        elif any(p.terminating for p in obs.pods):
             plan.reconciling_reason, plan.reconciling_message = (
                 "PodsChanging",
                 "pods are starting or stopping",
