@@ -367,3 +367,23 @@ def test_bad_configuration_is_a_clear_error(
     assert out.returncode == 2
     assert message in out.stderr
     assert "secret" not in out.stderr
+
+
+def test_a_retiring_worker_claims_nothing_and_its_held_set_tracks_leases(
+    client: Client, start_worker: StartWorker
+) -> None:
+    """The operator's retire step (DESIGN §5: never delete a busy worker) relies on these two keys."""
+    w = start_worker(MIN_WORKERS=1, MAX_WORKERS=1)
+    ready(client, w, 1)
+    held = f"{client.queue}:held:{w.worker_id}"
+    eid = client.submit("sleep", {"seconds": 1})
+    wait_until(lambda: client.r.smembers(held) == {eid.encode()}, timeout=CHANGE, what="the lease in the held set")
+    assert client.wait_result(eid).success
+    wait_until(lambda: client.r.scard(held) == 0, timeout=CHANGE, what="an empty held set after the result")
+    client.r.set(f"worker:{w.worker_id}:retiring", "1", ex=60)
+    queued = client.submit("noop")
+    with pytest.raises(AssertionError, match="timed out"):
+        wait_until(lambda: client.result(queued), timeout=2.5, what="a claim by a retiring worker")
+    assert client.r.zscore(client.queue, queued) is not None  # still pending, untouched
+    client.r.delete(f"worker:{w.worker_id}:retiring")
+    assert client.wait_result(queued).success

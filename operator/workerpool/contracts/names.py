@@ -57,3 +57,13 @@ def exec_context_key(execution_id: str) -> str:
 
 def exec_result_key(execution_id: str) -> str:
     return f"bifrost:exec:{execution_id}:result"
+
+
+def worker_retiring_key(worker_id: str) -> str:
+    """Set by the operator before it deletes an idle worker's pod: the worker claims nothing more."""
+    return f"{WORKER_KEY_PREFIX}{worker_id}:retiring"
+
+
+def held_key(queue_key: str, worker_id: str) -> str:
+    """The set of execution ids a worker holds a lease on (empty = it runs nothing)."""
+    return f"{queue_key}:held:{worker_id}"

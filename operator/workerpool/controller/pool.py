@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 IDLE_TICK = 5.0  # re-evaluate time-based decisions at least this often
 COALESCE = 0.02  # a burst of triggers becomes one reconcile
 DELETING_TIMEOUT = 120.0
+RETIRE_TTL = 120  # s; longer than a pod deletion takes, short enough to undo a lost one
 SECRET_TTL = 30.0
 RECYCLE_DEDUPE_TTL = 7 * 24 * 3600
 EVENT_REPEAT_SECONDS = 60.0
@@ -112,6 +113,10 @@ class PoolController:
         self.recent_events: dict[tuple[str, str], float] = {}
         self.password_warned_generation: int | None = None
         self.task: asyncio.Task[None] | None = None
+        # Until the first resync from Redis, the worker map is empty for lack of
+        # data, not because the pool has no workers: no status write before it
+        # (an operator restart must not flap the status to zero workers).
+        self.resynced = False
         status = body.get("status") or {}
         if status.get("lastRecycle"):
             try:
@@ -173,7 +178,8 @@ class PoolController:
         self.poke()
 
     def on_resync(self, regs: dict[str, Registration]) -> None:
-        changed = set(self.workers) != set(regs)
+        changed = set(self.workers) != set(regs) or not self.resynced
+        self.resynced = True
         now = time.monotonic()
         fresh: dict[str, Tracked] = {}
         for worker_id, reg in regs.items():
@@ -354,7 +360,8 @@ class PoolController:
             stall = Stall(REASON_PODS_REJECTED, self.create_error)
         if redis_error is None and url is not None:
             await self._handle_recycle(pool, obs)
-        await self._write_status(pool, obs, plan, stall)
+        if self.resynced or stall is not None:
+            await self._write_status(pool, obs, plan, stall)
         self._metrics(obs, plan)
 
     async def _act(self, pool: WorkerPool, ref: PoolRef, plan: ScalePlan) -> None:
@@ -376,9 +383,26 @@ class PoolController:
             self.pods[created["metadata"]["name"]] = created
             metrics.SCALE_EVENTS.labels(self.namespace, self.name, "create").inc()
         for deletion in plan.delete:
+            if deletion.reason != "ReplaceFailed" and not await self._retire(pool, deletion.name):
+                continue
             await self.manager.kube.delete_pod(self.namespace, deletion.name, deletion.uid)
             self.deleting[deletion.uid] = time.monotonic() + DELETING_TIMEOUT
             metrics.SCALE_EVENTS.labels(self.namespace, self.name, "delete").inc()
+
+    async def _retire(self, pool: WorkerPool, worker_id: str) -> bool:
+        """Atomically in Redis: stop the worker claiming, and confirm it holds nothing.
+
+        The heartbeat that showed it idle may be up to a coalescing window old; this
+        closes the race with a claim made since. A worker that is busy after all is
+        kept (and claims again when the retiring mark expires).
+        """
+        if self.hub_url is None:
+            return False
+        hub = self.manager.hub_for(self.hub_url)
+        if await hub.retire(worker_id, pool.spec.redis.queue_key, RETIRE_TTL):
+            return True
+        log.info("%s/%s: %s turned busy before its pod was deleted: kept", self.namespace, self.name, worker_id)
+        return False
 
     async def _handle_recycle(self, pool: WorkerPool, obs: Observation) -> None:
         value = pool.annotations.get(names.RECYCLE_ANNOTATION)

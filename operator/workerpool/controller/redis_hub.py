@@ -28,8 +28,10 @@ from redis.exceptions import RedisError
 from ..contracts.names import (
     HEARTBEAT_CHANNEL,
     WORKER_KEY_PATTERN,
+    held_key,
     worker_commands_channel,
     worker_id_from_key,
+    worker_retiring_key,
 )
 from ..contracts.wire import (
     QueueStatus,
@@ -48,6 +50,18 @@ log = logging.getLogger(__name__)
 RETRY_SECONDS = 1.0
 
 # KEYS[1] = dedupe key; ARGV[1] = record JSON, ARGV[2] = TTL s, ARGV[3..] = channel, message pairs.
+# KEYS[1] = worker:{id}:retiring, KEYS[2] = {queue}:held:{id}; ARGV[1] = TTL s.
+# After this returns 1 the worker holds no execution and can claim none (its claim
+# script checks KEYS[1]): deleting its pod cannot interrupt an execution.
+_RETIRE = """
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+if redis.call('SCARD', KEYS[2]) > 0 then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+return 1
+"""
+
 _PUBLISH_ONCE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
   for i = 3, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end
@@ -86,7 +100,9 @@ class RedisHub:
             self.url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=15
         )
         self._publish_once = self.client.register_script(_PUBLISH_ONCE)
+        self._retire = self.client.register_script(_RETIRE)
         self._queues: dict[str, QueueStatus] = {}  # empty until the first reading
+        self._resync_now = asyncio.Event()
         self.queue_updated_at = 0.0
 
     # --- life cycle ---------------------------------------------------------------------
@@ -105,6 +121,8 @@ class RedisHub:
         await self.client.aclose()
 
     def subscribe(self, sub: Subscriber) -> None:
+        if (sub.namespace, sub.name) not in self.subscribers:
+            self._resync_now.set()  # a new pool learns its workers at once, not after a full period
         self.subscribers[(sub.namespace, sub.name)] = sub
 
     def unsubscribe(self, namespace: str, name: str) -> None:
@@ -201,9 +219,12 @@ class RedisHub:
                 self._health(f"resync failed: {type(exc).__name__}")
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
-            await asyncio.sleep(self.resync_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._resync_now.wait(), timeout=self.resync_seconds)
+            self._resync_now.clear()
 
     async def resync(self) -> None:
+        self._resync_now.clear()
         keys = [k async for k in self.client.scan_iter(match=WORKER_KEY_PATTERN, count=1000)]
         ids = [(k, worker_id_from_key(k.decode() if isinstance(k, bytes) else k)) for k in keys]
         ids = [(k, i) for k, i in ids if i is not None]
@@ -230,6 +251,13 @@ class RedisHub:
                 listener.on_resync(regs)
 
     # --- recycle --------------------------------------------------------------------------------------
+
+    async def retire(self, worker_id: str, queue_key: str, ttl_seconds: int) -> bool:
+        """Stop a worker from claiming; True if it holds no execution (its pod may go)."""
+        res = await self._retire(
+            keys=[worker_retiring_key(worker_id), held_key(queue_key, worker_id)], args=[ttl_seconds]
+        )
+        return bool(int(res))
 
     async def publish_once(
         self, dedupe_key: str, record: str, commands: list[tuple[str, int | None]], ttl_seconds: int

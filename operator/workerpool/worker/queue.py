@@ -8,6 +8,9 @@ Keys (the first two are the contract, DESIGN §3; the rest are this runtime's):
 - `{queue}:lease-info` hash: id -> {"worker_id", "score", "attempts"}
 - `{queue}:notify`     list of wake-up tokens (one per enqueue) that idle
                        workers block on, so dispatch is event-driven
+- `{queue}:held:{worker}` set of the ids a worker holds a lease on
+- `worker:{id}:retiring` set by the operator before deleting an idle worker's
+                       pod; a claim by that worker returns nothing while it exists
 
 Guarantees (documented in docs/worker.md):
 - claiming is one Lua script: the id leaves the pending set and gets a lease
@@ -29,10 +32,17 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
-from ..contracts.names import RESULTS_CHANNEL, exec_context_key, exec_result_key
+from ..contracts.names import (
+    RESULTS_CHANNEL,
+    exec_context_key,
+    exec_result_key,
+    held_key,
+    worker_retiring_key,
+)
 from ..contracts.wire import ExecutionResult, to_wire
 
 _CLAIM = """
+if redis.call('EXISTS', KEYS[4]) == 1 then return false end
 local popped = redis.call('ZPOPMIN', KEYS[1])
 if #popped == 0 then return false end
 local id, score = popped[1], popped[2]
@@ -41,6 +51,7 @@ local info = redis.call('HGET', KEYS[3], id)
 if info then attempts = cjson.decode(info)['attempts'] + 1 end
 redis.call('ZADD', KEYS[2], tonumber(ARGV[2]) + tonumber(ARGV[3]), id)
 redis.call('HSET', KEYS[3], id, cjson.encode({worker_id=ARGV[1], score=score, attempts=attempts}))
+redis.call('SADD', KEYS[5], id)
 local ctx = redis.call('GET', ARGV[4] .. id .. ARGV[5])
 return {id, ctx, attempts, score}
 """
@@ -49,6 +60,8 @@ _FINISH = """
 redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[3])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
+local info = redis.call('HGET', KEYS[3], ARGV[1])
+if info then redis.call('SREM', ARGV[5] .. cjson.decode(info)['worker_id'], ARGV[1]) end
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('PUBLISH', ARGV[4], ARGV[2])
 return 1
@@ -68,7 +81,10 @@ for _, id in ipairs(ids) do
   if ARGV[2] ~= 'owner' or (decoded and decoded['worker_id'] == ARGV[3]) then
     redis.call('ZREM', KEYS[2], id)
     local score = ARGV[4]
-    if decoded then score = decoded['score'] end
+    if decoded then
+      score = decoded['score']
+      redis.call('SREM', ARGV[5] .. decoded['worker_id'], id)
+    end
     redis.call('ZADD', KEYS[1], score, id)
     redis.call('LPUSH', KEYS[4], '1')
     table.insert(moved, id)
@@ -97,6 +113,7 @@ class Queue:
         self.leases = f"{queue_key}:leases"
         self.lease_info = f"{queue_key}:lease-info"
         self.notify = f"{queue_key}:notify"
+        self.held_prefix = held_key(queue_key, "")
         self._claim = client.register_script(_CLAIM)
         self._finish = client.register_script(_FINISH)
         self._requeue = client.register_script(_REQUEUE)
@@ -114,7 +131,13 @@ class Queue:
         now_ms = int(time.time() * 1000)
         prefix, suffix = exec_context_key("\0").split("\0")
         res = await self._claim(
-            keys=[self.key, self.leases, self.lease_info],
+            keys=[
+                self.key,
+                self.leases,
+                self.lease_info,
+                worker_retiring_key(worker_id),
+                held_key(self.key, worker_id),
+            ],
             args=[worker_id, now_ms, int(lease_seconds * 1000), prefix, suffix],
         )
         if not res:
@@ -135,7 +158,7 @@ class Queue:
         payload = json.dumps(to_wire(result))
         await self._finish(
             keys=[self.key, self.leases, self.lease_info, exec_result_key(result.execution_id)],
-            args=[result.execution_id, payload, ttl_seconds, RESULTS_CHANNEL],
+            args=[result.execution_id, payload, ttl_seconds, RESULTS_CHANNEL, self.held_prefix],
         )
 
     async def renew(self, execution_ids: list[str], lease_seconds: float) -> None:
@@ -155,7 +178,7 @@ class Queue:
         now = time.time()
         res = await self._requeue(
             keys=[self.key, self.leases, self.lease_info, self.notify],
-            args=[int(now * 1000), mode, worker_id, now],
+            args=[int(now * 1000), mode, worker_id, now, self.held_prefix],
         )
         return [_s(x) for x in cast(list[Any], res or [])]
 

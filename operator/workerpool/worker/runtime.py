@@ -24,7 +24,7 @@ from collections import deque
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ..contracts.names import HEARTBEAT_CHANNEL, worker_commands_channel, worker_key
 from ..contracts.wire import (
@@ -165,6 +165,10 @@ class Worker:
                 if claimed is None:
                     await self._wait_for_work_or_stop()
                     continue
+            except ResponseError as exc:  # a script error says what is wrong; it holds no URL
+                log.error("claim failed: %s; retrying", exc)
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
             except RedisError as exc:
                 log.warning("claim failed (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(RETRY_SECONDS)
