@@ -234,3 +234,13 @@ def test_properties(
     assert active + plan.create - len([d for d in plan.delete if d.reason != "ReplaceFailed"]) >= min(
         plan.desired, active + plan.create
     )
+
+
+def test_recheck_is_scheduled_when_the_window_will_lower_desired() -> None:
+    pods = [pod("a"), pod("b"), pod("c")]
+    workers = {n: worker(n) for n in "abc"}
+    plan = decide_scale(spec(), observe(pods, workers), ScaleMemory(((NOW - 45, 3),)), HASH)
+    assert plan.desired == 3
+    assert plan.recheck_after == pytest.approx(15)  # window 60 s, high demand 45 s ago
+    steady = decide_scale(spec(), observe([pod("a")], {"a": worker("a")}), ScaleMemory(), HASH)
+    assert steady.recheck_after is None

@@ -55,7 +55,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-IDLE_TICK = 5.0  # re-evaluate time-based decisions at least this often
+# Re-evaluate at least this often; the scale-down window and the slow status
+# refresh schedule their own wake-ups, so this is only a safety net.
+IDLE_TICK = 30.0
 COALESCE = 0.02  # a burst of triggers becomes one reconcile
 DELETING_TIMEOUT = 120.0
 RETIRE_TTL = 120  # s; longer than a pod deletion takes, short enough to undo a lost one
@@ -108,6 +110,7 @@ class PoolController:
         self.last_written: dict[str, Any] | None = None
         self.last_write_at = 0.0
         self.next_write_at: float | None = None
+        self.next_scale_check_at: float | None = None
         self.handled_request: str | None = None
         self.last_recycle: LastRecycle | None = None
         self.recent_events: dict[tuple[str, str], float] = {}
@@ -209,8 +212,9 @@ class PoolController:
     async def _run(self) -> None:
         while True:
             timeout = IDLE_TICK
-            if self.next_write_at is not None:
-                timeout = max(0.0, min(timeout, self.next_write_at - time.monotonic()))
+            for due in (self.next_write_at, self.next_scale_check_at):
+                if due is not None:
+                    timeout = max(0.0, min(timeout, due - time.monotonic()))
             try:
                 await asyncio.wait_for(self.trigger.wait(), timeout=timeout)
                 await asyncio.sleep(COALESCE)
@@ -355,6 +359,9 @@ class PoolController:
         current_hash = template_hash(render_template(ref, pool.spec, self.manager.config.worker_image))
         plan = decide_scale(pool.spec, obs, self.memory, current_hash)
         self.memory = plan.memory
+        self.next_scale_check_at = (
+            time.monotonic() + plan.recheck_after + 0.05 if plan.recheck_after is not None else None
+        )
         await self._act(pool, ref, plan)
         if self.create_error is not None and stall is None:
             stall = Stall(REASON_PODS_REJECTED, self.create_error)

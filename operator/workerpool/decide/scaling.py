@@ -52,6 +52,8 @@ class ScalePlan:
     memory: ScaleMemory = field(default_factory=ScaleMemory)
     reconciling_reason: str | None = None
     reconciling_message: str = ""
+    # Seconds until the scale-down window lets `desired` drop (None: nothing pending).
+    recheck_after: float | None = None
 
 
 def clamp(value: int, spec: WorkerPoolSpec) -> int:
@@ -98,6 +100,10 @@ def decide_scale(spec: WorkerPoolSpec, obs: Observation, memory: ScaleMemory, cu
         desired = clamp(max(n for _, n in new_memory.recommendations), spec)
 
     plan = ScalePlan(desired=desired, demand=demand, memory=new_memory)
+    if obs.queue is not None:
+        higher = [t for t, n in new_memory.recommendations if clamp(n, spec) > raw]
+        if higher:
+            plan.recheck_after = max(0.0, min(higher) + window - obs.now)
     numbers = (
         f"demand {busy} busy + {obs.queue.depth} queued = {demand} processes, "
         f"{spec.processes.max} per worker (min {spec.min_workers}, max {spec.max_workers})"
