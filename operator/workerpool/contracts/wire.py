@@ -117,7 +117,9 @@ class WorkerHeartbeat(WorkerInfo):
     namespace: str | None = None
 
     def worker_info(self) -> WorkerInfo:
-        return WorkerInfo.model_validate(self.model_dump(include=set(WorkerInfo.model_fields)))
+        # Already validated as a heartbeat: construct, don't validate again (this
+        # runs for every heartbeat the operator receives).
+        return WorkerInfo.model_construct(**{name: getattr(self, name) for name in WorkerInfo.model_fields})
 
 
 class RecycleCommand(ContractModel):

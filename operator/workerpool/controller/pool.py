@@ -180,13 +180,19 @@ class PoolController:
     def on_queue(self, _: QueueStatus) -> None:
         self.poke()
 
-    def on_resync(self, regs: dict[str, Registration]) -> None:
-        changed = set(self.workers) != set(regs) or not self.resynced
+    def on_resync(self, present: set[str], regs: dict[str, Registration]) -> None:
+        """`present`: every registered worker of this pool; `regs`: the reports re-read from Redis."""
+        changed = set(self.workers) != present or not self.resynced
         self.resynced = True
         now = time.monotonic()
         fresh: dict[str, Tracked] = {}
-        for worker_id, reg in regs.items():
+        for worker_id in present:
             before = self.workers.get(worker_id)
+            reg = regs.get(worker_id)
+            if reg is None:
+                if before is not None:
+                    fresh[worker_id] = before  # heard by pub/sub lately: nothing to repair
+                continue
             newer = before is None or (
                 reg.heartbeat_at is not None
                 and before.reported_at is not None
@@ -196,8 +202,7 @@ class PoolController:
                 seen = now
                 if before is None and reg.heartbeat_at is not None:
                     # First sight (e.g. after an operator restart): as fresh as its heartbeat.
-                    age = time.time() - reg.heartbeat_at.timestamp()
-                    seen = now - max(0.0, age)
+                    seen = now - max(0.0, time.time() - reg.heartbeat_at.timestamp())
                 fresh[worker_id] = Tracked(reg.info, seen, reg.heartbeat_at)
                 changed = changed or before is None or _shape(before.info) != _shape(reg.info)
             else:

@@ -31,6 +31,7 @@ from ..contracts.names import (
     held_key,
     worker_commands_channel,
     worker_id_from_key,
+    worker_key,
     worker_retiring_key,
 )
 from ..contracts.wire import (
@@ -80,7 +81,7 @@ class Subscriber:
     queue_key: str
     on_heartbeat: Callable[[WorkerHeartbeat], None]
     on_queue: Callable[[QueueStatus], None]
-    on_resync: Callable[[dict[str, Registration]], None]
+    on_resync: Callable[[set[str], dict[str, Registration]], None]  # present ids, re-read reports
     on_health: Callable[[], None]
     owns: Callable[[str], bool]  # is this worker id one of the pool's pods?
 
@@ -103,6 +104,9 @@ class RedisHub:
         self._retire = self.client.register_script(_RETIRE)
         self._queues: dict[str, QueueStatus] = {}  # empty until the first reading
         self._resync_now = asyncio.Event()
+        # worker id -> (when its last heartbeat arrived by pub/sub, its pool, its namespace)
+        self._heard: dict[str, tuple[float, str | None, str | None]] = {}
+        self._full_next = True
         self.queue_updated_at = 0.0
 
     # --- life cycle ---------------------------------------------------------------------
@@ -122,7 +126,9 @@ class RedisHub:
 
     def subscribe(self, sub: Subscriber) -> None:
         if (sub.namespace, sub.name) not in self.subscribers:
-            self._resync_now.set()  # a new pool learns its workers at once, not after a full period
+            # A new pool learns its workers at once (not after a period), and fully.
+            self._full_next = True
+            self._resync_now.set()
         self.subscribers[(sub.namespace, sub.name)] = sub
 
     def unsubscribe(self, namespace: str, name: str) -> None:
@@ -171,6 +177,7 @@ class RedisHub:
             metrics.MALFORMED.labels(kind="heartbeat").inc()
             log.warning("%s: skipping malformed heartbeat: %s", self.label, exc)
             return
+        self._heard[hb.worker_id] = (time.monotonic(), hb.pool, hb.namespace)
         for sub in self._route(hb.worker_id, hb.pool, hb.namespace):
             sub.on_heartbeat(hb)
 
@@ -224,17 +231,31 @@ class RedisHub:
             self._resync_now.clear()
 
     async def resync(self) -> None:
+        """Repair what pub/sub lost: which workers exist, and the reports of those not heard lately.
+
+        A worker whose heartbeat arrived by pub/sub within the last period is only
+        confirmed present (its hash is not read again): in a healthy system the
+        resync costs one SCAN, and the full reads go to the workers pub/sub missed.
+        """
         self._resync_now.clear()
         keys = [k async for k in self.client.scan_iter(match=WORKER_KEY_PATTERN, count=1000)]
-        ids = [(k, worker_id_from_key(k.decode() if isinstance(k, bytes) else k)) for k in keys]
-        ids = [(k, i) for k, i in ids if i is not None]
+        ids = [i for i in (worker_id_from_key(k.decode() if isinstance(k, bytes) else k) for k in keys) if i]
+        cutoff = time.monotonic() - self.resync_seconds
+        full, self._full_next = self._full_next, False
+        stale = [i for i in ids if full or self._heard.get(i, (0.0, None, None))[0] < cutoff]
         async with self.client.pipeline(transaction=False) as p:
-            for key, _ in ids:
-                p.hgetall(key)
-            hashes = await p.execute() if ids else []
+            for worker_id in stale:
+                p.hgetall(worker_key(worker_id))
+            hashes = await p.execute() if stale else []
+        present: dict[tuple[str, str], set[str]] = {k: set() for k in self.subscribers}
         grouped: dict[tuple[str, str], dict[str, Registration]] = {k: {} for k in self.subscribers}
-        for (_, worker_id), fields in zip(ids, hashes, strict=True):
-            assert worker_id is not None
+        for worker_id in ids:
+            if worker_id in stale:
+                continue
+            _, pool, namespace = self._heard[worker_id]
+            for sub in self._route(worker_id, pool, namespace):
+                present[(sub.namespace, sub.name)].add(worker_id)
+        for worker_id, fields in zip(stale, hashes, strict=True):
             if not fields:
                 continue  # expired between SCAN and HGETALL
             try:
@@ -245,10 +266,12 @@ class RedisHub:
                 continue
             for sub in self._route(worker_id, reg.pool, reg.namespace):
                 grouped[(sub.namespace, sub.name)][worker_id] = reg
+                present[(sub.namespace, sub.name)].add(worker_id)
+        self._heard = {i: h for i, h in self._heard.items() if i in set(ids)}
         for key, regs in grouped.items():
             listener = self.subscribers.get(key)
             if listener is not None:
-                listener.on_resync(regs)
+                listener.on_resync(present[key], regs)
 
     # --- recycle --------------------------------------------------------------------------------------
 
