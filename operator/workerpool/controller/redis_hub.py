@@ -249,8 +249,9 @@ class RedisHub:
             hashes = await p.execute() if stale else []
         present: dict[tuple[str, str], set[str]] = {k: set() for k in self.subscribers}
         grouped: dict[tuple[str, str], dict[str, Registration]] = {k: {} for k in self.subscribers}
+        stale_ids, known = set(stale), set(ids)
         for worker_id in ids:
-            if worker_id in stale:
+            if worker_id in stale_ids:
                 continue
             _, pool, namespace = self._heard[worker_id]
             for sub in self._route(worker_id, pool, namespace):
@@ -267,7 +268,7 @@ class RedisHub:
             for sub in self._route(worker_id, reg.pool, reg.namespace):
                 grouped[(sub.namespace, sub.name)][worker_id] = reg
                 present[(sub.namespace, sub.name)].add(worker_id)
-        self._heard = {i: h for i, h in self._heard.items() if i in set(ids)}
+        self._heard = {i: h for i, h in self._heard.items() if i in known}
         for key, regs in grouped.items():
             listener = self.subscribers.get(key)
             if listener is not None:
