@@ -40,14 +40,10 @@ from workerpool.contracts.names import HEARTBEAT_CHANNEL, worker_key  # noqa: E4
 from workerpool.contracts.wire import WorkerHeartbeat, registration_fields, to_wire  # noqa: E402
 from workerpool.devcluster.stack import DevStack  # noqa: E402
 
+from bench.stats import pct  # noqa: E402
 from tests.e2e.operator_harness import OperatorProcess, Pools, wait_until  # noqa: E402
 
 NS = "bench"
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
 
 
 def heartbeat(pod: str, busy: bool, started: dt.datetime, pool: str = "bench", namespace: str = NS) -> WorkerHeartbeat:

@@ -28,12 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from workerpool.devcluster.redis_server import RedisServer  # noqa: E402
 
+from bench.stats import pct  # noqa: E402
+
 FUNCS = "workerpool.worker.functions"
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
 
 
 def ours(url: str, processes: int, runs: int, noops: int) -> dict[str, float]:
