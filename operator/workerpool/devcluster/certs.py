@@ -4,45 +4,18 @@ service-account keys, made with the openssl CLI."""
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 
-@dataclass(frozen=True)
 class Pki:
-    dir: Path
+    """The files of a throwaway PKI in one directory."""
 
-    @property
-    def ca_crt(self) -> Path:
-        return self.dir / "ca.crt"
-
-    @property
-    def ca_key(self) -> Path:
-        return self.dir / "ca.key"
-
-    @property
-    def serving_crt(self) -> Path:
-        return self.dir / "apiserver.crt"
-
-    @property
-    def serving_key(self) -> Path:
-        return self.dir / "apiserver.key"
-
-    @property
-    def admin_crt(self) -> Path:
-        return self.dir / "admin.crt"
-
-    @property
-    def admin_key(self) -> Path:
-        return self.dir / "admin.key"
-
-    @property
-    def sa_key(self) -> Path:
-        return self.dir / "sa.key"
-
-    @property
-    def sa_pub(self) -> Path:
-        return self.dir / "sa.pub"
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.ca_crt, self.ca_key = directory / "ca.crt", directory / "ca.key"
+        self.serving_crt, self.serving_key = directory / "apiserver.crt", directory / "apiserver.key"
+        self.admin_crt, self.admin_key = directory / "admin.crt", directory / "admin.key"
+        self.sa_key, self.sa_pub = directory / "sa.key", directory / "sa.pub"
 
 
 def _openssl(*args: str) -> None:
