@@ -120,6 +120,7 @@ class PoolController:
         # data, not because the pool has no workers: no status write before it
         # (an operator restart must not flap the status to zero workers).
         self.resynced = False
+        self._hash_cache: tuple[int, str] | None = None
         status = body.get("status") or {}
         if status.get("lastRecycle"):
             try:
@@ -361,7 +362,7 @@ class PoolController:
         await self._sync_pods()
         obs = self._observe(pool, queue, redis_error)
         ref = PoolRef(pool.name, pool.namespace, pool.uid)
-        current_hash = template_hash(render_template(ref, pool.spec, self.manager.config.worker_image))
+        current_hash = self._template_hash(pool, ref)
         plan = decide_scale(pool.spec, obs, self.memory, current_hash)
         self.memory = plan.memory
         self.next_scale_check_at = (
@@ -375,6 +376,13 @@ class PoolController:
         if self.resynced or stall is not None:
             await self._write_status(pool, obs, plan, stall)
         self._metrics(obs, plan)
+
+    def _template_hash(self, pool: WorkerPool, ref: PoolRef) -> str:
+        """The current pod template's hash, rendered once per spec generation (not per reconcile)."""
+        if self._hash_cache is None or self._hash_cache[0] != pool.generation:
+            rendered = render_template(ref, pool.spec, self.manager.config.worker_image)
+            self._hash_cache = (pool.generation, template_hash(rendered))
+        return self._hash_cache[1]
 
     async def _act(self, pool: WorkerPool, ref: PoolRef, plan: ScalePlan) -> None:
         for event in plan.events:

@@ -22,68 +22,49 @@ def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 
 
+def _certificate(subject: str, key: Path, crt: Path, *extra: str) -> None:
+    """A new RSA key and a 30-day certificate (self-signed unless `extra` names a CA)."""
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "30",
+        "-subj",
+        subject,
+        *extra,
+        "-keyout",
+        str(key),
+        "-out",
+        str(crt),
+    )
+
+
 def make_pki(directory: Path) -> Pki:
     pki = Pki(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "30",
-        "-subj",
-        "/CN=workerpool-local-ca",
-        "-keyout",
-        str(pki.ca_key),
-        "-out",
-        str(pki.ca_crt),
-    )
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "30",
-        "-subj",
+    signed_by_ca = ("-CA", str(pki.ca_crt), "-CAkey", str(pki.ca_key))
+    _certificate("/CN=workerpool-local-ca", pki.ca_key, pki.ca_crt)
+    _certificate(
         "/CN=kube-apiserver",
-        "-CA",
-        str(pki.ca_crt),
-        "-CAkey",
-        str(pki.ca_key),
+        pki.serving_key,
+        pki.serving_crt,
+        *signed_by_ca,
         "-addext",
         "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc",
         "-addext",
         "extendedKeyUsage=serverAuth",
-        "-keyout",
-        str(pki.serving_key),
-        "-out",
-        str(pki.serving_crt),
     )
     # system:masters: the admin identity for tests and the demo set-up.
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "30",
-        "-subj",
+    _certificate(
         "/O=system:masters/CN=workerpool-admin",
-        "-CA",
-        str(pki.ca_crt),
-        "-CAkey",
-        str(pki.ca_key),
+        pki.admin_key,
+        pki.admin_crt,
+        *signed_by_ca,
         "-addext",
         "extendedKeyUsage=clientAuth",
-        "-keyout",
-        str(pki.admin_key),
-        "-out",
-        str(pki.admin_crt),
     )
     _openssl("genrsa", "-out", str(pki.sa_key), "2048")
     _openssl("rsa", "-in", str(pki.sa_key), "-pubout", "-out", str(pki.sa_pub))
