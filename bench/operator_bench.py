@@ -27,7 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -36,55 +35,15 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from workerpool.contracts.names import HEARTBEAT_CHANNEL, worker_key  # noqa: E402
-from workerpool.contracts.wire import WorkerHeartbeat, registration_fields, to_wire  # noqa: E402
+from workerpool.contracts.names import HEARTBEAT_CHANNEL  # noqa: E402
+from workerpool.contracts.wire import WorkerHeartbeat  # noqa: E402
 from workerpool.devcluster.stack import DevStack  # noqa: E402
 
 from bench.stats import pct  # noqa: E402
 from tests.e2e.operator_harness import OperatorProcess, Pools, wait_until  # noqa: E402
+from tests.heartbeats import heartbeat, heartbeat_payload  # noqa: E402
 
 NS = "bench"
-
-
-def heartbeat(pod: str, busy: bool, started: dt.datetime, pool: str = "bench", namespace: str = NS) -> WorkerHeartbeat:
-    now = dt.datetime.now(dt.UTC)
-    proc: dict[str, Any] = {
-        "pid": 4242,
-        "process_id": "process-1",
-        "state": "busy" if busy else "idle",
-        "memory_mb": 50.0,
-        "uptime_seconds": (now - started).total_seconds(),
-        "executions_completed": 1,
-        "execution": None,
-    }
-    if busy:
-        proc["execution"] = {"execution_id": uuid.uuid4().hex, "started_at": now.isoformat(), "elapsed_seconds": 0}
-    return WorkerHeartbeat.model_validate(
-        {
-            "type": "worker_heartbeat",
-            "worker_id": pod,
-            "timestamp": now.isoformat(),
-            "started_at": started.isoformat(),
-            "hostname": pod,
-            "min_workers": 1,
-            "max_workers": 1,
-            "pool_size": 1,
-            "idle_count": 0 if busy else 1,
-            "busy_count": 1 if busy else 0,
-            "processes": [proc],
-            "pool": pool,
-            "namespace": namespace,
-        }
-    )
-
-
-def heartbeat_payload(
-    pod: str, busy: bool, started: dt.datetime, pool: str, namespace: str
-) -> tuple[str, dict[str, str], str]:
-    """(registration key, its fields, the JSON to publish): what a worker writes per heartbeat."""
-    hb = heartbeat(pod, busy, started, pool, namespace)
-    payload = json.dumps(to_wire(hb))
-    return worker_key(pod), registration_fields(hb, heartbeat_json=payload), payload
 
 
 def publish(r: redis.Redis, hb: WorkerHeartbeat) -> None:
@@ -193,7 +152,7 @@ def main() -> int:
             # 2. status freshness (heartbeats for every pod; one flips state per trial)
             started = dt.datetime.now(dt.UTC)
             for pod in pods:
-                publish(r, heartbeat(pod, False, started))
+                publish(r, heartbeat(pod, False, started, "bench", NS))
             wait_until(lambda: pools.status("bench").get("idleCount") == len(pods), timeout=30, what="all idle")
             wp_watch = Watch(stack, "workerpools")
             time.sleep(1)
@@ -202,7 +161,7 @@ def main() -> int:
                 pod, busy = pods[i % len(pods)], (i // len(pods)) % 2 == 0
                 expect = None
                 t0 = time.monotonic()
-                publish(r, heartbeat(pod, busy, started))
+                publish(r, heartbeat(pod, busy, started, "bench", NS))
 
                 def seen(p: str = pod, b: bool = busy, t0: float = t0) -> list[float]:
                     out = []
@@ -224,7 +183,7 @@ def main() -> int:
             recycle = []
             for i in range(args.trials):
                 pod = pods[i % len(pods)]
-                publish(r, heartbeat(pod, False, started))
+                publish(r, heartbeat(pod, False, started, "bench", NS))
                 t0 = time.monotonic()
                 pools.annotate("bench", f"{pod}:4242@t{i}")
                 wait_until(lambda: sub.get_message(timeout=0.05), timeout=30, what="the command")
@@ -235,7 +194,7 @@ def main() -> int:
             t_end = time.monotonic() + args.steady_seconds
             while time.monotonic() < t_end:
                 for pod in pods:
-                    publish(r, heartbeat(pod, False, started))
+                    publish(r, heartbeat(pod, False, started, "bench", NS))
                 time.sleep(1)
             writes = op.metric("workerpool_status_writes_total", namespace=NS, pool="bench") - before
             per_min = writes * 60 / args.steady_seconds

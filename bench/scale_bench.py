@@ -34,9 +34,9 @@ from workerpool.devcluster.cluster import LocalCluster  # noqa: E402
 from workerpool.devcluster.redis_server import RedisServer  # noqa: E402
 from workerpool.devcluster.stack import CRD_PATH  # noqa: E402
 
-from bench.operator_bench import heartbeat_payload  # noqa: E402
 from bench.stats import pct  # noqa: E402
 from tests.e2e.operator_harness import OperatorProcess, wait_until  # noqa: E402
+from tests.heartbeats import heartbeat_payload  # noqa: E402
 
 NS = "scale"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -31,3 +32,15 @@ def wait_until(
             detail = f" (last error: {last})" if last else ""
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{detail}")
         time.sleep(interval)
+
+
+async def async_wait_until(fn: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.02) -> T:
+    """`wait_until` for code under test that runs on this event loop: polls without blocking it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(interval)

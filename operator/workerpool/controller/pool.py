@@ -32,7 +32,7 @@ from ..contracts.wire import (
     describe_validation_error,
 )
 from ..decide import recycle as recycle_rules
-from ..decide.observation import Observation, PodView, WorkerView
+from ..decide.observation import Observation, PodView, WorkerView, fresh_window
 from ..decide.pods import PoolRef, has_password, render_pod, render_template, template_hash
 from ..decide.scaling import Event, ScaleMemory, ScalePlan, decide_scale
 from ..decide.status import (
@@ -278,7 +278,7 @@ class PoolController:
             )
         return cached[1].strip(), None
 
-    def _subscribe(self, url: str, queue_key: str) -> None:
+    def _subscribe(self, url: str, pool: WorkerPool) -> None:
         if self.hub_url != url:
             if self.hub_url is not None:
                 self.manager.release_hub(self.hub_url, self.namespace, self.name)
@@ -288,7 +288,8 @@ class PoolController:
             Subscriber(
                 self.namespace,
                 self.name,
-                queue_key,
+                pool.spec.redis.queue_key,
+                fresh_window(pool.spec.heartbeat_interval_seconds),
                 self.on_heartbeat,
                 self.on_queue,
                 self.on_resync,
@@ -317,7 +318,7 @@ class PoolController:
             if view.uid in self.deleting and not view.terminating:
                 view = dataclasses.replace(view, terminating=True)
             pods.append(view)
-        window = 2 * pool.spec.heartbeat_interval_seconds + 2
+        window = fresh_window(pool.spec.heartbeat_interval_seconds)
         workers = {
             wid: WorkerView(t.info, fresh=redis_error is None and now_mono - t.last_seen < window)
             for wid, t in self.workers.items()
@@ -336,7 +337,7 @@ class PoolController:
         queue: QueueStatus | None = None
         redis_error: str | None = None
         if url is not None:
-            self._subscribe(url, pool.spec.redis.queue_key)
+            self._subscribe(url, pool)
             hub = self.manager.hub_for(url)
             redis_error = hub.error
             queue = hub.queue(pool.spec.redis.queue_key)

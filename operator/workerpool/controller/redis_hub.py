@@ -79,6 +79,7 @@ class Subscriber:
     namespace: str
     name: str
     queue_key: str
+    trust_seconds: float  # a heartbeat heard this recently is not re-read from the hash by a resync
     on_heartbeat: Callable[[WorkerHeartbeat], None]
     on_queue: Callable[[QueueStatus], None]
     on_resync: Callable[[set[str], dict[str, Registration]], None]  # present ids, re-read reports
@@ -155,10 +156,16 @@ class RedisHub:
         return [s for s in self.subscribers.values() if s.owns(worker_id)]
 
     async def _heartbeats(self) -> None:
+        reconnect = False
         while True:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(HEARTBEAT_CHANNEL)
+                if reconnect:
+                    # Heartbeats published while unsubscribed are lost: re-read every worker now.
+                    self._full_next = True
+                    self._resync_now.set()
+                reconnect = True
                 async for message in pubsub.listen():
                     self.handle_heartbeat(message.get("data"))
             except (RedisError, OSError) as exc:
@@ -233,16 +240,16 @@ class RedisHub:
     async def resync(self) -> None:
         """Repair what pub/sub lost: which workers exist, and the reports of those not heard lately.
 
-        A worker whose heartbeat arrived by pub/sub within the last period is only
-        confirmed present (its hash is not read again): in a healthy system the
-        resync costs one SCAN, and the full reads go to the workers pub/sub missed.
+        A worker whose heartbeat arrived by pub/sub within its pool's trust window
+        is only confirmed present (its hash is not read again): in a healthy system
+        the resync costs one SCAN, and the full reads go to the workers pub/sub missed.
         """
         self._resync_now.clear()
         keys = [k async for k in self.client.scan_iter(match=WORKER_KEY_PATTERN, count=1000)]
         ids = [i for i in (worker_id_from_key(k.decode() if isinstance(k, bytes) else k) for k in keys) if i]
-        cutoff = time.monotonic() - self.resync_seconds
         full, self._full_next = self._full_next, False
-        stale = [i for i in ids if full or self._heard.get(i, (0.0, None, None))[0] < cutoff]
+        now = time.monotonic()
+        stale = ids if full else [i for i in ids if not self._heard_lately(i, now)]
         async with self.client.pipeline(transaction=False) as p:
             for worker_id in stale:
                 p.hgetall(worker_key(worker_id))
@@ -273,6 +280,14 @@ class RedisHub:
             listener = self.subscribers.get(key)
             if listener is not None:
                 listener.on_resync(present[key], regs)
+
+    def _heard_lately(self, worker_id: str, now: float) -> bool:
+        heard = self._heard.get(worker_id)
+        if heard is None:
+            return False
+        at, pool, namespace = heard
+        sub = self.subscribers.get((namespace, pool)) if pool is not None and namespace is not None else None
+        return now - at < (sub.trust_seconds if sub is not None else self.resync_seconds)
 
     # --- recycle --------------------------------------------------------------------------------------
 

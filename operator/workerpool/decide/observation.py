@@ -12,6 +12,11 @@ from ..contracts.wire import QueueStatus, WorkerInfo
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
 
+def fresh_window(heartbeat_interval: float) -> float:
+    """Seconds a worker's last heartbeat is trusted: one lost heartbeat is tolerated, two are not."""
+    return 2 * heartbeat_interval + 2
+
+
 @dataclass(frozen=True)
 class PodView:
     name: str

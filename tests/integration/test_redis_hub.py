@@ -1,0 +1,135 @@
+"""The operator's Redis hub against a real redis-server: what a resync reads, and when.
+
+The resync repairs what pub/sub lost. It must re-read the hash of a worker that
+pub/sub did not deliver, and must not re-read the ones it did (at 1000 workers
+that re-read was most of the operator's CPU), and a broken subscription must be
+followed by a full re-read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+import redis
+from workerpool.contracts.names import HEARTBEAT_CHANNEL
+from workerpool.contracts.wire import QueueStatus, Registration, WorkerHeartbeat
+from workerpool.controller.redis_hub import RedisHub, Subscriber
+from workerpool.devcluster.redis_server import RedisServer
+
+from ..heartbeats import heartbeat_payload
+from ..waiting import async_wait_until
+
+pytestmark = pytest.mark.redis
+
+NS, POOL = "ns", "pool"
+TRUST = 0.5  # s: heartbeats heard this recently are not re-read
+
+
+@dataclass
+class Recorder:
+    heartbeats: list[WorkerHeartbeat] = field(default_factory=list)
+    resyncs: list[tuple[set[str], dict[str, Registration]]] = field(default_factory=list)
+    queues: list[QueueStatus] = field(default_factory=list)
+
+    def subscriber(self) -> Subscriber:
+        return Subscriber(
+            NS,
+            POOL,
+            "q",
+            TRUST,
+            self.heartbeats.append,
+            self.queues.append,
+            lambda present, regs: self.resyncs.append((set(present), dict(regs))),
+            lambda: None,
+            lambda worker_id: worker_id.startswith("w-"),
+        )
+
+    def heard(self) -> set[str]:
+        return {hb.worker_id for hb in self.heartbeats}
+
+
+@pytest.fixture
+async def hub(redis_server: RedisServer) -> AsyncIterator[RedisHub]:
+    h = RedisHub(redis_server.url, resync_seconds=3600, queue_poll_seconds=0.05)
+    try:
+        yield h
+    finally:
+        await h.stop()
+
+
+def write(r: redis.Redis, worker_id: str, *, publish: bool, busy: bool = False) -> None:
+    key, fields, payload = heartbeat_payload(worker_id, busy, dt.datetime.now(dt.UTC), POOL, NS)
+    r.hset(key, mapping=fields)  # type: ignore[arg-type]
+    if publish:
+        r.publish(HEARTBEAT_CHANNEL, payload)
+
+
+def subscribed(r: redis.Redis) -> bool:
+    return bool(dict(r.pubsub_numsub(HEARTBEAT_CHANNEL)).get(HEARTBEAT_CHANNEL.encode(), 0))  # type: ignore[arg-type]
+
+
+async def test_resync_rereads_only_what_pubsub_missed(redis_server: RedisServer, hub: RedisHub) -> None:
+    r = redis.Redis.from_url(redis_server.url)
+    rec = Recorder()
+    for wid in ("w-a", "w-b", "w-c"):
+        write(r, wid, publish=False)
+    hub.subscribe(rec.subscriber())
+    hub.start()
+    # A new subscriber gets one full read: every worker, with its report.
+    first = await async_wait_until(lambda: rec.resyncs and rec.resyncs[0], timeout=10, what="the first resync")
+    assert first[0] == {"w-a", "w-b", "w-c"}
+    assert set(first[1]) == {"w-a", "w-b", "w-c"}
+
+    await async_wait_until(lambda: subscribed(r), timeout=10, what="the heartbeat subscription")
+    write(r, "w-a", publish=True, busy=True)
+    write(r, "w-b", publish=True)
+    write(r, "w-c", publish=False, busy=True)  # its pub/sub message "lost"
+    await async_wait_until(lambda: rec.heard() == {"w-a", "w-b"}, timeout=10, what="two heartbeats")
+
+    await hub.resync()
+    present, regs = rec.resyncs[-1]
+    assert present == {"w-a", "w-b", "w-c"}
+    assert set(regs) == {"w-c"}, "only the worker pub/sub did not deliver is re-read"
+    assert regs["w-c"].info.busy_count == 1, "the re-read carries its latest report"
+
+    # A worker whose key expired (or was deleted) is gone from `present`.
+    r.delete("worker:w-c")
+    await hub.resync()
+    assert rec.resyncs[-1][0] == {"w-a", "w-b"}
+
+    # Heard too long ago (beyond the pool's trust window): re-read again.
+    heard_at = time.monotonic()
+    deadline = heard_at + 10
+    while "w-a" not in rec.resyncs[-1][1]:
+        assert time.monotonic() < deadline, f"w-a not re-read 10 s after its trust window of {TRUST} s began"
+        await asyncio.sleep(TRUST / 5)
+        await hub.resync()
+    assert time.monotonic() - heard_at >= TRUST / 2, "re-read before its trust window had passed"
+
+
+async def test_broken_subscription_is_followed_by_a_full_reread(redis_server: RedisServer, hub: RedisHub) -> None:
+    r = redis.Redis.from_url(redis_server.url)
+    rec = Recorder()
+    hub.subscribe(rec.subscriber())
+    hub.start()
+    await async_wait_until(lambda: rec.resyncs, timeout=10, what="the first resync")
+    await async_wait_until(lambda: subscribed(r), timeout=10, what="the heartbeat subscription")
+    write(r, "w-a", publish=True)
+    await async_wait_until(lambda: rec.heard() == {"w-a"}, timeout=10, what="a heartbeat")
+    count = len(rec.resyncs)
+
+    r.client_kill_filter(_type="pubsub")  # the subscription breaks; heartbeats sent meanwhile are lost
+    write(r, "w-b", publish=False)
+    # No timer would resync for an hour: the reconnect itself triggers a full re-read,
+    # which reports w-a again (although heard lately) and finds w-b.
+    full = await async_wait_until(
+        lambda: next((s for s in rec.resyncs[count:] if set(s[1]) == {"w-a", "w-b"}), None),
+        timeout=10,
+        what="a full resync after the reconnect",
+    )
+    assert full[0] == {"w-a", "w-b"}
