@@ -141,7 +141,6 @@ def main() -> int:
                         p.execute()
                     time.sleep(0.1)
 
-            lag: list[float] = []
             watch = subprocess.Popen(
                 [
                     str(binaries.find("kubectl")),
@@ -159,7 +158,8 @@ def main() -> int:
                 stdout=subprocess.PIPE,
                 text=True,
             )
-            seen: dict[str, tuple[bool, float]] = {}
+            # worker -> the busy/idle transitions the status showed, timestamped on arrival
+            shown: dict[str, list[tuple[bool, float]]] = {}
 
             def read_watch() -> None:
                 assert watch.stdout is not None
@@ -171,9 +171,9 @@ def main() -> int:
                         continue
                     for w in (obj.get("status") or {}).get("workerDetails", []):
                         busy = w.get("busyCount", 0) > 0
-                        prev = seen.get(w["workerId"])
-                        if prev is None or prev[0] != busy:
-                            seen[w["workerId"]] = (busy, now)
+                        history = shown.setdefault(w["workerId"], [])
+                        if not history or history[-1][0] != busy:
+                            history.append((busy, now))
 
             threading.Thread(target=read_watch, daemon=True).start()
             gen = threading.Thread(target=generate, daemon=True)
@@ -188,10 +188,7 @@ def main() -> int:
             rss = rss_mib(op.proc.pid)  # type: ignore[union-attr]
             stop.set()
             time.sleep(5)  # let the last flips land before judging them
-            for t, name, busy in flips[first_flip:]:
-                got = seen.get(name)
-                if got is not None and got[0] == busy and got[1] >= t:
-                    lag.append(got[1] - t)
+            lag = flip_lags(flips, first_flip, shown)
             watch.terminate()
             measured = len(flips) - first_flip
         finally:
@@ -210,6 +207,27 @@ def main() -> int:
     print(f"{'state changes observed in status':<40}{len(lag):>7}/{measured:<4}")
     print(f"{'status writes / minute (all pools)':<40}{(writes1 - writes0) * 60 / (w1 - w0):>12.0f}")
     return 0
+
+
+def flip_lags(
+    flips: list[tuple[float, str, bool]], first: int, shown: dict[str, list[tuple[bool, float]]]
+) -> list[float]:
+    """Each measured flip's delay until the status showed it: the first transition to
+    that state after the flip and before the worker's next flip (none: not shown)."""
+    next_flip: dict[int, float] = {}
+    last_by_worker: dict[str, int] = {}
+    for i, (t, name, _) in enumerate(flips):
+        if name in last_by_worker:
+            next_flip[last_by_worker[name]] = t
+        last_by_worker[name] = i
+    lags = []
+    for i in range(first, len(flips)):
+        t, name, busy = flips[i]
+        until = next_flip.get(i, float("inf"))
+        hit = next((at for state, at in shown.get(name, []) if state == busy and t <= at < until), None)
+        if hit is not None:
+            lags.append(hit - t)
+    return lags
 
 
 def sum_metric(op: OperatorProcess, name: str) -> float:

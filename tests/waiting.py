@@ -34,13 +34,13 @@ def wait_until(
         time.sleep(interval)
 
 
-async def async_wait_until(fn: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.02) -> T:
+async def async_wait_until(fn: Callable[[], T | None], *, within: float, what: str, interval: float = 0.02) -> T:
     """`wait_until` for code under test that runs on this event loop: polls without blocking it."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         value = fn()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            raise AssertionError(f"timed out after {within:.0f} s waiting for {what}")
         await asyncio.sleep(interval)

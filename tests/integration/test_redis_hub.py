@@ -81,15 +81,15 @@ async def test_resync_rereads_only_what_pubsub_missed(redis_server: RedisServer,
     hub.subscribe(rec.subscriber())
     hub.start()
     # A new subscriber gets one full read: every worker, with its report.
-    first = await async_wait_until(lambda: rec.resyncs and rec.resyncs[0], timeout=10, what="the first resync")
+    first = await async_wait_until(lambda: rec.resyncs and rec.resyncs[0], within=10, what="the first resync")
     assert first[0] == {"w-a", "w-b", "w-c"}
     assert set(first[1]) == {"w-a", "w-b", "w-c"}
 
-    await async_wait_until(lambda: subscribed(r), timeout=10, what="the heartbeat subscription")
+    await async_wait_until(lambda: subscribed(r), within=10, what="the heartbeat subscription")
     write(r, "w-a", publish=True, busy=True)
     write(r, "w-b", publish=True)
     write(r, "w-c", publish=False, busy=True)  # its pub/sub message "lost"
-    await async_wait_until(lambda: rec.heard() == {"w-a", "w-b"}, timeout=10, what="two heartbeats")
+    await async_wait_until(lambda: rec.heard() == {"w-a", "w-b"}, within=10, what="two heartbeats")
 
     await hub.resync()
     present, regs = rec.resyncs[-1]
@@ -117,10 +117,10 @@ async def test_broken_subscription_is_followed_by_a_full_reread(redis_server: Re
     rec = Recorder()
     hub.subscribe(rec.subscriber())
     hub.start()
-    await async_wait_until(lambda: rec.resyncs, timeout=10, what="the first resync")
-    await async_wait_until(lambda: subscribed(r), timeout=10, what="the heartbeat subscription")
+    await async_wait_until(lambda: rec.resyncs, within=10, what="the first resync")
+    await async_wait_until(lambda: subscribed(r), within=10, what="the heartbeat subscription")
     write(r, "w-a", publish=True)
-    await async_wait_until(lambda: rec.heard() == {"w-a"}, timeout=10, what="a heartbeat")
+    await async_wait_until(lambda: rec.heard() == {"w-a"}, within=10, what="a heartbeat")
     count = len(rec.resyncs)
 
     r.client_kill_filter(_type="pubsub")  # the subscription breaks; heartbeats sent meanwhile are lost
@@ -129,7 +129,7 @@ async def test_broken_subscription_is_followed_by_a_full_reread(redis_server: Re
     # which reports w-a again (although heard lately) and finds w-b.
     full = await async_wait_until(
         lambda: next((s for s in rec.resyncs[count:] if set(s[1]) == {"w-a", "w-b"}), None),
-        timeout=10,
+        within=10,
         what="a full resync after the reconnect",
     )
     assert full[0] == {"w-a", "w-b"}

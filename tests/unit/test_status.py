@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from workerpool.contracts.resource import Condition
 from workerpool.contracts.wire import QueueStatus
 from workerpool.decide.observation import Observation, PodView
@@ -119,6 +122,45 @@ def test_volatile_gauges_are_not_significant() -> None:
     assert significant(a) == significant(b)
     b["workerDetails"][0]["processes"][1]["state"] = "busy"
     assert significant(a) != significant(b)
+
+
+_GAUGES = ("memoryMb", "uptimeSeconds", "elapsedSeconds", "oldestAgeSeconds")
+
+
+def _without_gauges(rendered: dict[str, Any]) -> dict[str, Any]:
+    """The obvious (slow) definition: a deep copy with every gauge removed."""
+    out = copy.deepcopy(rendered)
+    out.get("queue", {}).pop("oldestAgeSeconds", None)
+    for detail in out.get("workerDetails", []):
+        for proc in detail["processes"]:
+            proc.pop("memoryMb", None)
+            proc.pop("uptimeSeconds", None)
+            if isinstance(proc.get("execution"), dict):
+                proc["execution"].pop("elapsedSeconds", None)
+    return out
+
+
+@given(
+    n=st.integers(min_value=0, max_value=4),
+    changes=st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 1), st.sampled_from([*_GAUGES, "state", "pid"]), st.integers()),
+        max_size=6,
+    ),
+)
+def test_significant_is_the_status_without_gauges_and_never_mutates(n: int, changes: list[Any]) -> None:
+    rendered = status(n)
+    for w, p, key, value in changes:
+        if key == "oldestAgeSeconds":
+            rendered["queue"][key] = value
+        elif w < len(rendered["workerDetails"]):
+            proc = rendered["workerDetails"][w]["processes"][p]
+            if key == "elapsedSeconds":
+                proc["execution"] = {"executionId": f"e{value}", "elapsedSeconds": value}
+            else:
+                proc[key] = value
+    before = copy.deepcopy(rendered)
+    assert significant(rendered) == _without_gauges(rendered)
+    assert rendered == before, "significant() must not change its input"
 
 
 def test_write_policy() -> None:

@@ -9,7 +9,6 @@ memory, queue age) alone changed.
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -151,16 +150,35 @@ _VOLATILE_PROCESS = ("memoryMb", "uptimeSeconds")
 
 
 def significant(rendered: dict[str, Any]) -> dict[str, Any]:
-    """The status without volatile gauges: a change here is worth a write now."""
-    out = copy.deepcopy(rendered)
-    if isinstance(out.get("queue"), dict):
-        out["queue"].pop("oldestAgeSeconds", None)
-    for worker in out.get("workerDetails") or []:
-        for proc in worker.get("processes") or []:
-            for key in _VOLATILE_PROCESS:
-                proc.pop(key, None)
-            if isinstance(proc.get("execution"), dict):
-                proc["execution"].pop("elapsedSeconds", None)
+    """The status without volatile gauges: a change here is worth a write now.
+
+    Built from shallow copies of only the parts that lose a gauge (the rest is
+    shared, never mutated): this runs on every reconcile of every pool.
+    """
+    out = dict(rendered)
+    queue = out.get("queue")
+    if isinstance(queue, dict):
+        out["queue"] = {k: v for k, v in queue.items() if k != "oldestAgeSeconds"}
+    details = out.get("workerDetails")
+    if isinstance(details, list):
+        out["workerDetails"] = [_significant_worker(w) for w in details]
+    return out
+
+
+def _significant_worker(worker: Any) -> Any:
+    procs = worker.get("processes") if isinstance(worker, dict) else None
+    if not isinstance(procs, list):
+        return worker
+    return {**worker, "processes": [_significant_process(p) for p in procs]}
+
+
+def _significant_process(proc: Any) -> Any:
+    if not isinstance(proc, dict):
+        return proc
+    out = {k: v for k, v in proc.items() if k not in _VOLATILE_PROCESS}
+    execution = out.get("execution")
+    if isinstance(execution, dict):
+        out["execution"] = {k: v for k, v in execution.items() if k != "elapsedSeconds"}
     return out
 
 
