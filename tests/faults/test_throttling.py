@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from workerpool.devcluster.redis_server import RedisServer
 from workerpool.devcluster.stack import DevStack
 
 from ..e2e.operator_harness import READY, SCALE, OperatorProcess, Pools, pool_manifest
+from .identity import Identity, service_account
 
 pytestmark = [pytest.mark.faults, pytest.mark.cluster]
 
@@ -18,13 +18,13 @@ pytestmark = [pytest.mark.faults, pytest.mark.cluster]
 def test_throttled_operator_still_converges(
     stack: DevStack, namespace: str, tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    sa = f"throttled-{uuid.uuid4().hex[:6]}"
-    cluster = stack.cluster
-    cluster.kubectl("create", "serviceaccount", sa, "-n", namespace)
-    # The operator's permissions (the chart's rules), for this ServiceAccount.
-    cluster.kubectl(
-        "create", "clusterrolebinding", sa, "--clusterrole=cluster-admin", f"--serviceaccount={namespace}:{sa}"
-    )
+    with service_account(stack.cluster, namespace, tmp_path, "throttled") as operator:
+        run_throttled(stack, operator, tmp_path, redis_server)
+
+
+def run_throttled(stack: DevStack, operator: Identity, tmp_path: Path, redis_server: RedisServer) -> None:
+    """An APF priority level with one seat, Reject, for the operator's identity only."""
+    cluster, namespace, sa = stack.cluster, operator.namespace, operator.name
     apf = [
         {
             "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
@@ -63,9 +63,7 @@ def test_throttled_operator_still_converges(
         },
     ]
     cluster.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": apf}))
-    token = cluster.kubectl("create", "token", sa, "-n", namespace).stdout.strip()
-    kubeconfig = cluster.write_kubeconfig(tmp_path / "throttled.kubeconfig", user={"token": token}, name=sa)
-    op = OperatorProcess(stack, namespace, tmp_path, kubeconfig=kubeconfig).start()
+    op = OperatorProcess(stack, namespace, tmp_path, kubeconfig=operator.kubeconfig).start()
     pools = Pools(stack, namespace)
     try:
         # Ten pools at once: their controllers' creates and status writes compete for one seat.
@@ -84,4 +82,3 @@ def test_throttled_operator_still_converges(
         op.stop()
         cluster.kubectl("delete", "flowschema", sa, check=False)
         cluster.kubectl("delete", "prioritylevelconfiguration", sa, check=False)
-        cluster.kubectl("delete", "clusterrolebinding", sa, check=False)

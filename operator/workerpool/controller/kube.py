@@ -46,13 +46,29 @@ class Kube:
         return dict(self.api.sanitize_for_serialization(created))
 
     async def delete_pod(self, namespace: str, name: str, uid: str) -> None:
-        """Delete with a uid precondition (never a same-named newer pod); 404/409 are fine."""
+        """Delete with a uid precondition (never a same-named newer pod).
+
+        Done when the pod is gone or being deleted, or the name now belongs to
+        another pod (the precondition's 409). A 409 that leaves *this* pod in
+        place (e.g. an admission webhook's) is raised, so that the deletion is
+        retried instead of being taken as done.
+        """
         try:
             await self.core.delete_namespaced_pod(
                 name, namespace, body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
             )
         except ApiException as exc:
-            if exc.status not in (404, 409):
+            if exc.status == 404:
+                return
+            if exc.status != 409:
+                raise
+            try:
+                meta = (await self.core.read_namespaced_pod(name, namespace)).metadata
+            except ApiException as again:
+                if again.status == 404:
+                    return
+                raise
+            if meta.uid == uid and meta.deletion_timestamp is None:
                 raise
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:

@@ -404,9 +404,16 @@ class PoolController:
             self.pods[created["metadata"]["name"]] = created
             metrics.SCALE_EVENTS.labels(self.namespace, self.name, "create").inc()
         for deletion in plan.delete:
-            if deletion.reason != "ReplaceFailed" and not await self._retire(pool, deletion.name):
+            retired = deletion.reason != "ReplaceFailed"
+            if retired and not await self._retire(pool, deletion.name):
                 continue
-            await self.manager.kube.delete_pod(self.namespace, deletion.name, deletion.uid)
+            try:
+                await self.manager.kube.delete_pod(self.namespace, deletion.name, deletion.uid)
+            except ApiException:
+                if retired and self.hub_url is not None:
+                    # The pod stays: let its worker claim again at once, not when the mark expires.
+                    await self.manager.hub_for(self.hub_url).unretire(deletion.name)
+                raise
             self.deleting[deletion.uid] = time.monotonic() + DELETING_TIMEOUT
             metrics.SCALE_EVENTS.labels(self.namespace, self.name, "delete").inc()
 

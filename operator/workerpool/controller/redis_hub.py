@@ -298,6 +298,10 @@ class RedisHub:
         )
         return bool(int(res))
 
+    async def unretire(self, worker_id: str) -> None:
+        """Undo `retire` for a worker whose pod was not deleted after all."""
+        await self.client.delete(worker_retiring_key(worker_id))
+
     async def publish_once(
         self, dedupe_key: str, record: str, commands: list[tuple[str, int | None]], ttl_seconds: int
     ) -> tuple[bool, str]:
