@@ -189,7 +189,12 @@ def main() -> int:
                 wait_until(lambda: sub.get_message(timeout=0.05), timeout=30, what="the command")
                 recycle.append((time.monotonic() - t0) * 1000)
 
-            # 4. status writes per minute, steady pool
+            # 4. status writes per minute, steady pool (after the last recycle's status write
+            # landed, which would otherwise be counted in the window)
+            last = f"{pods[(args.trials - 1) % len(pods)]}:4242@t{args.trials - 1}"
+            pools.wait_status(
+                "bench", lambda s: s.get("lastRecycle", {}).get("request") == last, "the last recycle recorded"
+            )
             before = op.metric("workerpool_status_writes_total", namespace=NS, pool="bench")
             t_end = time.monotonic() + args.steady_seconds
             while time.monotonic() < t_end:

@@ -409,9 +409,10 @@ class PoolController:
                 continue
             try:
                 await self.manager.kube.delete_pod(self.namespace, deletion.name, deletion.uid)
-            except ApiException:
-                if retired and self.hub_url is not None:
-                    # The pod stays: let its worker claim again at once, not when the mark expires.
+            except ApiException as exc:
+                if retired and self.hub_url is not None and 400 <= (exc.status or 0) < 500:
+                    # Refused, so the pod stays: its worker may claim again at once, not when
+                    # the mark expires. (A 5xx may have deleted it after all: the mark stays.)
                     await self.manager.hub_for(self.hub_url).unretire(deletion.name)
                 raise
             self.deleting[deletion.uid] = time.monotonic() + DELETING_TIMEOUT
