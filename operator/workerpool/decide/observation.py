@@ -26,6 +26,7 @@ class PodView:
     terminating: bool
     created: float  # epoch seconds
     template_hash: str | None
+    owners: tuple[str, ...] = ()  # the uids in its ownerReferences
 
     @property
     def active(self) -> bool:
@@ -43,6 +44,7 @@ class PodView:
             terminating=meta.get("deletionTimestamp") is not None,
             created=created,
             template_hash=(meta.get("labels") or {}).get(names.TEMPLATE_HASH_LABEL),
+            owners=tuple(str(o.get("uid", "")) for o in meta.get("ownerReferences") or []),
         )
 
 
