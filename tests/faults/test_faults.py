@@ -129,7 +129,9 @@ def test_redis_restart_recovers_within_one_resync(
     client: Client,
     redis_server: RedisServer,
 ) -> None:
-    pools.apply(pool_manifest("p", redis_server.url, minWorkers=2, maxWorkers=2))
+    manifest = pool_manifest("p", redis_server.url, minWorkers=2, maxWorkers=3)
+    manifest["spec"]["scaling"] = {"scaleDownDelaySeconds": 1}
+    pools.apply(manifest)
     pools.wait_status("p", lambda s: s.get("readyWorkers") == 2, "2 ready workers", timeout=READY)
     assert operator.proc is not None
     redis_server.stop()
@@ -139,13 +141,21 @@ def test_redis_restart_recovers_within_one_resync(
         "Stalled while Redis is gone",
         timeout=STATUS,
     )
+    # Demand is unknown, so lowering minWorkers must not remove a worker: the
+    # reconcile of the new generation keeps both (its decision is in the status).
+    manifest["spec"]["minWorkers"] = 1
+    pools.apply(manifest)
+    status = pools.wait_status("p", lambda s: s.get("observedGeneration") == 2, "generation 2 handled", STATUS)
+    assert status["desiredWorkers"] == 2, status
+    assert len(pools.live_pods("p")) == 2, "scaled down while Redis was gone"
+
     redis_server.start()  # same port, data gone (no persistence): every registration must come back
     t0 = time.monotonic()
     pools.wait_status(
         "p",
         lambda s: (
-            s.get("readyWorkers") == 2
-            and s.get("poolSize") == 2
+            s.get("readyWorkers", 0) >= 1
+            and s.get("readyWorkers") == s.get("workers")
             and all(c["status"] == "False" for c in s["conditions"] if c["type"] == "Stalled")
         ),
         "the pool recovered",
@@ -153,6 +163,8 @@ def test_redis_restart_recovers_within_one_resync(
     )
     recovered = time.monotonic() - t0
     assert recovered < 2 + 1 + 3, recovered  # one resync (2 s here) + a heartbeat (1 s) + slack
+    # Demand is known again: the lowered minWorkers now takes effect.
+    pools.wait_status("p", lambda s: s.get("workers") == 1 and s.get("desiredWorkers") == 1, "scaled to 1", SCALE)
     assert operator.proc.poll() is None  # no crash, no restart loop
     assert all(p["status"]["containerStatuses"][0]["restartCount"] == 0 for p in pools.live_pods("p"))
     assert client.wait_result(client.submit("noop"), timeout=30).success
