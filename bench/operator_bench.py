@@ -20,15 +20,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import redis
 
@@ -40,6 +36,7 @@ from workerpool.contracts.wire import WorkerHeartbeat  # noqa: E402
 from workerpool.devcluster.stack import DevStack  # noqa: E402
 
 from bench.stats import pct  # noqa: E402
+from bench.watch import Watch  # noqa: E402
 from tests.e2e.operator_harness import OperatorProcess, Pools, wait_until  # noqa: E402
 from tests.heartbeats import heartbeat, heartbeat_payload  # noqa: E402
 
@@ -55,49 +52,6 @@ def publish(r: redis.Redis, hb: WorkerHeartbeat) -> None:
         p.expire(key, 30)
         p.publish(HEARTBEAT_CHANNEL, payload)
         p.execute()
-
-
-class Watch:
-    """`kubectl get -w -o json` lines, timestamped on arrival."""
-
-    def __init__(self, stack: DevStack, *args: str) -> None:
-        from workerpool.devcluster import binaries
-
-        self.proc = subprocess.Popen(
-            [
-                str(binaries.find("kubectl")),
-                "--kubeconfig",
-                str(stack.cluster.kubeconfig),
-                "get",
-                *args,
-                "-n",
-                NS,
-                "-w",
-                "--output-watch-events",
-                "-o",
-                "json",
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.events: list[tuple[float, dict[str, Any]]] = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:  # one compact JSON event per line
-            if line.strip():
-                event = json.loads(line)
-                with self.lock:
-                    self.events.append((time.monotonic(), event))
-
-    def since(self, t0: float) -> list[tuple[float, dict[str, Any]]]:
-        with self.lock:
-            return [(t, e) for t, e in self.events if t >= t0]
-
-    def stop(self) -> None:
-        self.proc.terminate()
 
 
 def main() -> int:
@@ -129,7 +83,7 @@ def main() -> int:
         try:
             pools.apply(manifest)
             wait_until(lambda: len(pools.live_pods("bench")) == 1, timeout=60, what="the first pod")
-            pods_watch = Watch(stack, "pods")
+            pods_watch = Watch(stack.cluster, NS, "pods")
             time.sleep(1)
 
             # 1. scale-up reaction
@@ -154,7 +108,7 @@ def main() -> int:
             for pod in pods:
                 publish(r, heartbeat(pod, False, started, "bench", NS))
             wait_until(lambda: pools.status("bench").get("idleCount") == len(pods), timeout=30, what="all idle")
-            wp_watch = Watch(stack, "workerpools")
+            wp_watch = Watch(stack.cluster, NS, "workerpools")
             time.sleep(1)
             fresh = []
             for i in range(args.trials):

@@ -17,24 +17,24 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from workerpool.devcluster import binaries  # noqa: E402
 from workerpool.devcluster.cluster import LocalCluster  # noqa: E402
 from workerpool.devcluster.redis_server import RedisServer  # noqa: E402
 from workerpool.devcluster.stack import CRD_PATH  # noqa: E402
 
 from bench.stats import pct  # noqa: E402
+from bench.watch import Watch  # noqa: E402
 from tests.e2e.operator_harness import OperatorProcess, wait_until  # noqa: E402
 from tests.heartbeats import heartbeat_payload  # noqa: E402
 
@@ -141,41 +141,7 @@ def main() -> int:
                         p.execute()
                     time.sleep(0.1)
 
-            watch = subprocess.Popen(
-                [
-                    str(binaries.find("kubectl")),
-                    "--kubeconfig",
-                    str(cluster.kubeconfig),
-                    "get",
-                    "workerpools",
-                    "-n",
-                    NS,
-                    "-w",
-                    "--output-watch-events",
-                    "-o",
-                    "json",
-                ],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            # worker -> the busy/idle transitions the status showed, timestamped on arrival
-            shown: dict[str, list[tuple[bool, float]]] = {}
-
-            def read_watch() -> None:
-                assert watch.stdout is not None
-                for line in watch.stdout:
-                    now = time.monotonic()
-                    try:
-                        obj = json.loads(line)["object"]
-                    except (ValueError, KeyError):
-                        continue
-                    for w in (obj.get("status") or {}).get("workerDetails", []):
-                        busy = w.get("busyCount", 0) > 0
-                        history = shown.setdefault(w["workerId"], [])
-                        if not history or history[-1][0] != busy:
-                            history.append((busy, now))
-
-            threading.Thread(target=read_watch, daemon=True).start()
+            watch = Watch(cluster, NS, "workerpools")
             gen = threading.Thread(target=generate, daemon=True)
             gen.start()
             time.sleep(2 * args.interval)  # warm-up: every worker registered once
@@ -188,8 +154,8 @@ def main() -> int:
             rss = rss_mib(op.proc.pid)  # type: ignore[union-attr]
             stop.set()
             time.sleep(5)  # let the last flips land before judging them
-            lag = flip_lags(flips, first_flip, shown)
-            watch.terminate()
+            watch.stop()
+            lag = flip_lags(flips, first_flip, transitions(watch.since(0.0)))
             measured = len(flips) - first_flip
         finally:
             op.stop()
@@ -207,6 +173,18 @@ def main() -> int:
     print(f"{'state changes observed in status':<40}{len(lag):>7}/{measured:<4}")
     print(f"{'status writes / minute (all pools)':<40}{(writes1 - writes0) * 60 / (w1 - w0):>12.0f}")
     return 0
+
+
+def transitions(events: list[tuple[float, dict[str, Any]]]) -> dict[str, list[tuple[bool, float]]]:
+    """worker -> the busy/idle transitions the status showed, timestamped on arrival."""
+    shown: dict[str, list[tuple[bool, float]]] = {}
+    for at, event in events:
+        for w in (event["object"].get("status") or {}).get("workerDetails", []):
+            busy = w.get("busyCount", 0) > 0
+            history = shown.setdefault(w["workerId"], [])
+            if not history or history[-1][0] != busy:
+                history.append((busy, at))
+    return shown
 
 
 def flip_lags(
