@@ -156,3 +156,11 @@ class Pools:
         self, name: str, check: Callable[[dict[str, Any]], bool], what: str, timeout: float = STATUS
     ) -> dict[str, Any]:
         return wait_until(lambda: (s := self.status(name)) and check(s) and s, timeout=timeout, what=what)
+
+    def wait_condition(self, name: str, type_: str, status: str = "True", timeout: float = STATUS) -> dict[str, Any]:
+        """The pool's condition `type_` once it has `status`."""
+        return wait_until(
+            lambda: (c := self.condition(name, type_)) and c["status"] == status and c,
+            timeout=timeout,
+            what=f"{name}: {type_}={status}",
+        )

@@ -246,13 +246,7 @@ def test_pods_rejected_by_pod_security_make_the_pool_stalled(
             }
         }
         pools.apply(pool_manifest("p", redis_server.url, template=template))
-        status = pools.wait_status(
-            "p",
-            lambda s: any(c["type"] == "Stalled" and c["status"] == "True" for c in s.get("conditions", [])),
-            "Stalled",
-            timeout=READY,
-        )
-        stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+        stalled = pools.wait_condition("p", "Stalled", timeout=READY)
         assert stalled["reason"] == "PodsRejected"
         assert "privileged" in stalled["message"]
         assert [e for e in pools.events("p") if e["reason"] == "PodCreateRejected"]

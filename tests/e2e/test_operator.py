@@ -285,15 +285,9 @@ def test_redis_down_means_no_scale_down_and_stalled_then_recovery(
     ids = [client.submit("sleep", {"seconds": 3}) for _ in range(6)]
     wait_until(lambda: len(pools.live_pods("p")) == 3, timeout=SCALE, what="3 pods")
     redis_server.stop()
-    status = pools.wait_status(
-        "p",
-        lambda s: any(c["type"] == "Stalled" and c["status"] == "True" for c in s.get("conditions", [])),
-        "Stalled",
-        timeout=STATUS,
-    )
-    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    stalled = pools.wait_condition("p", "Stalled")
     assert stalled["reason"] == "RedisUnavailable"
-    assert "redis://" not in json.dumps(status)
+    assert "redis://" not in json.dumps(pools.status("p"))
     # Well past scaleDownDelaySeconds: still 3 pods (unknown is not idle).
     deadline = time.monotonic() + 4
     while time.monotonic() < deadline:
