@@ -119,6 +119,19 @@ def test_timeout_escalates_to_sigkill(client: Client, start_worker: StartWorker)
     assert result.duration_ms >= 1000  # 0.5 s timeout + 0.5 s graceful period before SIGKILL
 
 
+def test_replacing_a_killed_process_never_exceeds_max(client: Client, start_worker: StartWorker) -> None:
+    """A process that takes its graceful period to exit is not counted while it does, so
+    new work may start a process meanwhile; its exit must then not add one beyond max."""
+    w = start_worker(MIN_WORKERS=1, MAX_WORKERS=1, GRACEFUL_SHUTDOWN_SECONDS=3)
+    ready(client, w, 1)
+    hung = client.submit("hang", {"ignore_sigterm": True}, timeout=0.5)
+    client.wait_registration(w.worker_id, lambda r: states(r) == ["killed"], "the timed-out process stopping")
+    assert client.wait_result(client.submit("echo", {"x": 1})).result == {"x": 1}  # on a new process
+    assert client.wait_result(hung).error_type == "TimeoutError"  # reported when the old one exited
+    reg = client.wait_registration(w.worker_id, lambda r: "killed" not in states(r), "the old process gone")
+    assert reg.info.pool_size == 1, states(reg)
+
+
 def test_crash_is_reported_and_replaced(client: Client, start_worker: StartWorker) -> None:
     w = start_worker(MIN_WORKERS=1, MAX_WORKERS=1)
     (old_pid,) = ready(client, w, 1)

@@ -330,8 +330,10 @@ class ProcessPool:
         proc.conn.close()
         proc.mp.close()
         self.processes.remove(proc)
-        if not self.closing and proc.kill_reason not in ("scale_down",):
-            # Replace what was killed or crashed; demand brings back more when needed.
+        if not self.closing and proc.kill_reason != "scale_down" and self.live() < self.max:
+            # Replace what was killed or crashed; demand brings back more when needed. Not
+            # beyond max: while this process took its graceful period to exit it did not
+            # count, and new work may have started a process in its place already.
             self._spawn()
         self.ensure_min()
         if not self.processes:
