@@ -1,9 +1,9 @@
 """The API server answering 409 Conflict to the operator's writes: retried, no decision lost.
 
 The 409s are real API responses: a validating admission webhook (a small HTTPS
-server in this test, registered with the real kube-apiserver) denies every
-other pod create, pod delete and status write made by the operator's
-identity with code 409, a bounded number of times per kind of write.
+server in this test, registered with the real kube-apiserver) denies the next
+N pod creates, pod deletes or status writes made by the operator's identity
+with code 409, armed per phase of the test.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import base64
 import json
 import ssl
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from workerpool.devcluster.certs import make_pki
 from workerpool.devcluster.redis_server import RedisServer
 from workerpool.devcluster.stack import DevStack
@@ -30,17 +32,16 @@ from .identity import service_account
 
 pytestmark = [pytest.mark.faults, pytest.mark.cluster]
 
-DENIALS_PER_KIND = 3
-KINDS = ("pods CREATE", "pods DELETE", "workerpools/status UPDATE")
+CREATE, DELETE, STATUS = "pods CREATE", "pods DELETE", "workerpools/status UPDATE"
 
 
 class ConflictWebhook:
-    """Denies every other matching write of one user with 409, up to a limit per kind."""
+    """Denies the next N writes of one kind by one user with 409 (`arm`)."""
 
     def __init__(self, directory: Path, username: str) -> None:
         self.pki = make_pki(directory)
         self.username = username
-        self.seen: Counter[str] = Counter()
+        self.armed: Counter[str] = Counter()  # denials still to make, per kind
         self.denied: Counter[str] = Counter()
         self.lock = threading.Lock()
         webhook = self
@@ -70,13 +71,19 @@ class ConflictWebhook:
         deny = False
         if request["userInfo"]["username"] == self.username:
             with self.lock:
-                self.seen[kind] += 1
-                deny = self.seen[kind] % 2 == 1 and self.denied[kind] < DENIALS_PER_KIND
+                deny = self.armed[kind] > 0
+                self.armed[kind] -= deny
                 self.denied[kind] += deny
         response: dict[str, Any] = {"uid": request["uid"], "allowed": not deny}
         if deny:
             response["status"] = {"code": 409, "reason": "Conflict", "message": f"injected conflict on {kind}"}
         return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
+
+    def arm(self, kind: str, times: int) -> int:
+        """Deny the next `times` writes of `kind`; returns the denials so far."""
+        with self.lock:
+            self.armed[kind] = times
+            return self.denied[kind]
 
     def configuration(self, name: str, namespace: str) -> dict[str, Any]:
         return {
@@ -114,6 +121,18 @@ class ConflictWebhook:
         }
 
 
+def drain(pubsub: redis.client.PubSub, quiet: float = 1.0) -> list[dict[str, Any]]:
+    """Every message received so far (and until `quiet` seconds pass without one)."""
+    out = []
+    until = time.monotonic() + quiet
+    while time.monotonic() < until:
+        message = pubsub.get_message(timeout=0.1)  # None also for the (ignored) subscribe reply
+        if message is not None:
+            out.append(message)
+            until = time.monotonic() + quiet
+    return out
+
+
 @contextmanager
 def conflict_webhook(stack: DevStack, directory: Path, username: str, namespace: str) -> Iterator[ConflictWebhook]:
     webhook = ConflictWebhook(directory, username)
@@ -141,39 +160,38 @@ def test_conflicts_are_retried_without_losing_a_decision(
         commands = client.r.pubsub(ignore_subscribe_messages=True)
         commands.psubscribe("worker:*:commands")
         try:
+            # Scale-up: the first creates and status writes are refused.
+            webhook.arm(CREATE, 2)
+            webhook.arm(STATUS, 2)
             manifest = pool_manifest("p", redis_server.url, minWorkers=3, maxWorkers=3)
             manifest["spec"]["scaling"] = {"scaleDownDelaySeconds": 1}
             pools.apply(manifest)
             status = pools.wait_status("p", lambda s: s.get("readyWorkers") == 3, "3 ready workers", READY + SCALE)
+            assert webhook.denied[CREATE] == 2 and webhook.denied[STATUS] == 2, webhook.denied
             assert len(pools.live_pods("p")) == 3, "a retried create made a duplicate"
 
-            # A recycle whose status write meets a 409: published once, recorded once written.
+            # A recycle whose status writes are refused: published once, recorded once written.
+            before = webhook.arm(STATUS, 2)
             target = status["workerDetails"][0]["workerId"]
             pools.annotate("p", target)
             status = pools.wait_status(
                 "p", lambda s: s.get("lastRecycle", {}).get("request") == target, "the recycle recorded", RECYCLE
             )
-            published = [r for r in status["lastRecycle"]["results"] if r["status"] == "recycle_requested"]
-            assert len(published) == 1
-            messages = wait_until(
-                lambda: [m for m in iter(lambda: commands.get_message(timeout=0.2), None)] or None,
-                timeout=RECYCLE,
-                what="the recycle command on Redis",
-            )
-            assert len(messages) == 1, messages
+            assert webhook.denied[STATUS] == before + 2, webhook.denied
+            assert [r["status"] for r in status["lastRecycle"]["results"]] == ["recycle_requested"]
 
-            # Scale down: the denied delete is retried at once, not after the deletion timeout.
+            # Scale down: the refused deletes are retried at once, not after the deletion timeout.
+            webhook.arm(DELETE, 2)
             manifest["spec"].update(minWorkers=1, maxWorkers=1)
             pools.apply(manifest)
             wait_until(lambda: len(pools.live_pods("p")) == 1, timeout=SCALE, what="scaled down to 1 pod")
             pools.wait_status("p", lambda s: s.get("workers") == 1 and s.get("desiredWorkers") == 1, "status", SCALE)
+            assert webhook.denied[DELETE] == 2, webhook.denied
 
-            assert all(webhook.denied[k] > 0 for k in KINDS), f"not every kind of write met a 409: {webhook.denied}"
             conflicts = op.metric("workerpool_reconcile_errors_total", namespace=namespace, pool="p", reason="api409")
-            assert conflicts > 0
-            assert len(messages) + len(list(iter(lambda: commands.get_message(timeout=0.5), None))) == 1, (
-                "the recycle was published again"
-            )
+            assert conflicts >= 8, conflicts  # every refusal reached the operator as a 409
+            messages = drain(commands)
+            assert len(messages) == 1, f"the recycle was published {len(messages)} times"
         finally:
             commands.close()
             op.stop()
