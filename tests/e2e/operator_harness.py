@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from workerpool.devcluster.procs import free_port
 from workerpool.devcluster.stack import DevStack
 
 from tests import waiting
+from tests.cli_process import start_cli
 
 T = TypeVar("T")
 
@@ -54,14 +54,7 @@ class OperatorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "workerpool.cli", "operator"],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.proc = start_cli("operator", self.env, self.log)
         return self
 
     def kill(self) -> None:

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from workerpool.contracts.names import worker_commands_channel, worker_key
 from workerpool.contracts.wire import ExecutionResult, Registration, parse_registration
 from workerpool.worker.queue import NOTIFY_CAP
 
+from tests.cli_process import start_cli
 from tests.waiting import wait_until
 
 T = TypeVar("T")
@@ -52,14 +52,7 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "workerpool.cli", "worker"],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.proc = start_cli("worker", self.env, self.log)
         return self
 
     def terminate(self) -> None:

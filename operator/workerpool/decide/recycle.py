@@ -90,24 +90,22 @@ def resolve(request: RecycleRequest, live: Mapping[str, WorkerInfo]) -> tuple[li
         commands.append(Command(worker_id, pid))
         results.append(RecycleResult(worker_id=worker_id, pid=pid, status="recycle_requested", reason=reason))
 
+    def reject(worker_id: str, pid: int | None, reason: str) -> None:
+        results.append(RecycleResult(worker_id=worker_id, pid=pid, status="rejected", reason=reason))
+
     for target in request.targets:
         if target.worker_id == "*":
             if not live:
-                results.append(
-                    RecycleResult(worker_id="*", pid=None, status="rejected", reason="the pool has no live workers")
-                )
+                reject("*", None, "the pool has no live workers")
             for worker_id in sorted(live):
                 add(worker_id, None)
             continue
         info = live.get(target.worker_id)
         if info is None:
-            results.append(
-                RecycleResult(
-                    worker_id=target.worker_id,
-                    pid=target.pid,
-                    status="rejected",
-                    reason="not a live worker of this pool (no such pod, or no current registration)",
-                )
+            reject(
+                target.worker_id,
+                target.pid,
+                "not a live worker of this pool (no such pod, or no current registration)",
             )
             continue
         if target.pid is None:
@@ -115,14 +113,7 @@ def resolve(request: RecycleRequest, live: Mapping[str, WorkerInfo]) -> tuple[li
             continue
         process = next((p for p in info.processes if p.pid == target.pid), None)
         if process is None:
-            results.append(
-                RecycleResult(
-                    worker_id=target.worker_id,
-                    pid=target.pid,
-                    status="rejected",
-                    reason=f"worker {target.worker_id} has no process with pid {target.pid}",
-                )
-            )
+            reject(target.worker_id, target.pid, f"worker {target.worker_id} has no process with pid {target.pid}")
             continue
         reason = ""
         if process.state == "busy":
