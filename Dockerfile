@@ -1,21 +1,41 @@
 # One image for both roles: `workerpool operator` (the chart's Deployment) and
 # `workerpool worker` (the default container of worker pods).
-# Build: docker build -t ghcr.io/bifrost-dev/workerpool-operator:0.1.0 .
-FROM python:3.11.11-slim-bookworm AS build
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY operator ./operator
-RUN python -m pip install --no-cache-dir --upgrade pip==25.0.1 \
- && python -m pip wheel --no-cache-dir --wheel-dir /wheels .
+#
+# Anywhere with a registry:   docker build -t <registry>/workerpool-operator:0.1.0 .
+# Here, with no registry and no network: `make image` (hack/build-image.sh)
+# passes a Debian base made by mmdebstrap and a wheelhouse built on the host.
+ARG BASE=docker.io/library/debian:bookworm-slim
 
-FROM python:3.11.11-slim-bookworm
+FROM ${BASE} AS build
+# Public default: the Debian packages and PyPI. `make image` gives a base that
+# already has them and installs from a local wheelhouse with no network.
+ARG PIP_INSTALL_FLAGS=""
+RUN command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null \
+ || (apt-get update && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+     && rm -rf /var/lib/apt/lists/*)
+COPY pyproject.toml README.md /src/
+COPY operator /src/operator
+COPY build/image/wheelhous[e] /src/build/image/wheelhouse
+RUN python3 -m venv /opt/workerpool \
+ && /opt/workerpool/bin/pip install --no-cache-dir --disable-pip-version-check ${PIP_INSTALL_FLAGS} /src \
+ && /opt/workerpool/bin/pip uninstall --yes pip setuptools \
+ && /opt/workerpool/bin/python -m compileall -q /opt/workerpool
+
+FROM ${BASE}
+RUN command -v python3 >/dev/null \
+ || (apt-get update && apt-get install -y --no-install-recommends python3 ca-certificates \
+     && rm -rf /var/lib/apt/lists/*)
 # Workflow code that workers run is installed on top of this image
-# (FROM ghcr.io/bifrost-dev/workerpool-operator:0.1.0, then pip install your package).
-RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin workerpool
-COPY --from=build /wheels /wheels
-RUN python -m pip install --no-cache-dir --no-index --find-links=/wheels workerpool-operator \
- && rm -rf /wheels
-ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+# (FROM this image, then /opt/workerpool/bin/pip install your package as root).
+COPY --from=build /opt/workerpool /opt/workerpool
+# uid/gid 10001, no home, no shell: Pod Security "restricted" needs a numeric
+# non-root user; the chart and the operator's worker pods run it with a
+# read-only root filesystem and /tmp on an emptyDir.
+RUN groupadd --gid 10001 workerpool \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin workerpool
+ENV PATH=/opt/workerpool/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 TMPDIR=/tmp
 USER 10001:10001
+WORKDIR /tmp
 ENTRYPOINT []
 CMD ["workerpool", "worker"]

@@ -10,8 +10,10 @@
 - status writes per minute for a steady pool (heartbeats every second that
   change only volatile gauges), from the operator's metrics.
 
-Pods run `sleep` (the harness kubelet runs them); their heartbeats come from
-this process, so the operator sees exactly what a worker would publish.
+The pods stay unscheduled (a nodeSelector no node has: one node cannot run
+35 pods of this 2-core machine and the benchmark is about the operator); their
+heartbeats come from this process, so the operator sees exactly what a worker
+would publish. bench/cold_start.py measures real pods on the real node.
 
 Usage: python bench/operator_bench.py [--trials 30] [--steady-seconds 60]
 """
@@ -30,15 +32,15 @@ import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-from workerpool.contracts.names import HEARTBEAT_CHANNEL  # noqa: E402
-from workerpool.contracts.wire import WorkerHeartbeat  # noqa: E402
-from workerpool.devcluster.stack import DevStack  # noqa: E402
+sys.path.insert(0, str(ROOT / "testbed"))
 
 from bench.stats import pct  # noqa: E402
 from bench.watch import Watch  # noqa: E402
-from tests.e2e.operator_harness import OperatorProcess, Pools, wait_until  # noqa: E402
-from tests.heartbeats import heartbeat, heartbeat_payload  # noqa: E402
+from devcluster.harness import OperatorProcess, Pools, wait_until  # noqa: E402
+from devcluster.heartbeats import heartbeat, heartbeat_payload  # noqa: E402
+from devcluster.stack import DevStack  # noqa: E402
+from workerpool.contracts.names import HEARTBEAT_CHANNEL  # noqa: E402
+from workerpool.contracts.wire import WorkerHeartbeat  # noqa: E402
 
 NS = "bench"
 
@@ -77,7 +79,12 @@ def main() -> int:
                 "heartbeatIntervalSeconds": 10,
                 "redis": {"url": stack.redis.url},
                 "scaling": {"scaleDownDelaySeconds": 3600},
-                "template": {"spec": {"containers": [{"name": "worker", "image": "x", "command": ["sleep", "3600"]}]}},
+                "template": {
+                    "spec": {
+                        "nodeSelector": {"bench.bifrost.dev/unschedulable": "true"},
+                        "containers": [{"name": "worker", "image": "x", "command": ["sleep", "3600"]}],
+                    }
+                },
             },
         }
         try:

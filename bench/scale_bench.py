@@ -28,15 +28,15 @@ import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-from workerpool.devcluster.cluster import LocalCluster  # noqa: E402
-from workerpool.devcluster.redis_server import RedisServer  # noqa: E402
-from workerpool.devcluster.stack import CRD_PATH  # noqa: E402
+sys.path.insert(0, str(ROOT / "testbed"))
 
 from bench.stats import pct  # noqa: E402
 from bench.watch import Watch  # noqa: E402
-from tests.e2e.operator_harness import OperatorProcess, wait_until  # noqa: E402
-from tests.heartbeats import heartbeat_payload  # noqa: E402
+from devcluster.controlplane import LocalCluster  # noqa: E402
+from devcluster.harness import OperatorProcess, wait_until  # noqa: E402
+from devcluster.heartbeats import heartbeat_payload  # noqa: E402
+from devcluster.redis_server import RedisServer  # noqa: E402
+from devcluster.stack import CRD_PATH  # noqa: E402
 
 NS = "scale"
 

@@ -8,8 +8,8 @@ import threading
 import time
 from typing import Any
 
-from workerpool.devcluster import binaries
-from workerpool.devcluster.cluster import LocalCluster
+from devcluster import binaries
+from devcluster.controlplane import LocalCluster
 
 
 class Watch:

@@ -25,10 +25,10 @@ import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-from workerpool.devcluster.redis_server import RedisServer  # noqa: E402
+sys.path.insert(0, str(ROOT / "testbed"))
 
 from bench.stats import pct  # noqa: E402
+from devcluster.redis_server import RedisServer  # noqa: E402
 
 FUNCS = "workerpool.worker.functions"
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds the local Kubernetes control plane used by the tests and the demo
-# from the Go module proxy (no Docker, no prebuilt downloads are reachable):
-#   kube-apiserver, kube-controller-manager, kubectl  (k8s.io/kubernetes)
+# Builds the local Kubernetes cluster used by the tests and the demo from the
+# Go module proxy (no Docker, no prebuilt downloads are reachable):
+#   kube-apiserver, kube-controller-manager, kube-scheduler,
+#   kubelet, kube-proxy, kubectl                      (k8s.io/kubernetes)
+#   pause (the sandbox image's binary)                (k8s.io/kubernetes build/pause)
 #   etcd                                             (go.etcd.io/etcd/server/v3)
 #   helm                                             (helm.sh/helm/v3)
 # into $WPO_CACHE/bin/<component>-<version>/.  Idempotent: a component whose
@@ -15,7 +17,12 @@ source "$(dirname "$0")/versions.env"
 CACHE="${WPO_CACHE:-$HOME/.cache/workerpool-operator}"
 K8S_DIR="$CACHE/bin/kubernetes-$KUBERNETES_VERSION"
 ETCD_DIR="$CACHE/bin/etcd-$ETCD_VERSION"
-HELM_DIR="$CACHE/bin/helm-$HELM_VERSION"
+# helm's default Kubernetes version (.Capabilities.KubeVersion without a
+# cluster, e.g. `helm template`) is a link-time variable; a plain `go install`
+# leaves it at v1.20 and the chart's `kubeVersion: >=1.30` is refused.
+HELM_KUBE_MINOR=$(cut -d. -f2 <<<"$KUBERNETES_VERSION")
+HELM_DIR="$CACHE/bin/helm-$HELM_VERSION-kube1.$HELM_KUBE_MINOR"
+K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 
 if [[ "${1:-}" == "--print-bin-dirs" ]]; then
   echo "$K8S_DIR:$ETCD_DIR:$HELM_DIR"
@@ -46,7 +53,7 @@ new_module() {
 }
 
 build_kubernetes() {
-  if have_all "$K8S_DIR" kube-apiserver kube-controller-manager kubectl; then
+  if have_all "$K8S_DIR" "${K8S_CMDS[@]}" pause; then
     log "kubernetes $KUBERNETES_VERSION: cached in $K8S_DIR"; return
   fi
   local minor patch staging_ver mod gomod
@@ -68,6 +75,9 @@ package tools
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
@@ -79,14 +89,25 @@ GO
 -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION \
 -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
   mkdir -p "$K8S_DIR.tmp"
-  for cmd in kube-apiserver kube-controller-manager kubectl; do
+  for cmd in "${K8S_CMDS[@]}"; do
     log "kubernetes $KUBERNETES_VERSION: go build $cmd (the first one is long: 10-30 min on 2 cores)"
     local t0=$SECONDS
     (cd "$mod" && go build -trimpath -ldflags "$ldflags" -o "$K8S_DIR.tmp/$cmd" "k8s.io/kubernetes/cmd/$cmd")
     log "kubernetes $KUBERNETES_VERSION: $cmd built in $((SECONDS - t0)) s"
   done
+  build_pause "$K8S_DIR.tmp/pause"
   rm -rf "$K8S_DIR" && mv "$K8S_DIR.tmp" "$K8S_DIR"
   rm -rf "$mod"
+}
+
+# The sandbox ("pause") image's one binary, from the upstream C source that
+# ships in the k8s.io/kubernetes module; hack/node-images.sh wraps it in an image.
+build_pause() {
+  local out=$1 src
+  src="$GOMODCACHE/k8s.io/kubernetes@$KUBERNETES_VERSION/build/pause/linux/pause.c"
+  [[ -f "$src" ]] || (cd "$(new_module)" && go mod download "k8s.io/kubernetes@$KUBERNETES_VERSION")
+  gcc -Os -Wall -Werror -static -DVERSION="$KUBERNETES_VERSION-wpo" -o "$out" "$src"
+  strip "$out"
 }
 
 build_etcd() {
@@ -113,8 +134,12 @@ build_helm() {
   local t0=$SECONDS
   log "helm $HELM_VERSION: go install"
   mkdir -p "$HELM_DIR.tmp"
+  local kv="-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
+-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$HELM_KUBE_MINOR \
+-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 \
+-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$HELM_KUBE_MINOR"
   GOBIN="$HELM_DIR.tmp" GOFLAGS= go install -trimpath \
-    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION $kv" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   rm -rf "$HELM_DIR" && mv "$HELM_DIR.tmp" "$HELM_DIR"
   log "helm $HELM_VERSION: built in $((SECONDS - t0)) s"
@@ -127,6 +152,7 @@ build_kubernetes
 log "all binaries ready in $((SECONDS - start)) s:"
 {
   "$K8S_DIR/kube-apiserver" --version
+  "$K8S_DIR/kubelet" --version
   "$K8S_DIR/kubectl" version --client 2>/dev/null | sed -n 1p
   "$ETCD_DIR/etcd" --version | sed -n 1p
   "$HELM_DIR/helm" version --short

@@ -1,17 +1,17 @@
 #!/usr/bin/env python3
-"""`make demo`: the whole system, start to end, in the terminal.
+"""`make demo`: the whole system, start to end, in the terminal, as a user runs it.
 
-Without $KUBECONFIG: starts the local control plane (etcd, kube-apiserver,
-GC/namespace controllers), the harness kubelet (test infrastructure that runs
-pods as local processes) and a redis-server; installs the chart's CRD and
-RBAC; runs the operator locally under the chart's ServiceAccount (a
-TokenRequest token: exactly the chart's permissions); applies
-examples/workerpool.yaml; submits a burst; shows the pool scaling up and back
-down; recycles a process by annotation; cleans up.
+Without $KUBECONFIG: starts the local cluster (control plane and one real node:
+containerd, kubelet, kube-proxy on a CNI bridge) and a redis-server on the
+bridge; the image `make image` built is already in the node. Then, as on any
+cluster: `helm install` of the chart with that image (the operator runs
+in-cluster as its Deployment), examples/workerpool.yaml in a namespace that
+enforces Pod Security "restricted", a burst that the worker pods serve, the
+pool scaling up and back down, a recycle by annotation; then it cleans up.
 
-With $KUBECONFIG: installs the chart (operator Deployment included) into that
-cluster and runs the same scenario there; REDIS_URL must point at a Redis that
-both this machine and the cluster's pods reach.
+With $KUBECONFIG: the same on that cluster. IMAGE names the image you built
+and pushed (or loaded into your nodes), e.g. IMAGE=registry.example/wpo:0.1.0;
+REDIS_URL a Redis that both this machine and the cluster's pods reach.
 """
 
 from __future__ import annotations
@@ -26,22 +26,24 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "testbed"))
 
-from workerpool.devcluster import binaries  # noqa: E402
+from devcluster import binaries  # noqa: E402
 
 NS = "bifrost"
 POOL = "default"
 RELEASE = "workerpool-operator"
 RELEASE_NS = "workerpool-system"
 BURST = 24
+EXAMPLE_IMAGE = "ghcr.io/bifrost-dev/workerpool-operator:0.1.0"
 
 
 class Demo:
-    def __init__(self, kubeconfig: Path, redis_url: str, env: dict[str, str]) -> None:
+    def __init__(self, kubeconfig: Path, redis_url: str, env: dict[str, str], image: str) -> None:
         self.kubeconfig = kubeconfig
         self.redis_url = redis_url
         self.env = env
+        self.image = image
         self.t0 = time.monotonic()
 
     def say(self, text: str) -> None:
@@ -118,6 +120,31 @@ class Demo:
             text=True,
         )
 
+    def install_chart(self) -> None:
+        repository, _, tag = self.image.rpartition(":")
+        self.say(f"helm install {RELEASE} charts/workerpool-operator --set image={self.image}")
+        self.helm(
+            "upgrade",
+            "--install",
+            RELEASE,
+            str(ROOT / "charts" / "workerpool-operator"),
+            "-n",
+            RELEASE_NS,
+            "--create-namespace",
+            "--set",
+            f"image.repository={repository}",
+            "--set",
+            f"image.tag={tag}",
+            "--wait",
+            "--timeout",
+            "5m",
+        )
+        print(self.kubectl("get", "deployment,pods", "-n", RELEASE_NS, "-o", "wide"))
+
+    def example(self) -> str:
+        """examples/workerpool.yaml, with the image named by $IMAGE when it is not the example's."""
+        return (ROOT / "examples" / "workerpool.yaml").read_text().replace(EXAMPLE_IMAGE, self.image)
+
     def scenario(self) -> None:
         self.say(f"applying examples/workerpool.yaml to namespace {NS} (Redis URL in Secret 'redis')")
         self.kubectl("create", "namespace", NS, check=False)
@@ -135,7 +162,7 @@ class Demo:
             "yaml",
         )
         self.kubectl("apply", "-f", "-", input=secret)
-        self.kubectl("apply", "--server-side", "-f", str(ROOT / "examples" / "workerpool.yaml"))
+        self.kubectl("apply", "--server-side", "-f", "-", input=self.example())
         # Shorter than the example's 60 s so the demo does not wait a minute for scale-down.
         self.kubectl(
             "patch",
@@ -149,6 +176,7 @@ class Demo:
         )
         self.kubectl("wait", "--for=condition=Ready", f"wp/{POOL}", "-n", NS, "--timeout=120s")
         print(self.kubectl("get", "workerpools", "-n", NS))
+        print(self.kubectl("get", "pods", "-n", NS, "-o", "wide"))
 
         self.say(f"submitting a burst of {BURST} executions (4 s each); 4 processes per worker, max 5 workers")
         burst = self.submit(BURST)
@@ -180,42 +208,26 @@ class Demo:
             raise SystemExit("demo: the recycled process was not replaced")
         print(self.kubectl("describe", "wp", POOL, "-n", NS).split("Events:")[-1])
 
+    def operator_log(self, path: Path) -> None:
+        path.write_text(self.kubectl("logs", f"deployment/{RELEASE}", "-n", RELEASE_NS, check=False))
+
 
 def local() -> int:
-    from workerpool.devcluster.stack import DevStack
-
-    from tests.e2e.operator_harness import OperatorProcess
+    from devcluster.stack import DevStack
 
     work = Path(tempfile.mkdtemp(prefix="wpo-demo-"))
     t0 = time.monotonic()
-    print("starting the local control plane, harness kubelet and redis-server ...", flush=True)
+    print("starting the local cluster (control plane, one node on containerd) and redis-server ...", flush=True)
     with DevStack(work / "stack") as stack:
         assert stack.redis is not None
-        demo = Demo(stack.cluster.kubeconfig, stack.redis.url, stack.cluster.env())
+        demo = Demo(stack.cluster.kubeconfig, stack.redis.url, stack.cluster.env(), stack.image)
         demo.t0 = t0
-        demo.say("installing the chart's RBAC (CRD already applied); the operator runs here as its ServiceAccount")
-        demo.kubectl("create", "namespace", NS, check=False)
-        demo.helm(
-            "install",
-            RELEASE,
-            str(ROOT / "charts" / "workerpool-operator"),
-            "-n",
-            RELEASE_NS,
-            "--create-namespace",
-            "--skip-crds",
-            "--set",
-            f"watchNamespaces={{{NS}}}",
-        )
-        token = demo.kubectl("create", "token", "workerpool-operator", "-n", RELEASE_NS, "--duration=1h").strip()
-        kubeconfig = stack.cluster.write_kubeconfig(
-            work / "operator.kubeconfig", user={"token": token}, name="workerpool-operator"
-        )
-        op = OperatorProcess(stack, NS, work, kubeconfig=kubeconfig, WORKERPOOL_RESYNC_SECONDS="5").start()
         try:
+            demo.install_chart()
             demo.scenario()
         finally:
-            op.stop()
-            demo.say(f"cleaning up (operator log: {op.log})")
+            demo.operator_log(work / "operator.log")
+            demo.say(f"cleaning up (operator log: {work / 'operator.log'})")
     print(f"demo finished in {time.monotonic() - t0:.0f} s")
     return 0
 
@@ -224,20 +236,10 @@ def remote(kubeconfig: str) -> int:
     redis_url = os.environ.get("REDIS_URL")
     if not redis_url:
         raise SystemExit("with $KUBECONFIG set, REDIS_URL must name a Redis reachable from here and from the pods")
-    demo = Demo(Path(kubeconfig), redis_url, {**os.environ})
-    demo.say(f"installing the chart into the cluster of {kubeconfig}")
-    demo.helm(
-        "upgrade",
-        "--install",
-        RELEASE,
-        str(ROOT / "charts" / "workerpool-operator"),
-        "-n",
-        RELEASE_NS,
-        "--create-namespace",
-        "--wait",
-        "--timeout",
-        "5m",
-    )
+    image = os.environ.get("IMAGE", EXAMPLE_IMAGE)
+    demo = Demo(Path(kubeconfig), redis_url, {**os.environ}, image)
+    demo.say(f"using the cluster of {kubeconfig}")
+    demo.install_chart()
     demo.scenario()
     demo.say("done; remove with: kubectl delete ns bifrost && helm uninstall -n workerpool-system workerpool-operator")
     return 0

@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
-# Debian packages the tests and the demo need: a real redis-server (tests never
-# mock Redis) and a Lua interpreter (the Argo CD health check's tests).
+# Debian packages the tests and the demo need:
+#   redis-server            a real Redis (tests never mock Redis)
+#   lua5.4                  the Argo CD health check's tests
+#   openssl                 the local cluster's certificates
+#   containerd runc containernetworking-plugins iptables conntrack
+#                           the local node's container runtime, CNI and kube-proxy
+#   podman mmdebstrap       the image build with no registry (base rootfs + build)
+#   gcc libc6-dev           the pause binary, compiled from the upstream source
+# The daemons these packages would start (redis, containerd) are not used: the
+# local cluster starts its own on its own ports/sockets and directories.
 set -euo pipefail
 need=()
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v lua5.4 >/dev/null || need+=(lua5.4)
-command -v openssl >/dev/null || need+=(openssl)
+want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" || need+=("$1"); }
+for p in redis-server lua5.4 openssl containerd runc containernetworking-plugins \
+         iptables conntrack podman mmdebstrap uidmap gcc libc6-dev; do
+  want "$p"
+done
 if ((${#need[@]})); then
   echo "[install-system-packages] installing ${need[*]}" >&2
   SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"
@@ -13,5 +23,3 @@ if ((${#need[@]})); then
   $SUDO apt-get install -y --no-install-recommends "${need[@]}" >/dev/null 2>&1 \
     || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends "${need[@]}" >/dev/null; }
 fi
-# The Debian package starts a system redis on 6379; the tests start their own
-# on free ports and do not need it.

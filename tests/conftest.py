@@ -1,6 +1,7 @@
-"""Fixtures: a real redis-server per test; one real control plane per session
-(etcd + kube-apiserver + GC/namespace controllers + the harness kubelet) with a
-fresh namespace per test. Nothing here is a mock."""
+"""Fixtures: a real redis-server per test; one real local cluster per session
+(etcd, kube-apiserver, kube-controller-manager, kube-scheduler, and a real node:
+containerd, kubelet, kube-proxy on a CNI bridge) with a fresh namespace per test.
+Nothing here is a mock."""
 
 from __future__ import annotations
 
@@ -9,15 +10,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from workerpool.devcluster.procs import pid_alive
-from workerpool.devcluster.redis_server import RedisServer
-from workerpool.devcluster.stack import DevStack
+
+from devcluster.procs import pid_alive
+from devcluster.redis_server import RedisServer
+from devcluster.stack import DevStack
+from devcluster.waiting import wait_until
+
+NAMESPACE_READY = 30.0
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A real redis-server of this test's own (isolated data and port)."""
-    server = RedisServer(tmp_path / "redis").start()
+def redis_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server of this test's own (isolated data and port); pods reach it when the test has a cluster."""
+    if "stack" in request.fixturenames:
+        server = request.getfixturevalue("stack").new_redis(tmp_path / "redis").start()
+    else:
+        server = RedisServer(tmp_path / "redis").start()
     try:
         yield server
     finally:
@@ -27,15 +35,15 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    """The local control plane, started once per test session."""
+    """The local cluster, started once per test session; at the end nothing of it may remain."""
     s = DevStack(tmp_path_factory.mktemp("stack"), redis=False).start()
     pids = s.pids()
     try:
         yield s
     finally:
         s.stop()
-        leaked = s.leaked(pids)
-        assert not leaked, f"processes left behind by the local cluster: {leaked}"
+        leftovers = s.leftovers(pids)
+        assert not leftovers, f"left behind by the local cluster: {leftovers}"
 
 
 @pytest.fixture
@@ -43,11 +51,18 @@ def namespace(stack: DevStack) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (the namespace controller empties it).
 
     Pod Security admission enforces "restricted" in it, as a careful cluster would:
-    a worker pod that violates it fails the test.
+    a worker pod that violates it fails the test. Yielded once its `default`
+    ServiceAccount exists (pods are refused before that).
     """
     name = f"t-{uuid.uuid4().hex[:8]}"
     stack.cluster.kubectl("create", "namespace", name)
     stack.cluster.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
+    wait_until(
+        lambda: stack.cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
+        timeout=NAMESPACE_READY,
+        what=f"the default ServiceAccount in {name}",
+        interval=0.1,
+    )
     try:
         yield name
     finally:

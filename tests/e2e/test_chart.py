@@ -11,12 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from workerpool.devcluster import binaries
-from workerpool.devcluster.redis_server import RedisServer
-from workerpool.devcluster.stack import DevStack
+
+from devcluster import binaries
+from devcluster.harness import READY, RECYCLE, SCALE, OperatorProcess, Pools, pool_manifest
+from devcluster.redis_server import RedisServer
+from devcluster.stack import DevStack
 
 from ..integration.workers import Client
-from .operator_harness import READY, RECYCLE, SCALE, OperatorProcess, Pools, pool_manifest
 
 pytestmark = pytest.mark.cluster
 

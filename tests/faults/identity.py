@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from workerpool.devcluster.cluster import LocalCluster
+from devcluster.controlplane import LocalCluster
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,12 @@ from typing import Any
 
 import pytest
 import redis
-from workerpool.devcluster.certs import make_pki
-from workerpool.devcluster.redis_server import RedisServer
-from workerpool.devcluster.stack import DevStack
 
-from ..e2e.operator_harness import READY, RECYCLE, SCALE, OperatorProcess, Pools, pool_manifest, wait_until
+from devcluster.certs import make_pki
+from devcluster.harness import READY, RECYCLE, SCALE, OperatorProcess, Pools, pool_manifest, wait_until
+from devcluster.redis_server import RedisServer
+from devcluster.stack import DevStack
+
 from ..integration.workers import Client
 from .identity import service_account
 

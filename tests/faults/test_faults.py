@@ -13,11 +13,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from workerpool.devcluster.procs import pid_alive
-from workerpool.devcluster.redis_server import RedisServer
-from workerpool.devcluster.stack import DevStack
 
-from ..e2e.operator_harness import READY, RECYCLE, SCALE, STATUS, OperatorProcess, Pools, pool_manifest, wait_until
+from devcluster.harness import (
+    READY,
+    RECYCLE,
+    SCALE,
+    STATUS,
+    OperatorProcess,
+    Pools,
+    pool_manifest,
+    wait_until,
+    worker_container,
+)
+from devcluster.procs import pid_alive
+from devcluster.redis_server import RedisServer
+from devcluster.stack import DevStack
+
 from ..integration.workers import Client
 
 pytestmark = [pytest.mark.faults, pytest.mark.cluster]
@@ -194,18 +205,7 @@ def test_killing_processes_and_pods_under_load_loses_no_execution(
     redis_server: RedisServer,
     rng: random.Random,
 ) -> None:
-    template = {
-        "spec": {
-            "containers": [
-                {
-                    "name": "worker",
-                    "image": "local",
-                    "command": ["workerpool", "worker"],
-                    "env": [{"name": "REGISTRATION_TTL_SECONDS", "value": "3"}],
-                }
-            ]
-        }
-    }
+    template = {"spec": {"containers": [worker_container(env=[{"name": "REGISTRATION_TTL_SECONDS", "value": "3"}])]}}
     pools.apply(
         pool_manifest(
             "p", redis_server.url, minWorkers=3, maxWorkers=3, processes={"min": 2, "max": 2}, template=template
@@ -213,6 +213,7 @@ def test_killing_processes_and_pods_under_load_loses_no_execution(
     )
     pools.wait_status("p", lambda s: s.get("readyWorkers") == 3, "3 ready workers", timeout=READY)
     ids = [client.submit("sleep", {"seconds": rng.uniform(0.2, 1.0)}) for _ in range(60)]
+    pod_uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pools.pods("p")}
     killed_processes = killed_pods = 0
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and client.r.zcard(client.queue) > 5:
@@ -224,9 +225,12 @@ def test_killing_processes_and_pods_under_load_loses_no_execution(
             if p["state"] == "busy"
         ]
         if busy and rng.random() < 0.6:
-            _, pid = rng.choice(busy)
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+            wid, pid = rng.choice(busy)  # the pid as the pod sees it
+            if wid not in pod_uids:
+                pod_uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pools.pods("p")}
+            host_pid = stack.node.host_pid(pod_uids.get(wid, "?"), pid)
+            if host_pid is not None and pid_alive(host_pid):
+                os.kill(host_pid, signal.SIGKILL)
                 killed_processes += 1
         elif rng.random() < 0.3:
             pod = rng.choice(pools.live_pods("p"))["metadata"]["name"]

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from workerpool.contracts.wire import WireFormatError, parse_command, parse_heartbeat, parse_registration
 from workerpool.decide.recycle import RecycleRequestError, parse_request
 

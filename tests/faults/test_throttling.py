@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from workerpool.devcluster.redis_server import RedisServer
-from workerpool.devcluster.stack import DevStack
 
-from ..e2e.operator_harness import READY, SCALE, OperatorProcess, Pools, pool_manifest
+from devcluster.harness import READY, SCALE, OperatorProcess, Pools, pool_manifest
+from devcluster.redis_server import RedisServer
+from devcluster.stack import DevStack
+
 from .identity import Identity, service_account
 
 pytestmark = [pytest.mark.faults, pytest.mark.cluster]

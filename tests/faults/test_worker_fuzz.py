@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from workerpool.devcluster.redis_server import RedisServer
+
+from devcluster.redis_server import RedisServer
 
 from ..integration.workers import START, Client, WorkerProcess, wait_until
 

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 
 import pytest
 import redis
+
+from devcluster.heartbeats import heartbeat_payload
+from devcluster.redis_server import RedisServer
+from devcluster.waiting import async_wait_until
 from workerpool.contracts.names import HEARTBEAT_CHANNEL
 from workerpool.contracts.wire import QueueStatus, Registration, WorkerHeartbeat
 from workerpool.controller.redis_hub import RedisHub, Subscriber
-from workerpool.devcluster.redis_server import RedisServer
-
-from ..heartbeats import heartbeat_payload
-from ..waiting import async_wait_until
 
 pytestmark = pytest.mark.redis
 

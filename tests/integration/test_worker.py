@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from devcluster.procs import pid_alive
+from devcluster.redis_server import RedisServer
 from workerpool.contracts.names import HEARTBEAT_CHANNEL, worker_key
 from workerpool.contracts.wire import parse_heartbeat
-from workerpool.devcluster.procs import pid_alive
-from workerpool.devcluster.redis_server import RedisServer
 
 from ..shapes import EXECUTION_KEYS, HEARTBEAT_KEYS, PROCESS_KEYS, RESULT_KEYS
 from .workers import CHANGE, START, Client, WorkerProcess, states, wait_until

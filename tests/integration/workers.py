@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
+
+from devcluster.cli_process import start_cli
+from devcluster.waiting import wait_until
 from workerpool.contracts.names import worker_commands_channel, worker_key
 from workerpool.contracts.wire import ExecutionResult, Registration, parse_registration
 from workerpool.worker.queue import NOTIFY_CAP
-
-from tests.cli_process import start_cli
-from tests.waiting import wait_until
 
 T = TypeVar("T")
 

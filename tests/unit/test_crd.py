@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from workerpool.contracts.resource import WorkerPoolSpec
 from workerpool.crd import build_crd, render_crd_yaml
 

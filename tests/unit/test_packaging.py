@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,3 +30,28 @@ def test_console_script_reports_the_version() -> None:
     exe = Path(sys.executable).parent / "workerpool"
     out = subprocess.run([str(exe), "version"], check=True, capture_output=True, text=True).stdout
     assert out.startswith("workerpool ")
+
+
+def test_the_wheel_holds_only_what_users_run(tmp_path: Path) -> None:
+    """No test bed (devcluster, harness, fixtures) and no tests in the distribution."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("workerpool_operator-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+    subpackages = {n.split("/")[1] for n in names if n.startswith("workerpool/") and n.count("/") >= 2}
+    assert subpackages == {"contracts", "controller", "decide", "worker"}
+    assert not [n for n in names if n.startswith(("tests/", "testbed/", "bench/", "devcluster/"))]

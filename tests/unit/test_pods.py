@@ -95,6 +95,7 @@ def test_user_template_is_kept_and_restricted_defaults_fill_gaps() -> None:
     assert pod["spec"]["terminationGracePeriodSeconds"] == 5
     assert pod["spec"]["securityContext"] == {
         "runAsUser": 1000,
+        "runAsGroup": 10001,
         "runAsNonRoot": True,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
@@ -103,11 +104,39 @@ def test_user_template_is_kept_and_restricted_defaults_fill_gaps() -> None:
     assert names[0] == "X" and names.count("MIN_WORKERS") == 1  # ours wins
     assert worker["securityContext"]["allowPrivilegeEscalation"] is True  # the user's choice stands
     assert worker["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert worker["securityContext"]["readOnlyRootFilesystem"] is True
     assert "env" not in pod["spec"]["containers"][0]
     assert template["spec"]["containers"][1]["env"] == [
         {"name": "X", "value": "1"},  # type: ignore[index]
         {"name": "MIN_WORKERS", "value": "9"},
     ]  # input untouched
+
+
+def test_workers_get_a_read_only_root_uid_10001_and_a_bounded_tmp() -> None:
+    pod = render_pod(REF, spec(), "img")
+    psc = pod["spec"]["securityContext"]
+    assert (psc["runAsUser"], psc["runAsGroup"], psc["runAsNonRoot"]) == (10001, 10001, True)
+    worker = pod["spec"]["containers"][0]
+    assert worker["securityContext"]["readOnlyRootFilesystem"] is True
+    assert worker["volumeMounts"] == [{"name": "workerpool-tmp", "mountPath": "/tmp"}]
+    assert pod["spec"]["volumes"] == [{"name": "workerpool-tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
+
+
+def test_a_template_that_says_otherwise_keeps_its_root_and_its_tmp() -> None:
+    template = {
+        "spec": {
+            "volumes": [{"name": "scratch", "emptyDir": {}}],
+            "containers": [
+                {"name": "worker", "image": "w", "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}]},
+                {"name": "side", "image": "s", "securityContext": {"readOnlyRootFilesystem": False}},
+            ],
+        }
+    }
+    pod = render_pod(REF, spec(template=template), "img")
+    worker, side = pod["spec"]["containers"]
+    assert worker["volumeMounts"] == [{"name": "scratch", "mountPath": "/tmp"}]
+    assert "volumeMounts" not in side
+    assert pod["spec"]["volumes"] == [{"name": "scratch", "emptyDir": {}}]
 
 
 def test_hash_changes_with_what_reaches_the_pod() -> None:

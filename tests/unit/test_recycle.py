@@ -8,6 +8,7 @@ import datetime as dt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from workerpool.contracts.wire import ExecutionInfo, ProcessInfo, WorkerInfo
 from workerpool.decide.recycle import RecycleRequestError, Target, parse_request, resolve
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+
 from workerpool.contracts.names import DEFAULT_QUEUE_KEY
 from workerpool.contracts.resource import (
     LastRecycle,

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from workerpool.contracts.resource import WorkerPoolSpec
 from workerpool.contracts.wire import ExecutionInfo, ProcessInfo, QueueStatus, WorkerInfo
 from workerpool.decide.observation import Observation, PodView, WorkerView

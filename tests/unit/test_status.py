@@ -8,6 +8,7 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from workerpool.contracts.resource import Condition
 from workerpool.contracts.wire import QueueStatus
 from workerpool.decide.observation import Observation, PodView

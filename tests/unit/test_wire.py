@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from tests.shapes import EXECUTION_KEYS, PROCESS_KEYS, RESULT_KEYS
 from workerpool.contracts.wire import (
     ExecutionResult,
     ProcessInfo,
@@ -23,8 +25,6 @@ from workerpool.contracts.wire import (
     to_status,
     to_wire,
 )
-
-from tests.shapes import EXECUTION_KEYS, PROCESS_KEYS, RESULT_KEYS
 
 # The seed's heartbeat (Task 4.7) with the process fields of Task 4.1 "After".
 SEED_HEARTBEAT: dict[str, Any] = {

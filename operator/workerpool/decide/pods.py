@@ -50,15 +50,41 @@ def worker_env(pool: PoolRef, spec: WorkerPoolSpec) -> list[dict[str, Any]]:
     ]
 
 
+# The image's user (Dockerfile): numeric, so the kubelet can prove runAsNonRoot.
+IMAGE_UID = 10001
+# Writable scratch for a read-only root: multiprocessing's forkserver socket,
+# tempfile, anything workflow code writes. Bounded so a runaway writer gets
+# its pod evicted rather than filling the node's disk.
+TMP_VOLUME = "workerpool-tmp"
+TMP_SIZE_LIMIT = "256Mi"
+
+
 def _restricted_defaults(pod_spec: dict[str, Any]) -> None:
-    """Pod Security Standards "restricted", unless the template says otherwise."""
+    """Pod Security Standards "restricted" plus a read-only root, unless the template says otherwise."""
     psc = pod_spec.setdefault("securityContext", {})
     psc.setdefault("runAsNonRoot", True)
+    psc.setdefault("runAsUser", IMAGE_UID)
+    psc.setdefault("runAsGroup", IMAGE_UID)
     psc.setdefault("seccompProfile", {"type": "RuntimeDefault"})
-    for container in pod_spec.get("containers", []) + pod_spec.get("initContainers", []):
+    containers = pod_spec.get("containers", []) + pod_spec.get("initContainers", [])
+    for container in containers:
         csc = container.setdefault("securityContext", {})
         csc.setdefault("allowPrivilegeEscalation", False)
         csc.setdefault("capabilities", {"drop": ["ALL"]})
+        csc.setdefault("readOnlyRootFilesystem", True)
+    _writable_tmp(pod_spec, [c for c in containers if c["securityContext"]["readOnlyRootFilesystem"]])
+
+
+def _writable_tmp(pod_spec: dict[str, Any], read_only: list[dict[str, Any]]) -> None:
+    """/tmp on a size-limited emptyDir for each read-only container that mounts nothing there."""
+    needing = [c for c in read_only if not any(m.get("mountPath") == "/tmp" for m in c.get("volumeMounts", []))]
+    if not needing:
+        return
+    volumes = pod_spec.setdefault("volumes", [])
+    if not any(v.get("name") == TMP_VOLUME for v in volumes):
+        volumes.append({"name": TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}})
+    for container in needing:
+        container.setdefault("volumeMounts", []).append({"name": TMP_VOLUME, "mountPath": "/tmp"})
 
 
 def render_template(pool: PoolRef, spec: WorkerPoolSpec, default_image: str) -> dict[str, Any]:

@@ -1,10 +1,12 @@
-"""TEST INFRASTRUCTURE — etcd + kube-apiserver (+ kube-controller-manager) on
-free loopback ports in a temporary directory.
+"""TEST INFRASTRUCTURE — etcd + kube-apiserver + kube-controller-manager (all
+controllers) + kube-scheduler on free ports in a temporary directory.
 
-Used by the pytest fixtures (tests/conftest.py), `make cluster-up` and the demo.
-Authorization is RBAC; the admin identity is a client certificate in
+Used through DevStack (the pytest fixtures, `make cluster-up`, the demo), which
+binds the API server to the node's bridge gateway so that pods reach it through
+the `kubernetes` Service; the scale benchmark runs it alone on loopback.
+Authorization is Node + RBAC; the admin identity is a client certificate in
 system:masters; service-account signing keys are configured so TokenRequest
-works (the RBAC e2e runs the operator as the chart's ServiceAccount).
+works and pods get their ServiceAccount token.
 """
 
 from __future__ import annotations
@@ -35,9 +37,20 @@ READY_TIMEOUT = 90.0
 class LocalCluster:
     """A real control plane for tests. `with LocalCluster() as c: c.kubectl("get", "ns")`."""
 
-    def __init__(self, workdir: Path | None = None, *, controller_manager: bool = True) -> None:
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        *,
+        host: str = "127.0.0.1",
+        node_name: str = "",
+        service_range: str = "10.96.0.0/24",
+        kubernetes_service_ip: str = "10.96.0.1",
+    ) -> None:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="wpo-cluster-"))
-        self.controller_manager = controller_manager
+        self.host = host
+        self.node_name = node_name
+        self.service_range = service_range
+        self.kubernetes_service_ip = kubernetes_service_ip
         self.etcd_port = free_port()
         self.etcd_peer_port = free_port()
         self.api_port = free_port()
@@ -52,7 +65,7 @@ class LocalCluster:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://{self.host}:{self.api_port}"
 
     def env(self) -> dict[str, str]:
         """Environment for child processes: KUBECONFIG and kubectl/helm on PATH."""
@@ -134,7 +147,8 @@ class LocalCluster:
     # --- internals ------------------------------------------------------------------
 
     def _start(self) -> None:
-        self.pki = make_pki(self.workdir / "pki")
+        ips = tuple(dict.fromkeys(("127.0.0.1", self.host, self.kubernetes_service_ip)))
+        self.pki = make_pki(self.workdir / "pki", server_ips=ips, node_name=self.node_name)
         logs = self.workdir / "logs"
         self.procs["etcd"] = spawn(self._etcd_argv(), log_path=logs / "etcd.log")
         wait_for(self._etcd_ready, timeout=30, what="etcd /health")
@@ -148,10 +162,8 @@ class LocalCluster:
             },
         )
         wait_for(self._apiserver_ready, timeout=READY_TIMEOUT, what="kube-apiserver /readyz", interval=0.2)
-        if self.controller_manager:
-            self.procs["kube-controller-manager"] = spawn(
-                self._kcm_argv(), log_path=logs / "kube-controller-manager.log"
-            )
+        self.procs["kube-controller-manager"] = spawn(self._kcm_argv(), log_path=logs / "kube-controller-manager.log")
+        self.procs["kube-scheduler"] = spawn(self._scheduler_argv(), log_path=logs / "kube-scheduler.log")
         log.info("local cluster up: %s (kubeconfig %s)", self.server, self.kubeconfig)
 
     def _check_alive(self, name: str) -> None:
@@ -194,21 +206,25 @@ class LocalCluster:
         return [
             str(binaries.find("kube-apiserver")),
             f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            # The `kubernetes` Service's endpoint: kube-proxy cannot DNAT pod
+            # traffic to 127.0.0.1, so the node's gateway when there is a node.
+            f"--bind-address={self.host}",
+            f"--advertise-address={self.host}",
             f"--secure-port={self.api_port}",
             f"--cert-dir={self.workdir / 'apiserver-certs'}",
             f"--tls-cert-file={self.pki.serving_crt}",
             f"--tls-private-key-file={self.pki.serving_key}",
             f"--client-ca-file={self.pki.ca_crt}",
-            "--authorization-mode=RBAC",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            f"--kubelet-client-certificate={self.pki.kubelet_client_crt}",
+            f"--kubelet-client-key={self.pki.kubelet_client_key}",
+            "--kubelet-preferred-address-types=InternalIP",
+            "--allow-privileged=true",  # as kubeadm: Pod Security admission, not this flag, says no
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={self.pki.sa_pub}",
             f"--service-account-signing-key-file={self.pki.sa_key}",
-            "--service-cluster-ip-range=10.96.0.0/24",
-            # No token controller runs, so there is no `default` ServiceAccount
-            # to inject into pods; the harness kubelet does not mount tokens.
-            "--disable-admission-plugins=ServiceAccount",
+            f"--service-cluster-ip-range={self.service_range}",
             "--profiling=false",
             "--v=1",
         ]
@@ -222,16 +238,34 @@ class LocalCluster:
             return bool(r.status == 200)
 
     def _kcm_argv(self) -> list[str]:
+        assert self.pki is not None
         return [
             str(binaries.find("kube-controller-manager")),
             f"--kubeconfig={self.kubeconfig}",
-            # Garbage collection (ownerReferences) and namespace deletion behave
-            # as in a real cluster; nothing else is needed by the tests.
-            "--controllers=garbagecollector,namespace",
+            "--controllers=*",
+            # The `default` ServiceAccount, its tokens and the kube-root-ca.crt
+            # ConfigMap: pods do not start without them.
+            f"--root-ca-file={self.pki.ca_crt}",
+            f"--service-account-private-key-file={self.pki.sa_key}",
+            f"--cluster-signing-cert-file={self.pki.ca_crt}",
+            f"--cluster-signing-key-file={self.pki.ca_key}",
+            f"--service-cluster-ip-range={self.service_range}",
             "--leader-elect=false",
             "--bind-address=127.0.0.1",
             f"--secure-port={free_port()}",
             f"--cert-dir={self.workdir / 'kcm-certs'}",
+            "--v=1",
+        ]
+
+    def _scheduler_argv(self) -> list[str]:
+        return [
+            str(binaries.find("kube-scheduler")),
+            f"--kubeconfig={self.kubeconfig}",
+            f"--authentication-kubeconfig={self.kubeconfig}",
+            f"--authorization-kubeconfig={self.kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={free_port()}",
             "--v=1",
         ]
 

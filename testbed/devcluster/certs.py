@@ -1,4 +1,5 @@
-"""TEST INFRASTRUCTURE — a throwaway CA, serving cert, admin client cert and
+"""TEST INFRASTRUCTURE — a throwaway CA, the API server's serving cert, client
+certs (admin, the node's kubelet, the API server's kubelet client) and
 service-account keys, made with the openssl CLI."""
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ class Pki:
         self.serving_crt, self.serving_key = directory / "apiserver.crt", directory / "apiserver.key"
         self.admin_crt, self.admin_key = directory / "admin.crt", directory / "admin.key"
         self.sa_key, self.sa_pub = directory / "sa.key", directory / "sa.pub"
+        self.node_crt, self.node_key = directory / "node.crt", directory / "node.key"
+        self.kubelet_client_crt = directory / "apiserver-kubelet-client.crt"
+        self.kubelet_client_key = directory / "apiserver-kubelet-client.key"
 
 
 def _openssl(*args: str) -> None:
@@ -42,7 +46,7 @@ def _certificate(subject: str, key: Path, crt: Path, *extra: str) -> None:
     )
 
 
-def make_pki(directory: Path) -> Pki:
+def make_pki(directory: Path, *, server_ips: tuple[str, ...] = ("127.0.0.1",), node_name: str = "") -> Pki:
     pki = Pki(directory)
     directory.mkdir(parents=True, exist_ok=True)
     signed_by_ca = ("-CA", str(pki.ca_crt), "-CAkey", str(pki.ca_key))
@@ -53,7 +57,16 @@ def make_pki(directory: Path) -> Pki:
         pki.serving_crt,
         *signed_by_ca,
         "-addext",
-        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc",
+        "subjectAltName="
+        + ",".join(
+            [f"IP:{ip}" for ip in server_ips]
+            + [
+                "DNS:localhost",
+                "DNS:kubernetes",
+                "DNS:kubernetes.default.svc",
+                "DNS:kubernetes.default.svc.cluster.local",
+            ]
+        ),
         "-addext",
         "extendedKeyUsage=serverAuth",
     )
@@ -66,6 +79,25 @@ def make_pki(directory: Path) -> Pki:
         "-addext",
         "extendedKeyUsage=clientAuth",
     )
+    if node_name:
+        # The Node authorizer and NodeRestriction know a kubelet by this name and group.
+        _certificate(
+            f"/O=system:nodes/CN=system:node:{node_name}",
+            pki.node_key,
+            pki.node_crt,
+            *signed_by_ca,
+            "-addext",
+            "extendedKeyUsage=clientAuth",
+        )
+        # The API server's identity towards the kubelet (logs, exec).
+        _certificate(
+            "/O=system:masters/CN=kube-apiserver-kubelet-client",
+            pki.kubelet_client_key,
+            pki.kubelet_client_crt,
+            *signed_by_ca,
+            "-addext",
+            "extendedKeyUsage=clientAuth",
+        )
     _openssl("genrsa", "-out", str(pki.sa_key), "2048")
     _openssl("rsa", "-in", str(pki.sa_key), "-pubout", "-out", str(pki.sa_pub))
     return pki

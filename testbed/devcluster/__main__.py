@@ -1,8 +1,10 @@
-"""TEST INFRASTRUCTURE — `python -m workerpool.devcluster up|down --dir DIR`.
+"""TEST INFRASTRUCTURE — `python -m devcluster up|down --dir DIR`.
 
 `up` runs the local stack in the foreground until SIGTERM, writing
-DIR/env (two `export` lines) once everything is ready; `make cluster-up` starts
-it in the background and prints that file. `down` stops a running `up`.
+DIR/env (two `export` lines) once everything is ready, and
+DIR/containerd.sock.path (where `make image` loads a rebuilt image);
+`make cluster-up` starts it in the background and prints the env file.
+`down` stops a running `up`, which removes everything it made.
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ def up(directory: Path) -> int:
     with DevStack(directory / "stack") as stack:
         assert stack.redis is not None
         (directory / "pid").write_text(str(os.getpid()))
+        (directory / "containerd.sock.path").write_text(str(stack.node.containerd_socket))
         env_file.write_text(f"export KUBECONFIG={stack.cluster.kubeconfig}\nexport REDIS_URL={stack.redis.url}\n")
-        logging.info("local stack ready; pod logs in %s", stack.kubelet_log_dir)
+        logging.info("local stack ready; logs in %s", stack.workdir)
         while not stop.wait(1):
             pass
         logging.info("stopping the local stack")
     (directory / "pid").unlink(missing_ok=True)
+    (directory / "containerd.sock.path").unlink(missing_ok=True)
     env_file.unlink(missing_ok=True)
     return 0
 
@@ -60,7 +64,7 @@ def down(directory: Path) -> int:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(prog="python -m workerpool.devcluster")
+    ap = argparse.ArgumentParser(prog="python -m devcluster")
     ap.add_argument("action", choices=["up", "down"])
     ap.add_argument("--dir", type=Path, default=Path(".cluster"))
     args = ap.parse_args()

@@ -91,6 +91,21 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
+def processes_with(marker: str) -> list[int]:
+    """Pids of live processes (containers' included: same kernel) whose command line contains `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if marker in cmdline and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
 def wait_for(predicate: object, *, timeout: float, what: str, interval: float = 0.05) -> None:
     """Poll `predicate()` until true or raise TimeoutError naming `what`."""
     assert callable(predicate)

@@ -1,5 +1,7 @@
 """E2E helpers: run `workerpool operator` as a real process against the local
-cluster, apply WorkerPools, read status through a separate client (kubectl)."""
+cluster (the tests that kill or restart it; the deployed operator runs from the
+chart), apply WorkerPools whose pods run the project's image on the node, read
+status through a separate client (kubectl)."""
 
 from __future__ import annotations
 
@@ -12,11 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from workerpool.devcluster.procs import free_port
-from workerpool.devcluster.stack import DevStack
-
-from tests import waiting
-from tests.cli_process import start_cli
+from . import waiting
+from .cli_process import start_cli
+from .procs import free_port
+from .stack import DevStack, project_image
 
 T = TypeVar("T")
 
@@ -28,7 +29,7 @@ RECYCLE = 15.0
 
 
 def wait_until(fn: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.1) -> T:
-    """`tests.waiting.wait_until`, tolerating a kubectl call that fails while things settle."""
+    """`devcluster.waiting.wait_until`, tolerating a kubectl call that fails while things settle."""
     return waiting.wait_until(
         fn, timeout=timeout, what=what, interval=interval, tolerate=(RuntimeError, KeyError, TypeError, ValueError)
     )
@@ -91,6 +92,11 @@ class OperatorProcess:
         return self.log.read_text(errors="replace")
 
 
+def worker_container(**extra: Any) -> dict[str, Any]:
+    """The worker container as a user writes it: the project's image, `workerpool worker`."""
+    return {"name": "worker", "image": project_image(build=False)[0], "command": ["workerpool", "worker"], **extra}
+
+
 def pool_manifest(name: str, redis_url: str | None = None, **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "minWorkers": 1,
@@ -100,9 +106,7 @@ def pool_manifest(name: str, redis_url: str | None = None, **spec: Any) -> dict[
         "gracefulShutdownSeconds": 1,
         "executionTimeoutSeconds": 30,
         "scaling": {"scaleDownDelaySeconds": 3},
-        "template": {
-            "spec": {"containers": [{"name": "worker", "image": "local", "command": ["workerpool", "worker"]}]}
-        },
+        "template": {"spec": {"containers": [worker_container()]}},
     }
     if redis_url is not None:
         body["redis"] = {"url": redis_url}
@@ -148,7 +152,7 @@ class Pools:
     def wait_status(
         self, name: str, check: Callable[[dict[str, Any]], bool], what: str, timeout: float = STATUS
     ) -> dict[str, Any]:
-        return wait_until(lambda: (s := self.status(name)) and check(s) and s, timeout=timeout, what=what)
+        return wait_until(lambda: s if (s := self.status(name)) and check(s) else None, timeout=timeout, what=what)
 
     def wait_condition(self, name: str, type_: str, status: str = "True", timeout: float = STATUS) -> dict[str, Any]:
         """The pool's condition `type_` once it has `status`."""

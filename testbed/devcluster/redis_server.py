@@ -15,14 +15,16 @@ from .procs import free_port, spawn, stop, wait_for
 class RedisServer:
     """A throwaway redis-server: no persistence, its own directory, its own port."""
 
-    def __init__(self, workdir: Path | None = None, port: int | None = None) -> None:
+    def __init__(self, workdir: Path | None = None, port: int | None = None, host: str = "127.0.0.1") -> None:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="wpo-redis-"))
         self.port = port or free_port()
+        # Pods reach it on the node's bridge gateway; this machine on either address.
+        self.host = host
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
@@ -34,7 +36,7 @@ class RedisServer:
                 "--port",
                 str(self.port),
                 "--bind",
-                "127.0.0.1",
+                *dict.fromkeys(("127.0.0.1", self.host)),
                 "--save",
                 "",
                 "--appendonly",

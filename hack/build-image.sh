@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# `make image`: builds the one image (operator and worker) from the one
+# Dockerfile with no registry and no network inside the build:
+#   1. a Debian base rootfs made by mmdebstrap, cached by its inputs
+#      ($WPO_CACHE/images/base-<hash>.tar) and imported into podman;
+#   2. a wheelhouse of the project and its dependencies, made on the host
+#      (the only step that talks to PyPI);
+#   3. `podman build --network=none` of ./Dockerfile with that base and
+#      `pip install --no-index --find-links` of that wheelhouse;
+#   4. saved as build/image/workerpool.tar (the local node imports it when it
+#      starts) and loaded into a running local node's containerd (k8s.io
+#      namespace) when its socket is given (WPO_CONTAINERD_SOCKET) or found
+#      in .cluster/.
+# `--pause` only makes the node's sandbox image: the pause binary built by
+# hack/build-control-plane.sh from the upstream C source, FROM scratch,
+# cached as $WPO_CACHE/images/pause-<kubernetes version>.tar.
+# Elsewhere the same Dockerfile builds with a plain `docker build .` (the
+# base and the pip flags are build arguments with public defaults).
+# The last line printed is IMAGE=<ref>.
+set -euo pipefail
+shopt -s inherit_errexit
+cd "$(dirname "$0")/.."
+source hack/versions.env
+
+CACHE="${WPO_CACHE:-$HOME/.cache/workerpool-operator}"
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+# The chart's and the example's reference: with it present in the node, neither
+# needs a --set or an edit (pullPolicy IfNotPresent finds it locally).
+IMAGE="${IMAGE:-ghcr.io/bifrost-dev/workerpool-operator:$VERSION}"
+WORK=build/image
+log() { printf '[build-image %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+# Podman settings that work on these machines (../shared/notes/real-node.md):
+# runc with cgroupfs (crun refuses hybrid cgroups), rlimits only lowered, and
+# never podman's default NAT network.
+PODMAN=(podman --runtime runc --cgroup-manager cgroupfs)
+BUILD_LIMITS=(--network=none --ulimit nofile=1024:1024 --ulimit nproc=1000:1000)
+
+base_image() {
+  local key tar ref
+  key=$(printf '%s\n' "$DEBIAN_SUITE" "$BASE_PACKAGES" "$DEBIAN_MIRROR" | sha256sum | cut -c1-16)
+  tar="$CACHE/images/base-$DEBIAN_SUITE-$key.tar"
+  ref="localhost/workerpool-base:$DEBIAN_SUITE-$key"
+  if [[ ! -s "$tar" ]]; then
+    log "base: mmdebstrap $DEBIAN_SUITE ($BASE_PACKAGES), about a minute"
+    mkdir -p "$CACHE/images"
+    mmdebstrap --quiet --variant=minbase --include="$BASE_PACKAGES" \
+      --aptopt='Acquire::Languages "none"' \
+      --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+      --dpkgopt='path-exclude=/usr/share/locale/*' \
+      --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
+      "$DEBIAN_SUITE" "${tar%.tar}.partial.tar" "$DEBIAN_MIRROR" >&2
+    mv "${tar%.tar}.partial.tar" "$tar"
+  fi
+  if ! "${PODMAN[@]}" image exists "$ref"; then
+    log "base: podman import $tar"
+    "${PODMAN[@]}" import --quiet "$tar" "$ref" >/dev/null
+  fi
+  echo "$ref"
+}
+
+wheelhouse() {
+  rm -rf "$WORK/wheelhouse" && mkdir -p "$WORK/wheelhouse"
+  local py=python3
+  [[ -x .venv/bin/python ]] && py=.venv/bin/python
+  log "wheelhouse: pip wheel . (host, cp311 manylinux)"
+  "$py" -m pip wheel --quiet --wheel-dir "$WORK/wheelhouse" . >&2
+  # The build backend, for building the project inside the image with no
+  # index; and what the image's Python needs beyond the host's: pip evaluates
+  # markers for the interpreter it runs on, and Debian's 3.11.2 is below
+  # redis-py's `async-timeout; python_full_version < "3.11.3"`.
+  "$py" -m pip download --quiet --dest "$WORK/wheelhouse" "setuptools>=77" wheel "async-timeout>=4.0.3" >&2
+}
+
+pause_image() {
+  local tar="$CACHE/images/pause-$KUBERNETES_VERSION.tar" ref="localhost/pause:$KUBERNETES_VERSION" ctx
+  if [[ ! -s "$tar" ]]; then
+    ctx=$(mktemp -d)
+    cp "$CACHE/bin/kubernetes-$KUBERNETES_VERSION/pause" "$ctx/pause"
+    printf 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' >"$ctx/Containerfile"
+    "${PODMAN[@]}" build --quiet "${BUILD_LIMITS[@]}" -t "$ref" "$ctx" >&2
+    mkdir -p "$CACHE/images"
+    "${PODMAN[@]}" save --quiet --format docker-archive -o "$tar.partial" "$ref"
+    mv "$tar.partial" "$tar"
+    rm -rf "$ctx"
+  fi
+  echo "PAUSE_IMAGE=$ref"
+  echo "PAUSE_TAR=$tar"
+}
+
+load_into_node() {
+  local sock=${WPO_CONTAINERD_SOCKET:-}
+  [[ -z "$sock" && -f .cluster/containerd.sock.path ]] && sock=$(cat .cluster/containerd.sock.path)
+  if [[ -z "$sock" || ! -S "$sock" ]]; then
+    log "no local node running: the image is in podman only (podman save it for another runtime)"
+    return
+  fi
+  log "loading into the node's containerd ($sock)"
+  ctr --address "$sock" -n k8s.io images import "$WORK/workerpool.tar" >&2
+}
+
+if [[ "${1:-}" == "--pause" ]]; then pause_image; exit 0; fi
+
+t0=$SECONDS
+base=$(base_image)
+wheelhouse
+log "podman build $IMAGE (no network)"
+"${PODMAN[@]}" build --quiet "${BUILD_LIMITS[@]}" --layers \
+  --build-arg "BASE=$base" \
+  --build-arg "PIP_INSTALL_FLAGS=--no-index --find-links=/src/$WORK/wheelhouse" \
+  -t "$IMAGE" . >&2
+size=$("${PODMAN[@]}" image inspect "$IMAGE" --format '{{.Size}}')
+log "built $IMAGE in $((SECONDS - t0)) s, $((size / 1024 / 1024)) MiB"
+rm -f "$WORK/workerpool.tar"
+"${PODMAN[@]}" save --quiet --format docker-archive -o "$WORK/workerpool.tar" "$IMAGE"
+echo "$IMAGE" >"$WORK/image.ref"
+load_into_node
+echo "IMAGE=$IMAGE"
