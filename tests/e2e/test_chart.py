@@ -1,6 +1,8 @@
-"""The Helm chart on the real control plane: lint, server-side dry run, least
-privilege proven by running the operator as the chart's ServiceAccount, and a
-GitOps round trip with server-side apply."""
+"""The Helm chart on the local cluster, as users deploy it: lint, server-side
+dry run, `helm install` of the project's image with the operator running
+in-cluster (its ServiceAccount token, in-cluster config, probes, read-only
+root, metrics through its Service) and doing the full flow with least
+privilege, and a GitOps round trip with server-side apply."""
 
 from __future__ import annotations
 
@@ -9,13 +11,14 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from devcluster import binaries
-from devcluster.harness import READY, RECYCLE, SCALE, OperatorProcess, Pools, pool_manifest
+from devcluster.harness import READY, RECYCLE, SCALE, OperatorProcess, Pools, pool_manifest, wait_until
 from devcluster.redis_server import RedisServer
-from devcluster.stack import DevStack
+from devcluster.stack import DevStack, project_image
 
 from ..integration.workers import Client
 
@@ -23,7 +26,8 @@ pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "workerpool-operator"
-KUBE_VERSION = "1.35.4"
+# The operator pod's Deployment becomes Available (probes passing) within this.
+DEPLOYED = 120.0
 
 
 def helm(stack: DevStack, *args: str) -> str:
@@ -51,15 +55,82 @@ def release(stack: DevStack) -> Iterator[tuple[str, str]]:
     stack.cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
-def operator_as_service_account(
-    stack: DevStack, release: tuple[str, str], namespace: str, tmp_path: Path
-) -> OperatorProcess:
-    """TokenRequest for the chart's ServiceAccount; the operator runs with exactly that identity."""
+def image_values() -> list[str]:
+    """`--set` for the image `make image` built (the only values a user must give here)."""
+    repository, _, tag = project_image(build=False)[0].rpartition(":")
+    return ["--set", f"image.repository={repository}", "--set", f"image.tag={tag}"]
+
+
+class InClusterOperator:
+    """The operator as the chart deploys it: one Deployment's pod, read through kubectl."""
+
+    def __init__(self, stack: DevStack, release: tuple[str, str]) -> None:
+        self.stack = stack
+        self.name, self.ns = release
+        self.deployment = f"{self.name}-workerpool-operator"
+
+    def pod(self) -> dict[str, Any]:
+        out = self.stack.cluster.kubectl(
+            "get", "pods", "-n", self.ns, "-l", f"app.kubernetes.io/instance={self.name}", "-o", "json"
+        )
+        (pod,) = json.loads(out.stdout)["items"]
+        return pod  # type: ignore[no-any-return]
+
+    def logs(self) -> str:
+        return self.stack.cluster.kubectl("logs", f"deployment/{self.deployment}", "-n", self.ns, check=False).stdout
+
+
+def install(stack: DevStack, release: tuple[str, str], *values: str) -> InClusterOperator:
     name, ns = release
-    sa = f"{name}-workerpool-operator"
-    token = stack.cluster.kubectl("create", "token", sa, "-n", ns, "--duration=1h").stdout.strip()
-    kubeconfig = stack.cluster.write_kubeconfig(tmp_path / "sa.kubeconfig", user={"token": token}, name=sa)
-    return OperatorProcess(stack, namespace, tmp_path, kubeconfig=kubeconfig).start()
+    helm(stack, "install", name, str(CHART), "-n", ns, "--create-namespace", *image_values(), *values)
+    stack.cluster.kubectl(
+        "rollout",
+        "status",
+        f"deployment/{name}-workerpool-operator",
+        "-n",
+        ns,
+        f"--timeout={DEPLOYED:.0f}s",
+        timeout=DEPLOYED + 10,
+    )
+    return InClusterOperator(stack, release)
+
+
+def fetch_from_a_pod(stack: DevStack, namespace: str, url: str) -> str:
+    """GET `url` from inside a pod of the cluster (the project's image, restricted), its output."""
+    script = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=10).read().decode())"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "curl"},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "get",
+                    "image": project_image(build=False)[0],
+                    "command": ["python3", "-c", script],
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                }
+            ],
+        },
+    }
+    stack.cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pod))
+    phase = wait_until(
+        lambda: (
+            (
+                stack.cluster.kubectl("get", "pod", "curl", "-n", namespace, "-o", "jsonpath={.status.phase}").stdout
+                in ("Succeeded", "Failed")
+            )
+            and stack.cluster.kubectl("get", "pod", "curl", "-n", namespace, "-o", "jsonpath={.status.phase}").stdout
+        ),
+        timeout=READY,
+        what="the client pod to finish",
+    )
+    out = stack.cluster.kubectl("logs", "curl", "-n", namespace).stdout
+    assert phase == "Succeeded", out
+    return out
 
 
 def can_i(stack: DevStack, sa: str, *args: str) -> bool:
@@ -78,7 +149,8 @@ def test_rendered_chart_is_accepted_by_the_api_server(stack: DevStack, values: l
     stack.cluster.kubectl("create", "namespace", ns)
     for extra in ("a", "b"):
         stack.cluster.kubectl("create", "namespace", extra, check=False)
-    rendered = helm(stack, "template", "dry", str(CHART), "-n", ns, "--kube-version", KUBE_VERSION, *values)
+    # No --kube-version: the project's helm is built to default to the cluster's minor.
+    rendered = helm(stack, "template", "dry", str(CHART), "-n", ns, *values)
     # Every rendered object names its namespace, so no -n: Roles go to the watched namespaces.
     out = stack.cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
     assert "deployment.apps/dry-workerpool-operator created (server dry run)" in out.stdout
@@ -91,8 +163,6 @@ def test_values_schema_rejects_bad_values(stack: DevStack) -> None:
             "template",
             "x",
             str(CHART),
-            "--kube-version",
-            KUBE_VERSION,
             "--set",
             "watchNamespaces={Not_A_Namespace}",
         ],
@@ -103,26 +173,14 @@ def test_values_schema_rejects_bad_values(stack: DevStack) -> None:
     assert "watchNamespaces" in out.stderr
 
 
-def test_operator_as_the_chart_service_account_runs_the_full_flow(
+def test_the_chart_runs_the_operator_in_cluster_through_the_full_flow(
     stack: DevStack,
     namespace: str,
     release: tuple[str, str],
-    tmp_path: Path,
     redis_server: RedisServer,
 ) -> None:
     name, ns = release
-    helm(
-        stack,
-        "install",
-        name,
-        str(CHART),
-        "-n",
-        ns,
-        "--create-namespace",
-        "--skip-crds",
-        "--set",
-        f"watchNamespaces={{{namespace}}}",
-    )
+    op = install(stack, release, "--set", f"watchNamespaces={{{namespace}}}")
     sa = f"system:serviceaccount:{ns}:{name}-workerpool-operator"
     # What it needs, in its namespace only.
     assert can_i(stack, sa, "create", "pods", "-n", namespace)
@@ -137,32 +195,62 @@ def test_operator_as_the_chart_service_account_runs_the_full_flow(
     assert not can_i(stack, sa, "patch", "workerpools.bifrost.dev", "-n", namespace)  # never writes spec
     assert not can_i(stack, sa, "list", "customresourcedefinitions.apiextensions.k8s.io")
 
-    op = operator_as_service_account(stack, release, namespace, tmp_path)
+    # In the pod: restricted, read-only root, uid 10001, its probes passing (Ready, never restarted).
+    pod = op.pod()
+    container = pod["spec"]["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["spec"]["securityContext"]["runAsUser"] == 10001
+    assert {"livenessProbe", "readinessProbe"} <= set(container)
+    assert {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"] == "True"
+
     client = Client(redis_server.url)
     pools = Pools(stack, namespace)
-    try:
-        pools.apply(pool_manifest("p", redis_server.url, maxWorkers=3))
-        status = pools.wait_status("p", lambda s: s.get("readyWorkers") == 1, "1 ready worker", timeout=READY)
-        ids = [client.submit("sleep", {"seconds": 1.5}) for _ in range(6)]
-        pools.wait_status("p", lambda s: s.get("workers") == 3, "scaled up to 3", timeout=SCALE)
-        wid = status["workerDetails"][0]["workerId"]
-        pools.annotate("p", f"{wid}@rbac")
-        pools.wait_status(
-            "p",
-            lambda s: s.get("lastRecycle", {}).get("results", [{}])[0].get("status") == "recycle_requested",
-            "recycle handled",
-            timeout=RECYCLE,
-        )
-        assert all(client.wait_result(i, timeout=60).success for i in ids)
-        pools.wait_status("p", lambda s: s.get("workers") == 1, "scaled back down", timeout=SCALE)
-        assert "Forbidden" not in op.logs() and "403" not in op.logs()
-    finally:
-        op.stop()
+    pools.apply(pool_manifest("p", redis_server.url, maxWorkers=3))
+    status = pools.wait_status("p", lambda s: s.get("readyWorkers") == 1, "1 ready worker", timeout=READY)
+    ids = [client.submit("sleep", {"seconds": 1.5}) for _ in range(6)]
+    pools.wait_status("p", lambda s: s.get("workers") == 3, "scaled up to 3", timeout=SCALE)
+    wid = status["workerDetails"][0]["workerId"]
+    pools.annotate("p", f"{wid}@rbac")
+    pools.wait_status(
+        "p",
+        lambda s: s.get("lastRecycle", {}).get("results", [{}])[0].get("status") == "recycle_requested",
+        "recycle handled",
+        timeout=RECYCLE,
+    )
+    assert all(client.wait_result(i, timeout=60).success for i in ids)
+    pools.wait_status("p", lambda s: s.get("workers") == 1, "scaled back down", timeout=SCALE)
+
+    # Its metrics, through its Service, from another pod; the pool's series are there.
+    service = json.loads(
+        stack.cluster.kubectl("get", "service", f"{op.deployment}-metrics", "-n", ns, "-o", "json").stdout
+    )
+    ip, port = service["spec"]["clusterIP"], service["spec"]["ports"][0]["port"]
+    metrics = fetch_from_a_pod(stack, namespace, f"http://{ip}:{port}/metrics")
+    assert f'workerpool_reconcile_duration_seconds_count{{namespace="{namespace}",pool="p"}}' in metrics
+
+    pod = op.pod()
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 0  # liveness never failed
+    logs = op.logs()
+    assert "Forbidden" not in logs
+    assert not [line for line in logs.splitlines() if " 403 " in line or "status=403" in line]
 
 
 def test_cluster_wide_rbac_is_still_least_privilege(stack: DevStack, release: tuple[str, str]) -> None:
     name, ns = release
-    helm(stack, "install", name, str(CHART), "-n", ns, "--create-namespace", "--skip-crds")
+    # Only the RBAC is under test: the operator pod stays unscheduled (a
+    # cluster-wide operator would act on every other test's namespace).
+    helm(
+        stack,
+        "install",
+        name,
+        str(CHART),
+        "-n",
+        ns,
+        "--create-namespace",
+        "--skip-crds",
+        "--set",
+        "nodeSelector.bench\\.bifrost\\.dev/unschedulable=true",
+    )
     sa = f"system:serviceaccount:{ns}:{name}-workerpool-operator"
     assert can_i(stack, sa, "watch", "pods", "--all-namespaces")
     assert not can_i(stack, sa, "list", "secrets", "--all-namespaces")
@@ -182,7 +270,8 @@ def test_gitops_round_trip_with_server_side_apply(
     name, ns = release
     stack.cluster.kubectl("create", "namespace", ns)
     chart = tmp_path / "chart.yaml"
-    chart.write_text(helm(stack, "template", name, str(CHART), "-n", ns, "--kube-version", KUBE_VERSION))
+    values = [*image_values(), "--set", f"watchNamespaces={{{namespace}}}"]
+    chart.write_text(helm(stack, "template", name, str(CHART), "-n", ns, *values))
     manifest = pool_manifest("p", redis_server.url, maxWorkers=3)
     manifest["metadata"]["annotations"] = {"team": "workflows", "bifrost.dev/recycle": "*@initial"}
     pool = tmp_path / "pool.json"
@@ -190,39 +279,36 @@ def test_gitops_round_trip_with_server_side_apply(
     ssa = ("apply", "--server-side", "--field-manager=gitops")
     stack.cluster.kubectl(*ssa, "-n", ns, "-f", str(chart))
     stack.cluster.kubectl(*ssa, "-n", namespace, "-f", str(pool))
-    op = operator_as_service_account(stack, release, namespace, tmp_path)
+    # The operator is the chart's Deployment, running in-cluster.
     pools = Pools(stack, namespace)
     client = Client(redis_server.url)
-    try:
-        pools.wait_status("p", lambda s: s.get("readyWorkers") == 1, "1 ready worker", timeout=READY)
-        ids = [client.submit("sleep", {"seconds": 1}) for _ in range(6)]
-        pools.wait_status("p", lambda s: s.get("workers") == 3, "scaled up", timeout=SCALE)
-        # The recycle request lives in Git too: a commit changes the annotation, the tool syncs.
-        manifest["metadata"]["annotations"]["bifrost.dev/recycle"] = "*@second-commit"
-        pool.write_text(json.dumps(manifest))
-        stack.cluster.kubectl(*ssa, "-n", namespace, "-f", str(pool))
-        pools.wait_status(
-            "p", lambda s: s.get("lastRecycle", {}).get("request") == "*@second-commit", "recycle", timeout=RECYCLE
+    pools.wait_status("p", lambda s: s.get("readyWorkers") == 1, "1 ready worker", timeout=READY)
+    ids = [client.submit("sleep", {"seconds": 1}) for _ in range(6)]
+    pools.wait_status("p", lambda s: s.get("workers") == 3, "scaled up", timeout=SCALE)
+    # The recycle request lives in Git too: a commit changes the annotation, the tool syncs.
+    manifest["metadata"]["annotations"]["bifrost.dev/recycle"] = "*@second-commit"
+    pool.write_text(json.dumps(manifest))
+    stack.cluster.kubectl(*ssa, "-n", namespace, "-f", str(pool))
+    pools.wait_status(
+        "p", lambda s: s.get("lastRecycle", {}).get("request") == "*@second-commit", "recycle", timeout=RECYCLE
+    )
+    for i in ids:
+        client.wait_result(i, timeout=60)
+    before = pools.get("p")
+    # The GitOps tool syncs again: same files, same field manager, no --force-conflicts.
+    stack.cluster.kubectl(*ssa, "-n", ns, "-f", str(chart))
+    stack.cluster.kubectl(*ssa, "-n", namespace, "-f", str(pool))
+    after = pools.get("p")
+    assert after["spec"] == before["spec"]
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert after["metadata"]["annotations"] == {"team": "workflows", "bifrost.dev/recycle": "*@second-commit"}
+    assert not [k for k in after["metadata"].get("annotations", {}) if k.startswith("kopf")]
+    assert not after["metadata"].get("finalizers")
+    for path, target_ns in ((chart, ns), (pool, namespace)):
+        diff = stack.cluster.kubectl(
+            "diff", "--server-side", "--field-manager=gitops", "-n", target_ns, "-f", str(path), check=False
         )
-        for i in ids:
-            client.wait_result(i, timeout=60)
-        before = pools.get("p")
-        # The GitOps tool syncs again: same files, same field manager, no --force-conflicts.
-        stack.cluster.kubectl(*ssa, "-n", ns, "-f", str(chart))
-        stack.cluster.kubectl(*ssa, "-n", namespace, "-f", str(pool))
-        after = pools.get("p")
-        assert after["spec"] == before["spec"]
-        assert after["metadata"]["generation"] == before["metadata"]["generation"]
-        assert after["metadata"]["annotations"] == {"team": "workflows", "bifrost.dev/recycle": "*@second-commit"}
-        assert not [k for k in after["metadata"].get("annotations", {}) if k.startswith("kopf")]
-        assert not after["metadata"].get("finalizers")
-        for path, target_ns in ((chart, ns), (pool, namespace)):
-            diff = stack.cluster.kubectl(
-                "diff", "--server-side", "--field-manager=gitops", "-n", target_ns, "-f", str(path), check=False
-            )
-            assert diff.returncode == 0, diff.stdout + diff.stderr
-    finally:
-        op.stop()
+        assert diff.returncode == 0, diff.stdout + diff.stderr
 
 
 def test_pods_rejected_by_pod_security_make_the_pool_stalled(

@@ -63,6 +63,19 @@ def test_sums_and_conditions() -> None:
     assert all(c["observedGeneration"] == 4 for c in s["conditions"])
 
 
+def test_a_running_worker_without_a_fresh_heartbeat_is_named_and_not_counted() -> None:
+    pods = tuple(PodView(f"w{i}", f"u{i}", "Running", True, False, 0.0, "h") for i in range(2))
+    obs = Observation(pods=pods, workers={"w0": worker("w0"), "w1": worker("w1", fresh=False)})
+    s = status(obs=obs)
+    assert s["readyWorkers"] == 1
+    ready = cond(s, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "WaitingForWorkers")
+    assert ready["message"] == "1 of 2 workers are running and registered; no fresh heartbeat from w1"
+    # When it is heard from again, it counts again.
+    healed = Observation(pods=pods, workers={"w0": worker("w0"), "w1": worker("w1")})
+    assert cond(status(obs=healed), "Ready")["message"] == "2 of 2 workers are running and registered"
+
+
 def test_stalled_makes_ready_false_with_the_reason() -> None:
     s = status(stall=Stall("RedisUnavailable", "connection refused"))
     assert (cond(s, "Ready")["status"], cond(s, "Ready")["reason"]) == ("False", "RedisUnavailable")

@@ -22,6 +22,7 @@ from .scaling import ScalePlan
 # Condition types and reasons (kstatus vocabulary).
 READY, RECONCILING, STALLED = "Ready", "Reconciling", "Stalled"
 REASON_WORKERS_READY = "WorkersReady"
+REASON_WAITING_FOR_WORKERS = "WaitingForWorkers"
 REASON_RECONCILED = "Reconciled"
 REASON_NOT_STALLED = "Progressing"
 REASON_REDIS_UNAVAILABLE = "RedisUnavailable"
@@ -62,6 +63,13 @@ def _condition(
     )
 
 
+def _silent_note(silent: Sequence[str], shown: int = 5) -> str:
+    if not silent:
+        return ""
+    more = f" and {len(silent) - shown} more" if len(silent) > shown else ""
+    return f"; no fresh heartbeat from {', '.join(silent[:shown])}{more}"
+
+
 def build_status(
     *,
     generation: int,
@@ -74,27 +82,23 @@ def build_status(
 ) -> WorkerPoolStatus:
     active = [p for p in obs.pods if p.active]
     workers = dict(sorted(obs.workers.items()))
-    ready = sum(1 for p in active if p.ready and p.name in workers)
+    # Ready: running, registered, and heard from lately. A running pod whose
+    # worker went silent is named in the Ready message, not counted.
+    silent = [p.name for p in active if p.ready and p.name in workers and not workers[p.name].fresh]
+    ready = sum(1 for p in active if p.ready and p.name in workers and workers[p.name].fresh)
     details = [w.info for w in list(workers.values())[:MAX_DETAIL_WORKERS]]
     omitted = max(0, len(workers) - MAX_DETAIL_WORKERS)
 
     reconciling = plan.reconciling_reason is not None
+    counted = f"{ready} of {plan.desired} workers are running and registered" + _silent_note(silent)
     if stall is not None:
         ready_cond = (False, stall.reason, stall.message)
     elif reconciling:
         ready_cond = (False, plan.reconciling_reason or "", plan.reconciling_message)
     elif ready < plan.desired:
-        ready_cond = (
-            False,
-            "WaitingForWorkers",
-            f"{ready} of {plan.desired} workers are running and registered",
-        )
+        ready_cond = (False, REASON_WAITING_FOR_WORKERS, counted)
     else:
-        ready_cond = (
-            True,
-            REASON_WORKERS_READY,
-            f"{ready} of {plan.desired} workers are running and registered",
-        )
+        ready_cond = (True, REASON_WORKERS_READY, counted)
     conditions = [
         _condition(READY, *ready_cond, generation, now, previous_conditions),
         _condition(
