@@ -52,7 +52,7 @@ def down(directory: Path) -> int:
     pid = int(pid_file.read_text())
     if pid_alive(pid):
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a clean stop drains the node's pods
         while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
         if pid_alive(pid):

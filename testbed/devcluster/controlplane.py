@@ -84,6 +84,12 @@ class LocalCluster:
         for name in reversed(list(self.procs)):
             stop(self.procs[name], grace=10)
 
+    def stop_controllers(self) -> None:
+        """kube-scheduler and kube-controller-manager: nothing new is created or bound after this."""
+        for name in ("kube-scheduler", "kube-controller-manager"):
+            if name in self.procs:
+                stop(self.procs[name], grace=10)
+
     def restart_apiserver(self) -> None:
         """Stop kube-apiserver and start it again on the same port (fault tests)."""
         stop(self.procs["kube-apiserver"], grace=10)

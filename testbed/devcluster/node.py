@@ -42,6 +42,16 @@ def kubepods_cgroups() -> list[Path]:
     return [d / KUBEPODS for d in CGROUP_ROOT.iterdir() if (d / KUBEPODS).is_dir()]
 
 
+def kill_pod_processes() -> None:
+    """SIGKILL every process in the kubelet's cgroups (a shim's death does not end its container)."""
+    for root in kubepods_cgroups():
+        for procs in root.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError):
+                for pid in procs.read_text().split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+
+
 def mounts_under(root: Path) -> list[str]:
     """Mount points at or below `root`, deepest first."""
     points = []
@@ -89,6 +99,7 @@ class LocalNode:
                 stop(self.procs[name], grace=10)
         if self._alive("containerd"):
             self._remove_containers()
+        kill_pod_processes()  # whatever survived: a crashed run, a runtime that did not answer
         if "containerd" in self.procs:
             stop(self.procs["containerd"], grace=10)
         self._kill_shims()
@@ -304,14 +315,17 @@ class LocalNode:
         return out.stdout.strip() == "True"
 
     def _drain_pods(self) -> None:
-        """Delete every pod at once and wait until the runtime has none (the kubelet tears them down)."""
+        """Delete every pod at once and wait until the runtime has none (the kubelet tears them down).
+
+        Called with the scheduler stopped, so a controller that recreates pods cannot keep it busy.
+        """
         self.cluster.kubectl(
             "delete", "pods", "--all", "--all-namespaces", "--grace-period=0", "--force", "--wait=false", check=False
         )
         with contextlib.suppress(TimeoutError):
             wait_for(
                 lambda: not self.ctr("tasks", "ls", "-q", check=False).stdout.split(),
-                timeout=60,
+                timeout=30,
                 what="the kubelet to stop every container",
                 interval=0.5,
             )

@@ -62,9 +62,11 @@ class DevStack:
         return self
 
     def stop(self) -> None:
+        # Controllers first: no pod is recreated or bound while the node drains.
+        self.cluster.stop_controllers()
+        self.node.stop()
         if self.redis is not None:
             self.redis.stop()
-        self.node.stop()
         self.cluster.stop()
         self.network.down()
 
