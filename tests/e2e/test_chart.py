@@ -248,7 +248,7 @@ def test_cluster_wide_rbac_is_still_least_privilege(stack: DevStack, release: tu
         ns,
         "--create-namespace",
         "--skip-crds",
-        "--set",
+        "--set-string",
         "nodeSelector.bench\\.bifrost\\.dev/unschedulable=true",
     )
     sa = f"system:serviceaccount:{ns}:{name}-workerpool-operator"
@@ -277,7 +277,8 @@ def test_gitops_round_trip_with_server_side_apply(
     pool = tmp_path / "pool.json"
     pool.write_text(json.dumps(manifest))
     ssa = ("apply", "--server-side", "--field-manager=gitops")
-    stack.cluster.kubectl(*ssa, "-n", ns, "-f", str(chart))
+    # Every rendered object names its namespace (Roles go to the watched one): no -n.
+    stack.cluster.kubectl(*ssa, "-f", str(chart))
     stack.cluster.kubectl(*ssa, "-n", namespace, "-f", str(pool))
     # The operator is the chart's Deployment, running in-cluster.
     pools = Pools(stack, namespace)
@@ -296,7 +297,7 @@ def test_gitops_round_trip_with_server_side_apply(
         client.wait_result(i, timeout=60)
     before = pools.get("p")
     # The GitOps tool syncs again: same files, same field manager, no --force-conflicts.
-    stack.cluster.kubectl(*ssa, "-n", ns, "-f", str(chart))
+    stack.cluster.kubectl(*ssa, "-f", str(chart))
     stack.cluster.kubectl(*ssa, "-n", namespace, "-f", str(pool))
     after = pools.get("p")
     assert after["spec"] == before["spec"]
@@ -304,9 +305,9 @@ def test_gitops_round_trip_with_server_side_apply(
     assert after["metadata"]["annotations"] == {"team": "workflows", "bifrost.dev/recycle": "*@second-commit"}
     assert not [k for k in after["metadata"].get("annotations", {}) if k.startswith("kopf")]
     assert not after["metadata"].get("finalizers")
-    for path, target_ns in ((chart, ns), (pool, namespace)):
+    for path, where in ((chart, []), (pool, ["-n", namespace])):
         diff = stack.cluster.kubectl(
-            "diff", "--server-side", "--field-manager=gitops", "-n", target_ns, "-f", str(path), check=False
+            "diff", "--server-side", "--field-manager=gitops", *where, "-f", str(path), check=False
         )
         assert diff.returncode == 0, diff.stdout + diff.stderr
 
