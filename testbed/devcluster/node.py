@@ -75,6 +75,10 @@ class LocalNode:
     # --- public -----------------------------------------------------------------
 
     @property
+    def pod_logs_dir(self) -> Path:
+        return self.workdir / "kubelet" / "pod-logs"
+
+    @property
     def containerd_socket(self) -> Path:
         return self.workdir / "containerd" / "containerd.sock"
 
@@ -277,7 +281,7 @@ class LocalNode:
             "failSwapOn": False,
             "oomScoreAdj": 0,  # may not lower it here (no CAP_SYS_RESOURCE)
             "resolvConf": "/etc/resolv.conf",
-            "podLogsDir": str(d / "pod-logs"),
+            "podLogsDir": str(self.pod_logs_dir),
             "syncFrequency": "10s",
             "fileCheckFrequency": "10s",
             "nodeStatusUpdateFrequency": "2s",

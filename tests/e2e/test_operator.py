@@ -1,5 +1,5 @@
 """The operator end to end: real kube-apiserver + etcd, real worker processes
-(run by the harness kubelet), real redis-server. Assertions go through kubectl
+(containers of the project's image on the real node), real redis-server. Assertions go through kubectl
 and a separate Redis client."""
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from devcluster.harness import (
     wait_until,
     worker_container,
 )
+from devcluster.podlogs import PodLogs
 from devcluster.procs import pid_alive
 from devcluster.redis_server import RedisServer
 from devcluster.stack import DevStack
@@ -58,14 +59,18 @@ def operator(stack: DevStack, namespace: str, tmp_path: Path) -> Iterator[Operat
     op.stop()
 
 
-def busy_deletions(stack: DevStack, namespace: str) -> list[str]:
+def busy_deletions(logs: PodLogs) -> list[str]:
     """Pods whose worker was told to stop while it was running something (from the pods' logs)."""
-    found = []
-    for log in stack.kubelet_log_dir.glob(f"{namespace}_*.log"):
-        for line in log.read_text(errors="replace").splitlines():
-            if "stopping: no new work; waiting for" in line and "waiting for 0 " not in line:
-                found.append(f"{log.name}: {line}")
-    return found
+    return [
+        f"{pod}: {line}"
+        for pod, lines in logs.lines().items()
+        for line in lines
+        if "stopping: no new work; waiting for" in line and "waiting for 0 " not in line
+    ]
+
+
+def stops(logs: PodLogs) -> list[str]:
+    return [pod for pod, lines in logs.lines().items() if any("stopping: no new work" in li for li in lines)]
 
 
 def test_operator_killed_at_random_points(
@@ -79,6 +84,7 @@ def test_operator_killed_at_random_points(
 ) -> None:
     """kill -9 during scale-up, scale-down and recycle handling; every restart must
     not duplicate or orphan pods, delete a busy worker, or publish a recycle twice."""
+    logs = PodLogs(stack.node.pod_logs_dir, namespace).start()
     op = OperatorProcess(stack, namespace, tmp_path).start()
     manifest = pool_manifest(
         "p",
@@ -128,8 +134,10 @@ def test_operator_killed_at_random_points(
         live = pools.live_pods("p")
         assert len(live) == 1  # no duplicate pods survive
         assert all(p["metadata"]["ownerReferences"][0]["name"] == "p" for p in pools.pods("p"))
-        assert busy_deletions(stack, namespace) == []
+        assert stops(logs), "no worker logged its stop: the log collection sees nothing"
+        assert busy_deletions(logs) == []
     finally:
+        logs.stop()
         sub.close()
         op.stop()
 
