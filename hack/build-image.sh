@@ -90,7 +90,10 @@ pause_image() {
 
 load_into_node() {
   local sock=${WPO_CONTAINERD_SOCKET:-}
-  [[ -z "$sock" && -f .cluster/containerd.sock.path ]] && sock=$(cat .cluster/containerd.sock.path)
+  # `make cluster-up`'s node, if it is running (its pid file names a live process).
+  if [[ -z "$sock" && -f .cluster/containerd.sock.path && -f .cluster/pid ]] && kill -0 "$(cat .cluster/pid)" 2>/dev/null; then
+    sock=$(cat .cluster/containerd.sock.path)
+  fi
   if [[ -z "$sock" || ! -S "$sock" ]]; then
     log "no local node running: the image is in podman only (podman save it for another runtime)"
     return

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -142,8 +143,14 @@ class Demo:
         print(self.kubectl("get", "deployment,pods", "-n", RELEASE_NS, "-o", "wide"))
 
     def example(self) -> str:
-        """examples/workerpool.yaml, with the image named by $IMAGE when it is not the example's."""
-        return (ROOT / "examples" / "workerpool.yaml").read_text().replace(EXAMPLE_IMAGE, self.image)
+        """examples/workerpool.yaml with the image named by $IMAGE, and shorter delays so the demo
+        does not wait a minute for scale-down (set before applying: a later change of the
+        heartbeat interval would change the pod template and replace the first worker)."""
+        text = (ROOT / "examples" / "workerpool.yaml").read_text().replace(EXAMPLE_IMAGE, self.image)
+        for field, example, demo in (("scaleDownDelaySeconds", 60, 10), ("heartbeatIntervalSeconds", 10, 2)):
+            text, n = re.subn(rf"(?m)^(\s*{field}: ){example}\b", rf"\g<1>{demo}", text)
+            assert n == 1, f"examples/workerpool.yaml no longer sets {field}: {example}"
+        return text
 
     def scenario(self) -> None:
         self.say(f"applying examples/workerpool.yaml to namespace {NS} (Redis URL in Secret 'redis')")
@@ -163,17 +170,6 @@ class Demo:
         )
         self.kubectl("apply", "-f", "-", input=secret)
         self.kubectl("apply", "--server-side", "-f", "-", input=self.example())
-        # Shorter than the example's 60 s so the demo does not wait a minute for scale-down.
-        self.kubectl(
-            "patch",
-            "wp",
-            POOL,
-            "-n",
-            NS,
-            "--type=merge",
-            "-p",
-            '{"spec":{"scaling":{"scaleDownDelaySeconds":10},"heartbeatIntervalSeconds":2}}',
-        )
         self.kubectl("wait", "--for=condition=Ready", f"wp/{POOL}", "-n", NS, "--timeout=120s")
         print(self.kubectl("get", "workerpools", "-n", NS))
         print(self.kubectl("get", "pods", "-n", NS, "-o", "wide"))
@@ -187,7 +183,12 @@ class Demo:
         _, err = burst.communicate(timeout=120)
         print("  " + err.strip().splitlines()[-1])
         self.say("demand is gone: after scaleDownDelaySeconds the operator removes idle workers")
-        self.watch_until(lambda s: s.get("workers") == 1 and s.get("desiredWorkers") == 1, 120, "scale-down")
+        # Settled: one pod, and the removed workers have deregistered (they drain and exit on SIGTERM).
+        self.watch_until(
+            lambda s: s.get("workers") == 1 and s.get("desiredWorkers") == 1 and len(s.get("workerDetails", [])) == 1,
+            120,
+            "scale-down",
+        )
         print(self.kubectl("get", "workerpools", "-n", NS))
 
         status = self.pool()["status"]
