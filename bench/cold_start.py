@@ -18,6 +18,7 @@ Usage: python bench/cold_start.py [--trials 20]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -42,7 +43,7 @@ from tests.integration.workers import Client  # noqa: E402
 from workerpool.contracts.names import HEARTBEAT_CHANNEL  # noqa: E402
 
 NS = "bench"
-STAGES = ("created", "running", "registered")
+STAGES = ("created", "running", "registered")  # running: as the API shows it (after the kubelet reports)
 Times = dict[str, float]
 
 
@@ -56,9 +57,10 @@ class FirstHeartbeats:
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
-        for msg in self.sub.listen():
-            wid = json.loads(msg["data"]).get("worker_id", "")
-            self.seen.setdefault(wid, time.monotonic())
+        with contextlib.suppress(redis.ConnectionError):  # redis-server stops at the end
+            for msg in self.sub.listen():
+                wid = json.loads(msg["data"]).get("worker_id", "")
+                self.seen.setdefault(wid, time.monotonic())
 
 
 def new_pod_times(watch: Watch, t0: float, known: set[str], beats: FirstHeartbeats) -> dict[str, float] | None:
@@ -146,6 +148,10 @@ def trial(stack: DevStack, selector: str, beats: FirstHeartbeats, trigger: Calla
     trigger()
     try:
         return wait_until(partial(new_pod_times, watch, t0, known, beats), timeout=60, what=f"a new pod of {selector}")
+    except AssertionError:
+        print(stack.cluster.kubectl("get", "pods,wp", "-n", NS, "-o", "wide").stdout, file=sys.stderr)
+        print(f"known {sorted(known)}; first heartbeats from {sorted(beats.seen)}", file=sys.stderr)
+        raise
     finally:
         watch.stop()
 
