@@ -5,6 +5,8 @@ and a separate Redis client."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -398,3 +400,45 @@ def test_password_never_leaks(
     pools.wait_status("p", lambda s: "conditions" in s, "a status")
     everything = json.dumps(pools.status("p")) + json.dumps(pools.events("p")) + operator.logs()
     assert "s3cr3t-pw" not in everything
+
+
+def test_workers_run_executions_on_a_read_only_root(
+    pools: Pools, operator: OperatorProcess, client: Client, redis_server: RedisServer, stack: DevStack
+) -> None:
+    pools.apply(pool_manifest("p", redis_server.url))
+    status = ready_pool(pools, "p")
+    pod = pools.live_pods("p")[0]
+    assert pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["spec"]["securityContext"]["runAsUser"] == 10001
+    # The kernel's view of a pool process: its root is mounted read-only.
+    pid = status["workerDetails"][0]["processes"][0]["pid"]
+    host_pid = stack.node.host_pid(pod["metadata"]["uid"], pid)
+    assert host_pid is not None
+    root = next(
+        line.split() for line in Path(f"/proc/{host_pid}/mountinfo").read_text().splitlines() if line.split()[4] == "/"
+    )
+    assert "ro" in root[5].split(","), root
+    assert all(client.wait_result(client.submit("sleep", {"seconds": 0.2}), timeout=30).success for _ in range(3))
+
+
+def test_a_worker_without_a_fresh_heartbeat_is_reported_and_not_ready(
+    pools: Pools, operator: OperatorProcess, redis_server: RedisServer, stack: DevStack
+) -> None:
+    pools.apply(pool_manifest("p", redis_server.url))
+    ready_pool(pools, "p")
+    pod = pools.live_pods("p")[0]
+    name = pod["metadata"]["name"]
+    worker = stack.node.host_pid(pod["metadata"]["uid"], 1)  # the worker runtime is the container's pid 1
+    assert worker is not None
+    os.kill(worker, signal.SIGSTOP)  # alive to the kubelet (no liveness probe), silent to Redis
+    try:
+        status = pools.wait_status(
+            "p", lambda s: s.get("readyWorkers") == 0, "the silent worker not counted as ready", timeout=READY
+        )
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "False"
+        assert f"no fresh heartbeat from {name}" in ready["message"]
+        assert len(pools.live_pods("p")) == 1  # unknown is not idle: nothing was deleted
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    ready_pool(pools, "p")

@@ -120,6 +120,7 @@ def test_workers_get_a_read_only_root_uid_10001_and_a_bounded_tmp() -> None:
     assert worker["securityContext"]["readOnlyRootFilesystem"] is True
     assert worker["volumeMounts"] == [{"name": "workerpool-tmp", "mountPath": "/tmp"}]
     assert pod["spec"]["volumes"] == [{"name": "workerpool-tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
+    assert pod["spec"]["automountServiceAccountToken"] is False
 
 
 def test_a_template_that_says_otherwise_keeps_its_root_and_its_tmp() -> None:

@@ -103,6 +103,8 @@ def render_template(pool: PoolRef, spec: WorkerPoolSpec, default_image: str) -> 
         "terminationGracePeriodSeconds", spec.execution_timeout_seconds + spec.graceful_shutdown_seconds
     )
     pod_spec.setdefault("restartPolicy", "Always")
+    # Workers never call the API server: no token to steal from a worker pod.
+    pod_spec.setdefault("automountServiceAccountToken", False)
     _restricted_defaults(pod_spec)
     return template
 
