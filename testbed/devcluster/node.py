@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -134,19 +135,27 @@ class LocalNode:
         return res
 
     @staticmethod
-    def host_pid(pod_uid: str, pid_in_pod: int) -> int | None:
-        """The host's pid of process `pid_in_pod` (as the pod sees it: heartbeats report these) of a pod."""
-        marker = f"pod{pod_uid}"
+    def host_pid(pod: dict[str, Any], pid_in_container: int, container: str = "worker") -> int | None:
+        """The host's pid of a process as its container sees it (heartbeats report those pids).
+
+        Found by the container's id in the process's cgroup path and the last field of
+        its NSpid (each container, the pause one included, has a pid namespace of its own).
+        """
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        cid = next((c.get("containerID", "") for c in statuses if c.get("name") == container), "")
+        cid = cid.rpartition("://")[2]
+        if not cid:
+            return None
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             try:
-                if marker not in (entry / "cgroup").read_text():
+                if cid not in (entry / "cgroup").read_text():
                     continue
                 nspid = next(li for li in (entry / "status").read_text().splitlines() if li.startswith("NSpid:"))
             except (OSError, StopIteration):
                 continue
-            if int(nspid.split()[-1]) == pid_in_pod:
+            if int(nspid.split()[-1]) == pid_in_container:
                 return int(entry.name)
         return None
 

@@ -412,7 +412,7 @@ def test_workers_run_executions_on_a_read_only_root(
     assert pod["spec"]["securityContext"]["runAsUser"] == 10001
     # The kernel's view of a pool process: its root is mounted read-only.
     pid = status["workerDetails"][0]["processes"][0]["pid"]
-    host_pid = stack.node.host_pid(pod["metadata"]["uid"], pid)
+    host_pid = stack.node.host_pid(pod, pid)
     assert host_pid is not None
     root = next(
         line.split() for line in Path(f"/proc/{host_pid}/mountinfo").read_text().splitlines() if line.split()[4] == "/"
@@ -428,7 +428,7 @@ def test_a_worker_without_a_fresh_heartbeat_is_reported_and_not_ready(
     ready_pool(pools, "p")
     pod = pools.live_pods("p")[0]
     name = pod["metadata"]["name"]
-    worker = stack.node.host_pid(pod["metadata"]["uid"], 1)  # the worker runtime is the container's pid 1
+    worker = stack.node.host_pid(pod, 1)  # the worker runtime is its container's pid 1
     assert worker is not None
     os.kill(worker, signal.SIGSTOP)  # alive to the kubelet (no liveness probe), silent to Redis
     try:

@@ -221,7 +221,7 @@ def test_killing_processes_and_pods_under_load_loses_no_execution(
     )
     pools.wait_status("p", lambda s: s.get("readyWorkers") == 3, "3 ready workers", timeout=READY)
     ids = [client.submit("sleep", {"seconds": rng.uniform(0.2, 1.0)}) for _ in range(60)]
-    pod_uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pools.pods("p")}
+    pods = {p["metadata"]["name"]: p for p in pools.pods("p")}
     killed_processes = killed_pods = 0
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and client.r.zcard(client.queue) > 5:
@@ -234,9 +234,10 @@ def test_killing_processes_and_pods_under_load_loses_no_execution(
         ]
         if busy and rng.random() < 0.6:
             wid, pid = rng.choice(busy)  # the pid as the pod sees it
-            if wid not in pod_uids:
-                pod_uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pools.pods("p")}
-            host_pid = stack.node.host_pid(pod_uids.get(wid, "?"), pid)
+            host_pid = stack.node.host_pid(pods.get(wid, {}), pid)
+            if host_pid is None:  # a pod new since the last read
+                pods = {p["metadata"]["name"]: p for p in pools.pods("p")}
+                host_pid = stack.node.host_pid(pods.get(wid, {}), pid)
             if host_pid is not None and pid_alive(host_pid):
                 os.kill(host_pid, signal.SIGKILL)
                 killed_processes += 1
