@@ -442,3 +442,25 @@ def test_a_worker_without_a_fresh_heartbeat_is_reported_and_not_ready(
     finally:
         os.kill(worker, signal.SIGCONT)
     ready_pool(pools, "p")
+
+
+def test_deleting_a_busy_worker_pod_drains_its_execution_within_the_grace_period(
+    pools: Pools, operator: OperatorProcess, client: Client, redis_server: RedisServer, stack: DevStack, namespace: str
+) -> None:
+    """`kubectl delete pod` on a busy worker: the real kubelet's SIGTERM stops new claims, the running
+    execution finishes where it runs, then the container exits (before the grace period's SIGKILL)."""
+    pools.apply(pool_manifest("p", redis_server.url, processes={"min": 1, "max": 1}))
+    worker = ready_pool(pools, "p")["workerDetails"][0]["workerId"]
+    grace = pools.live_pods("p")[0]["spec"]["terminationGracePeriodSeconds"]
+    eid = client.submit("sleep", {"seconds": 4})
+    pools.wait_status("p", lambda s: s.get("busyCount") == 1, "the worker busy")
+    stack.cluster.kubectl("delete", "pod", worker, "-n", namespace, "--wait=false")
+    sigkill_at = time.monotonic() + grace
+    result = client.wait_result(eid, timeout=grace)
+    assert result.success, result
+    assert result.worker_id == worker  # finished by the worker that was told to stop
+    wait_until(
+        lambda: worker not in [p["metadata"]["name"] for p in pools.pods("p")],
+        timeout=sigkill_at - time.monotonic() - 1,  # gone before the kubelet would have killed it
+        what="the drained pod to exit on its own",
+    )
