@@ -16,11 +16,10 @@ from typing import Any
 import pytest
 
 from devcluster import binaries
+from devcluster.client import Client
 from devcluster.harness import READY, RECYCLE, SCALE, OperatorProcess, Pools, pool_manifest, wait_until
 from devcluster.redis_server import RedisServer
 from devcluster.stack import DevStack, project_image
-
-from ..integration.workers import Client
 
 pytestmark = pytest.mark.cluster
 

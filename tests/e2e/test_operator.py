@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 import redis
 
+from devcluster.client import Client
 from devcluster.harness import READY, RECYCLE, SCALE, STATUS, OperatorProcess, Pools, pool_manifest, wait_until
 from devcluster.redis_server import RedisServer
 from devcluster.stack import DevStack
 from workerpool.contracts.names import HEARTBEAT_CHANNEL, worker_key
 from workerpool.contracts.wire import WorkerInfo, parse_registration
 
-from ..integration.workers import Client
 from ..shapes import HEARTBEAT_KEYS, WORKER_INFO_KEYS
 
 pytestmark = pytest.mark.cluster

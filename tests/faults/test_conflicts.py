@@ -24,11 +24,11 @@ import pytest
 import redis
 
 from devcluster.certs import make_pki
+from devcluster.client import Client
 from devcluster.harness import READY, RECYCLE, SCALE, OperatorProcess, Pools, pool_manifest, wait_until
 from devcluster.redis_server import RedisServer
 from devcluster.stack import DevStack
 
-from ..integration.workers import Client
 from .identity import service_account
 
 pytestmark = [pytest.mark.faults, pytest.mark.cluster]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from devcluster.client import Client
 from devcluster.harness import (
     READY,
     RECYCLE,
@@ -29,8 +30,6 @@ from devcluster.podlogs import PodLogs
 from devcluster.procs import pid_alive
 from devcluster.redis_server import RedisServer
 from devcluster.stack import DevStack
-
-from ..integration.workers import Client
 
 pytestmark = [pytest.mark.faults, pytest.mark.cluster]
 

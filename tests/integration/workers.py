@@ -3,32 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
-
-import redis
+from typing import Any
 
 from devcluster.cli_process import start_cli
+from devcluster.client import CHANGE, RESULT, Client
 from devcluster.waiting import wait_until
-from workerpool.contracts.names import worker_commands_channel, worker_key
-from workerpool.contracts.wire import ExecutionResult, Registration, parse_registration
-from workerpool.worker.queue import NOTIFY_CAP
+from workerpool.contracts.wire import Registration
 
-T = TypeVar("T")
-
-# Named deadlines.
+# Named deadlines (RESULT and CHANGE: the client's).
 START = 20.0
-RESULT = 20.0
-CHANGE = 10.0
-
-FUNCS = "workerpool.worker.functions"
+__all__ = ["CHANGE", "RESULT", "START", "Client", "WorkerProcess", "states", "wait_until"]
 
 
 class WorkerProcess:
@@ -76,59 +65,6 @@ class WorkerProcess:
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")
-
-
-class Client:
-    """A test's view of Redis: submit, read registrations and results, send commands."""
-
-    def __init__(self, url: str) -> None:
-        self.r = redis.Redis.from_url(url)
-        self.queue = "bifrost:queue:pending"
-
-    def submit(
-        self,
-        function: str,
-        parameters: dict[str, Any] | None = None,
-        *,
-        timeout: float | None = None,
-        execution_id: str | None = None,
-        context: bool = True,
-    ) -> str:
-        eid = execution_id or f"e-{uuid.uuid4().hex[:10]}"
-        ctx: dict[str, Any] = {"function": f"{FUNCS}:{function}", "parameters": parameters or {}}
-        if timeout is not None:
-            ctx["timeout_seconds"] = timeout
-        with self.r.pipeline(transaction=True) as p:
-            if context:
-                p.set(f"bifrost:exec:{eid}:context", json.dumps(ctx))
-            p.zadd(self.queue, {eid: time.time()})
-            p.lpush(f"{self.queue}:notify", "1")
-            p.ltrim(f"{self.queue}:notify", 0, NOTIFY_CAP - 1)
-            p.execute()
-        return eid
-
-    def result(self, eid: str) -> ExecutionResult | None:
-        raw = self.r.get(f"bifrost:exec:{eid}:result")
-        return ExecutionResult.model_validate_json(raw) if raw else None
-
-    def wait_result(self, eid: str, timeout: float = RESULT) -> ExecutionResult:
-        return wait_until(lambda: self.result(eid), timeout=timeout, what=f"the result of {eid}")
-
-    def registration(self, worker_id: str) -> Registration | None:
-        fields = self.r.hgetall(worker_key(worker_id))
-        return parse_registration(worker_id, fields) if fields else None
-
-    def wait_registration(
-        self, worker_id: str, check: Callable[[Registration], bool], what: str, timeout: float = CHANGE
-    ) -> Registration:
-        def probe() -> Registration | None:
-            reg = self.registration(worker_id)
-            return reg if reg is not None and check(reg) else None
-
-        return wait_until(probe, timeout=timeout, what=what)
-
-    def recycle(self, worker_id: str, pid: int | None) -> int:
-        return int(self.r.publish(worker_commands_channel(worker_id), json.dumps({"type": "recycle", "pid": pid})))
 
 
 def states(reg: Registration) -> list[str]:
