@@ -31,6 +31,7 @@ def up(directory: Path) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     with DevStack(directory / "stack") as stack:
         assert stack.redis is not None
+        pids = stack.pids()
         (directory / "pid").write_text(str(os.getpid()))
         (directory / "containerd.sock.path").write_text(str(stack.node.containerd_socket))
         env_file.write_text(f"export KUBECONFIG={stack.cluster.kubeconfig}\nexport REDIS_URL={stack.redis.url}\n")
@@ -41,6 +42,10 @@ def up(directory: Path) -> int:
     (directory / "pid").unlink(missing_ok=True)
     (directory / "containerd.sock.path").unlink(missing_ok=True)
     env_file.unlink(missing_ok=True)
+    if leftovers := stack.leftovers(pids):
+        logging.error("left behind on this machine: %s", "; ".join(leftovers))
+        return 1
+    logging.info("stopped; nothing left behind")
     return 0
 
 
@@ -59,8 +64,10 @@ def down(directory: Path) -> int:
             os.kill(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
     (directory / "env").unlink(missing_ok=True)
-    print("local cluster stopped", file=sys.stderr)
-    return 0
+    log = (directory / "up.log").read_text(errors="replace") if (directory / "up.log").exists() else ""
+    left = [line for line in log.splitlines()[-5:] if "left behind on this machine" in line]
+    print(left[0] if left else "local cluster stopped; nothing left behind", file=sys.stderr)
+    return 1 if left else 0
 
 
 def main() -> int:
