@@ -89,15 +89,15 @@ def make_pki(directory: Path, *, server_ips: tuple[str, ...] = ("127.0.0.1",), n
             "-addext",
             "extendedKeyUsage=clientAuth",
         )
-        # The API server's identity towards the kubelet (logs, exec).
-        _certificate(
-            "/O=system:masters/CN=kube-apiserver-kubelet-client",
-            pki.kubelet_client_key,
-            pki.kubelet_client_crt,
-            *signed_by_ca,
-            "-addext",
-            "extendedKeyUsage=clientAuth",
-        )
+    # The API server's identity towards the kubelet (logs, exec).
+    _certificate(
+        "/O=system:masters/CN=kube-apiserver-kubelet-client",
+        pki.kubelet_client_key,
+        pki.kubelet_client_crt,
+        *signed_by_ca,
+        "-addext",
+        "extendedKeyUsage=clientAuth",
+    )
     _openssl("genrsa", "-out", str(pki.sa_key), "2048")
     _openssl("rsa", "-in", str(pki.sa_key), "-pubout", "-out", str(pki.sa_pub))
     return pki

@@ -27,7 +27,7 @@ import yaml
 
 from . import binaries
 from .certs import Pki, make_pki
-from .procs import free_port, spawn, stop, wait_for
+from .procs import ProcessExited, free_port, spawn, stop, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class LocalCluster:
         proc = self.procs[name]
         if proc.poll() is not None:
             tail = (self.workdir / "logs" / f"{name}.log").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+            raise ProcessExited(f"{name} exited with {proc.returncode}:\n{tail}")
 
     def _etcd_argv(self) -> list[str]:
         client = f"http://127.0.0.1:{self.etcd_port}"

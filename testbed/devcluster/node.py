@@ -29,7 +29,7 @@ import yaml
 
 from . import binaries, network
 from .controlplane import LocalCluster
-from .procs import free_port, pid_alive, processes_with, spawn, stop, wait_for
+from .procs import ProcessExited, free_port, pid_alive, processes_with, spawn, stop, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -389,7 +389,7 @@ class LocalNode:
         proc = self.procs[name]
         if proc.poll() is not None:
             tail = (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+            raise ProcessExited(f"{name} exited with {proc.returncode}:\n{tail}")
 
 
 def _toml(config: dict[str, object]) -> str:

@@ -33,6 +33,10 @@ def _die_with_parent() -> None:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+class ProcessExited(RuntimeError):
+    """A server the test bed started has died: waiting for it any longer is pointless."""
+
+
 def free_port() -> int:
     """A free loopback TCP port (the kernel picks it; a race with others is unlikely)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -115,6 +119,8 @@ def wait_for(predicate: object, *, timeout: float, what: str, interval: float = 
         try:
             if predicate():
                 return
+        except ProcessExited:
+            raise  # fail fast: report the crash now, not after the whole timeout
         except Exception as exc:  # the server may not be up yet
             last_exc = exc
         time.sleep(interval)

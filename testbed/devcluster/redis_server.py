@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from .procs import free_port, spawn, stop, wait_for
+from .procs import ProcessExited, free_port, spawn, stop, wait_for
 
 
 class RedisServer:
@@ -53,7 +53,7 @@ class RedisServer:
 
     def _ping(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"redis-server exited: see {self.workdir / 'redis.log'}")
+            raise ProcessExited(f"redis-server exited: see {self.workdir / 'redis.log'}")
         with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
             s.sendall(b"PING\r\n")
             return s.recv(16).startswith(b"+PONG")
