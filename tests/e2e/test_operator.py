@@ -282,20 +282,28 @@ def test_redis_down_means_no_scale_down_and_stalled_then_recovery(
     operator: OperatorProcess,
     client: Client,
     redis_server: RedisServer,
+    namespace: str,
 ) -> None:
     pools.apply(pool_manifest("p", redis_server.url, minWorkers=1, maxWorkers=3, scaling={"scaleDownDelaySeconds": 1}))
     ready_pool(pools, "p")
-    ids = [client.submit("sleep", {"seconds": 3}) for _ in range(6)]
+    # Load to reach 3 pods. Redis comes back empty (no persistence): these executions go with it.
+    for _ in range(6):
+        client.submit("sleep", {"seconds": 3})
     wait_until(lambda: len(pools.live_pods("p")) == 3, timeout=SCALE, what="3 pods")
     redis_server.stop()
     stalled = pools.wait_condition("p", "Stalled")
     assert stalled["reason"] == "RedisUnavailable"
     assert "redis://" not in json.dumps(pools.status("p"))
-    # Well past scaleDownDelaySeconds: still 3 pods (unknown is not idle).
-    deadline = time.monotonic() + 4
+    writes = operator.metric("workerpool_status_writes_total", namespace=namespace, pool="p")
+    # Well past scaleDownDelaySeconds and the heartbeat trust window: still 3 pods
+    # (unknown is not idle), and a stable status: one outage, one stable message,
+    # not a rewrite per failing Redis call.
+    deadline = time.monotonic() + 8
     while time.monotonic() < deadline:
         assert len(pools.live_pods("p")) == 3
         time.sleep(0.5)
+    assert operator.metric("workerpool_status_writes_total", namespace=namespace, pool="p") - writes <= 1
+    assert pools.condition("p", "Stalled") == stalled
     redis_server.start()  # same port, empty data: the workers re-register
     pools.wait_status(
         "p",
@@ -304,7 +312,6 @@ def test_redis_down_means_no_scale_down_and_stalled_then_recovery(
         timeout=READY,
     )
     pools.wait_status("p", lambda s: s.get("workers") == 1, "scaled down after recovery", timeout=SCALE)
-    del ids
 
 
 def test_kubectl_wait_for_ready(

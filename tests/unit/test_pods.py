@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from workerpool.contracts.resource import WorkerPoolSpec
 from workerpool.decide.pods import PoolRef, has_password, redact, render_pod, render_template, template_hash
 
@@ -154,3 +157,16 @@ def test_password_detection_and_redaction() -> None:
     assert not has_password("redis://host:6379/0")
     assert not has_password("redis://user@host")
     assert redact("redis://:pw@host:6379/0") == "redis://***@host:6379/0"
+    # A password with '@' in it is hidden whole (urllib splits user info at the last '@').
+    assert has_password("redis://:p@ss@host:6379/0")
+    assert redact("redis://:p@ss@host:6379/0") == "redis://***@host:6379/0"
+    assert redact("rediss://user:pw@host/2") == "rediss://***@host/2"
+    assert redact("redis://host:6379/0") == "redis://host:6379/0"
+    assert "s3cret" not in redact("redis://:s3cret@host:notaport/0")
+
+
+@given(st.text(min_size=1, alphabet=st.characters(blacklist_categories=("Cs",))))
+def test_no_password_survives_redaction(password: str) -> None:
+    url = f"redis://user:{password}@redis.example:6379/0"
+    if has_password(url) and password not in ("user", "redis.example", "6379", "0", "redis", "/"):
+        assert f":{password}@" not in redact(url)

@@ -44,13 +44,17 @@ from ..contracts.wire import (
     parse_registration,
     to_wire,
 )
+from ..decide.pods import redact
 from . import metrics
 
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 1.0
+# The hub's loops, in the order their errors are reported: one error per loop,
+# each cleared only by its own loop's next success, so an outage reads as one
+# stable message (not whichever loop failed last) and recovers when all do.
+LOOPS = ("queues", "heartbeats", "resync")
 
-# KEYS[1] = dedupe key; ARGV[1] = record JSON, ARGV[2] = TTL s, ARGV[3..] = channel, message pairs.
 # KEYS[1] = worker:{id}:retiring, KEYS[2] = {queue}:held:{id}; ARGV[1] = TTL s.
 # After this returns 1 the worker holds no execution and can claim none (its claim
 # script checks KEYS[1]): deleting its pod cannot interrupt an execution.
@@ -63,6 +67,7 @@ end
 return 1
 """
 
+# KEYS[1] = dedupe key; ARGV[1] = record JSON, ARGV[2] = TTL s, ARGV[3..] = channel, message pairs.
 _PUBLISH_ONCE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
   for i = 3, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end
@@ -108,7 +113,7 @@ class RedisHub:
         # worker id -> (when its last heartbeat arrived by pub/sub, its pool, its namespace)
         self._heard: dict[str, tuple[float, str | None, str | None]] = {}
         self._full_next = True
-        self.queue_updated_at = 0.0
+        self._loop_errors: dict[str, str] = {}
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -134,6 +139,18 @@ class RedisHub:
 
     def unsubscribe(self, namespace: str, name: str) -> None:
         self.subscribers.pop((namespace, name), None)
+
+    def _describe(self, exc: BaseException) -> str:
+        """An error's text for conditions and logs, with this hub's URL redacted should it appear."""
+        return f"{type(exc).__name__}: {exc}".replace(self.url, redact(self.url))[:200]
+
+    def _loop_health(self, loop: str, error: str | None) -> None:
+        """Record one loop's outcome; the hub's error is the first failing loop's, in LOOPS order."""
+        if error is None:
+            self._loop_errors.pop(loop, None)
+        else:
+            self._loop_errors[loop] = error
+        self._health(next((self._loop_errors[name] for name in LOOPS if name in self._loop_errors), None))
 
     def _health(self, error: str | None) -> None:
         if error != self.error:
@@ -166,10 +183,11 @@ class RedisHub:
                     self._full_next = True
                     self._resync_now.set()
                 reconnect = True
+                self._loop_health("heartbeats", None)
                 async for message in pubsub.listen():
                     self.handle_heartbeat(message.get("data"))
             except (RedisError, OSError) as exc:
-                self._health(f"heartbeat subscription failed: {type(exc).__name__}")
+                self._loop_health("heartbeats", f"heartbeat subscription failed: {type(exc).__name__}")
                 await asyncio.sleep(RETRY_SECONDS)
             finally:
                 with contextlib.suppress(RedisError, RuntimeError, OSError):
@@ -201,13 +219,11 @@ class RedisHub:
                             p.zrange(key, 0, 0, withscores=True)
                         replies = await p.execute()
                 except (RedisError, OSError) as exc:
-                    self._health(f"{type(exc).__name__}: {exc}".split(" redis://")[0][:200])
+                    self._loop_health("queues", self._describe(exc))
                     await asyncio.sleep(RETRY_SECONDS)
                     continue
                 now = time.time()
-                self.queue_updated_at = time.monotonic()
-                if self.error is not None:
-                    self._health(None)
+                self._loop_health("queues", None)
                 for i, key in enumerate(keys):
                     depth, oldest = int(replies[2 * i]), replies[2 * i + 1]
                     age = max(0.0, now - float(oldest[0][1])) if oldest else 0.0
@@ -230,9 +246,10 @@ class RedisHub:
             try:
                 await self.resync()
             except (RedisError, OSError) as exc:
-                self._health(f"resync failed: {type(exc).__name__}")
+                self._loop_health("resync", f"resync failed: {type(exc).__name__}")
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
+            self._loop_health("resync", None)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._resync_now.wait(), timeout=self.resync_seconds)
             self._resync_now.clear()

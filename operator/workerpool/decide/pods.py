@@ -7,6 +7,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ..contracts import names
 from ..contracts.resource import WorkerPoolSpec
@@ -148,15 +149,26 @@ def render_pod(pool: PoolRef, spec: WorkerPoolSpec, default_image: str) -> dict[
 
 def has_password(url: str | None) -> bool:
     """True when a redis URL carries a password (redis://:pw@host or redis://user:pw@host)."""
-    if not url or "@" not in url:
+    if not url:
         return False
-    userinfo = url.split("://", 1)[-1].split("@", 1)[0]
-    return ":" in userinfo and userinfo.split(":", 1)[1] != ""
+    try:
+        return bool(urlsplit(url).password)
+    except ValueError:  # not a URL at all: the worker will say so; nothing to warn about here
+        return False
 
 
 def redact(url: str) -> str:
-    """A redis URL safe for logs, events and status."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    """A redis URL safe for logs, events and status: user and password become ***.
+
+    urllib splits the user info at the last '@', so a password containing '@' is hidden whole.
+    """
+    try:
+        parts = urlsplit(url)
+        if parts.username is None and parts.password is None:
+            return url
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:  # an unparsable port: hide everything between the scheme and the path
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***/{rest.partition('/')[2]}" if rest else "***"
+    return urlunsplit(parts._replace(netloc=f"***@{host}{port}"))

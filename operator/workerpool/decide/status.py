@@ -83,9 +83,13 @@ def build_status(
     active = [p for p in obs.pods if p.active]
     workers = dict(sorted(obs.workers.items()))
     # Ready: running, registered, and heard from lately. A running pod whose
-    # worker went silent is named in the Ready message, not counted.
-    silent = [p.name for p in active if p.ready and p.name in workers and not workers[p.name].fresh]
-    ready = sum(1 for p in active if p.ready and p.name in workers and workers[p.name].fresh)
+    # worker went silent is named in the Ready message, not counted. While
+    # Redis itself is unreachable every worker is silent: Stalled says so, and
+    # the counts stay as last known (no status rewrite for each expiring worker).
+    judged = obs.redis_error is None
+    silent = [p.name for p in active if p.ready and p.name in workers and judged and not workers[p.name].fresh]
+    quiet = set(silent)
+    ready = sum(1 for p in active if p.ready and p.name in workers and p.name not in quiet)
     details = [w.info for w in list(workers.values())[:MAX_DETAIL_WORKERS]]
     omitted = max(0, len(workers) - MAX_DETAIL_WORKERS)
 
