@@ -49,12 +49,19 @@ payloads = st.one_of(
 @given(raw=payloads)
 def test_arbitrary_commands(live_worker: tuple[WorkerProcess, Client], raw: str | bytes) -> None:
     w, client = live_worker
-    client.r.publish(f"worker:{w.worker_id}:commands", raw)
-    assert w.proc is not None and w.proc.poll() is None
+    assert client.r.publish(f"worker:{w.worker_id}:commands", raw) == 1  # delivered to the live worker
 
 
 def test_worker_still_serves_after_the_fuzzing(live_worker: tuple[WorkerProcess, Client]) -> None:
+    """Pub/sub keeps order: once a recycle sent after the fuzz is carried out, every fuzz
+    payload before it has been read and handled, and the worker is still up."""
     w, client = live_worker
+    before = client.wait_registration(w.worker_id, lambda r: r.info.pool_size == 2, "a pool of 2")
+    pids = {p.pid for p in before.info.processes}
+    client.recycle(w.worker_id, None)
+    client.wait_registration(
+        w.worker_id, lambda r: not pids <= {p.pid for p in r.info.processes}, "the sentinel recycle carried out"
+    )
     assert w.proc is not None and w.proc.poll() is None
     result = client.wait_result(client.submit("echo", {"ok": True}))
     assert result.result == {"ok": True}

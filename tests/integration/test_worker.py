@@ -100,11 +100,9 @@ def test_never_more_than_max(client: Client, start_worker: StartWorker) -> None:
 def test_timeout_kills_and_replaces(client: Client, start_worker: StartWorker) -> None:
     w = start_worker(MIN_WORKERS=1, MAX_WORKERS=1)
     (old_pid,) = ready(client, w, 1)
-    t0 = time.monotonic()
     result = client.wait_result(client.submit("hang", timeout=0.5))
     assert not result.success and result.error_type == "TimeoutError"
     assert "timeout of 0.5 s" in (result.error or "")
-    assert time.monotonic() - t0 < 5
     wait_until(lambda: not pid_alive(old_pid), timeout=CHANGE, what="the timed-out process to be gone")
     (new_pid,) = ready(client, w, 1)
     assert new_pid != old_pid
@@ -299,12 +297,13 @@ def test_sigterm_finishes_running_executions_then_unregisters(client: Client, st
     eid = client.submit("sleep", {"seconds": 1.5})
     client.wait_registration(w.worker_id, lambda r: r.info.busy_count == 1, "busy")
     w.terminate()
+    wait_until(lambda: "stopping: no new work" in w.logs(), timeout=CHANGE, what="the worker to start stopping")
+    queued = client.submit("noop")  # submitted while it drains: a stopping worker claims nothing more
     assert w.proc is not None and w.proc.wait(timeout=START) == 0
     result = client.result(eid)
     assert result is not None and result.success
     assert not client.r.exists(worker_key(w.worker_id))
     assert client.r.zcard(f"{client.queue}:leases") == 0
-    queued = client.submit("noop")  # a stopped worker takes nothing more
     assert client.r.zscore(client.queue, queued) is not None
 
 

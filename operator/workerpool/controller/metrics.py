@@ -6,6 +6,11 @@ import contextlib
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from ..contracts.wire import PROCESS_STATES
+
+# The `state` label of workerpool_workers (pods): see PoolController._metrics.
+POD_STATES = ("running", "pending", "ready")
+
 WORKERS = Gauge("workerpool_workers", "Worker pods by state", ["namespace", "pool", "state"])
 PROCESSES = Gauge("workerpool_processes", "Worker processes by state", ["namespace", "pool", "state"])
 QUEUE_DEPTH = Gauge("workerpool_queue_depth", "Pending executions", ["namespace", "pool"])
@@ -27,7 +32,7 @@ ERRORS = Counter("workerpool_reconcile_errors_total", "Reconciles that failed", 
 def forget_pool(namespace: str, pool: str) -> None:
     """Drop a deleted pool's series."""
     for metric in (WORKERS, PROCESSES):
-        for state in ("idle", "busy", "killed", "running", "ready", "pending"):
+        for state in (*PROCESS_STATES, *POD_STATES):
             with contextlib.suppress(KeyError):
                 metric.remove(namespace, pool, state)
     for gauge in (QUEUE_DEPTH, DESIRED):

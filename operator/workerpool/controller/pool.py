@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from ..contracts import names
 from ..contracts.resource import Condition, LastRecycle, RecycleResult, WorkerPool, WorkerPoolStatus
 from ..contracts.wire import (
+    PROCESS_STATES,
     QueueStatus,
     Registration,
     WireFormatError,
@@ -547,7 +548,7 @@ class PoolController:
         metrics.WORKERS.labels(ns, name, "running").set(sum(1 for p in active if p.phase == "Running"))
         metrics.WORKERS.labels(ns, name, "pending").set(sum(1 for p in active if p.phase == "Pending"))
         metrics.WORKERS.labels(ns, name, "ready").set(sum(1 for p in active if p.ready and p.name in obs.workers))
-        for state in ("idle", "busy", "killed"):
+        for state in PROCESS_STATES:
             metrics.PROCESSES.labels(ns, name, state).set(
                 sum(1 for w in obs.workers.values() for p in w.info.processes if p.state == state)
             )

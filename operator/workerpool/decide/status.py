@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..contracts.resource import Condition, LastRecycle, WorkerPoolStatus
-from ..contracts.wire import QueueStatus, to_status
+from ..contracts.wire import to_status
 from .observation import Observation
 from .scaling import ScalePlan
 
@@ -214,7 +214,3 @@ def should_write(
         return (wait <= 0), max(0.0, wait)
     wait = policy.volatile_refresh - since
     return (wait <= 0), max(0.0, wait)
-
-
-def empty_queue() -> QueueStatus:
-    return QueueStatus(depth=0, oldest_age_seconds=0.0)

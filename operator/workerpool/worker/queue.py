@@ -101,7 +101,6 @@ class Claimed:
     execution_id: str
     context: str | None  # raw JSON, None when the context key is missing
     attempts: int
-    enqueued_at: float
 
 
 class Queue:
@@ -142,8 +141,8 @@ class Queue:
         )
         if not res:
             return None
-        ident, ctx, attempts, score = cast(list[Any], res)
-        return Claimed(_s(ident), _s(ctx) if ctx is not None else None, int(attempts), float(_s(score)))
+        ident, ctx, attempts, _score = cast(list[Any], res)
+        return Claimed(_s(ident), _s(ctx) if ctx is not None else None, int(attempts))
 
     async def wait_for_work(self, blocking: aioredis.Redis, block_seconds: float) -> None:
         """Block until an enqueue's wake-up token arrives or `block_seconds` pass.
@@ -181,9 +180,6 @@ class Queue:
             args=[int(now * 1000), mode, worker_id, now, self.held_prefix],
         )
         return [_s(x) for x in cast(list[Any], res or [])]
-
-    async def depth(self) -> int:
-        return int(await self.r.zcard(self.key))
 
 
 def _s(value: Any) -> str:
