@@ -27,6 +27,11 @@ STATUS_WRITES = Counter("workerpool_status_writes_total", "Status subresource wr
 MALFORMED = Counter("workerpool_malformed_redis_data_total", "Malformed Redis data skipped", ["kind"])
 REDIS_UP = Gauge("workerpool_redis_up", "Whether a Redis (by URL hash) is reachable", ["hub"])
 ERRORS = Counter("workerpool_reconcile_errors_total", "Reconciles that failed", ["namespace", "pool", "reason"])
+RETRY_DELAY = Gauge(
+    "workerpool_reconcile_retry_delay_seconds",
+    "The pool's current retry delay after failed reconciles (0: the last one succeeded)",
+    ["namespace", "pool"],
+)
 
 
 def forget_pool(namespace: str, pool: str) -> None:
@@ -35,6 +40,6 @@ def forget_pool(namespace: str, pool: str) -> None:
         for state in (*PROCESS_STATES, *POD_STATES):
             with contextlib.suppress(KeyError):
                 metric.remove(namespace, pool, state)
-    for gauge in (QUEUE_DEPTH, DESIRED):
+    for gauge in (QUEUE_DEPTH, DESIRED, RETRY_DELAY):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, pool)

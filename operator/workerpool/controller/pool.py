@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import random
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ from ..contracts.wire import (
     describe_validation_error,
 )
 from ..decide import recycle as recycle_rules
+from ..decide.backoff import Backoff, parse_retry_after
 from ..decide.observation import Observation, PodView, WorkerView, fresh_window
 from ..decide.pods import PoolRef, has_password, render_pod, render_template, template_hash
 from ..decide.scaling import Event, ScaleMemory, ScalePlan, decide_scale
@@ -110,6 +112,7 @@ class PoolController:
         self.deleting: dict[str, float] = {}
         self.workers: dict[str, Tracked] = {}
         self.memory = ScaleMemory()
+        self.backoff = Backoff()
         self.trigger = asyncio.Event()
         self.hub_url: str | None = None
         self.secret_cache: tuple[tuple[str, str], str | None, float] | None = None
@@ -237,21 +240,42 @@ class PoolController:
             started = time.perf_counter()
             try:
                 await self.reconcile()
+                self._succeeded()
             except asyncio.CancelledError:
                 raise
             except ApiException as exc:
                 metrics.ERRORS.labels(self.namespace, self.name, f"api{exc.status}").inc()
-                log.warning("%s/%s: API error %s %s; retrying", self.namespace, self.name, exc.status, exc.reason)
-                await asyncio.sleep(1.0)
+                delay = self._failed(parse_retry_after(_header(exc, "Retry-After")))
+                log.warning(
+                    "%s/%s: API error %s %s; retrying in %.1f s",
+                    self.namespace,
+                    self.name,
+                    exc.status,
+                    exc.reason,
+                    delay,
+                )
+                await asyncio.sleep(delay)
                 self.poke()
             except Exception:
                 metrics.ERRORS.labels(self.namespace, self.name, "unexpected").inc()
-                log.exception("%s/%s: reconcile failed; retrying", self.namespace, self.name)
-                await asyncio.sleep(1.0)
+                delay = self._failed(None)
+                log.exception("%s/%s: reconcile failed; retrying in %.1f s", self.namespace, self.name, delay)
+                await asyncio.sleep(delay)
                 self.poke()
             finally:
                 metrics.RECONCILE.labels(self.namespace, self.name).observe(time.perf_counter() - started)
                 self.manager.last_progress = time.monotonic()
+
+    def _failed(self, retry_after: float | None) -> float:
+        """Per pool: under sustained errors (429s from a busy API server) pools spread out and slow down."""
+        delay = self.backoff.next_delay(random.random(), retry_after)
+        metrics.RETRY_DELAY.labels(self.namespace, self.name).set(delay)
+        return delay
+
+    def _succeeded(self) -> None:
+        if self.backoff.failures:
+            self.backoff.reset()
+            metrics.RETRY_DELAY.labels(self.namespace, self.name).set(0)
 
     # --- reconcile: gather -> decide -> act --------------------------------------------------------
 
@@ -555,6 +579,13 @@ class PoolController:
         metrics.DESIRED.labels(ns, name).set(plan.desired)
         if obs.queue is not None:
             metrics.QUEUE_DEPTH.labels(ns, name).set(obs.queue.depth)
+
+
+def _header(exc: ApiException, name: str) -> str | None:
+    """A response header of a failed API call (None when the call never got a response)."""
+    headers = getattr(exc, "headers", None)
+    value = headers.get(name) if headers is not None else None
+    return str(value) if value is not None else None
 
 
 def _api_message(exc: ApiException) -> str:
