@@ -141,6 +141,8 @@ def test_pods_that_never_became_workers_go_first() -> None:
     # First the pod that never ran, then the idle worker; "young" may be about to
     # register (and may already hold an execution): it is not touched.
     assert [d.name for d in plan.delete] == ["pending", "idle"]
+    # The Event says what each removed pod was: a Pending pod is not "idle".
+    assert "removing pending (not running), idle (idle):" in plan.events[-1].message
 
 
 def test_failed_pods_are_replaced() -> None:

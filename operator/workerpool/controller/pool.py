@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from ..contracts import names
-from ..contracts.resource import Condition, LastRecycle, RecycleResult, WorkerPool, WorkerPoolStatus
+from ..contracts.resource import Condition, LastRecycle, RecycleResult, WorkerPool
 from ..contracts.wire import (
     PROCESS_STATES,
     QueueStatus,
@@ -37,15 +37,13 @@ from ..decide import recycle as recycle_rules
 from ..decide.backoff import Backoff, parse_retry_after
 from ..decide.observation import Observation, PodView, WorkerView, fresh_window
 from ..decide.pods import PoolRef, has_password, render_pod, render_template, template_hash
+from ..decide.reasons import DeletionReason, Reason
 from ..decide.scaling import Event, ScaleMemory, ScalePlan, decide_scale
 from ..decide.status import (
-    REASON_INVALID_SPEC,
-    REASON_PODS_REJECTED,
-    REASON_REDIS_UNAVAILABLE,
-    REASON_SECRET_NOT_FOUND,
     Stall,
     WritePolicy,
     build_status,
+    invalid_status,
     render,
     should_write,
 )
@@ -304,7 +302,7 @@ class PoolController:
             self.secret_cache = cached = (ref, value, time.monotonic())
         if cached[1] is None:
             return None, Stall(
-                REASON_SECRET_NOT_FOUND,
+                Reason.REDIS_SECRET_NOT_FOUND,
                 f"Secret {ref[0]} with key {ref[1]} not found in namespace {self.namespace}",
             )
         return cached[1].strip(), None
@@ -373,7 +371,7 @@ class PoolController:
                 redis_error = "waiting for the first queue reading"
             if redis_error is not None and stall is None and hub.error is not None:
                 stall = Stall(
-                    REASON_REDIS_UNAVAILABLE,
+                    Reason.REDIS_UNAVAILABLE,
                     f"Redis unavailable ({redis_error}): no scale-down, at least minWorkers kept",
                 )
             if has_password(pool.spec.redis.url) and self.password_warned_generation != pool.generation:
@@ -399,7 +397,7 @@ class PoolController:
         )
         await self._act(pool, ref, plan)
         if self.create_error is not None and stall is None:
-            stall = Stall(REASON_PODS_REJECTED, self.create_error)
+            stall = Stall(Reason.PODS_REJECTED, self.create_error)
         if redis_error is None and url is not None:
             await self._handle_recycle(pool, obs)
         if self.resynced or stall is not None:
@@ -432,7 +430,7 @@ class PoolController:
             self.pods[created["metadata"]["name"]] = _pod_view(created)
             metrics.SCALE_EVENTS.labels(self.namespace, self.name, "create").inc()
         for deletion in plan.delete:
-            retired = deletion.reason != "ReplaceFailed"
+            retired = deletion.reason != DeletionReason.REPLACE_FAILED
             if retired and not await self._retire(pool, deletion.name):
                 continue
             try:
@@ -553,18 +551,7 @@ class PoolController:
     async def _write_invalid(self, message: str) -> None:
         generation = int(self.body["metadata"].get("generation") or 0)
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        cond = [
-            Condition(
-                type=t,
-                status=s,
-                reason=REASON_INVALID_SPEC if t != "Reconciling" else "Reconciled",
-                message=message if t != "Reconciling" else "",
-                observed_generation=generation,
-                last_transition_time=now,
-            )
-            for t, s in (("Ready", "False"), ("Reconciling", "False"), ("Stalled", "True"))
-        ]
-        await self._patch(render(WorkerPoolStatus(observed_generation=generation, conditions=cond)))
+        await self._patch(render(invalid_status(generation, message, self._previous_conditions(), now)))
 
     def _metrics(self, obs: Observation, plan: ScalePlan) -> None:
         ns, name = self.namespace, self.name

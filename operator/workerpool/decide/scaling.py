@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from ..contracts.resource import WorkerPoolSpec
 from .observation import Observation, PodView
+from .reasons import DeletionReason, Reason
 
 SURGE = 1  # extra pods while outdated pods are replaced
 # A running pod that has not registered after this many heartbeat intervals is broken.
@@ -32,7 +33,7 @@ class ScaleMemory:
 class Deletion:
     name: str
     uid: str
-    reason: str  # ScaleDown, ReplaceFailed, ReplaceOutdated
+    reason: DeletionReason
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class ScalePlan:
     delete: list[Deletion] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     memory: ScaleMemory = field(default_factory=ScaleMemory)
-    reconciling_reason: str | None = None
+    reconciling_reason: Reason | None = None
     reconciling_message: str = ""
     # Seconds until the scale-down window lets `desired` drop (None: nothing pending).
     recheck_after: float | None = None
@@ -63,6 +64,10 @@ def clamp(value: int, spec: WorkerPoolSpec) -> int:
 def recommend(spec: WorkerPoolSpec, busy: int, depth: int) -> int:
     """Workers needed for the demand, within [min, max]."""
     return clamp(math.ceil((busy + depth) / spec.processes.max), spec)
+
+
+# What each removal rank means, for the Event that names the removed pods.
+_RANK_WORDS = {0: "not running", 1: "running, never registered", 2: "idle"}
 
 
 def _deletable_rank(pod: PodView, obs: Observation, spec: WorkerPoolSpec) -> int | None:
@@ -112,7 +117,7 @@ def decide_scale(spec: WorkerPoolSpec, obs: Observation, memory: ScaleMemory, cu
     )
 
     for pod in failed:
-        plan.delete.append(Deletion(pod.name, pod.uid, "ReplaceFailed"))
+        plan.delete.append(Deletion(pod.name, pod.uid, DeletionReason.REPLACE_FAILED))
         plan.events.append(Event("Warning", "ReplacingFailedPod", f"Pod {pod.name} is {pod.phase}: replacing it"))
 
     outdated = [p for p in active if p.template_hash != current_hash]
@@ -139,50 +144,52 @@ def decide_scale(spec: WorkerPoolSpec, obs: Observation, memory: ScaleMemory, cu
             key=lambda rp: (rp[1].template_hash == current_hash, rp[0], -rp[1].created, rp[1].name),
         )
         current_active = len(active) - len(outdated) + plan.create
-        for _, pod in ranked:
+        described: list[str] = []
+        for rank, pod in ranked:
             if excess <= 0:
                 break
             is_outdated = pod.template_hash != current_hash
             if not is_outdated and current_active <= desired:
                 continue  # only outdated pods make way for the surge
-            plan.delete.append(Deletion(pod.name, pod.uid, "ReplaceOutdated" if is_outdated else "ScaleDown"))
+            reason = DeletionReason.REPLACE_OUTDATED if is_outdated else DeletionReason.SCALE_DOWN
+            plan.delete.append(Deletion(pod.name, pod.uid, reason))
+            described.append(f"{pod.name} ({_RANK_WORDS[rank]})")
             excess -= 1
             if not is_outdated:
                 current_active -= 1
-        removed = [d.name for d in plan.delete if d.reason in ("ScaleDown", "ReplaceOutdated")]
-        if removed:
-            verb = "Scaling down" if any(d.reason == "ScaleDown" for d in plan.delete) else "Replacing"
+        if described:
+            verb = "Scaling down" if any(d.reason == DeletionReason.SCALE_DOWN for d in plan.delete) else "Replacing"
             plan.events.append(
                 Event(
                     "Normal",
                     "ScalingDown" if verb == "Scaling down" else "ReplacingOutdatedPods",
-                    f"{verb} from {count} to {count - len(removed)} workers (desired {desired}), "
-                    f"removing idle {', '.join(removed)}: {numbers}",
+                    f"{verb} from {count} to {count - len(described)} workers (desired {desired}), "
+                    f"removing {', '.join(described)}: {numbers}",
                 )
             )
         elif excess > 0 and not outdated:
-            plan.reconciling_reason = "WaitingForIdleWorkers"
+            plan.reconciling_reason = Reason.WAITING_FOR_IDLE_WORKERS
             plan.reconciling_message = (
                 f"{excess} workers above desired {desired}, but none is idle by a fresh heartbeat"
             )
 
     if plan.reconciling_reason is None:
         if plan.create:
-            plan.reconciling_reason, plan.reconciling_message = "ScalingUp", f"adding {plan.create} workers"
+            plan.reconciling_reason, plan.reconciling_message = Reason.SCALING_UP, f"adding {plan.create} workers"
         elif plan.delete:
             plan.reconciling_reason, plan.reconciling_message = (
-                "ScalingDown",
+                Reason.SCALING_DOWN,
                 f"removing {len(plan.delete)} pods",
             )
         elif outdated:
-            plan.reconciling_reason = "ReplacingOutdatedPods"
+            plan.reconciling_reason = Reason.REPLACING_OUTDATED_PODS
             plan.reconciling_message = f"{len(outdated)} pods run an outdated template"
         elif any(p.terminating for p in obs.pods):
             plan.reconciling_reason, plan.reconciling_message = (
-                "PodsChanging",
+                Reason.PODS_CHANGING,
                 "pods are starting or stopping",
             )
         elif count != desired:
-            plan.reconciling_reason = "WaitingForIdleWorkers"
+            plan.reconciling_reason = Reason.WAITING_FOR_IDLE_WORKERS
             plan.reconciling_message = f"{count} workers, desired {desired}"
     return plan

@@ -17,18 +17,10 @@ from typing import Any
 from ..contracts.resource import Condition, LastRecycle, WorkerPoolStatus
 from ..contracts.wire import to_status
 from .observation import Observation
+from .reasons import ConditionType, Reason
 from .scaling import ScalePlan
 
-# Condition types and reasons (kstatus vocabulary).
-READY, RECONCILING, STALLED = "Ready", "Reconciling", "Stalled"
-REASON_WORKERS_READY = "WorkersReady"
-REASON_WAITING_FOR_WORKERS = "WaitingForWorkers"
-REASON_RECONCILED = "Reconciled"
-REASON_NOT_STALLED = "Progressing"
-REASON_REDIS_UNAVAILABLE = "RedisUnavailable"
-REASON_SECRET_NOT_FOUND = "RedisSecretNotFound"
-REASON_PODS_REJECTED = "PodsRejected"
-REASON_INVALID_SPEC = "InvalidSpec"
+READY, RECONCILING, STALLED = ConditionType.READY, ConditionType.RECONCILING, ConditionType.STALLED
 
 # Keep the object far below etcd's 1.5 MiB: at most this many workers in detail.
 MAX_DETAIL_WORKERS = 50
@@ -100,15 +92,15 @@ def build_status(
     elif reconciling:
         ready_cond = (False, plan.reconciling_reason or "", plan.reconciling_message)
     elif ready < plan.desired:
-        ready_cond = (False, REASON_WAITING_FOR_WORKERS, counted)
+        ready_cond = (False, Reason.WAITING_FOR_WORKERS, counted)
     else:
-        ready_cond = (True, REASON_WORKERS_READY, counted)
+        ready_cond = (True, Reason.WORKERS_READY, counted)
     conditions = [
         _condition(READY, *ready_cond, generation, now, previous_conditions),
         _condition(
             RECONCILING,
             reconciling,
-            plan.reconciling_reason or REASON_RECONCILED,
+            plan.reconciling_reason or Reason.RECONCILED,
             plan.reconciling_message,
             generation,
             now,
@@ -117,7 +109,7 @@ def build_status(
         _condition(
             STALLED,
             stall is not None,
-            stall.reason if stall else REASON_NOT_STALLED,
+            stall.reason if stall else Reason.PROGRESSING,
             stall.message if stall else "",
             generation,
             now,
@@ -137,6 +129,21 @@ def build_status(
         worker_details_omitted=omitted,
         last_recycle=last_recycle,
         conditions=conditions,
+    )
+
+
+def invalid_status(
+    generation: int, message: str, previous_conditions: Sequence[Condition], now: dt.datetime
+) -> WorkerPoolStatus:
+    """A spec the operator cannot act on (the API server's validation let it through): Stalled,
+    with transition times that move only on a flip, so re-checking it writes nothing new."""
+    return WorkerPoolStatus(
+        observed_generation=generation,
+        conditions=[
+            _condition(READY, False, Reason.INVALID_SPEC, message, generation, now, previous_conditions),
+            _condition(RECONCILING, False, Reason.RECONCILED, "", generation, now, previous_conditions),
+            _condition(STALLED, True, Reason.INVALID_SPEC, message, generation, now, previous_conditions),
+        ],
     )
 
 

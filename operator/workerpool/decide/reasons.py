@@ -1,0 +1,41 @@
+"""Every condition type and reason, and the reasons a pod is deleted, in one place.
+
+StrEnums: they are the strings written to the status and Events (the kstatus
+vocabulary users and tools match on), and typed everywhere else.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
+
+
+class Reason(StrEnum):
+    """`reason` of a WorkerPool condition."""
+
+    WORKERS_READY = "WorkersReady"
+    WAITING_FOR_WORKERS = "WaitingForWorkers"
+    RECONCILED = "Reconciled"
+    PROGRESSING = "Progressing"  # Stalled=False
+    SCALING_UP = "ScalingUp"  # Reconciling=True
+    SCALING_DOWN = "ScalingDown"
+    PODS_CHANGING = "PodsChanging"
+    WAITING_FOR_IDLE_WORKERS = "WaitingForIdleWorkers"
+    REPLACING_OUTDATED_PODS = "ReplacingOutdatedPods"
+    REDIS_UNAVAILABLE = "RedisUnavailable"
+    REDIS_SECRET_NOT_FOUND = "RedisSecretNotFound"
+    PODS_REJECTED = "PodsRejected"
+    INVALID_SPEC = "InvalidSpec"
+
+
+class DeletionReason(StrEnum):
+    """Why the operator deletes one of its pods."""
+
+    REPLACE_FAILED = "ReplaceFailed"
+    REPLACE_OUTDATED = "ReplaceOutdated"
+    SCALE_DOWN = "ScaleDown"
