@@ -121,6 +121,12 @@ def test_stale_or_unknown_workers_are_not_idle() -> None:
     assert plan.reconciling_reason == "WaitingForIdleWorkers"
 
 
+def test_a_new_pool_says_it_creates_min_workers_not_that_it_scales_up() -> None:
+    plan = decide_scale(spec(minWorkers=2), observe([], {}, depth=None), ScaleMemory(), HASH)
+    assert plan.create == 2
+    assert plan.events[0].message == "Creating 2 workers (minWorkers 2); demand not read yet"
+
+
 def test_redis_unavailable_keeps_pods_and_min() -> None:
     plan = decide_scale(
         spec(minWorkers=2), observe([pod("a"), pod("b"), pod("c")], {}, depth=None), ScaleMemory(), HASH

@@ -175,7 +175,14 @@ class PoolController:
         self.poke()
 
     def owns(self, worker_id: str) -> bool:
-        return worker_id in self.pods
+        """Is this worker one of this pool's pods (by name, and by the pool's uid in its owners)?"""
+        view = self.pods.get(worker_id)
+        return view is not None and self._is_ours(view)
+
+    def _is_ours(self, view: PodView) -> bool:
+        # A same-named pool's leftover, or a pod someone else labelled, is not.
+        uid = self.body["metadata"].get("uid")
+        return not uid or uid in view.owners
 
     def on_heartbeat(self, hb: WorkerHeartbeat) -> None:
         info = hb.worker_info()
@@ -339,8 +346,8 @@ class PoolController:
         self.deleting = {uid: t for uid, t in self.deleting.items() if t > now_mono}
         pods = []
         for view in self.pods.values():
-            if pool.uid and pool.uid not in view.owners:
-                continue  # a same-named pool's leftover, or a pod someone else labelled
+            if not self._is_ours(view):
+                continue
             if view.uid in self.deleting and not view.terminating:
                 view = dataclasses.replace(view, terminating=True)
             pods.append(view)

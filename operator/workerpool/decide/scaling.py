@@ -123,7 +123,13 @@ def decide_scale(spec: WorkerPoolSpec, obs: Observation, memory: ScaleMemory, cu
     outdated = [p for p in active if p.template_hash != current_hash]
     if desired > count:
         plan.create = desired - count
-        plan.events.append(Event("Normal", "ScalingUp", f"Scaling up from {count} to {desired} workers: {numbers}"))
+        if count == 0 and obs.queue is None:
+            # A new pool (or one whose pods are all gone) before its first queue
+            # reading: minWorkers, not a demand-driven scale-up.
+            message = f"Creating {desired} workers (minWorkers {spec.min_workers}); demand not read yet"
+        else:
+            message = f"Scaling up from {count} to {desired} workers: {numbers}"
+        plan.events.append(Event("Normal", "ScalingUp", message))
     elif outdated:
         starting = [p for p in active if p.template_hash == current_hash and p.name not in obs.workers]
         if count < desired + SURGE and not starting:
