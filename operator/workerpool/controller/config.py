@@ -1,51 +1,44 @@
-"""Operator configuration: WORKERPOOL_* environment variables, validated at start-up."""
+"""Operator configuration: WORKERPOOL_* environment variables, declared once, validated at start-up."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import Field, PositiveFloat, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ..settings_errors import describe
+
+PREFIX = "WORKERPOOL_"
 
 
 class OperatorConfigError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class OperatorConfig:
-    namespaces: tuple[str, ...] = ()  # empty = cluster-wide
+class OperatorConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_ignore_empty=True, frozen=True, extra="ignore")
+
+    # Comma-separated; empty = cluster-wide.
+    namespaces: Annotated[tuple[str, ...], NoDecode] = ()
     worker_image: str = "ghcr.io/bifrost-dev/workerpool-operator:0.1.0"
-    resync_seconds: float = 10.0  # full re-read of worker:* hashes (repairs lost pub/sub)
-    queue_poll_seconds: float = 0.25  # queue depth check (one pipelined call per Redis)
-    status_min_interval: float = 1.0
-    status_volatile_refresh: float = 30.0
-    metrics_port: int = 8080
-    liveness_port: int = 8081
+    resync_seconds: PositiveFloat = 10.0  # re-read of worker:* hashes pub/sub may have missed
+    queue_poll_seconds: PositiveFloat = 0.25  # queue depth check (one pipelined call per Redis)
+    status_min_interval: PositiveFloat = Field(1.0, validation_alias=f"{PREFIX}STATUS_MIN_INTERVAL_SECONDS")
+    status_volatile_refresh: PositiveFloat = Field(30.0, validation_alias=f"{PREFIX}STATUS_REFRESH_SECONDS")
+    metrics_port: int = Field(8080, gt=0, lt=65536)
+    liveness_port: int = Field(8081, gt=0, lt=65536)
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(n.strip() for n in value.split(",") if n.strip())
+        return value
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
-        env = os.environ if env is None else env
-
-        def number(name: str, default: float) -> float:
-            raw = env.get(f"WORKERPOOL_{name}")
-            if raw is None or raw == "":
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                raise OperatorConfigError(f"WORKERPOOL_{name}={raw!r}: expected a number") from None
-            if value <= 0:
-                raise OperatorConfigError(f"WORKERPOOL_{name}={raw!r}: must be > 0")
-            return value
-
-        namespaces = tuple(n.strip() for n in env.get("WORKERPOOL_NAMESPACES", "").split(",") if n.strip())
-        return cls(
-            namespaces=namespaces,
-            worker_image=env.get("WORKERPOOL_WORKER_IMAGE") or cls.worker_image,
-            resync_seconds=number("RESYNC_SECONDS", cls.resync_seconds),
-            queue_poll_seconds=number("QUEUE_POLL_SECONDS", cls.queue_poll_seconds),
-            status_min_interval=number("STATUS_MIN_INTERVAL_SECONDS", cls.status_min_interval),
-            status_volatile_refresh=number("STATUS_REFRESH_SECONDS", cls.status_volatile_refresh),
-            metrics_port=int(number("METRICS_PORT", cls.metrics_port)),
-            liveness_port=int(number("LIVENESS_PORT", cls.liveness_port)),
-        )
+    def from_env(cls) -> OperatorConfig:
+        try:
+            return cls()
+        except ValidationError as exc:
+            raise OperatorConfigError(describe(exc, PREFIX)) from None

@@ -276,7 +276,7 @@ class Worker:
         key = worker_key(self.config.worker_id)
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(key, mapping=dict(registration_fields(hb, heartbeat_json=payload)))  # type: ignore[arg-type]
-            p.expire(key, int(self.config.registration_ttl_seconds + 0.999))
+            p.expire(key, int(self.config.ttl + 0.999))
             p.publish(HEARTBEAT_CHANNEL, payload)
             await p.execute()
         await self.queue.renew(self.pool.running_execution_ids(), self.config.lease_seconds)
