@@ -17,7 +17,6 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -30,7 +29,6 @@ from ..contracts.wire import (
     Registration,
     WireFormatError,
     WorkerHeartbeat,
-    WorkerInfo,
     describe_validation_error,
 )
 from ..decide import recycle as recycle_rules
@@ -38,12 +36,14 @@ from ..decide.backoff import Backoff, parse_retry_after
 from ..decide.observation import Observation, PodView, WorkerView, fresh_window
 from ..decide.pods import PoolRef, has_password, render_pod, render_template, template_hash
 from ..decide.reasons import DeletionReason, Reason
+from ..decide.resync import Tracked, merge_resync, shape
 from ..decide.scaling import Event, ScaleMemory, ScalePlan, decide_scale
 from ..decide.status import (
     Stall,
     WritePolicy,
     build_status,
     invalid_status,
+    merge_patch,
     render,
     should_write,
 )
@@ -67,13 +67,6 @@ RECYCLE_DEDUPE_TTL = 7 * 24 * 3600
 EVENT_REPEAT_SECONDS = 60.0
 
 
-@dataclass
-class Tracked:
-    info: WorkerInfo
-    last_seen: float  # monotonic time the operator last saw a newer report
-    reported_at: dt.datetime | None
-
-
 def _parse_time(value: str | None) -> float:
     if not value:
         return time.time()
@@ -82,16 +75,6 @@ def _parse_time(value: str | None) -> float:
 
 def _pod_view(body: dict[str, Any]) -> PodView:
     return PodView.from_body(body, _parse_time(body["metadata"].get("creationTimestamp")))
-
-
-def _shape(info: WorkerInfo) -> tuple[Any, ...]:
-    """What makes a heartbeat significant: process ids, states, executions, counts."""
-    return (
-        info.pool_size,
-        info.idle_count,
-        info.busy_count,
-        tuple((p.pid, p.state, p.execution.execution_id if p.execution else None) for p in info.processes),
-    )
 
 
 class PoolController:
@@ -190,7 +173,7 @@ class PoolController:
         if before is not None and before.reported_at is not None and hb.timestamp < before.reported_at:
             return  # an older heartbeat overtaken by a resync
         self.workers[hb.worker_id] = Tracked(info, time.monotonic(), hb.timestamp)
-        if before is None or _shape(before.info) != _shape(info):
+        if before is None or shape(before.info) != shape(info):
             self.poke()
 
     def on_queue(self, _: QueueStatus) -> None:
@@ -198,33 +181,9 @@ class PoolController:
 
     def on_resync(self, present: set[str], regs: dict[str, Registration]) -> None:
         """`present`: every registered worker of this pool; `regs`: the reports re-read from Redis."""
-        changed = set(self.workers) != present or not self.resynced
+        self.workers, changed = merge_resync(self.workers, present, regs, time.monotonic(), time.time())
+        changed = changed or not self.resynced
         self.resynced = True
-        now = time.monotonic()
-        fresh: dict[str, Tracked] = {}
-        for worker_id in present:
-            before = self.workers.get(worker_id)
-            reg = regs.get(worker_id)
-            if reg is None:
-                if before is not None:
-                    fresh[worker_id] = before  # heard by pub/sub lately: nothing to repair
-                continue
-            newer = before is None or (
-                reg.heartbeat_at is not None
-                and before.reported_at is not None
-                and reg.heartbeat_at > before.reported_at
-            )
-            if newer:
-                seen = now
-                if before is None and reg.heartbeat_at is not None:
-                    # First sight (e.g. after an operator restart): as fresh as its heartbeat.
-                    seen = now - max(0.0, time.time() - reg.heartbeat_at.timestamp())
-                fresh[worker_id] = Tracked(reg.info, seen, reg.heartbeat_at)
-                changed = changed or before is None or _shape(before.info) != _shape(reg.info)
-            else:
-                assert before is not None
-                fresh[worker_id] = before
-        self.workers = fresh
         if changed:
             self.poke()
 
@@ -547,11 +506,7 @@ class PoolController:
         if not write:
             self.next_write_at = now + wait if rendered != self.last_written else None
             return
-        # A merge patch: nulls remove fields the new status no longer has.
-        patch = dict(rendered)
-        for key in self.last_written or {}:
-            patch.setdefault(key, None)
-        await self.manager.kube.patch_status(self.namespace, self.name, patch)
+        await self.manager.kube.patch_status(self.namespace, self.name, merge_patch(rendered, self.last_written))
         metrics.STATUS_WRITES.labels(self.namespace, self.name).inc()
         self.last_written, self.last_write_at, self.next_write_at = rendered, now, None
 

@@ -147,6 +147,18 @@ def invalid_status(
     )
 
 
+def merge_patch(rendered: dict[str, Any], last_written: dict[str, Any] | None) -> dict[str, Any]:
+    """The JSON merge patch from the last written status to `rendered`: top-level fields
+    the new status no longer has become null (removed). Objects below the top level
+    are merged by the API server (RFC 7386), which is right because the rendered
+    status carries each of them whole (a queue reading has both its fields; lists,
+    such as workerDetails and conditions, are always replaced)."""
+    patch = dict(rendered)
+    for key in last_written or {}:
+        patch.setdefault(key, None)
+    return patch
+
+
 def render(status: WorkerPoolStatus) -> dict[str, Any]:
     """The JSON written to the status subresource (camelCase, no nulls)."""
     rendered: dict[str, Any] = _drop_none(to_status(status))
