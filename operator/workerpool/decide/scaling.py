@@ -87,52 +87,78 @@ def _deletable_rank(pod: PodView, obs: Observation, spec: WorkerPoolSpec) -> int
 
 def decide_scale(spec: WorkerPoolSpec, obs: Observation, memory: ScaleMemory, current_hash: str) -> ScalePlan:
     active = [p for p in obs.pods if p.active]
-    failed = [p for p in obs.pods if not p.terminating and not p.active]
     busy = sum(w.info.busy_count for w in obs.workers.values())
-    count = len(active)
-    window = spec.scaling.scale_down_delay_seconds
+    plan = _desired(spec, obs, memory, len(active), busy)
+    numbers = _numbers(spec, obs, busy, plan.demand)
+    _replace_failed(plan, obs)
+    outdated = [p for p in active if p.template_hash != current_hash]
+    _add_workers(plan, spec, obs, active, outdated, current_hash, numbers)
+    _remove_excess(plan, spec, obs, active, outdated, current_hash, numbers)
+    if plan.reconciling_reason is None:
+        _say_what_is_changing(plan, obs, len(active), outdated)
+    return plan
 
+
+def _desired(spec: WorkerPoolSpec, obs: Observation, memory: ScaleMemory, count: int, busy: int) -> ScalePlan:
+    """Desired workers: the highest recommendation within the window; without Redis, what runs."""
+    window = spec.scaling.scale_down_delay_seconds
     if obs.queue is None:
         # Redis unknown: keep what runs (never scale down on unknown), at least min.
-        demand = None
-        desired = clamp(count, spec)
-        new_memory = memory
-    else:
-        demand = busy + obs.queue.depth
-        raw = recommend(spec, busy, obs.queue.depth)
-        kept = tuple((t, n) for t, n in memory.recommendations if obs.now - t < window)
-        new_memory = ScaleMemory((*kept, (obs.now, raw)))
-        desired = clamp(max(n for _, n in new_memory.recommendations), spec)
+        return ScalePlan(desired=clamp(count, spec), demand=None, memory=memory)
+    raw = recommend(spec, busy, obs.queue.depth)
+    kept = tuple((t, n) for t, n in memory.recommendations if obs.now - t < window)
+    new_memory = ScaleMemory((*kept, (obs.now, raw)))
+    plan = ScalePlan(
+        desired=clamp(max(n for _, n in new_memory.recommendations), spec),
+        demand=busy + obs.queue.depth,
+        memory=new_memory,
+    )
+    higher = [t for t, n in new_memory.recommendations if clamp(n, spec) > raw]
+    if higher:
+        plan.recheck_after = max(0.0, min(higher) + window - obs.now)
+    return plan
 
-    plan = ScalePlan(desired=desired, demand=demand, memory=new_memory)
-    if obs.queue is not None:
-        higher = [t for t, n in new_memory.recommendations if clamp(n, spec) > raw]
-        if higher:
-            plan.recheck_after = max(0.0, min(higher) + window - obs.now)
-    numbers = (
+
+def _numbers(spec: WorkerPoolSpec, obs: Observation, busy: int, demand: int | None) -> str:
+    """The arithmetic behind a decision, for its Event."""
+    if obs.queue is None:
+        return f"demand unknown ({obs.redis_error or 'Redis unavailable'}): keeping current workers, at least min"
+    return (
         f"demand {busy} busy + {obs.queue.depth} queued = {demand} processes, "
         f"{spec.processes.max} per worker (min {spec.min_workers}, max {spec.max_workers})"
-        if obs.queue is not None
-        else f"demand unknown ({obs.redis_error or 'Redis unavailable'}): keeping current workers, at least min"
     )
 
-    for pod in failed:
-        plan.delete.append(Deletion(pod.name, pod.uid, DeletionReason.REPLACE_FAILED))
-        plan.events.append(Event("Warning", "ReplacingFailedPod", f"Pod {pod.name} is {pod.phase}: replacing it"))
 
-    outdated = [p for p in active if p.template_hash != current_hash]
-    if desired > count:
-        plan.create = desired - count
+def _replace_failed(plan: ScalePlan, obs: Observation) -> None:
+    for pod in obs.pods:
+        if not pod.terminating and not pod.active:
+            plan.delete.append(Deletion(pod.name, pod.uid, DeletionReason.REPLACE_FAILED))
+            plan.events.append(Event("Warning", "ReplacingFailedPod", f"Pod {pod.name} is {pod.phase}: replacing it"))
+
+
+def _add_workers(
+    plan: ScalePlan,
+    spec: WorkerPoolSpec,
+    obs: Observation,
+    active: list[PodView],
+    outdated: list[PodView],
+    current_hash: str,
+    numbers: str,
+) -> None:
+    """Up at once to desired; or one surge pod while outdated pods wait to become idle."""
+    count = len(active)
+    if plan.desired > count:
+        plan.create = plan.desired - count
         if count == 0 and obs.queue is None:
             # A new pool (or one whose pods are all gone) before its first queue
             # reading: minWorkers, not a demand-driven scale-up.
-            message = f"Creating {desired} workers (minWorkers {spec.min_workers}); demand not read yet"
+            message = f"Creating {plan.desired} workers (minWorkers {spec.min_workers}); demand not read yet"
         else:
-            message = f"Scaling up from {count} to {desired} workers: {numbers}"
+            message = f"Scaling up from {count} to {plan.desired} workers: {numbers}"
         plan.events.append(Event("Normal", "ScalingUp", message))
     elif outdated:
         starting = [p for p in active if p.template_hash == current_hash and p.name not in obs.workers]
-        if count < desired + SURGE and not starting:
+        if count < plan.desired + SURGE and not starting:
             plan.create = 1
             plan.events.append(
                 Event(
@@ -143,59 +169,67 @@ def decide_scale(spec: WorkerPoolSpec, obs: Observation, memory: ScaleMemory, cu
                 )
             )
 
-    excess = count + plan.create - desired
-    if excess > 0 and obs.queue is not None:
-        ranked = sorted(
-            ((rank, p) for p in active if (rank := _deletable_rank(p, obs, spec)) is not None),
-            key=lambda rp: (rp[1].template_hash == current_hash, rp[0], -rp[1].created, rp[1].name),
-        )
-        current_active = len(active) - len(outdated) + plan.create
-        described: list[str] = []
-        for rank, pod in ranked:
-            if excess <= 0:
-                break
-            is_outdated = pod.template_hash != current_hash
-            if not is_outdated and current_active <= desired:
-                continue  # only outdated pods make way for the surge
-            reason = DeletionReason.REPLACE_OUTDATED if is_outdated else DeletionReason.SCALE_DOWN
-            plan.delete.append(Deletion(pod.name, pod.uid, reason))
-            described.append(f"{pod.name} ({_RANK_WORDS[rank]})")
-            excess -= 1
-            if not is_outdated:
-                current_active -= 1
-        if described:
-            verb = "Scaling down" if any(d.reason == DeletionReason.SCALE_DOWN for d in plan.delete) else "Replacing"
-            plan.events.append(
-                Event(
-                    "Normal",
-                    "ScalingDown" if verb == "Scaling down" else "ReplacingOutdatedPods",
-                    f"{verb} from {count} to {count - len(described)} workers (desired {desired}), "
-                    f"removing {', '.join(described)}: {numbers}",
-                )
-            )
-        elif excess > 0 and not outdated:
-            plan.reconciling_reason = Reason.WAITING_FOR_IDLE_WORKERS
-            plan.reconciling_message = (
-                f"{excess} workers above desired {desired}, but none is idle by a fresh heartbeat"
-            )
 
-    if plan.reconciling_reason is None:
-        if plan.create:
-            plan.reconciling_reason, plan.reconciling_message = Reason.SCALING_UP, f"adding {plan.create} workers"
-        elif plan.delete:
-            plan.reconciling_reason, plan.reconciling_message = (
-                Reason.SCALING_DOWN,
-                f"removing {len(plan.delete)} pods",
+def _remove_excess(
+    plan: ScalePlan,
+    spec: WorkerPoolSpec,
+    obs: Observation,
+    active: list[PodView],
+    outdated: list[PodView],
+    current_hash: str,
+    numbers: str,
+) -> None:
+    """Down only by pods that may go (outdated first, then by removal rank), never below desired."""
+    count = len(active)
+    excess = count + plan.create - plan.desired
+    if excess <= 0 or obs.queue is None:
+        return
+    ranked = sorted(
+        ((rank, p) for p in active if (rank := _deletable_rank(p, obs, spec)) is not None),
+        key=lambda rp: (rp[1].template_hash == current_hash, rp[0], -rp[1].created, rp[1].name),
+    )
+    current_active = count - len(outdated) + plan.create
+    described: list[str] = []
+    for rank, pod in ranked:
+        if excess <= 0:
+            break
+        is_outdated = pod.template_hash != current_hash
+        if not is_outdated and current_active <= plan.desired:
+            continue  # only outdated pods make way for the surge
+        reason = DeletionReason.REPLACE_OUTDATED if is_outdated else DeletionReason.SCALE_DOWN
+        plan.delete.append(Deletion(pod.name, pod.uid, reason))
+        described.append(f"{pod.name} ({_RANK_WORDS[rank]})")
+        excess -= 1
+        if not is_outdated:
+            current_active -= 1
+    if described:
+        down = any(d.reason == DeletionReason.SCALE_DOWN for d in plan.delete)
+        plan.events.append(
+            Event(
+                "Normal",
+                "ScalingDown" if down else "ReplacingOutdatedPods",
+                f"{'Scaling down' if down else 'Replacing'} from {count} to {count - len(described)} workers "
+                f"(desired {plan.desired}), removing {', '.join(described)}: {numbers}",
             )
-        elif outdated:
-            plan.reconciling_reason = Reason.REPLACING_OUTDATED_PODS
-            plan.reconciling_message = f"{len(outdated)} pods run an outdated template"
-        elif any(p.terminating for p in obs.pods):
-            plan.reconciling_reason, plan.reconciling_message = (
-                Reason.PODS_CHANGING,
-                "pods are starting or stopping",
-            )
-        elif count != desired:
-            plan.reconciling_reason = Reason.WAITING_FOR_IDLE_WORKERS
-            plan.reconciling_message = f"{count} workers, desired {desired}"
-    return plan
+        )
+    elif excess > 0 and not outdated:
+        plan.reconciling_reason = Reason.WAITING_FOR_IDLE_WORKERS
+        plan.reconciling_message = (
+            f"{excess} workers above desired {plan.desired}, but none is idle by a fresh heartbeat"
+        )
+
+
+def _say_what_is_changing(plan: ScalePlan, obs: Observation, count: int, outdated: list[PodView]) -> None:
+    """The Reconciling condition's reason when the plan itself does not give one."""
+    if plan.create:
+        plan.reconciling_reason, plan.reconciling_message = Reason.SCALING_UP, f"adding {plan.create} workers"
+    elif plan.delete:
+        plan.reconciling_reason, plan.reconciling_message = Reason.SCALING_DOWN, f"removing {len(plan.delete)} pods"
+    elif outdated:
+        plan.reconciling_reason = Reason.REPLACING_OUTDATED_PODS
+        plan.reconciling_message = f"{len(outdated)} pods run an outdated template"
+    elif any(p.terminating for p in obs.pods):
+        plan.reconciling_reason, plan.reconciling_message = Reason.PODS_CHANGING, "pods are starting or stopping"
+    elif count != plan.desired:
+        plan.reconciling_reason = Reason.WAITING_FOR_IDLE_WORKERS
+        plan.reconciling_message = f"{count} workers, desired {plan.desired}"

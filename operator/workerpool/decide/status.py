@@ -16,7 +16,7 @@ from typing import Any
 
 from ..contracts.resource import Condition, LastRecycle, WorkerPoolStatus
 from ..contracts.wire import to_status
-from .observation import Observation
+from .observation import Observation, PodView
 from .reasons import ConditionType, Reason
 from .scaling import ScalePlan
 
@@ -74,46 +74,17 @@ def build_status(
 ) -> WorkerPoolStatus:
     active = [p for p in obs.pods if p.active]
     workers = dict(sorted(obs.workers.items()))
-    # Ready: running, registered, and heard from lately. A running pod whose
-    # worker went silent is named in the Ready message, not counted. While
-    # Redis itself is unreachable every worker is silent: Stalled says so, and
-    # the counts stay as last known (no status rewrite for each expiring worker).
-    judged = obs.redis_error is None
-    silent = [p.name for p in active if p.ready and p.name in workers and judged and not workers[p.name].fresh]
-    quiet = set(silent)
-    ready = sum(1 for p in active if p.ready and p.name in workers and p.name not in quiet)
-    details = [w.info for w in list(workers.values())[:MAX_DETAIL_WORKERS]]
-    omitted = max(0, len(workers) - MAX_DETAIL_WORKERS)
+    ready, silent = _readiness(obs, active)
+
+    def condition(type_: ConditionType, status: bool, reason: str, message: str) -> Condition:
+        return _condition(type_, status, reason, message, generation, now, previous_conditions)
 
     reconciling = plan.reconciling_reason is not None
-    counted = f"{ready} of {plan.desired} workers are running and registered" + _silent_note(silent)
-    if stall is not None:
-        ready_cond = (False, stall.reason, stall.message)
-    elif reconciling:
-        ready_cond = (False, plan.reconciling_reason or "", plan.reconciling_message)
-    elif ready < plan.desired:
-        ready_cond = (False, Reason.WAITING_FOR_WORKERS, counted)
-    else:
-        ready_cond = (True, Reason.WORKERS_READY, counted)
     conditions = [
-        _condition(READY, *ready_cond, generation, now, previous_conditions),
-        _condition(
-            RECONCILING,
-            reconciling,
-            plan.reconciling_reason or Reason.RECONCILED,
-            plan.reconciling_message,
-            generation,
-            now,
-            previous_conditions,
-        ),
-        _condition(
-            STALLED,
-            stall is not None,
-            stall.reason if stall else Reason.PROGRESSING,
-            stall.message if stall else "",
-            generation,
-            now,
-            previous_conditions,
+        condition(READY, *_ready_condition(plan, stall, ready, silent)),
+        condition(RECONCILING, reconciling, plan.reconciling_reason or Reason.RECONCILED, plan.reconciling_message),
+        condition(
+            STALLED, stall is not None, stall.reason if stall else Reason.PROGRESSING, stall.message if stall else ""
         ),
     ]
     return WorkerPoolStatus(
@@ -125,11 +96,34 @@ def build_status(
         idle_count=sum(w.info.idle_count for w in workers.values()),
         busy_count=sum(w.info.busy_count for w in workers.values()),
         queue=obs.queue if obs.queue is not None else None,
-        worker_details=details,
-        worker_details_omitted=omitted,
+        worker_details=[w.info for w in list(workers.values())[:MAX_DETAIL_WORKERS]],
+        worker_details_omitted=max(0, len(workers) - MAX_DETAIL_WORKERS),
         last_recycle=last_recycle,
         conditions=conditions,
     )
+
+
+def _readiness(obs: Observation, active: Sequence[PodView]) -> tuple[int, list[str]]:
+    """Ready workers (running, registered, heard from lately) and the running pods whose worker went silent.
+
+    While Redis itself is unreachable every worker is silent: Stalled says so, and
+    the counts stay as last known (no status rewrite for each expiring worker).
+    """
+    judged = obs.redis_error is None
+    registered = [p for p in active if p.ready and p.name in obs.workers]
+    silent = [p.name for p in registered if judged and not obs.workers[p.name].fresh]
+    return len(registered) - len(silent), sorted(silent)
+
+
+def _ready_condition(plan: ScalePlan, stall: Stall | None, ready: int, silent: Sequence[str]) -> tuple[bool, str, str]:
+    if stall is not None:
+        return False, stall.reason, stall.message
+    if plan.reconciling_reason is not None:
+        return False, plan.reconciling_reason, plan.reconciling_message
+    counted = f"{ready} of {plan.desired} workers are running and registered" + _silent_note(silent)
+    if ready < plan.desired:
+        return False, Reason.WAITING_FOR_WORKERS, counted
+    return True, Reason.WORKERS_READY, counted
 
 
 def invalid_status(
@@ -167,7 +161,7 @@ def render(status: WorkerPoolStatus) -> dict[str, Any]:
 
 def _drop_none(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None and k != "kopf"}
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
         return [_drop_none(v) for v in value]
     return value
