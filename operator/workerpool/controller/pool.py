@@ -405,7 +405,7 @@ class PoolController:
                 if retired and self.hub_url is not None and 400 <= (exc.status or 0) < 500:
                     # Refused, so the pod stays: its worker may claim again at once, not when
                     # the mark expires. (A 5xx may have deleted it after all: the mark stays.)
-                    await self.manager.hub_for(self.hub_url).unretire(deletion.name)
+                    await self.manager.hub_for(self.hub_url).commands.unretire(deletion.name)
                 raise
             self.deleting[deletion.uid] = time.monotonic() + DELETING_TIMEOUT
             metrics.SCALE_EVENTS.labels(self.namespace, self.name, "delete").inc()
@@ -420,7 +420,7 @@ class PoolController:
         if self.hub_url is None:
             return False
         hub = self.manager.hub_for(self.hub_url)
-        if await hub.retire(worker_id, pool.spec.redis.queue_key, RETIRE_TTL):
+        if await hub.commands.retire(worker_id, pool.spec.redis.queue_key, RETIRE_TTL):
             return True
         log.info("%s/%s: %s turned busy before its pod was deleted: kept", self.namespace, self.name, worker_id)
         return False
@@ -449,7 +449,7 @@ class PoolController:
         digest = hashlib.sha256(value.encode()).hexdigest()[:24]
         dedupe = f"bifrost:operator:recycle:{pool.uid}:{digest}"
         assert self.hub_url is not None
-        published, stored = await self.manager.hub_for(self.hub_url).publish_once(
+        published, stored = await self.manager.hub_for(self.hub_url).commands.publish_once(
             dedupe, record.model_dump_json(), [(c.worker_id, c.pid) for c in commands], RECYCLE_DEDUPE_TTL
         )
         if not published:

@@ -1,4 +1,4 @@
-"""The only module where the operator talks to Redis.
+"""Where the operator talks to Redis (with worker_commands.py, the commands it sends).
 
 One hub per distinct Redis URL, shared by every pool that uses it:
 - one pub/sub subscription to `bifrost:workers:heartbeat`, routed to pools;
@@ -6,8 +6,9 @@ One hub per distinct Redis URL, shared by every pool that uses it:
   queue key in use (queue growth reaches the pools within a tick, 250 ms by
   default, without one connection or timer per pool);
 - a periodic resync from the `worker:*` hashes that repairs what pub/sub lost;
-- recycle commands, published together with a dedupe record in one Lua
-  script, so a request is published exactly once even across restarts.
+- its WorkerCommands (worker_commands.py): retiring a worker, and recycle
+  commands published with a dedupe record in one Lua script, so a request is
+  published exactly once even across restarts.
 The URL may carry a password: it is never logged; logs name the hub by a hash.
 """
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -28,24 +28,20 @@ from redis.exceptions import RedisError
 from ..contracts.names import (
     HEARTBEAT_CHANNEL,
     WORKER_KEY_PATTERN,
-    held_key,
-    worker_commands_channel,
     worker_id_from_key,
     worker_key,
-    worker_retiring_key,
 )
 from ..contracts.wire import (
     QueueStatus,
-    RecycleCommand,
     Registration,
     WireFormatError,
     WorkerHeartbeat,
     parse_heartbeat,
     parse_registration,
-    to_wire,
 )
 from ..decide.pods import redact
 from . import metrics
+from .worker_commands import WorkerCommands
 
 log = logging.getLogger(__name__)
 
@@ -54,27 +50,6 @@ RETRY_SECONDS = 1.0
 # each cleared only by its own loop's next success, so an outage reads as one
 # stable message (not whichever loop failed last) and recovers when all do.
 LOOPS = ("queues", "heartbeats", "resync")
-
-# KEYS[1] = worker:{id}:retiring, KEYS[2] = {queue}:held:{id}; ARGV[1] = TTL s.
-# After this returns 1 the worker holds no execution and can claim none (its claim
-# script checks KEYS[1]): deleting its pod cannot interrupt an execution.
-_RETIRE = """
-redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
-if redis.call('SCARD', KEYS[2]) > 0 then
-  redis.call('DEL', KEYS[1])
-  return 0
-end
-return 1
-"""
-
-# KEYS[1] = dedupe key; ARGV[1] = record JSON, ARGV[2] = TTL s, ARGV[3..] = channel, message pairs.
-_PUBLISH_ONCE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
-  for i = 3, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end
-  return {1, ARGV[1]}
-end
-return {0, redis.call('GET', KEYS[1])}
-"""
 
 
 @dataclass
@@ -106,8 +81,7 @@ class RedisHub:
         self.client = aioredis.Redis.from_url(
             self.url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=15
         )
-        self._publish_once = self.client.register_script(_PUBLISH_ONCE)
-        self._retire = self.client.register_script(_RETIRE)
+        self.commands = WorkerCommands(self.client)
         self._queues: dict[str, QueueStatus] = {}  # empty until the first reading
         self._resync_now = asyncio.Event()
         # worker id -> (when its last heartbeat arrived by pub/sub, its pool, its namespace)
@@ -305,30 +279,3 @@ class RedisHub:
         at, pool, namespace = heard
         sub = self.subscribers.get((namespace, pool)) if pool is not None and namespace is not None else None
         return now - at < (sub.trust_seconds if sub is not None else self.resync_seconds)
-
-    # --- recycle --------------------------------------------------------------------------------------
-
-    async def retire(self, worker_id: str, queue_key: str, ttl_seconds: int) -> bool:
-        """Stop a worker from claiming; True if it holds no execution (its pod may go)."""
-        res = await self._retire(
-            keys=[worker_retiring_key(worker_id), held_key(queue_key, worker_id)], args=[ttl_seconds]
-        )
-        return bool(int(res))
-
-    async def unretire(self, worker_id: str) -> None:
-        """Undo `retire` for a worker whose pod was not deleted after all."""
-        await self.client.delete(worker_retiring_key(worker_id))
-
-    async def publish_once(
-        self, dedupe_key: str, record: str, commands: list[tuple[str, int | None]], ttl_seconds: int
-    ) -> tuple[bool, str]:
-        """Publish every command unless `dedupe_key` exists; (published?, the stored record)."""
-        args: list[str | int] = [record, ttl_seconds]
-        for worker_id, pid in commands:
-            args += [
-                worker_commands_channel(worker_id),
-                json.dumps(to_wire(RecycleCommand(type="recycle", pid=pid))),
-            ]
-        res = await self._publish_once(keys=[dedupe_key], args=args)
-        published, stored = int(res[0]), res[1]
-        return bool(published), stored.decode() if isinstance(stored, bytes) else str(stored)
