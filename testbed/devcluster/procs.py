@@ -37,11 +37,23 @@ class ProcessExited(RuntimeError):
     """A server the test bed started has died: waiting for it any longer is pointless."""
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A free loopback TCP port (the kernel picks it; a race with others is unlikely)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free TCP port (the kernel picks it), never one this process handed out before.
+
+    Not reusing ports matters on a real node: a test's worker pods outlive the test
+    (their namespace is deleted in the background), and they would reconnect to the
+    next test's redis-server if it came up on the same address and port.
+    """
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def spawn(

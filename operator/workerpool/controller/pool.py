@@ -9,10 +9,8 @@ slow refresh of volatile gauges).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import logging
 import random
@@ -22,16 +20,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from ..contracts import names
-from ..contracts.resource import Condition, LastRecycle, RecycleResult, WorkerPool
+from ..contracts.resource import Condition, WorkerPool
 from ..contracts.wire import (
-    PROCESS_STATES,
     QueueStatus,
     Registration,
-    WireFormatError,
     WorkerHeartbeat,
     describe_validation_error,
 )
-from ..decide import recycle as recycle_rules
 from ..decide.backoff import Backoff, parse_retry_after
 from ..decide.observation import Observation, PodView, WorkerView, fresh_window
 from ..decide.pods import PoolRef, has_password, render_pod, render_template, template_hash
@@ -43,12 +38,12 @@ from ..decide.status import (
     WritePolicy,
     build_status,
     invalid_status,
-    merge_patch,
     render,
-    should_write,
 )
 from . import metrics
 from .kube import ApiException
+from .pool_io import EventEmitter, RedisUrlSource, StatusWriter, export_metrics
+from .recycle_handler import RecycleHandler
 from .redis_hub import Subscriber
 
 if TYPE_CHECKING:
@@ -62,9 +57,6 @@ IDLE_TICK = 30.0
 COALESCE = 0.02  # a burst of triggers becomes one reconcile
 DELETING_TIMEOUT = 120.0
 RETIRE_TTL = 120  # s; longer than a pod deletion takes, short enough to undo a lost one
-SECRET_TTL = 30.0
-RECYCLE_DEDUPE_TTL = 7 * 24 * 3600
-EVENT_REPEAT_SECONDS = 60.0
 
 
 def _parse_time(value: str | None) -> float:
@@ -96,15 +88,19 @@ class PoolController:
         self.backoff = Backoff()
         self.trigger = asyncio.Event()
         self.hub_url: str | None = None
-        self.secret_cache: tuple[tuple[str, str], str | None, float] | None = None
         self.create_error: str | None = None
-        self.last_written: dict[str, Any] | None = None
-        self.last_write_at = 0.0
-        self.next_write_at: float | None = None
         self.next_scale_check_at: float | None = None
-        self.handled_request: str | None = None
-        self.last_recycle: LastRecycle | None = None
-        self.recent_events: dict[tuple[str, str], float] = {}
+        config = manager.config
+        self.events = EventEmitter(manager.kube, self.namespace, self.name)
+        self.events.uid = meta.get("uid", "")
+        self.status = StatusWriter(
+            manager.kube,
+            self.namespace,
+            self.name,
+            WritePolicy(config.status_min_interval, config.status_volatile_refresh),
+        )
+        self.redis_url = RedisUrlSource(manager.kube, self.namespace)
+        self.recycle = RecycleHandler(self.namespace, self.name, body.get("status") or {})
         self.password_warned_generation: int | None = None
         self.task: asyncio.Task[None] | None = None
         # Until the first resync from Redis, the worker map is empty for lack of
@@ -112,13 +108,6 @@ class PoolController:
         # (an operator restart must not flap the status to zero workers).
         self.resynced = False
         self._hash_cache: tuple[int, str] | None = None
-        status = body.get("status") or {}
-        if status.get("lastRecycle"):
-            try:
-                self.last_recycle = LastRecycle.model_validate(status["lastRecycle"])
-                self.handled_request = self.last_recycle.request
-            except ValidationError:
-                pass
 
     # --- inputs (called from Kopf handlers and the Redis hub; never block) ------------------
 
@@ -192,7 +181,7 @@ class PoolController:
     async def _run(self) -> None:
         while True:
             timeout = IDLE_TICK
-            for due in (self.next_write_at, self.next_scale_check_at):
+            for due in (self.status.next_write_at, self.next_scale_check_at):
                 if due is not None:
                     timeout = max(0.0, min(timeout, due - time.monotonic()))
             try:
@@ -242,36 +231,6 @@ class PoolController:
             metrics.RETRY_DELAY.labels(self.namespace, self.name).set(0)
 
     # --- reconcile: gather -> decide -> act --------------------------------------------------------
-
-    def _ref(self) -> dict[str, str]:
-        return {"name": self.name, "namespace": self.namespace, "uid": self.body["metadata"].get("uid", "")}
-
-    async def _emit(self, event: Event) -> None:
-        key = (event.reason, event.message)
-        now = time.monotonic()
-        if now - self.recent_events.get(key, -1e9) < EVENT_REPEAT_SECONDS:
-            return
-        self.recent_events = {k: t for k, t in self.recent_events.items() if now - t < EVENT_REPEAT_SECONDS}
-        self.recent_events[key] = now
-        log.info("%s/%s: %s: %s", self.namespace, self.name, event.reason, event.message)
-        await self.manager.kube.event(self._ref(), event.type, event.reason, event.message)
-
-    async def _redis_url(self, pool: WorkerPool) -> tuple[str | None, Stall | None]:
-        spec = pool.spec.redis
-        if spec.url is not None:
-            return spec.url, None
-        assert spec.url_secret_ref is not None
-        ref = (spec.url_secret_ref.name, spec.url_secret_ref.key)
-        cached = self.secret_cache
-        if cached is None or cached[0] != ref or time.monotonic() - cached[2] > SECRET_TTL:
-            value = await self.manager.kube.read_secret_key(self.namespace, *ref)
-            self.secret_cache = cached = (ref, value, time.monotonic())
-        if cached[1] is None:
-            return None, Stall(
-                Reason.REDIS_SECRET_NOT_FOUND,
-                f"Secret {ref[0]} with key {ref[1]} not found in namespace {self.namespace}",
-            )
-        return cached[1].strip(), None
 
     def _subscribe(self, url: str, pool: WorkerPool) -> None:
         if self.hub_url != url:
@@ -325,7 +284,7 @@ class PoolController:
             await self._write_invalid(describe_validation_error(exc))
             return
         stall: Stall | None = None
-        url, stall = await self._redis_url(pool)
+        url, stall = await self.redis_url.get(pool.spec)
         queue: QueueStatus | None = None
         redis_error: str | None = None
         if url is not None:
@@ -342,7 +301,7 @@ class PoolController:
                 )
             if has_password(pool.spec.redis.url) and self.password_warned_generation != pool.generation:
                 self.password_warned_generation = pool.generation
-                await self._emit(
+                await self.events.emit(
                     Event(
                         "Warning",
                         "PasswordInURL",
@@ -365,10 +324,11 @@ class PoolController:
         if self.create_error is not None and stall is None:
             stall = Stall(Reason.PODS_REJECTED, self.create_error)
         if redis_error is None and url is not None:
-            await self._handle_recycle(pool, obs)
+            commands = self.manager.hub_for(url).commands
+            await self.recycle.handle(pool, obs, commands, self.events.emit)
         if self.resynced or stall is not None:
             await self._write_status(pool, obs, plan, stall)
-        self._metrics(obs, plan)
+        export_metrics(self.namespace, self.name, obs, plan)
 
     def _template_hash(self, pool: WorkerPool, ref: PoolRef) -> str:
         """The current pod template's hash, rendered once per spec generation (not per reconcile)."""
@@ -379,7 +339,7 @@ class PoolController:
 
     async def _act(self, pool: WorkerPool, ref: PoolRef, plan: ScalePlan) -> None:
         for event in plan.events:
-            await self._emit(event)
+            await self.events.emit(event)
         for _ in range(plan.create):
             body = render_pod(ref, pool.spec, self.manager.config.worker_image)
             try:
@@ -387,7 +347,7 @@ class PoolController:
             except ApiException as exc:
                 if exc.status in (400, 403, 422):  # admission (e.g. PodSecurity) or an invalid template
                     self.create_error = f"pod creation rejected ({exc.status}): {_api_message(exc)}"
-                    await self._emit(Event("Warning", "PodCreateRejected", self.create_error))
+                    await self.events.emit(Event("Warning", "PodCreateRejected", self.create_error))
                     return
                 raise
             self.create_error = None
@@ -425,59 +385,6 @@ class PoolController:
         log.info("%s/%s: %s turned busy before its pod was deleted: kept", self.namespace, self.name, worker_id)
         return False
 
-    async def _handle_recycle(self, pool: WorkerPool, obs: Observation) -> None:
-        value = pool.annotations.get(names.RECYCLE_ANNOTATION)
-        if value is None or value == self.handled_request:
-            return
-        now = dt.datetime.now(dt.UTC)
-        try:
-            request = recycle_rules.parse_request(value)
-        except recycle_rules.RecycleRequestError as exc:
-            reason = f"malformed request: {exc}"
-            self.last_recycle = LastRecycle(
-                request=value,
-                handled_at=now,
-                results=[RecycleResult(worker_id="", pid=None, status="rejected", reason=reason)],
-            )
-            self.handled_request = value
-            metrics.RECYCLES.labels(self.namespace, self.name, "rejected").inc()
-            await self._emit(Event("Warning", "RecycleRejected", f"{names.RECYCLE_ANNOTATION}={value!r}: {reason}"))
-            return
-        live = {wid: w.info for wid, w in obs.workers.items() if any(p.name == wid and p.active for p in obs.pods)}
-        commands, results = recycle_rules.resolve(request, live)
-        record = LastRecycle(request=value, handled_at=now, results=results)
-        digest = hashlib.sha256(value.encode()).hexdigest()[:24]
-        dedupe = f"bifrost:operator:recycle:{pool.uid}:{digest}"
-        assert self.hub_url is not None
-        published, stored = await self.manager.hub_for(self.hub_url).commands.publish_once(
-            dedupe, record.model_dump_json(), [(c.worker_id, c.pid) for c in commands], RECYCLE_DEDUPE_TTL
-        )
-        if not published:
-            # Handled before (by a previous run of the operator): keep that record.
-            with contextlib.suppress(ValidationError, WireFormatError):
-                record = LastRecycle.model_validate_json(stored)
-        self.last_recycle = record
-        self.handled_request = value
-        if not published:
-            return
-        for r in record.results:
-            metrics.RECYCLES.labels(self.namespace, self.name, r.status).inc()
-        requested = [
-            f"{r.worker_id}" + (f":{r.pid}" if r.pid else "") for r in record.results if r.status == "recycle_requested"
-        ]
-        rejected = [r for r in record.results if r.status == "rejected"]
-        if requested:
-            await self._emit(
-                Event(
-                    "Normal",
-                    "RecycleRequested",
-                    f"recycle published for {', '.join(requested)} (request {value!r})",
-                )
-            )
-        for r in rejected:
-            target = r.worker_id + (f":{r.pid}" if r.pid else "")
-            await self._emit(Event("Warning", "RecycleRejected", f"{target}: {r.reason} (request {value!r})"))
-
     def _previous_conditions(self) -> list[Condition]:
         out = []
         for raw in (self.body.get("status") or {}).get("conditions") or []:
@@ -493,41 +400,16 @@ class PoolController:
             obs=obs,
             plan=plan,
             stall=stall,
-            last_recycle=self.last_recycle,
+            last_recycle=self.recycle.last_recycle,
             previous_conditions=self._previous_conditions(),
             now=dt.datetime.now(dt.UTC).replace(microsecond=0),
         )
-        await self._patch(render(status))
-
-    async def _patch(self, rendered: dict[str, Any]) -> None:
-        policy = WritePolicy(self.manager.config.status_min_interval, self.manager.config.status_volatile_refresh)
-        now = time.monotonic()
-        write, wait = should_write(rendered, self.last_written, self.last_write_at, now, policy)
-        if not write:
-            self.next_write_at = now + wait if rendered != self.last_written else None
-            return
-        await self.manager.kube.patch_status(self.namespace, self.name, merge_patch(rendered, self.last_written))
-        metrics.STATUS_WRITES.labels(self.namespace, self.name).inc()
-        self.last_written, self.last_write_at, self.next_write_at = rendered, now, None
+        await self.status.write(render(status))
 
     async def _write_invalid(self, message: str) -> None:
         generation = int(self.body["metadata"].get("generation") or 0)
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        await self._patch(render(invalid_status(generation, message, self._previous_conditions(), now)))
-
-    def _metrics(self, obs: Observation, plan: ScalePlan) -> None:
-        ns, name = self.namespace, self.name
-        active = [p for p in obs.pods if p.active]
-        metrics.WORKERS.labels(ns, name, "running").set(sum(1 for p in active if p.phase == "Running"))
-        metrics.WORKERS.labels(ns, name, "pending").set(sum(1 for p in active if p.phase == "Pending"))
-        metrics.WORKERS.labels(ns, name, "ready").set(sum(1 for p in active if p.ready and p.name in obs.workers))
-        for state in PROCESS_STATES:
-            metrics.PROCESSES.labels(ns, name, state).set(
-                sum(1 for w in obs.workers.values() for p in w.info.processes if p.state == state)
-            )
-        metrics.DESIRED.labels(ns, name).set(plan.desired)
-        if obs.queue is not None:
-            metrics.QUEUE_DEPTH.labels(ns, name).set(obs.queue.depth)
+        await self.status.write(render(invalid_status(generation, message, self._previous_conditions(), now)))
 
 
 def _header(exc: ApiException, name: str) -> str | None:

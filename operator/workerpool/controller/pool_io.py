@@ -1,0 +1,102 @@
+"""A pool controller's helpers that talk to the API server on its behalf: Events
+(deduplicated), status writes (through the write policy), the Redis URL (from
+the spec or a Secret, cached), and the pool's metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ..contracts.resource import WorkerPoolSpec
+from ..contracts.wire import PROCESS_STATES
+from ..decide.observation import Observation
+from ..decide.reasons import Reason
+from ..decide.scaling import Event, ScalePlan
+from ..decide.status import Stall, WritePolicy, merge_patch, should_write
+from . import metrics
+from .kube import Kube
+
+log = logging.getLogger(__name__)
+
+EVENT_REPEAT_SECONDS = 60.0
+SECRET_TTL = 30.0
+
+
+class EventEmitter:
+    """Events on one WorkerPool; the same reason and message at most once a minute."""
+
+    def __init__(self, kube: Kube, namespace: str, name: str) -> None:
+        self.kube, self.namespace, self.name = kube, namespace, name
+        self.uid = ""
+        self.recent: dict[tuple[str, str], float] = {}
+
+    async def emit(self, event: Event) -> None:
+        key = (event.reason, event.message)
+        now = time.monotonic()
+        if now - self.recent.get(key, -1e9) < EVENT_REPEAT_SECONDS:
+            return
+        self.recent = {k: t for k, t in self.recent.items() if now - t < EVENT_REPEAT_SECONDS}
+        self.recent[key] = now
+        log.info("%s/%s: %s: %s", self.namespace, self.name, event.reason, event.message)
+        ref = {"name": self.name, "namespace": self.namespace, "uid": self.uid}
+        await self.kube.event(ref, event.type, event.reason, event.message)
+
+
+class StatusWriter:
+    """The pool's status subresource, written when the write policy says so (merge patches)."""
+
+    def __init__(self, kube: Kube, namespace: str, name: str, policy: WritePolicy) -> None:
+        self.kube, self.namespace, self.name, self.policy = kube, namespace, name, policy
+        self.last_written: dict[str, Any] | None = None
+        self.last_write_at = 0.0
+        self.next_write_at: float | None = None  # when a held-back change is due
+
+    async def write(self, rendered: dict[str, Any]) -> None:
+        now = time.monotonic()
+        write, wait = should_write(rendered, self.last_written, self.last_write_at, now, self.policy)
+        if not write:
+            self.next_write_at = now + wait if rendered != self.last_written else None
+            return
+        await self.kube.patch_status(self.namespace, self.name, merge_patch(rendered, self.last_written))
+        metrics.STATUS_WRITES.labels(self.namespace, self.name).inc()
+        self.last_written, self.last_write_at, self.next_write_at = rendered, now, None
+
+
+class RedisUrlSource:
+    """The pool's Redis URL: `spec.redis.url`, or its Secret's key (read at most every SECRET_TTL s)."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self.kube, self.namespace = kube, namespace
+        self.cache: tuple[tuple[str, str], str | None, float] | None = None
+
+    async def get(self, spec: WorkerPoolSpec) -> tuple[str | None, Stall | None]:
+        redis = spec.redis
+        if redis.url is not None:
+            return redis.url, None
+        assert redis.url_secret_ref is not None
+        ref = (redis.url_secret_ref.name, redis.url_secret_ref.key)
+        cached = self.cache
+        if cached is None or cached[0] != ref or time.monotonic() - cached[2] > SECRET_TTL:
+            value = await self.kube.read_secret_key(self.namespace, *ref)
+            self.cache = cached = (ref, value, time.monotonic())
+        if cached[1] is None:
+            return None, Stall(
+                Reason.REDIS_SECRET_NOT_FOUND,
+                f"Secret {ref[0]} with key {ref[1]} not found in namespace {self.namespace}",
+            )
+        return cached[1].strip(), None
+
+
+def export_metrics(namespace: str, name: str, obs: Observation, plan: ScalePlan) -> None:
+    active = [p for p in obs.pods if p.active]
+    metrics.WORKERS.labels(namespace, name, "running").set(sum(1 for p in active if p.phase == "Running"))
+    metrics.WORKERS.labels(namespace, name, "pending").set(sum(1 for p in active if p.phase == "Pending"))
+    metrics.WORKERS.labels(namespace, name, "ready").set(sum(1 for p in active if p.ready and p.name in obs.workers))
+    for state in PROCESS_STATES:
+        metrics.PROCESSES.labels(namespace, name, state).set(
+            sum(1 for w in obs.workers.values() for p in w.info.processes if p.state == state)
+        )
+    metrics.DESIRED.labels(namespace, name).set(plan.desired)
+    if obs.queue is not None:
+        metrics.QUEUE_DEPTH.labels(namespace, name).set(obs.queue.depth)
