@@ -301,8 +301,12 @@ def test_redis_down_means_no_scale_down_and_stalled_then_recovery(
     while time.monotonic() < deadline:
         assert len(pools.live_pods("p")) == 3
         time.sleep(0.5)
+    # At most one more write (the first failure's message, e.g. "connection closed", may
+    # give way once to the steady one, "connection refused"); Stalled never flipped back.
     assert operator.metric("workerpool_status_writes_total", namespace=namespace, pool="p") - writes <= 1
-    assert pools.condition("p", "Stalled") == stalled
+    still = pools.condition("p", "Stalled")
+    assert still is not None and still["status"] == "True"
+    assert still["lastTransitionTime"] == stalled["lastTransitionTime"]
     redis_server.start()  # same port, empty data: the workers re-register
     pools.wait_status(
         "p",

@@ -60,7 +60,7 @@ class Manager:
         if pool is None:
             pool = self.pools[key] = PoolController(self, body)
             for event, pod in self._orphans.pop(key, {}).values():
-                pool.on_pod(event, pod)
+                pool.state.on_pod(event, pod)
             pool.start()
         else:
             pool.on_body(body)
@@ -73,7 +73,7 @@ class Manager:
         key = (meta.get("namespace", ""), owner)
         pool = self.pools.get(key)
         if pool is not None:
-            pool.on_pod(event_type, body)
+            pool.state.on_pod(event_type, body)
         elif event_type != "DELETED":
             self._orphans.setdefault(key, {})[meta.get("name", "")] = (event_type, body)
         else:

@@ -1,0 +1,90 @@
+"""Carrying out a scale plan's pod changes: create what it adds, and delete what
+it removes only after retiring the worker in Redis (no claim can slip in between
+the idle heartbeat and the deletion)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from ..contracts.resource import WorkerPool
+from ..decide.pods import PoolRef, render_pod
+from ..decide.reasons import DeletionReason
+from ..decide.scaling import Deletion, Event, ScalePlan
+from . import metrics
+from .kube import ApiException, Kube
+from .pool_io import EventEmitter
+from .pool_state import PoolState
+from .worker_commands import WorkerCommands
+
+log = logging.getLogger(__name__)
+
+RETIRE_TTL = 120  # s; longer than a pod deletion takes, short enough to undo a lost one
+
+
+class PodActions:
+    def __init__(self, kube: Kube, state: PoolState, events: EventEmitter, worker_image: str) -> None:
+        self.kube, self.state, self.events, self.worker_image = kube, state, events, worker_image
+        self.namespace, self.name = events.namespace, events.name
+        # The API server's refusal of our last create (admission, an invalid template):
+        # the pool is Stalled with it until a create succeeds or the spec changes.
+        self.create_error: str | None = None
+
+    async def apply(self, pool: WorkerPool, ref: PoolRef, plan: ScalePlan, commands: WorkerCommands | None) -> None:
+        for event in plan.events:
+            await self.events.emit(event)
+        if await self._create(pool, ref, plan.create):
+            for deletion in plan.delete:
+                await self._delete(pool, deletion, commands)
+
+    async def _create(self, pool: WorkerPool, ref: PoolRef, count: int) -> bool:
+        """False when the API server refused a create (then nothing more this round)."""
+        for _ in range(count):
+            try:
+                created = await self.kube.create_pod(self.namespace, render_pod(ref, pool.spec, self.worker_image))
+            except ApiException as exc:
+                if exc.status in (400, 403, 422):  # admission (e.g. PodSecurity) or an invalid template
+                    self.create_error = f"pod creation rejected ({exc.status}): {api_message(exc)}"
+                    await self.events.emit(Event("Warning", "PodCreateRejected", self.create_error))
+                    return False
+                raise
+            self.create_error = None
+            self.state.created(created)
+            metrics.SCALE_EVENTS.labels(self.namespace, self.name, "create").inc()
+        return True
+
+    async def _delete(self, pool: WorkerPool, deletion: Deletion, commands: WorkerCommands | None) -> None:
+        retired = deletion.reason != DeletionReason.REPLACE_FAILED
+        if retired and not await self._retire(pool, deletion.name, commands):
+            return
+        try:
+            await self.kube.delete_pod(self.namespace, deletion.name, deletion.uid)
+        except ApiException as exc:
+            if retired and commands is not None and 400 <= (exc.status or 0) < 500:
+                # Refused, so the pod stays: its worker may claim again at once, not when
+                # the mark expires. (A 5xx may have deleted it after all: the mark stays.)
+                await commands.unretire(deletion.name)
+            raise
+        self.state.deleted(deletion.uid)
+        metrics.SCALE_EVENTS.labels(self.namespace, self.name, "delete").inc()
+
+    async def _retire(self, pool: WorkerPool, worker_id: str, commands: WorkerCommands | None) -> bool:
+        """Atomically in Redis: stop the worker claiming, and confirm it holds nothing.
+
+        The heartbeat that showed it idle may be up to a coalescing window old; this
+        closes the race with a claim made since. A worker that is busy after all is
+        kept (and claims again when the retiring mark expires).
+        """
+        if commands is None:
+            return False
+        if await commands.retire(worker_id, pool.spec.redis.queue_key, RETIRE_TTL):
+            return True
+        log.info("%s/%s: %s turned busy before its pod was deleted: kept", self.namespace, self.name, worker_id)
+        return False
+
+
+def api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or b"{}").get("message", exc.reason))[:500]
+    except (TypeError, ValueError):
+        return str(exc.reason)

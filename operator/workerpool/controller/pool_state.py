@@ -1,0 +1,116 @@
+"""What one pool controller knows between reconciles (the "gather" side): its pods
+from the watch, its workers from heartbeats and resyncs, the pods it is
+deleting. Inputs arrive from Kopf handlers and the Redis hub and never block;
+`observe()` turns the lot into the plain Observation that decisions read."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..contracts.wire import QueueStatus, Registration, WorkerHeartbeat
+from ..decide.observation import Observation, PodView, WorkerView, fresh_window
+from ..decide.resync import Tracked, merge_resync, shape
+
+DELETING_TIMEOUT = 120.0
+
+
+def _parse_time(value: str | None) -> float:
+    if not value:
+        return time.time()
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def pod_view(body: dict[str, Any]) -> PodView:
+    return PodView.from_body(body, _parse_time(body["metadata"].get("creationTimestamp")))
+
+
+class PoolState:
+    def __init__(self, uid: str, poke: Callable[[], None]) -> None:
+        self.uid = uid
+        self.poke = poke
+        # Only what decisions read of each pod (a whole pod body is ~100x larger: at
+        # 1000 pods that difference is most of the operator's memory).
+        self.pods: dict[str, PodView] = {}
+        self.pods_synced = False
+        # Pods this controller deleted (uid -> until when), terminating even if a
+        # stale watch event still shows them running.
+        self.deleting: dict[str, float] = {}
+        self.workers: dict[str, Tracked] = {}
+        # Until the first resync from Redis, the worker map is empty for lack of
+        # data, not because the pool has no workers: no status write before it
+        # (an operator restart must not flap the status to zero workers).
+        self.resynced = False
+
+    # --- inputs -------------------------------------------------------------------------
+
+    def on_pod(self, event_type: str | None, body: dict[str, Any]) -> None:
+        name = body["metadata"]["name"]
+        if event_type == "DELETED":
+            self.pods.pop(name, None)
+            self.workers.pop(name, None)
+        else:
+            self.pods[name] = pod_view(body)
+        self.poke()
+
+    def sync_pods(self, bodies: Iterable[dict[str, Any]]) -> None:
+        """The first list of the pool's pods (the watch cache may not be complete yet)."""
+        for body in bodies:
+            self.pods.setdefault(body["metadata"]["name"], pod_view(body))
+        self.pods_synced = True
+
+    def created(self, body: dict[str, Any]) -> None:
+        """In the cache at once (the watch event may come before or after): never created twice."""
+        self.pods[body["metadata"]["name"]] = pod_view(body)
+
+    def deleted(self, uid: str) -> None:
+        self.deleting[uid] = time.monotonic() + DELETING_TIMEOUT
+
+    def owns(self, worker_id: str) -> bool:
+        """Is this worker one of this pool's pods (by name, and by the pool's uid in its owners)?"""
+        view = self.pods.get(worker_id)
+        return view is not None and self._is_ours(view)
+
+    def _is_ours(self, view: PodView) -> bool:
+        # A same-named pool's leftover, or a pod someone else labelled, is not.
+        return not self.uid or self.uid in view.owners
+
+    def on_heartbeat(self, hb: WorkerHeartbeat) -> None:
+        info = hb.worker_info()
+        before = self.workers.get(hb.worker_id)
+        if before is not None and before.reported_at is not None and hb.timestamp < before.reported_at:
+            return  # an older heartbeat overtaken by a resync
+        self.workers[hb.worker_id] = Tracked(info, time.monotonic(), hb.timestamp)
+        if before is None or shape(before.info) != shape(info):
+            self.poke()
+
+    def on_resync(self, present: set[str], regs: dict[str, Registration]) -> None:
+        """`present`: every registered worker of this pool; `regs`: the reports re-read from Redis."""
+        self.workers, changed = merge_resync(self.workers, present, regs, time.monotonic(), time.time())
+        changed = changed or not self.resynced
+        self.resynced = True
+        if changed:
+            self.poke()
+
+    # --- the observation ----------------------------------------------------------------------
+
+    def observe(self, heartbeat_interval: float, queue: QueueStatus | None, redis_error: str | None) -> Observation:
+        now_mono = time.monotonic()
+        self.deleting = {uid: t for uid, t in self.deleting.items() if t > now_mono}
+        pods = []
+        for view in self.pods.values():
+            if not self._is_ours(view):
+                continue
+            if view.uid in self.deleting and not view.terminating:
+                view = dataclasses.replace(view, terminating=True)
+            pods.append(view)
+        window = fresh_window(heartbeat_interval)
+        workers = {
+            wid: WorkerView(t.info, fresh=redis_error is None and now_mono - t.last_seen < window)
+            for wid, t in self.workers.items()
+            if wid in self.pods
+        }
+        return Observation(pods=tuple(pods), workers=workers, queue=queue, redis_error=redis_error, now=time.time())
