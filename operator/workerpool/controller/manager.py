@@ -17,6 +17,7 @@ from ..contracts import names
 from .config import OperatorConfig
 from .kube import Kube
 from .pool import PoolController
+from .ports import PoolDeps
 from .redis_hub import RedisHub
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,17 @@ class Manager:
         self._closing: set[asyncio.Task[None]] = set()  # hubs being stopped (kept referenced)
         # Pod events that arrive before their pool's first event.
         self._orphans: dict[Key, dict[str, tuple[str | None, dict[str, Any]]]] = {}
+        self.pool_deps = PoolDeps(
+            kube=kube,
+            hubs=self,
+            worker_image=config.worker_image,
+            status_min_interval=config.status_min_interval,
+            status_volatile_refresh=config.status_volatile_refresh,
+            progress=self._progress,
+        )
+
+    def _progress(self) -> None:
+        self.last_progress = time.monotonic()
 
     async def stop(self) -> None:
         for pool in list(self.pools.values()):
@@ -58,7 +70,7 @@ class Manager:
             await pool.stop()  # deleted and re-created under the same name
             pool = None
         if pool is None:
-            pool = self.pools[key] = PoolController(self, body)
+            pool = self.pools[key] = PoolController(self.pool_deps, body)
             for event, pod in self._orphans.pop(key, {}).values():
                 pool.state.on_pod(event, pod)
             pool.start()

@@ -12,10 +12,10 @@ from ..decide.pods import PoolRef, render_pod
 from ..decide.reasons import DeletionReason
 from ..decide.scaling import Deletion, Event, ScalePlan
 from . import metrics
-from .kube import ApiException, Kube
+from .kube import ApiException
 from .pool_io import EventEmitter
 from .pool_state import PoolState
-from .worker_commands import WorkerCommands
+from .ports import Commands, KubeApi
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +23,14 @@ RETIRE_TTL = 120  # s; longer than a pod deletion takes, short enough to undo a 
 
 
 class PodActions:
-    def __init__(self, kube: Kube, state: PoolState, events: EventEmitter, worker_image: str) -> None:
+    def __init__(self, kube: KubeApi, state: PoolState, events: EventEmitter, worker_image: str) -> None:
         self.kube, self.state, self.events, self.worker_image = kube, state, events, worker_image
         self.namespace, self.name = events.namespace, events.name
         # The API server's refusal of our last create (admission, an invalid template):
         # the pool is Stalled with it until a create succeeds or the spec changes.
         self.create_error: str | None = None
 
-    async def apply(self, pool: WorkerPool, ref: PoolRef, plan: ScalePlan, commands: WorkerCommands | None) -> None:
+    async def apply(self, pool: WorkerPool, ref: PoolRef, plan: ScalePlan, commands: Commands | None) -> None:
         for event in plan.events:
             await self.events.emit(event)
         if await self._create(pool, ref, plan.create):
@@ -53,7 +53,7 @@ class PodActions:
             metrics.SCALE_EVENTS.labels(self.namespace, self.name, "create").inc()
         return True
 
-    async def _delete(self, pool: WorkerPool, deletion: Deletion, commands: WorkerCommands | None) -> None:
+    async def _delete(self, pool: WorkerPool, deletion: Deletion, commands: Commands | None) -> None:
         retired = deletion.reason != DeletionReason.REPLACE_FAILED
         if retired and not await self._retire(pool, deletion.name, commands):
             return
@@ -68,7 +68,7 @@ class PodActions:
         self.state.deleted(deletion.uid)
         metrics.SCALE_EVENTS.labels(self.namespace, self.name, "delete").inc()
 
-    async def _retire(self, pool: WorkerPool, worker_id: str, commands: WorkerCommands | None) -> bool:
+    async def _retire(self, pool: WorkerPool, worker_id: str, commands: Commands | None) -> bool:
         """Atomically in Redis: stop the worker claiming, and confirm it holds nothing.
 
         The heartbeat that showed it idle may be up to a coalescing window old; this

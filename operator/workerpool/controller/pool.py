@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import random
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -40,11 +40,9 @@ from .kube import ApiException
 from .pod_actions import PodActions
 from .pool_io import EventEmitter, RedisUrlSource, StatusWriter, export_metrics
 from .pool_state import PoolState
+from .ports import PoolDeps
 from .recycle_handler import RecycleHandler
 from .redis_hub import Subscriber
-
-if TYPE_CHECKING:
-    from .manager import Manager
 
 log = logging.getLogger(__name__)
 
@@ -55,29 +53,25 @@ COALESCE = 0.02  # a burst of triggers becomes one reconcile
 
 
 class PoolController:
-    def __init__(self, manager: Manager, body: dict[str, Any]) -> None:
+    def __init__(self, deps: PoolDeps, body: dict[str, Any]) -> None:
         meta = body["metadata"]
-        self.manager = manager
+        self.deps = deps
+        self.clock = deps.clock
         self.namespace: str = meta["namespace"]
         self.name: str = meta["name"]
         self.body = body
-        self.state = PoolState(meta.get("uid", ""), self.poke)
+        self.state = PoolState(meta.get("uid", ""), self.poke, deps.clock)
         self.memory = ScaleMemory()
         self.backoff = Backoff()
         self.trigger = asyncio.Event()
         self.hub_url: str | None = None
         self.next_scale_check_at: float | None = None
-        config = manager.config
-        self.events = EventEmitter(manager.kube, self.namespace, self.name)
+        self.events = EventEmitter(deps.kube, self.namespace, self.name, deps.clock)
         self.events.uid = meta.get("uid", "")
-        self.status = StatusWriter(
-            manager.kube,
-            self.namespace,
-            self.name,
-            WritePolicy(config.status_min_interval, config.status_volatile_refresh),
-        )
-        self.redis_url = RedisUrlSource(manager.kube, self.namespace)
-        self.actions = PodActions(manager.kube, self.state, self.events, config.worker_image)
+        policy = WritePolicy(deps.status_min_interval, deps.status_volatile_refresh)
+        self.status = StatusWriter(deps.kube, self.namespace, self.name, policy, deps.clock)
+        self.redis_url = RedisUrlSource(deps.kube, self.namespace, deps.clock)
+        self.actions = PodActions(deps.kube, self.state, self.events, deps.worker_image)
         self.recycle = RecycleHandler(self.namespace, self.name, body.get("status") or {})
         self.password_warned_generation: int | None = None
         self.task: asyncio.Task[None] | None = None
@@ -94,7 +88,7 @@ class PoolController:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
         if self.hub_url is not None:
-            self.manager.release_hub(self.hub_url, self.namespace, self.name)
+            self.deps.hubs.release_hub(self.hub_url, self.namespace, self.name)
         metrics.forget_pool(self.namespace, self.name)
 
     def poke(self) -> None:
@@ -122,7 +116,7 @@ class PoolController:
             timeout = IDLE_TICK
             for due in (self.status.next_write_at, self.next_scale_check_at):
                 if due is not None:
-                    timeout = max(0.0, min(timeout, due - time.monotonic()))
+                    timeout = max(0.0, min(timeout, due - self.clock.monotonic()))
             try:
                 await asyncio.wait_for(self.trigger.wait(), timeout=timeout)
                 await asyncio.sleep(COALESCE)
@@ -156,7 +150,7 @@ class PoolController:
                 self.poke()
             finally:
                 metrics.RECONCILE.labels(self.namespace, self.name).observe(time.perf_counter() - started)
-                self.manager.last_progress = time.monotonic()
+                self.deps.progress()
 
     def _failed(self, retry_after: float | None) -> float:
         """Per pool: under sustained errors (429s from a busy API server) pools spread out and slow down."""
@@ -174,9 +168,9 @@ class PoolController:
     def _subscribe(self, url: str, pool: WorkerPool) -> None:
         if self.hub_url != url:
             if self.hub_url is not None:
-                self.manager.release_hub(self.hub_url, self.namespace, self.name)
+                self.deps.hubs.release_hub(self.hub_url, self.namespace, self.name)
             self.hub_url = url
-        hub = self.manager.hub_for(url)
+        hub = self.deps.hubs.hub_for(url)
         hub.subscribe(
             Subscriber(
                 self.namespace,
@@ -199,21 +193,21 @@ class PoolController:
             return
         url, queue, redis_error, stall = await self._redis(pool)
         if not self.state.pods_synced:
-            self.state.sync_pods(await self.manager.kube.list_pods(self.namespace, self.name))
+            self.state.sync_pods(await self.deps.kube.list_pods(self.namespace, self.name))
         obs = self.state.observe(pool.spec.heartbeat_interval_seconds, queue, redis_error)
         ref = PoolRef(pool.name, pool.namespace, pool.uid)
         current_hash = self._template_hash(pool, ref)
         plan = decide_scale(pool.spec, obs, self.memory, current_hash)
         self.memory = plan.memory
         self.next_scale_check_at = (
-            time.monotonic() + plan.recheck_after + 0.05 if plan.recheck_after is not None else None
+            self.clock.monotonic() + plan.recheck_after + 0.05 if plan.recheck_after is not None else None
         )
-        commands = self.manager.hub_for(url).commands if url is not None else None
+        commands = self.deps.hubs.hub_for(url).commands if url is not None else None
         await self.actions.apply(pool, ref, plan, commands)
         if self.actions.create_error is not None and stall is None:
             stall = Stall(Reason.PODS_REJECTED, self.actions.create_error)
         if redis_error is None and commands is not None:
-            await self.recycle.handle(pool, obs, commands, self.events.emit)
+            await self.recycle.handle(pool, obs, commands, self.events.emit, self._now())
         if self.state.resynced or stall is not None:
             await self._write_status(pool, obs, plan, stall)
         export_metrics(self.namespace, self.name, obs, plan)
@@ -224,7 +218,7 @@ class PoolController:
         if url is None:
             return None, None, stall.message if stall else "no Redis URL", stall
         self._subscribe(url, pool)
-        hub = self.manager.hub_for(url)
+        hub = self.deps.hubs.hub_for(url)
         queue = hub.queue(pool.spec.redis.queue_key)
         redis_error = hub.error
         if hub.error is not None and stall is None:
@@ -251,9 +245,12 @@ class PoolController:
     def _template_hash(self, pool: WorkerPool, ref: PoolRef) -> str:
         """The current pod template's hash, rendered once per spec generation (not per reconcile)."""
         if self._hash_cache is None or self._hash_cache[0] != pool.generation:
-            rendered = render_template(ref, pool.spec, self.manager.config.worker_image)
+            rendered = render_template(ref, pool.spec, self.deps.worker_image)
             self._hash_cache = (pool.generation, template_hash(rendered))
         return self._hash_cache[1]
+
+    def _now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.clock.time(), dt.UTC)
 
     def _previous_conditions(self) -> list[Condition]:
         out = []
@@ -272,13 +269,13 @@ class PoolController:
             stall=stall,
             last_recycle=self.recycle.last_recycle,
             previous_conditions=self._previous_conditions(),
-            now=dt.datetime.now(dt.UTC).replace(microsecond=0),
+            now=self._now().replace(microsecond=0),
         )
         await self.status.write(render(status))
 
     async def _write_invalid(self, message: str) -> None:
         generation = int(self.body["metadata"].get("generation") or 0)
-        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        now = self._now().replace(microsecond=0)
         await self.status.write(render(invalid_status(generation, message, self._previous_conditions(), now)))
 
 

@@ -5,7 +5,6 @@ the spec or a Secret, cached), and the pool's metrics."""
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from ..contracts.resource import WorkerPoolSpec
@@ -15,7 +14,7 @@ from ..decide.reasons import Reason
 from ..decide.scaling import Event, ScalePlan
 from ..decide.status import Stall, WritePolicy, merge_patch, should_write
 from . import metrics
-from .kube import Kube
+from .ports import Clock, KubeApi
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +25,14 @@ SECRET_TTL = 30.0
 class EventEmitter:
     """Events on one WorkerPool; the same reason and message at most once a minute."""
 
-    def __init__(self, kube: Kube, namespace: str, name: str) -> None:
-        self.kube, self.namespace, self.name = kube, namespace, name
+    def __init__(self, kube: KubeApi, namespace: str, name: str, clock: Clock) -> None:
+        self.kube, self.namespace, self.name, self.clock = kube, namespace, name, clock
         self.uid = ""
         self.recent: dict[tuple[str, str], float] = {}
 
     async def emit(self, event: Event) -> None:
         key = (event.reason, event.message)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if now - self.recent.get(key, -1e9) < EVENT_REPEAT_SECONDS:
             return
         self.recent = {k: t for k, t in self.recent.items() if now - t < EVENT_REPEAT_SECONDS}
@@ -46,14 +45,14 @@ class EventEmitter:
 class StatusWriter:
     """The pool's status subresource, written when the write policy says so (merge patches)."""
 
-    def __init__(self, kube: Kube, namespace: str, name: str, policy: WritePolicy) -> None:
-        self.kube, self.namespace, self.name, self.policy = kube, namespace, name, policy
+    def __init__(self, kube: KubeApi, namespace: str, name: str, policy: WritePolicy, clock: Clock) -> None:
+        self.kube, self.namespace, self.name, self.policy, self.clock = kube, namespace, name, policy, clock
         self.last_written: dict[str, Any] | None = None
         self.last_write_at = 0.0
         self.next_write_at: float | None = None  # when a held-back change is due
 
     async def write(self, rendered: dict[str, Any]) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         write, wait = should_write(rendered, self.last_written, self.last_write_at, now, self.policy)
         if not write:
             self.next_write_at = now + wait if rendered != self.last_written else None
@@ -66,8 +65,8 @@ class StatusWriter:
 class RedisUrlSource:
     """The pool's Redis URL: `spec.redis.url`, or its Secret's key (read at most every SECRET_TTL s)."""
 
-    def __init__(self, kube: Kube, namespace: str) -> None:
-        self.kube, self.namespace = kube, namespace
+    def __init__(self, kube: KubeApi, namespace: str, clock: Clock) -> None:
+        self.kube, self.namespace, self.clock = kube, namespace, clock
         self.cache: tuple[tuple[str, str], str | None, float] | None = None
 
     async def get(self, spec: WorkerPoolSpec) -> tuple[str | None, Stall | None]:
@@ -77,9 +76,9 @@ class RedisUrlSource:
         assert redis.url_secret_ref is not None
         ref = (redis.url_secret_ref.name, redis.url_secret_ref.key)
         cached = self.cache
-        if cached is None or cached[0] != ref or time.monotonic() - cached[2] > SECRET_TTL:
+        if cached is None or cached[0] != ref or self.clock.monotonic() - cached[2] > SECRET_TTL:
             value = await self.kube.read_secret_key(self.namespace, *ref)
-            self.cache = cached = (ref, value, time.monotonic())
+            self.cache = cached = (ref, value, self.clock.monotonic())
         if cached[1] is None:
             return None, Stall(
                 Reason.REDIS_SECRET_NOT_FOUND,

@@ -7,31 +7,28 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..contracts.wire import QueueStatus, Registration, WorkerHeartbeat
 from ..decide.observation import Observation, PodView, WorkerView, fresh_window
 from ..decide.resync import Tracked, merge_resync, shape
+from .ports import Clock
 
 DELETING_TIMEOUT = 120.0
 
 
-def _parse_time(value: str | None) -> float:
-    if not value:
-        return time.time()
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
-def pod_view(body: dict[str, Any]) -> PodView:
-    return PodView.from_body(body, _parse_time(body["metadata"].get("creationTimestamp")))
+def pod_view(body: dict[str, Any], now: float) -> PodView:
+    created = body["metadata"].get("creationTimestamp")
+    at = dt.datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp() if created else now
+    return PodView.from_body(body, at)
 
 
 class PoolState:
-    def __init__(self, uid: str, poke: Callable[[], None]) -> None:
+    def __init__(self, uid: str, poke: Callable[[], None], clock: Clock) -> None:
         self.uid = uid
         self.poke = poke
+        self.clock = clock
         # Only what decisions read of each pod (a whole pod body is ~100x larger: at
         # 1000 pods that difference is most of the operator's memory).
         self.pods: dict[str, PodView] = {}
@@ -53,21 +50,21 @@ class PoolState:
             self.pods.pop(name, None)
             self.workers.pop(name, None)
         else:
-            self.pods[name] = pod_view(body)
+            self.pods[name] = pod_view(body, self.clock.time())
         self.poke()
 
     def sync_pods(self, bodies: Iterable[dict[str, Any]]) -> None:
         """The first list of the pool's pods (the watch cache may not be complete yet)."""
         for body in bodies:
-            self.pods.setdefault(body["metadata"]["name"], pod_view(body))
+            self.pods.setdefault(body["metadata"]["name"], pod_view(body, self.clock.time()))
         self.pods_synced = True
 
     def created(self, body: dict[str, Any]) -> None:
         """In the cache at once (the watch event may come before or after): never created twice."""
-        self.pods[body["metadata"]["name"]] = pod_view(body)
+        self.pods[body["metadata"]["name"]] = pod_view(body, self.clock.time())
 
     def deleted(self, uid: str) -> None:
-        self.deleting[uid] = time.monotonic() + DELETING_TIMEOUT
+        self.deleting[uid] = self.clock.monotonic() + DELETING_TIMEOUT
 
     def owns(self, worker_id: str) -> bool:
         """Is this worker one of this pool's pods (by name, and by the pool's uid in its owners)?"""
@@ -83,13 +80,13 @@ class PoolState:
         before = self.workers.get(hb.worker_id)
         if before is not None and before.reported_at is not None and hb.timestamp < before.reported_at:
             return  # an older heartbeat overtaken by a resync
-        self.workers[hb.worker_id] = Tracked(info, time.monotonic(), hb.timestamp)
+        self.workers[hb.worker_id] = Tracked(info, self.clock.monotonic(), hb.timestamp)
         if before is None or shape(before.info) != shape(info):
             self.poke()
 
     def on_resync(self, present: set[str], regs: dict[str, Registration]) -> None:
         """`present`: every registered worker of this pool; `regs`: the reports re-read from Redis."""
-        self.workers, changed = merge_resync(self.workers, present, regs, time.monotonic(), time.time())
+        self.workers, changed = merge_resync(self.workers, present, regs, self.clock.monotonic(), self.clock.time())
         changed = changed or not self.resynced
         self.resynced = True
         if changed:
@@ -98,7 +95,7 @@ class PoolState:
     # --- the observation ----------------------------------------------------------------------
 
     def observe(self, heartbeat_interval: float, queue: QueueStatus | None, redis_error: str | None) -> Observation:
-        now_mono = time.monotonic()
+        now_mono = self.clock.monotonic()
         self.deleting = {uid: t for uid, t in self.deleting.items() if t > now_mono}
         pods = []
         for view in self.pods.values():
@@ -113,4 +110,6 @@ class PoolState:
             for wid, t in self.workers.items()
             if wid in self.pods
         }
-        return Observation(pods=tuple(pods), workers=workers, queue=queue, redis_error=redis_error, now=time.time())
+        return Observation(
+            pods=tuple(pods), workers=workers, queue=queue, redis_error=redis_error, now=self.clock.time()
+        )

@@ -18,7 +18,7 @@ from ..decide import recycle as recycle_rules
 from ..decide.observation import Observation
 from ..decide.scaling import Event
 from . import metrics
-from .worker_commands import WorkerCommands
+from .ports import Commands
 
 RECYCLE_DEDUPE_TTL = 7 * 24 * 3600
 
@@ -35,11 +35,12 @@ class RecycleHandler:
                 self.last_recycle = LastRecycle.model_validate(status["lastRecycle"])
                 self.handled_request = self.last_recycle.request
 
-    async def handle(self, pool: WorkerPool, obs: Observation, commands: WorkerCommands, emit: Emit) -> None:
+    async def handle(
+        self, pool: WorkerPool, obs: Observation, commands: Commands, emit: Emit, now: dt.datetime
+    ) -> None:
         value = pool.annotations.get(names.RECYCLE_ANNOTATION)
         if value is None or value == self.handled_request:
             return
-        now = dt.datetime.now(dt.UTC)
         try:
             request = recycle_rules.parse_request(value)
         except recycle_rules.RecycleRequestError as exc:

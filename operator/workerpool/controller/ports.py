@@ -1,0 +1,74 @@
+"""What a pool controller needs from the world, as small Protocols: the API
+server, the Redis hubs, a clock. The real ones are `Kube`, the `Manager`'s hub
+registry and `SYSTEM_CLOCK`; unit tests drive a controller with in-memory fakes
+of these in virtual time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..contracts.wire import QueueStatus
+from .redis_hub import Subscriber
+
+
+class KubeApi(Protocol):
+    async def list_pods(self, namespace: str, pool: str) -> list[dict[str, Any]]: ...
+    async def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]: ...
+    async def delete_pod(self, namespace: str, name: str, uid: str) -> None: ...
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None: ...
+    async def event(self, pool: dict[str, str], type_: str, reason: str, message: str) -> None: ...
+
+
+class Commands(Protocol):
+    async def retire(self, worker_id: str, queue_key: str, ttl_seconds: int) -> bool: ...
+    async def unretire(self, worker_id: str) -> None: ...
+    async def publish_once(
+        self, dedupe_key: str, record: str, commands: list[tuple[str, int | None]], ttl_seconds: int
+    ) -> tuple[bool, str]: ...
+
+
+class Hub(Protocol):
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def commands(self) -> Commands: ...
+    def subscribe(self, sub: Subscriber) -> None: ...
+    def queue(self, key: str) -> QueueStatus | None: ...
+
+
+class HubRegistry(Protocol):
+    def hub_for(self, url: str) -> Hub: ...
+    def release_hub(self, url: str, namespace: str, name: str) -> None: ...
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+    def time(self) -> float: ...
+
+
+class SystemClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
+
+
+SYSTEM_CLOCK = SystemClock()
+
+
+@dataclass(frozen=True)
+class PoolDeps:
+    """Everything a PoolController uses, passed in (no service locator)."""
+
+    kube: KubeApi
+    hubs: HubRegistry
+    worker_image: str
+    status_min_interval: float
+    status_volatile_refresh: float
+    clock: Clock = SYSTEM_CLOCK
+    progress: Callable[[], None] = lambda: None  # called after every reconcile (the liveness check)

@@ -1,0 +1,271 @@
+"""A pool controller driven through a whole scenario with in-memory fakes of its
+ports (the API server, the Redis hub, the clock), in virtual time: a burst,
+the scale-down window, a recycle (also across a restart), a Redis outage.
+
+Only the orchestration is under test here; the real API server and Redis are
+in the e2e and integration tests."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import itertools
+import json
+from typing import Any
+
+import pytest
+
+from devcluster.heartbeats import heartbeat
+from workerpool.contracts.wire import QueueStatus
+from workerpool.controller.pool import PoolController
+from workerpool.controller.ports import PoolDeps
+from workerpool.controller.redis_hub import Subscriber
+
+NS, POOL, UID = "team", "p", "pool-uid"
+QUEUE = "bifrost:queue:pending"
+STARTED = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.mono, self.wall = 1000.0, STARTED.timestamp()
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def time(self) -> float:
+        return self.wall
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+        self.wall += seconds
+
+
+class FakeKube:
+    """Pods and status in memory; a created pod is Running and Ready at once."""
+
+    def __init__(self) -> None:
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.deleted: list[str] = []
+        self.status: dict[str, Any] = {}
+        self.status_writes = 0
+        self.events: list[tuple[str, str]] = []
+        self._ids = itertools.count(1)
+
+    async def list_pods(self, namespace: str, pool: str) -> list[dict[str, Any]]:
+        return [copy.deepcopy(p) for p in self.pods.values()]
+
+    async def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        n = next(self._ids)
+        pod = copy.deepcopy(body)
+        pod["metadata"].update(name=f"{POOL}-{n}", uid=f"pod-uid-{n}", creationTimestamp=STARTED.isoformat())
+        pod["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+        self.pods[pod["metadata"]["name"]] = pod
+        return copy.deepcopy(pod)
+
+    async def delete_pod(self, namespace: str, name: str, uid: str) -> None:
+        del self.pods[name]
+        self.deleted.append(name)
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.status_writes += 1
+        for key, value in status.items():
+            if value is None:
+                self.status.pop(key, None)
+            else:
+                self.status[key] = value
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
+        return None
+
+    async def event(self, pool: dict[str, str], type_: str, reason: str, message: str) -> None:
+        self.events.append((reason, message))
+
+
+class FakeCommands:
+    def __init__(self) -> None:
+        self.retired: list[str] = []
+        self.published: list[list[tuple[str, int | None]]] = []
+        self.dedupe: dict[str, str] = {}
+
+    async def retire(self, worker_id: str, queue_key: str, ttl_seconds: int) -> bool:
+        self.retired.append(worker_id)
+        return True
+
+    async def unretire(self, worker_id: str) -> None:
+        self.retired.remove(worker_id)
+
+    async def publish_once(
+        self, dedupe_key: str, record: str, commands: list[tuple[str, int | None]], ttl_seconds: int
+    ) -> tuple[bool, str]:
+        if dedupe_key in self.dedupe:
+            return False, self.dedupe[dedupe_key]
+        self.dedupe[dedupe_key] = record
+        self.published.append(commands)
+        return True, record
+
+
+class FakeHub:
+    def __init__(self) -> None:
+        self.error: str | None = None
+        self.depth: int | None = None
+        self.commands = FakeCommands()
+        self.sub: Subscriber | None = None
+
+    def subscribe(self, sub: Subscriber) -> None:
+        self.sub = sub
+
+    def queue(self, key: str) -> QueueStatus | None:
+        if self.error is not None or self.depth is None:
+            return None
+        return QueueStatus(depth=self.depth, oldest_age_seconds=0.0)
+
+    def hub_for(self, url: str) -> FakeHub:
+        return self
+
+    def release_hub(self, url: str, namespace: str, name: str) -> None:
+        self.sub = None
+
+
+class World:
+    """The fakes, and the controller under test with a way to restart it."""
+
+    def __init__(self) -> None:
+        self.clock, self.kube, self.hub = FakeClock(), FakeKube(), FakeHub()
+        self.body: dict[str, Any] = {
+            "apiVersion": "bifrost.dev/v1alpha1",
+            "kind": "WorkerPool",
+            "metadata": {"name": POOL, "namespace": NS, "uid": UID, "generation": 1, "annotations": {}},
+            "spec": {
+                "minWorkers": 1,
+                "maxWorkers": 3,
+                "processes": {"min": 1, "max": 2},
+                "heartbeatIntervalSeconds": 1,
+                "redis": {"url": "redis://redis:6379/0"},
+                "scaling": {"scaleDownDelaySeconds": 10},
+            },
+        }
+        self.ctl = self.new_controller()
+
+    def new_controller(self) -> PoolController:
+        deps = PoolDeps(
+            kube=self.kube,
+            hubs=self.hub,
+            worker_image="img",
+            status_min_interval=1.0,
+            status_volatile_refresh=30.0,
+            clock=self.clock,
+        )
+        body = copy.deepcopy(self.body)
+        body["status"] = copy.deepcopy(self.kube.status)
+        return PoolController(deps, body)
+
+    async def reconcile(self) -> None:
+        """One reconcile, then the pool's watch event with the status it wrote (as Kopf delivers it)."""
+        await self.ctl.reconcile()
+        body = copy.deepcopy(self.body)
+        body["status"] = copy.deepcopy(self.kube.status)
+        self.ctl.on_body(body)
+
+    @property
+    def sub(self) -> Subscriber:
+        assert self.hub.sub is not None
+        return self.hub.sub
+
+    def beat(self, busy: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        """Every live pod's worker reports (as pub/sub would deliver it now)."""
+        for name in self.kube.pods:
+            self.sub.on_heartbeat(heartbeat(name, name in busy, STARTED, POOL, NS))
+
+    def watch_deletions(self) -> None:
+        for name in self.kube.deleted:
+            self.ctl.state.on_pod("DELETED", {"metadata": {"name": name}})
+
+    def events(self, reason: str) -> list[str]:
+        return [m for r, m in self.kube.events if r == reason]
+
+    def condition(self, type_: str) -> dict[str, Any]:
+        return next(c for c in self.kube.status["conditions"] if c["type"] == type_)
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+async def test_burst_scale_down_recycle_and_outage(world: World) -> None:
+    # A new pool: minWorkers before the first queue reading, no status before the first resync.
+    await world.reconcile()
+    assert len(world.kube.pods) == 1
+    assert world.events("ScalingUp") == ["Creating 1 workers (minWorkers 1); demand not read yet"]
+    assert world.kube.status_writes == 0
+    world.hub.depth = 0
+    world.sub.on_resync(set(), {})
+    world.beat()
+    await world.reconcile()
+    assert world.kube.status["readyWorkers"] == 1
+    assert world.condition("Ready")["status"] == "True"
+
+    # A burst: 1 busy + 5 queued with 2 processes per worker -> 3 workers, at once.
+    (first,) = world.kube.pods
+    world.hub.depth = 5
+    world.beat(busy={first})
+    await world.reconcile()
+    assert len(world.kube.pods) == 3
+    assert "Scaling up from 1 to 3 workers" in world.events("ScalingUp")[-1]
+
+    # Demand gone: nothing is removed inside the scale-down window...
+    world.hub.depth = 0
+    for _ in range(3):
+        world.clock.advance(3)
+        world.beat()
+        await world.reconcile()
+    assert world.kube.deleted == []
+    # ...and after it, only idle workers, each retired in Redis before its pod goes.
+    world.clock.advance(3)
+    world.beat()
+    await world.reconcile()
+    assert len(world.kube.deleted) == 2
+    assert world.hub.commands.retired == world.kube.deleted
+    assert "(idle)" in world.events("ScalingDown")[-1]
+    world.watch_deletions()
+
+    # A recycle by annotation: published once, recorded in the status.
+    (kept,) = world.kube.pods
+    world.body["metadata"]["annotations"]["bifrost.dev/recycle"] = f"{kept}:4242"
+    world.ctl.on_body(copy.deepcopy(world.body))
+    world.beat()
+    await world.reconcile()
+    world.clock.advance(1)  # the write policy: at most one status write a second
+    await world.reconcile()
+    assert world.hub.commands.published == [[(kept, 4242)]]
+    assert world.kube.status["lastRecycle"]["request"] == f"{kept}:4242"
+    # A restarted operator (status and dedupe record survive) does not publish it again.
+    world.ctl = world.new_controller()
+    await world.reconcile()
+    world.sub.on_resync({kept}, {})
+    world.beat()
+    await world.reconcile()
+    assert world.hub.commands.published == [[(kept, 4242)]]
+
+    # Redis goes away: Stalled at once, nothing deleted, and the status written on the
+    # flip and then no more often than the slow refresh.
+    world.hub.error = "ConnectionError: connection refused"
+    world.clock.advance(1)
+    await world.reconcile()
+    stalled = world.condition("Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "RedisUnavailable")
+    writes = world.kube.status_writes
+    for _ in range(20):  # 20 s of outage, a reconcile a second
+        world.clock.advance(1)
+        await world.reconcile()
+    assert world.kube.status_writes - writes <= 1
+    assert len(world.kube.pods) == 1 and world.hub.commands.retired == world.kube.deleted
+
+    # Back: Stalled clears.
+    world.hub.error = None
+    world.beat()
+    world.clock.advance(1)
+    await world.reconcile()
+    assert world.condition("Stalled")["status"] == "False"
+    assert json.dumps(world.kube.status).count("redis://") == 0
