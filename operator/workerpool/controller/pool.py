@@ -18,21 +18,22 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..contracts import names
-from ..contracts.resource import Condition, WorkerPool
+from ..contracts.resource import WorkerPool
 from ..contracts.wire import (
     QueueStatus,
     describe_validation_error,
 )
 from ..decide.backoff import Backoff, parse_retry_after
 from ..decide.observation import Observation, fresh_window
-from ..decide.pods import PoolRef, has_password, render_template, template_hash
+from ..decide.pods import PoolRef, render_template, template_hash
 from ..decide.reasons import Reason
-from ..decide.scaling import Event, ScaleMemory, ScalePlan, decide_scale
+from ..decide.scaling import ScaleMemory, ScalePlan, decide_scale
 from ..decide.status import (
     Stall,
     WritePolicy,
     build_status,
     invalid_status,
+    previous_conditions,
     render,
 )
 from . import metrics
@@ -73,7 +74,6 @@ class PoolController:
         self.redis_url = RedisUrlSource(deps.kube, self.namespace, deps.clock)
         self.actions = PodActions(deps.kube, self.state, self.events, deps.worker_image)
         self.recycle = RecycleHandler(self.namespace, self.name, body.get("status") or {})
-        self.password_warned_generation: int | None = None
         self.task: asyncio.Task[None] | None = None
         self._hash_cache: tuple[int, str] | None = None
 
@@ -96,18 +96,12 @@ class PoolController:
 
     def on_body(self, body: dict[str, Any]) -> None:
         old_meta, new_meta = self.body.get("metadata", {}), body.get("metadata", {})
-        changed = old_meta.get("generation") != new_meta.get("generation") or (old_meta.get("annotations") or {}).get(
-            names.RECYCLE_ANNOTATION
-        ) != (new_meta.get("annotations") or {}).get(names.RECYCLE_ANNOTATION)
         self.body = body
         self.state.uid = new_meta.get("uid", "")
         if old_meta.get("generation") != new_meta.get("generation"):
-            self.actions.create_error = None
-        if changed:
+            self.actions.create_error = None  # a new spec may well be accepted
+        if _acts_on(old_meta) != _acts_on(new_meta):
             self.poke()
-
-    def on_queue(self, _: QueueStatus) -> None:
-        self.poke()
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -178,7 +172,7 @@ class PoolController:
                 pool.spec.redis.queue_key,
                 fresh_window(pool.spec.heartbeat_interval_seconds),
                 self.state.on_heartbeat,
-                self.on_queue,
+                lambda _queue: self.poke(),
                 self.state.on_resync,
                 self.poke,
                 self.state.owns,
@@ -227,20 +221,8 @@ class PoolController:
             )
         elif redis_error is None and queue is None:
             redis_error = "waiting for the first queue reading"
-        await self._warn_password(pool)
+        await self.events.warn_password_in_url(pool)
         return url, queue, redis_error, stall
-
-    async def _warn_password(self, pool: WorkerPool) -> None:
-        if has_password(pool.spec.redis.url) and self.password_warned_generation != pool.generation:
-            self.password_warned_generation = pool.generation
-            await self.events.emit(
-                Event(
-                    "Warning",
-                    "PasswordInURL",
-                    "spec.redis.url carries a password: put the URL in a Secret and use "
-                    "spec.redis.urlSecretRef (the spec is readable by anyone who can get the pool)",
-                )
-            )
 
     def _template_hash(self, pool: WorkerPool, ref: PoolRef) -> str:
         """The current pod template's hash, rendered once per spec generation (not per reconcile)."""
@@ -252,15 +234,6 @@ class PoolController:
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.clock.time(), dt.UTC)
 
-    def _previous_conditions(self) -> list[Condition]:
-        out = []
-        for raw in (self.body.get("status") or {}).get("conditions") or []:
-            try:
-                out.append(Condition.model_validate(raw))
-            except ValidationError:
-                continue
-        return out
-
     async def _write_status(self, pool: WorkerPool, obs: Observation, plan: ScalePlan, stall: Stall | None) -> None:
         status = build_status(
             generation=pool.generation,
@@ -268,15 +241,20 @@ class PoolController:
             plan=plan,
             stall=stall,
             last_recycle=self.recycle.last_recycle,
-            previous_conditions=self._previous_conditions(),
+            previous_conditions=previous_conditions(self.body.get("status")),
             now=self._now().replace(microsecond=0),
         )
         await self.status.write(render(status))
 
     async def _write_invalid(self, message: str) -> None:
         generation = int(self.body["metadata"].get("generation") or 0)
-        now = self._now().replace(microsecond=0)
-        await self.status.write(render(invalid_status(generation, message, self._previous_conditions(), now)))
+        before = previous_conditions(self.body.get("status"))
+        await self.status.write(render(invalid_status(generation, message, before, self._now().replace(microsecond=0))))
+
+
+def _acts_on(meta: dict[str, Any]) -> tuple[Any, Any]:
+    """The parts of a pool's metadata whose change needs a reconcile (a status write does not)."""
+    return meta.get("generation"), (meta.get("annotations") or {}).get(names.RECYCLE_ANNOTATION)
 
 
 def _header(exc: ApiException, name: str) -> str | None:

@@ -68,6 +68,37 @@ class Subscriber:
 
 
 @dataclass
+class LoopHealth:
+    """Each loop's last error, cleared only by that loop's next success."""
+
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def record(self, loop: str, error: str | None) -> str | None:
+        """Record one loop's outcome; the hub's error: the first failing loop's, in LOOPS order."""
+        if error is None:
+            self.errors.pop(loop, None)
+        else:
+            self.errors[loop] = error
+        return next((self.errors[name] for name in LOOPS if name in self.errors), None)
+
+
+def describe_error(exc: BaseException, url: str) -> str:
+    """An error's text for conditions and logs, with the hub's URL redacted should it appear."""
+    return f"{type(exc).__name__}: {exc}".replace(url, redact(url))[:200]
+
+
+def route(
+    subscribers: dict[tuple[str, str], Subscriber], worker_id: str, pool: str | None, namespace: str | None
+) -> list[Subscriber]:
+    """The pools a worker's report goes to: the one it names, if that pool owns its pod."""
+    if pool is not None and namespace is not None:
+        sub = subscribers.get((namespace, pool))
+        return [sub] if sub is not None and sub.owns(worker_id) else []
+    # A worker that does not say which pool it is in: its pod name decides.
+    return [s for s in subscribers.values() if s.owns(worker_id)]
+
+
+@dataclass
 class RedisHub:
     url: str
     resync_seconds: float
@@ -87,7 +118,7 @@ class RedisHub:
         # worker id -> (when its last heartbeat arrived by pub/sub, its pool, its namespace)
         self._heard: dict[str, tuple[float, str | None, str | None]] = {}
         self._full_next = True
-        self._loop_errors: dict[str, str] = {}
+        self._loops = LoopHealth()
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -114,17 +145,8 @@ class RedisHub:
     def unsubscribe(self, namespace: str, name: str) -> None:
         self.subscribers.pop((namespace, name), None)
 
-    def _describe(self, exc: BaseException) -> str:
-        """An error's text for conditions and logs, with this hub's URL redacted should it appear."""
-        return f"{type(exc).__name__}: {exc}".replace(self.url, redact(self.url))[:200]
-
     def _loop_health(self, loop: str, error: str | None) -> None:
-        """Record one loop's outcome; the hub's error is the first failing loop's, in LOOPS order."""
-        if error is None:
-            self._loop_errors.pop(loop, None)
-        else:
-            self._loop_errors[loop] = error
-        self._health(next((self._loop_errors[name] for name in LOOPS if name in self._loop_errors), None))
+        self._health(self._loops.record(loop, error))
 
     def _health(self, error: str | None) -> None:
         if error != self.error:
@@ -140,11 +162,7 @@ class RedisHub:
     # --- heartbeats ---------------------------------------------------------------------------
 
     def _route(self, worker_id: str, pool: str | None, namespace: str | None) -> Iterable[Subscriber]:
-        if pool is not None and namespace is not None:
-            sub = self.subscribers.get((namespace, pool))
-            return [sub] if sub is not None and sub.owns(worker_id) else []
-        # A worker that does not say which pool it is in: its pod name decides.
-        return [s for s in self.subscribers.values() if s.owns(worker_id)]
+        return route(self.subscribers, worker_id, pool, namespace)
 
     async def _heartbeats(self) -> None:
         reconnect = False
@@ -193,7 +211,7 @@ class RedisHub:
                             p.zrange(key, 0, 0, withscores=True)
                         replies = await p.execute()
                 except (RedisError, OSError) as exc:
-                    self._loop_health("queues", self._describe(exc))
+                    self._loop_health("queues", describe_error(exc, self.url))
                     await asyncio.sleep(RETRY_SECONDS)
                     continue
                 now = time.time()

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from ..contracts.resource import Condition, LastRecycle, WorkerPoolStatus
 from ..contracts.wire import to_status
 from .observation import Observation, PodView
@@ -139,6 +141,17 @@ def invalid_status(
             _condition(STALLED, True, Reason.INVALID_SPEC, message, generation, now, previous_conditions),
         ],
     )
+
+
+def previous_conditions(status: dict[str, Any] | None) -> list[Condition]:
+    """The conditions a pool's status holds now (unreadable ones skipped): transition times carry over."""
+    out = []
+    for raw in (status or {}).get("conditions") or []:
+        try:
+            out.append(Condition.model_validate(raw))
+        except ValidationError:
+            continue
+    return out
 
 
 def merge_patch(rendered: dict[str, Any], last_written: dict[str, Any] | None) -> dict[str, Any]:
