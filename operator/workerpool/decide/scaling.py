@@ -85,6 +85,18 @@ def _deletable_rank(pod: PodView, obs: Observation, spec: WorkerPoolSpec) -> int
     return None  # busy, or not known to be idle
 
 
+@dataclass(frozen=True)
+class _Round:
+    """What the steps of one scaling decision share."""
+
+    spec: WorkerPoolSpec
+    obs: Observation
+    active: list[PodView]
+    outdated: list[PodView]
+    current_hash: str
+    numbers: str  # the arithmetic, for Events
+
+
 def decide_scale(spec: WorkerPoolSpec, obs: Observation, memory: ScaleMemory, current_hash: str) -> ScalePlan:
     active = [p for p in obs.pods if p.active]
     busy = sum(w.info.busy_count for w in obs.workers.values())
@@ -92,8 +104,9 @@ def decide_scale(spec: WorkerPoolSpec, obs: Observation, memory: ScaleMemory, cu
     numbers = _numbers(spec, obs, busy, plan.demand)
     _replace_failed(plan, obs)
     outdated = [p for p in active if p.template_hash != current_hash]
-    _add_workers(plan, spec, obs, active, outdated, current_hash, numbers)
-    _remove_excess(plan, spec, obs, active, outdated, current_hash, numbers)
+    r = _Round(spec, obs, active, outdated, current_hash, numbers)
+    _add_workers(plan, r)
+    _remove_excess(plan, r)
     if plan.reconciling_reason is None:
         _say_what_is_changing(plan, obs, len(active), outdated)
     return plan
@@ -136,64 +149,48 @@ def _replace_failed(plan: ScalePlan, obs: Observation) -> None:
             plan.events.append(Event("Warning", "ReplacingFailedPod", f"Pod {pod.name} is {pod.phase}: replacing it"))
 
 
-def _add_workers(
-    plan: ScalePlan,
-    spec: WorkerPoolSpec,
-    obs: Observation,
-    active: list[PodView],
-    outdated: list[PodView],
-    current_hash: str,
-    numbers: str,
-) -> None:
+def _add_workers(plan: ScalePlan, r: _Round) -> None:
     """Up at once to desired; or one surge pod while outdated pods wait to become idle."""
-    count = len(active)
+    count = len(r.active)
     if plan.desired > count:
         plan.create = plan.desired - count
-        if count == 0 and obs.queue is None:
+        if count == 0 and r.obs.queue is None:
             # A new pool (or one whose pods are all gone) before its first queue
             # reading: minWorkers, not a demand-driven scale-up.
-            message = f"Creating {plan.desired} workers (minWorkers {spec.min_workers}); demand not read yet"
+            message = f"Creating {plan.desired} workers (minWorkers {r.spec.min_workers}); demand not read yet"
         else:
-            message = f"Scaling up from {count} to {plan.desired} workers: {numbers}"
+            message = f"Scaling up from {count} to {plan.desired} workers: {r.numbers}"
         plan.events.append(Event("Normal", "ScalingUp", message))
-    elif outdated:
-        starting = [p for p in active if p.template_hash == current_hash and p.name not in obs.workers]
+    elif r.outdated:
+        starting = [p for p in r.active if p.template_hash == r.current_hash and p.name not in r.obs.workers]
         if count < plan.desired + SURGE and not starting:
             plan.create = 1
             plan.events.append(
                 Event(
                     "Normal",
                     "ReplacingOutdatedPods",
-                    f"{len(outdated)} pods run an outdated template: adding 1 surge pod, then "
+                    f"{len(r.outdated)} pods run an outdated template: adding 1 surge pod, then "
                     "removing outdated pods as they become idle",
                 )
             )
 
 
-def _remove_excess(
-    plan: ScalePlan,
-    spec: WorkerPoolSpec,
-    obs: Observation,
-    active: list[PodView],
-    outdated: list[PodView],
-    current_hash: str,
-    numbers: str,
-) -> None:
+def _remove_excess(plan: ScalePlan, r: _Round) -> None:
     """Down only by pods that may go (outdated first, then by removal rank), never below desired."""
-    count = len(active)
+    count = len(r.active)
     excess = count + plan.create - plan.desired
-    if excess <= 0 or obs.queue is None:
+    if excess <= 0 or r.obs.queue is None:
         return
     ranked = sorted(
-        ((rank, p) for p in active if (rank := _deletable_rank(p, obs, spec)) is not None),
-        key=lambda rp: (rp[1].template_hash == current_hash, rp[0], -rp[1].created, rp[1].name),
+        ((rank, p) for p in r.active if (rank := _deletable_rank(p, r.obs, r.spec)) is not None),
+        key=lambda rp: (rp[1].template_hash == r.current_hash, rp[0], -rp[1].created, rp[1].name),
     )
-    current_active = count - len(outdated) + plan.create
+    current_active = count - len(r.outdated) + plan.create
     described: list[str] = []
     for rank, pod in ranked:
         if excess <= 0:
             break
-        is_outdated = pod.template_hash != current_hash
+        is_outdated = pod.template_hash != r.current_hash
         if not is_outdated and current_active <= plan.desired:
             continue  # only outdated pods make way for the surge
         reason = DeletionReason.REPLACE_OUTDATED if is_outdated else DeletionReason.SCALE_DOWN
@@ -209,10 +206,10 @@ def _remove_excess(
                 "Normal",
                 "ScalingDown" if down else "ReplacingOutdatedPods",
                 f"{'Scaling down' if down else 'Replacing'} from {count} to {count - len(described)} workers "
-                f"(desired {plan.desired}), removing {', '.join(described)}: {numbers}",
+                f"(desired {plan.desired}), removing {', '.join(described)}: {r.numbers}",
             )
         )
-    elif excess > 0 and not outdated:
+    elif excess > 0 and not r.outdated:
         plan.reconciling_reason = Reason.WAITING_FOR_IDLE_WORKERS
         plan.reconciling_message = (
             f"{excess} workers above desired {plan.desired}, but none is idle by a fresh heartbeat"
