@@ -256,10 +256,10 @@ async def test_burst_scale_down_recycle_and_outage(world: World) -> None:
     stalled = world.condition("Stalled")
     assert (stalled["status"], stalled["reason"]) == ("True", "RedisUnavailable")
     writes = world.kube.status_writes
-    for _ in range(20):  # 20 s of outage, a reconcile a second
+    for _ in range(60):  # 60 s of outage, a reconcile a second
         world.clock.advance(1)
         await world.reconcile()
-    assert world.kube.status_writes - writes <= 1
+    assert world.kube.status_writes - writes <= 2  # at most the slow refresh (30 s)
     assert len(world.kube.pods) == 1 and world.hub.commands.retired == world.kube.deleted
 
     # Back: Stalled clears.
