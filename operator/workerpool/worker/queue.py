@@ -93,6 +93,25 @@ end
 return moved
 """
 
+# A claimed execution this worker cannot start after all (no process: it is stopping,
+# or a process died since it checked capacity): back to the queue at its old place,
+# its attempt not counted (no worker was lost). ARGV[1] = execution id.
+_RELEASE = """
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
+local score = ARGV[2]
+local info = redis.call('HGET', KEYS[3], ARGV[1])
+if info then
+  local decoded = cjson.decode(info)
+  score = decoded['score']
+  redis.call('SREM', ARGV[3] .. decoded['worker_id'], ARGV[1])
+  decoded['attempts'] = decoded['attempts'] - 1
+  redis.call('HSET', KEYS[3], ARGV[1], cjson.encode(decoded))
+end
+redis.call('ZADD', KEYS[1], score, ARGV[1])
+redis.call('LPUSH', KEYS[4], '1')
+return 1
+"""
+
 NOTIFY_CAP = 10000  # wake-up tokens kept at most (they are only hints)
 
 
@@ -116,6 +135,7 @@ class Queue:
         self._claim = client.register_script(_CLAIM)
         self._finish = client.register_script(_FINISH)
         self._requeue = client.register_script(_REQUEUE)
+        self._release = client.register_script(_RELEASE)
 
     async def enqueue(self, execution_id: str, context: dict[str, Any], *, at: float | None = None) -> None:
         score = time.time() if at is None else at
@@ -172,6 +192,14 @@ class Queue:
 
     async def requeue_owned_by(self, worker_id: str) -> list[str]:
         return await self._run_requeue("owner", worker_id)
+
+    async def release(self, execution_id: str) -> bool:
+        """Give a claimed execution back (not started here); False if its lease was already gone."""
+        res = await self._release(
+            keys=[self.key, self.leases, self.lease_info, self.notify],
+            args=[execution_id, time.time(), self.held_prefix],
+        )
+        return bool(int(res))
 
     async def _run_requeue(self, mode: str, worker_id: str) -> list[str]:
         now = time.time()

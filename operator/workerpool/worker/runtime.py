@@ -174,7 +174,8 @@ class Worker:
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
             # Started even when stopping was requested meanwhile: it is ours now.
-            self._start(claimed)
+            if not self._start(claimed):
+                await self._release(claimed.execution_id)
 
     async def _wait_for_work_or_stop(self) -> None:
         waiting = asyncio.ensure_future(self.queue.wait_for_work(self.blocking, WAKE_UP_BLOCK_SECONDS))
@@ -185,7 +186,8 @@ class Worker:
         if waiting in done:
             waiting.result()  # surface a Redis error to the caller
 
-    def _start(self, claimed: Claimed) -> None:
+    def _start(self, claimed: Claimed) -> bool:
+        """Run it, or fail it if it cannot run anywhere; False: no process here after all."""
         eid = claimed.execution_id
         if claimed.attempts > self.config.max_attempts:
             self._fail(
@@ -193,21 +195,33 @@ class Worker:
                 "WorkerLost",
                 f"abandoned after {claimed.attempts - 1} attempts whose worker was lost before it finished",
             )
-            return
+            return True
         if claimed.context is None:
             self._fail(eid, "ContextMissing", f"no execution context at bifrost:exec:{eid}:context")
-            return
+            return True
         try:
             ctx = ExecutionContext.model_validate(json.loads(claimed.context))
         except (ValueError, ValidationError) as exc:
             detail = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
             self._fail(eid, "InvalidContext", f"invalid execution context: {detail}")
-            return
+            return True
         proc = self.pool.acquire()
-        if proc is None:  # capacity was checked before claiming; only a race gets here
-            self._fail(eid, "NoCapacity", "no process available")
-            return
+        if proc is None:
+            # Capacity was checked before claiming; since then the worker began to stop
+            # or a process died. Not this execution's failure: it goes back to the queue.
+            return False
         self.pool.run(proc, eid, ctx.function, ctx.parameters, ctx.timeout_seconds)
+        return True
+
+    async def _release(self, execution_id: str) -> None:
+        try:
+            released = await self.queue.release(execution_id)
+        except RedisError as exc:  # its lease expires and the expired-lease requeue takes it
+            log.warning("could not give back %s (%s): it is re-queued when its lease expires", execution_id, exc)
+            return
+        log.info("gave back %s: no process to run it here", execution_id)
+        if not released:
+            log.warning("%s: its lease was already gone when it was given back", execution_id)
 
     def _fail(self, execution_id: str, error_type: str, error: str) -> None:
         log.warning("execution %s failed before running: %s: %s", execution_id, error_type, error)
