@@ -15,18 +15,20 @@ RUN command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/
      && rm -rf /var/lib/apt/lists/*)
 COPY pyproject.toml README.md /src/
 COPY operator /src/operator
-COPY build/image/wheelhous[e] /src/build/image/wheelhouse
+# The wheelhouse `make image` prepares; elsewhere it does not exist and the
+# pattern matches nothing (pyproject.toml keeps the instruction valid then).
+COPY pyproject.toml build/image/wheelhous[e] /src/wheels/
 RUN python3 -m venv /opt/workerpool \
  && /opt/workerpool/bin/pip install --no-cache-dir --disable-pip-version-check ${PIP_INSTALL_FLAGS} /src \
- && /opt/workerpool/bin/pip uninstall --yes pip setuptools \
+ && /opt/workerpool/bin/pip uninstall --yes setuptools \
  && /opt/workerpool/bin/python -m compileall -q /opt/workerpool
 
 FROM ${BASE}
 RUN command -v python3 >/dev/null \
  || (apt-get update && apt-get install -y --no-install-recommends python3 ca-certificates \
      && rm -rf /var/lib/apt/lists/*)
-# Workflow code that workers run is installed on top of this image
-# (FROM this image, then /opt/workerpool/bin/pip install your package as root).
+# Workflow code that workers run is installed on top of this image: FROM it,
+# `USER root`, `RUN /opt/workerpool/bin/pip install your-package`, `USER 10001:10001`.
 COPY --from=build /opt/workerpool /opt/workerpool
 # uid/gid 10001, no home, no shell: Pod Security "restricted" needs a numeric
 # non-root user; the chart and the operator's worker pods run it with a

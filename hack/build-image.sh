@@ -122,7 +122,7 @@ wheelhouse
 log "podman build $IMAGE (no network)"
 "${PODMAN[@]}" build --quiet "${BUILD_LIMITS[@]}" --layers \
   --build-arg "BASE=$base" \
-  --build-arg "PIP_INSTALL_FLAGS=--no-index --find-links=/src/$WORK/wheelhouse" \
+  --build-arg "PIP_INSTALL_FLAGS=--no-index --find-links=/src/wheels" \
   -t "$IMAGE" . >&2
 size=$("${PODMAN[@]}" image inspect "$IMAGE" --format '{{.Size}}')
 log "built $IMAGE in $((SECONDS - t0)) s, $((size / 1024 / 1024)) MiB"
