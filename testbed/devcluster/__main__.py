@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
 
+from .node import mounts_under
 from .procs import pid_alive
 from .stack import DevStack
 
@@ -29,7 +31,12 @@ def up(directory: Path) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with DevStack(directory / "stack") as stack:
+    workdir = directory / "stack"
+    if mounts_under(workdir):
+        print(f"{workdir} still has mounts (a previous run did not stop cleanly): make cluster-down", file=sys.stderr)
+        return 1
+    shutil.rmtree(workdir, ignore_errors=True)  # a fresh cluster each time: no objects from the last one
+    with DevStack(workdir) as stack:
         assert stack.redis is not None
         pids = stack.pids()
         (directory / "pid").write_text(str(os.getpid()))
