@@ -19,6 +19,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -40,6 +41,15 @@ class Running:
     timer: asyncio.TimerHandle | None = None
 
 
+class KillReason(StrEnum):
+    """Why the pool stops one of its processes (decides whether it is replaced, and the result)."""
+
+    TIMEOUT = "timeout"
+    RECYCLE = "recycle"
+    SCALE_DOWN = "scale_down"
+    SHUTDOWN = "shutdown"
+
+
 @dataclass
 class PoolProcess:
     process_id: str
@@ -50,8 +60,7 @@ class PoolProcess:
     executions_completed: int = 0
     execution: Running | None = None
     idle_since: float = field(default_factory=time.monotonic)
-    # Why the pool is stopping it: "timeout", "recycle", "scale_down", "shutdown".
-    kill_reason: str | None = None
+    kill_reason: KillReason | None = None  # why the pool is stopping it
     kill_timer: asyncio.TimerHandle | None = None
 
     @property
@@ -247,7 +256,7 @@ class ProcessPool:
                 proc.pid,
                 proc.executions_completed,
             )
-            self._stop(proc, "recycle")
+            self._stop(proc, KillReason.RECYCLE)
         self._notify()
 
     def _on_timeout(self, proc: PoolProcess, execution_id: str) -> None:
@@ -261,10 +270,10 @@ class ProcessPool:
             proc.execution.timeout_seconds,
             self.graceful_shutdown,
         )
-        self._stop(proc, "timeout")
+        self._stop(proc, KillReason.TIMEOUT)
         self._notify()
 
-    def _stop(self, proc: PoolProcess, reason: str) -> None:
+    def _stop(self, proc: PoolProcess, reason: KillReason) -> None:
         """SIGTERM now, SIGKILL after the graceful period; the exit handler cleans up."""
         if proc.kill_reason is not None:
             return
@@ -293,7 +302,7 @@ class ProcessPool:
             if running.timer is not None:
                 running.timer.cancel()
             elapsed = (time.monotonic() - running.started_monotonic) * 1000
-            if proc.kill_reason == "timeout":
+            if proc.kill_reason == KillReason.TIMEOUT:
                 error, error_type = (
                     (f"execution exceeded its timeout of {running.timeout_seconds:g} s and was terminated"),
                     "TimeoutError",
@@ -330,7 +339,7 @@ class ProcessPool:
         proc.conn.close()
         proc.mp.close()
         self.processes.remove(proc)
-        if not self.closing and proc.kill_reason != "scale_down" and self.live() < self.max:
+        if not self.closing and proc.kill_reason != KillReason.SCALE_DOWN and self.live() < self.max:
             # Replace what was killed or crashed; demand brings back more when needed. Not
             # beyond max: while this process took its graceful period to exit it did not
             # count, and new work may have started a process in its place already.
@@ -360,7 +369,7 @@ class ProcessPool:
                 )
             if target.state == "killed":
                 return f"pid {pid} is already being stopped"
-        self._stop(target, "recycle")
+        self._stop(target, KillReason.RECYCLE)
         self._notify()
         return f"recycling {target.process_id} pid {target.pid}"
 
@@ -378,7 +387,7 @@ class ProcessPool:
                     now - proc.idle_since,
                     self.min,
                 )
-                self._stop(proc, "scale_down")
+                self._stop(proc, KillReason.SCALE_DOWN)
                 self._notify()
 
     async def wait_idle(self) -> None:
@@ -396,13 +405,13 @@ class ProcessPool:
             if proc.state == "idle":
                 with contextlib.suppress(OSError, ValueError):
                     proc.conn.send(("stop",))
-                proc.kill_reason = "shutdown"
+                proc.kill_reason = KillReason.SHUTDOWN
                 proc.state = "killed"
                 proc.kill_timer = asyncio.get_running_loop().call_later(
                     self.graceful_shutdown, _signal, proc, signal.SIGKILL
                 )
             else:
-                self._stop(proc, "shutdown")
+                self._stop(proc, KillReason.SHUTDOWN)
         await self._all_exited.wait()
 
 
