@@ -27,7 +27,7 @@ import yaml
 
 from . import binaries
 from .certs import Pki, make_pki
-from .procs import ProcessExited, free_port, spawn, stop, wait_for
+from .procs import check_alive, free_port, spawn, stop, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -173,10 +173,7 @@ class LocalCluster:
         log.info("local cluster up: %s (kubeconfig %s)", self.server, self.kubeconfig)
 
     def _check_alive(self, name: str) -> None:
-        proc = self.procs[name]
-        if proc.poll() is not None:
-            tail = (self.workdir / "logs" / f"{name}.log").read_text(errors="replace")[-3000:]
-            raise ProcessExited(f"{name} exited with {proc.returncode}:\n{tail}")
+        check_alive(self.procs[name], name, self.workdir / "logs" / f"{name}.log")
 
     def _etcd_argv(self) -> list[str]:
         client = f"http://127.0.0.1:{self.etcd_port}"

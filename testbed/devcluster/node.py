@@ -29,7 +29,7 @@ import yaml
 
 from . import binaries, network
 from .controlplane import LocalCluster
-from .procs import ProcessExited, free_port, pid_alive, processes_with, spawn, stop, wait_for
+from .procs import check_alive, free_port, pid_alive, processes_with, spawn, stop, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -386,10 +386,7 @@ class LocalNode:
         return name in self.procs and self.procs[name].poll() is None
 
     def _check_alive(self, name: str) -> None:
-        proc = self.procs[name]
-        if proc.poll() is not None:
-            tail = (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
-            raise ProcessExited(f"{name} exited with {proc.returncode}:\n{tail}")
+        check_alive(self.procs[name], name, self.logs / f"{name}.log")
 
 
 def _toml(config: dict[str, object]) -> str:

@@ -40,6 +40,13 @@ class ProcessExited(RuntimeError):
 _handed_out: set[int] = set()
 
 
+def check_alive(proc: subprocess.Popen[bytes], name: str, log_path: Path) -> None:
+    """Raise ProcessExited, with the tail of its log, if the server `name` has died."""
+    if proc.poll() is not None:
+        tail = log_path.read_text(errors="replace")[-3000:]
+        raise ProcessExited(f"{name} exited with {proc.returncode}:\n{tail}")
+
+
 def free_port() -> int:
     """A free TCP port (the kernel picks it), never one this process handed out before.
 
