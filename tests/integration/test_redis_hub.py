@@ -37,17 +37,22 @@ class Recorder:
     queues: list[QueueStatus] = field(default_factory=list)
 
     def subscriber(self) -> Subscriber:
-        return Subscriber(
-            NS,
-            POOL,
-            "q",
-            TRUST,
-            self.heartbeats.append,
-            self.queues.append,
-            lambda present, regs: self.resyncs.append((set(present), dict(regs))),
-            lambda: None,
-            lambda worker_id: worker_id.startswith("w-"),
-        )
+        return Subscriber(NS, POOL, "q", TRUST, self)
+
+    def on_heartbeat(self, hb: WorkerHeartbeat) -> None:
+        self.heartbeats.append(hb)
+
+    def on_queue(self, status: QueueStatus) -> None:
+        self.queues.append(status)
+
+    def on_resync(self, present: set[str], regs: dict[str, Registration]) -> None:
+        self.resyncs.append((set(present), dict(regs)))
+
+    def on_health(self) -> None:
+        pass
+
+    def owns(self, worker_id: str) -> bool:
+        return worker_id.startswith("w-")
 
     def heard(self) -> set[str]:
         return {hb.worker_id for hb in self.heartbeats}

@@ -14,9 +14,11 @@ import json
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from devcluster.heartbeats import heartbeat
 from workerpool.contracts.wire import QueueStatus
+from workerpool.controller.kube import ApiException
 from workerpool.controller.pool import PoolController
 from workerpool.controller.ports import PoolDeps
 from workerpool.controller.redis_hub import Subscriber
@@ -175,7 +177,7 @@ class World:
     def beat(self, busy: set[str] = frozenset()) -> None:  # type: ignore[assignment]
         """Every live pod's worker reports (as pub/sub would deliver it now)."""
         for name in self.kube.pods:
-            self.sub.on_heartbeat(heartbeat(name, name in busy, STARTED, POOL, NS))
+            self.sub.listener.on_heartbeat(heartbeat(name, name in busy, STARTED, POOL, NS))
 
     def watch_deletions(self) -> None:
         for name in self.kube.deleted:
@@ -200,7 +202,7 @@ async def test_burst_scale_down_recycle_and_outage(world: World) -> None:
     assert world.events("ScalingUp") == ["Creating 1 workers (minWorkers 1); demand not read yet"]
     assert world.kube.status_writes == 0
     world.hub.depth = 0
-    world.sub.on_resync(set(), {})
+    world.sub.listener.on_resync(set(), {})
     world.beat()
     await world.reconcile()
     assert world.kube.status["readyWorkers"] == 1
@@ -243,7 +245,7 @@ async def test_burst_scale_down_recycle_and_outage(world: World) -> None:
     # A restarted operator (status and dedupe record survive) does not publish it again.
     world.ctl = world.new_controller()
     await world.reconcile()
-    world.sub.on_resync({kept}, {})
+    world.sub.listener.on_resync({kept}, {})
     world.beat()
     await world.reconcile()
     assert world.hub.commands.published == [[(kept, 4242)]]
@@ -269,3 +271,60 @@ async def test_burst_scale_down_recycle_and_outage(world: World) -> None:
     await world.reconcile()
     assert world.condition("Stalled")["status"] == "False"
     assert json.dumps(world.kube.status).count("redis://") == 0
+
+
+class RefusingResponse:
+    """What the REST client hands ApiException for a refused request."""
+
+    def __init__(self, status: int, headers: dict[str, str]) -> None:
+        self.status, self.reason, self.data = status, "refused", b"{}"
+        self.headers = headers
+
+    def getheaders(self) -> dict[str, str]:
+        return self.headers
+
+
+def refuse_status_writes(world: World, status: int, headers: dict[str, str]) -> None:
+    async def refused(namespace: str, name: str, body: dict[str, Any]) -> None:
+        raise ApiException(http_resp=RefusingResponse(status, headers))
+
+    world.kube.patch_status = refused  # type: ignore[method-assign]
+
+
+async def ready_pool(world: World) -> None:
+    world.hub.depth = 0
+    await world.ctl.run_round()
+    world.sub.listener.on_resync(set(), {})
+    world.beat()
+
+
+async def test_a_429s_retry_after_is_the_wait_before_the_next_round(world: World) -> None:
+    await ready_pool(world)
+    refuse_status_writes(world, 429, {"Retry-After": "7"})
+    delays = [await world.ctl.run_round() for _ in range(3)]
+    # Never sooner than the server asked, though the backoff's own first steps are shorter.
+    assert all(d is not None and d >= 7 for d in delays)
+    assert retry_gauge() == delays[-1]
+
+
+async def test_errors_back_off_exponentially_with_bounded_jitter_and_reset_on_success(world: World) -> None:
+    await ready_pool(world)
+    refuse_status_writes(world, 500, {})
+    delays = []
+    for _ in range(10):
+        world.clock.advance(1)
+        world.beat()
+        delay = await world.ctl.run_round()
+        assert delay is not None
+        delays.append(delay)
+    for failures, delay in enumerate(delays, start=1):
+        step = min(30.0, 2.0 ** (failures - 1))
+        assert step / 2 <= delay <= step  # equal jitter: half fixed, half random
+    assert max(delays) <= 30.0
+    world.kube.patch_status = FakeKube.patch_status.__get__(world.kube)  # type: ignore[method-assign]
+    assert await world.ctl.run_round() is None
+    assert retry_gauge() == 0
+
+
+def retry_gauge() -> float | None:
+    return REGISTRY.get_sample_value("workerpool_reconcile_retry_delay_seconds", {"namespace": NS, "pool": POOL})

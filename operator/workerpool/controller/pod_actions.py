@@ -26,13 +26,9 @@ class PodActions:
     def __init__(self, kube: KubeApi, state: PoolState, events: EventEmitter, worker_image: str) -> None:
         self.kube, self.state, self.events, self.worker_image = kube, state, events, worker_image
         self.namespace, self.name = events.namespace, events.name
-        # The API server's refusal of our last create (admission, an invalid template):
-        # the pool is Stalled with it until a create succeeds or the spec changes.
-        self.create_error: str | None = None
 
     async def apply(self, pool: WorkerPool, ref: PoolRef, plan: ScalePlan, commands: Commands | None) -> None:
-        for event in plan.events:
-            await self.events.emit(event)
+        """The plan's pod changes (its Events are posted by the caller, with the rest of the round's)."""
         if await self._create(pool, ref, plan.create):
             for deletion in plan.delete:
                 await self._delete(pool, deletion, commands)
@@ -44,11 +40,10 @@ class PodActions:
                 created = await self.kube.create_pod(self.namespace, render_pod(ref, pool.spec, self.worker_image))
             except ApiException as exc:
                 if exc.status in (400, 403, 422):  # admission (e.g. PodSecurity) or an invalid template
-                    self.create_error = f"pod creation rejected ({exc.status}): {api_message(exc)}"
-                    await self.events.emit(Event("Warning", "PodCreateRejected", self.create_error))
+                    self.state.create_rejected(f"pod creation rejected ({exc.status}): {api_message(exc)}")
+                    await self.events.emit(Event("Warning", "PodCreateRejected", self.state.create_error or ""))
                     return False
                 raise
-            self.create_error = None
             self.state.created(created)
             metrics.SCALE_EVENTS.labels(self.namespace, self.name, "create").inc()
         return True

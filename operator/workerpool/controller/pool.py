@@ -1,4 +1,4 @@
-"""One WorkerPool's controller: gather -> decide -> act, on every trigger.
+"""One WorkerPool's controller: observe -> decide -> apply, on every trigger.
 
 Triggers are events, not a slow timer: a change of the WorkerPool, a pod
 event, a heartbeat that changes a worker's state, the queue depth moving.
@@ -13,36 +13,27 @@ import datetime as dt
 import logging
 import random
 import time
+from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
 
 from ..contracts import names
 from ..contracts.resource import WorkerPool
-from ..contracts.wire import (
-    QueueStatus,
-    describe_validation_error,
-)
+from ..contracts.wire import describe_validation_error
 from ..decide.backoff import Backoff, parse_retry_after
 from ..decide.observation import Observation, fresh_window
 from ..decide.pods import PoolRef, render_template, template_hash
+from ..decide.pool import Context, Plan, PoolMemory, decide
 from ..decide.reasons import Reason
-from ..decide.scaling import ScaleMemory, ScalePlan, decide_scale
-from ..decide.status import (
-    Stall,
-    WritePolicy,
-    build_status,
-    invalid_status,
-    previous_conditions,
-    render,
-)
+from ..decide.status import Stall, WritePolicy, invalid_status, previous_conditions, render
 from . import metrics
 from .kube import ApiException
 from .pod_actions import PodActions
 from .pool_io import EventEmitter, RedisUrlSource, StatusWriter, export_metrics
 from .pool_state import PoolState
-from .ports import PoolDeps
-from .recycle_handler import RecycleHandler
+from .ports import Commands, Hub, PoolDeps
+from .recycle_handler import apply_recycle
 from .redis_hub import Subscriber
 
 log = logging.getLogger(__name__)
@@ -62,7 +53,7 @@ class PoolController:
         self.name: str = meta["name"]
         self.body = body
         self.state = PoolState(meta.get("uid", ""), self.poke, deps.clock)
-        self.memory = ScaleMemory()
+        self.memory = PoolMemory.from_status(body.get("status"))
         self.backoff = Backoff()
         self.trigger = asyncio.Event()
         self.hub_url: str | None = None
@@ -73,7 +64,6 @@ class PoolController:
         self.status = StatusWriter(deps.kube, self.namespace, self.name, policy, deps.clock)
         self.redis_url = RedisUrlSource(deps.kube, self.namespace, deps.clock)
         self.actions = PodActions(deps.kube, self.state, self.events, deps.worker_image)
-        self.recycle = RecycleHandler(self.namespace, self.name, body.get("status") or {})
         self.task: asyncio.Task[None] | None = None
         self._hash_cache: tuple[int, str] | None = None
 
@@ -99,7 +89,7 @@ class PoolController:
         self.body = body
         self.state.uid = new_meta.get("uid", "")
         if old_meta.get("generation") != new_meta.get("generation"):
-            self.actions.create_error = None  # a new spec may well be accepted
+            self.state.spec_changed()
         if _acts_on(old_meta) != _acts_on(new_meta):
             self.poke()
 
@@ -117,34 +107,35 @@ class PoolController:
             except TimeoutError:
                 pass
             self.trigger.clear()
-            started = time.perf_counter()
-            try:
-                await self.reconcile()
-                self._succeeded()
-            except asyncio.CancelledError:
-                raise
-            except ApiException as exc:
-                metrics.ERRORS.labels(self.namespace, self.name, f"api{exc.status}").inc()
-                delay = self._failed(parse_retry_after(_header(exc, "Retry-After")))
-                log.warning(
-                    "%s/%s: API error %s %s; retrying in %.1f s",
-                    self.namespace,
-                    self.name,
-                    exc.status,
-                    exc.reason,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+            retry_in = await self.run_round()
+            if retry_in is not None:
+                await asyncio.sleep(retry_in)
                 self.poke()
-            except Exception:
-                metrics.ERRORS.labels(self.namespace, self.name, "unexpected").inc()
-                delay = self._failed(None)
-                log.exception("%s/%s: reconcile failed; retrying in %.1f s", self.namespace, self.name, delay)
-                await asyncio.sleep(delay)
-                self.poke()
-            finally:
-                metrics.RECONCILE.labels(self.namespace, self.name).observe(time.perf_counter() - started)
-                self.deps.progress()
+
+    async def run_round(self) -> float | None:
+        """One reconcile; after a failure, the seconds to wait before the next (backoff, Retry-After)."""
+        started = time.perf_counter()
+        try:
+            await self.reconcile()
+            self._succeeded()
+            return None
+        except asyncio.CancelledError:
+            raise
+        except ApiException as exc:
+            metrics.ERRORS.labels(self.namespace, self.name, f"api{exc.status}").inc()
+            delay = self._failed(parse_retry_after(_header(exc, "Retry-After")))
+            log.warning(
+                "%s/%s: API error %s %s; retrying in %.1f s", self.namespace, self.name, exc.status, exc.reason, delay
+            )
+            return delay
+        except Exception:
+            metrics.ERRORS.labels(self.namespace, self.name, "unexpected").inc()
+            delay = self._failed(None)
+            log.exception("%s/%s: reconcile failed; retrying in %.1f s", self.namespace, self.name, delay)
+            return delay
+        finally:
+            metrics.RECONCILE.labels(self.namespace, self.name).observe(time.perf_counter() - started)
+            self.deps.progress()
 
     def _failed(self, retry_after: float | None) -> float:
         """Per pool: under sustained errors (429s from a busy API server) pools spread out and slow down."""
@@ -157,27 +148,7 @@ class PoolController:
             self.backoff.reset()
             metrics.RETRY_DELAY.labels(self.namespace, self.name).set(0)
 
-    # --- reconcile: gather -> decide -> act --------------------------------------------------------
-
-    def _subscribe(self, url: str, pool: WorkerPool) -> None:
-        if self.hub_url != url:
-            if self.hub_url is not None:
-                self.deps.hubs.release_hub(self.hub_url, self.namespace, self.name)
-            self.hub_url = url
-        hub = self.deps.hubs.hub_for(url)
-        hub.subscribe(
-            Subscriber(
-                self.namespace,
-                self.name,
-                pool.spec.redis.queue_key,
-                fresh_window(pool.spec.heartbeat_interval_seconds),
-                self.state.on_heartbeat,
-                lambda _queue: self.poke(),
-                self.state.on_resync,
-                self.poke,
-                self.state.owns,
-            )
-        )
+    # --- one round: observe -> decide -> apply ------------------------------------------------
 
     async def reconcile(self) -> None:
         try:
@@ -185,66 +156,82 @@ class PoolController:
         except ValidationError as exc:
             await self._write_invalid(describe_validation_error(exc))
             return
-        url, queue, redis_error, stall = await self._redis(pool)
-        if not self.state.pods_synced:
-            self.state.sync_pods(await self.deps.kube.list_pods(self.namespace, self.name))
-        obs = self.state.observe(pool.spec.heartbeat_interval_seconds, queue, redis_error)
-        ref = PoolRef(pool.name, pool.namespace, pool.uid)
-        current_hash = self._template_hash(pool, ref)
-        plan = decide_scale(pool.spec, obs, self.memory, current_hash)
-        self.memory = plan.memory
-        self.next_scale_check_at = (
-            self.clock.monotonic() + plan.recheck_after + 0.05 if plan.recheck_after is not None else None
-        )
-        commands = self.deps.hubs.hub_for(url).commands if url is not None else None
-        await self.actions.apply(pool, ref, plan, commands)
-        if self.actions.create_error is not None and stall is None:
-            stall = Stall(Reason.PODS_REJECTED, self.actions.create_error)
-        if redis_error is None and commands is not None:
-            await self.recycle.handle(pool, obs, commands, self.events.emit, self._now())
-        if self.state.resynced or stall is not None:
-            await self._write_status(pool, obs, plan, stall)
-        export_metrics(self.namespace, self.name, obs, plan)
+        hub, stall = await self._hub(pool)
+        obs, ctx = await self._observe(pool, hub, stall)
+        plan = decide(pool, obs, ctx, self.memory, self._now())
+        await self._apply(pool, plan, hub.commands if hub is not None else None)
+        export_metrics(self.namespace, self.name, obs, plan.scale)
 
-    async def _redis(self, pool: WorkerPool) -> tuple[str | None, QueueStatus | None, str | None, Stall | None]:
-        """The pool's Redis: its URL, the last queue reading, why demand is unknown, and a stall."""
+    async def _hub(self, pool: WorkerPool) -> tuple[Hub | None, Stall | None]:
+        """The pool's Redis hub (subscribed to), and why the pool is stalled on Redis, if it is."""
         url, stall = await self.redis_url.get(pool.spec)
         if url is None:
-            return None, None, stall.message if stall else "no Redis URL", stall
+            return None, stall
         self._subscribe(url, pool)
         hub = self.deps.hubs.hub_for(url)
-        queue = hub.queue(pool.spec.redis.queue_key)
-        redis_error = hub.error
         if hub.error is not None and stall is None:
             stall = Stall(
                 Reason.REDIS_UNAVAILABLE, f"Redis unavailable ({hub.error}): no scale-down, at least minWorkers kept"
             )
-        elif redis_error is None and queue is None:
-            redis_error = "waiting for the first queue reading"
-        await self.events.warn_password_in_url(pool)
-        return url, queue, redis_error, stall
+        return hub, stall
 
-    def _template_hash(self, pool: WorkerPool, ref: PoolRef) -> str:
+    async def _observe(self, pool: WorkerPool, hub: Hub | None, stall: Stall | None) -> tuple[Observation, Context]:
+        queue = hub.queue(pool.spec.redis.queue_key) if hub is not None else None
+        if hub is None:
+            redis_error: str | None = stall.message if stall else "no Redis URL"
+        else:
+            redis_error = hub.error or (None if queue is not None else "waiting for the first queue reading")
+        if not self.state.pods_synced:
+            self.state.sync_pods(await self.deps.kube.list_pods(self.namespace, self.name))
+        obs = self.state.observe(pool.spec.heartbeat_interval_seconds, queue, redis_error)
+        ctx = Context(
+            template_hash=self._template_hash(pool),
+            stall=stall,
+            create_error=self.state.create_error,
+            status_known=self.state.resynced,
+            previous_conditions=previous_conditions(self.body.get("status")),
+        )
+        return obs, ctx
+
+    async def _apply(self, pool: WorkerPool, plan: Plan, commands: Commands | None) -> None:
+        for event in plan.events:
+            await self.events.emit(event)
+        await self.actions.apply(pool, PoolRef(pool.name, pool.namespace, pool.uid), plan.scale, commands)
+        memory = plan.memory
+        if plan.recycle is not None and commands is not None:
+            record = await apply_recycle(
+                plan.recycle, plan.recycle_events, commands, self.events.emit, (self.namespace, self.name)
+            )
+            if record != plan.recycle.record:
+                memory = replace(memory, last_recycle=record)
+                self.poke()  # a previous run's record: the next round's status shows it
+        if plan.status is not None:
+            await self.status.write(plan.status)
+        self.memory = memory
+        self.next_scale_check_at = (
+            self.clock.monotonic() + plan.recheck_after + 0.05 if plan.recheck_after is not None else None
+        )
+
+    def _subscribe(self, url: str, pool: WorkerPool) -> None:
+        if self.hub_url != url:
+            if self.hub_url is not None:
+                self.deps.hubs.release_hub(self.hub_url, self.namespace, self.name)
+            self.hub_url = url
+        trust = fresh_window(pool.spec.heartbeat_interval_seconds)
+        self.deps.hubs.hub_for(url).subscribe(
+            Subscriber(self.namespace, self.name, pool.spec.redis.queue_key, trust, self.state)
+        )
+
+    def _template_hash(self, pool: WorkerPool) -> str:
         """The current pod template's hash, rendered once per spec generation (not per reconcile)."""
         if self._hash_cache is None or self._hash_cache[0] != pool.generation:
+            ref = PoolRef(pool.name, pool.namespace, pool.uid)
             rendered = render_template(ref, pool.spec, self.deps.worker_image)
             self._hash_cache = (pool.generation, template_hash(rendered))
         return self._hash_cache[1]
 
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.clock.time(), dt.UTC)
-
-    async def _write_status(self, pool: WorkerPool, obs: Observation, plan: ScalePlan, stall: Stall | None) -> None:
-        status = build_status(
-            generation=pool.generation,
-            obs=obs,
-            plan=plan,
-            stall=stall,
-            last_recycle=self.recycle.last_recycle,
-            previous_conditions=previous_conditions(self.body.get("status")),
-            now=self._now().replace(microsecond=0),
-        )
-        await self.status.write(render(status))
 
     async def _write_invalid(self, message: str) -> None:
         generation = int(self.body["metadata"].get("generation") or 0)

@@ -7,10 +7,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..contracts.resource import WorkerPool, WorkerPoolSpec
+from ..contracts.resource import WorkerPoolSpec
 from ..contracts.wire import PROCESS_STATES
 from ..decide.observation import Observation
-from ..decide.pods import has_password
 from ..decide.reasons import Reason
 from ..decide.scaling import Event, ScalePlan
 from ..decide.status import Stall, WritePolicy, merge_patch, should_write
@@ -30,7 +29,6 @@ class EventEmitter:
         self.kube, self.namespace, self.name, self.clock = kube, namespace, name, clock
         self.uid = ""
         self.recent: dict[tuple[str, str], float] = {}
-        self.password_warned_generation: int | None = None
 
     async def emit(self, event: Event) -> None:
         key = (event.reason, event.message)
@@ -42,19 +40,6 @@ class EventEmitter:
         log.info("%s/%s: %s: %s", self.namespace, self.name, event.reason, event.message)
         ref = {"name": self.name, "namespace": self.namespace, "uid": self.uid}
         await self.kube.event(ref, event.type, event.reason, event.message)
-
-    async def warn_password_in_url(self, pool: WorkerPool) -> None:
-        """Once per generation whose spec.redis.url carries a password."""
-        if has_password(pool.spec.redis.url) and self.password_warned_generation != pool.generation:
-            self.password_warned_generation = pool.generation
-            await self.emit(
-                Event(
-                    "Warning",
-                    "PasswordInURL",
-                    "spec.redis.url carries a password: put the URL in a Secret and use "
-                    "spec.redis.urlSecretRef (the spec is readable by anyone who can get the pool)",
-                )
-            )
 
 
 class StatusWriter:

@@ -41,6 +41,9 @@ class PoolState:
         # data, not because the pool has no workers: no status write before it
         # (an operator restart must not flap the status to zero workers).
         self.resynced = False
+        # The API server's refusal of our last create (admission, an invalid template):
+        # the pool is Stalled with it until a create succeeds or the spec changes.
+        self.create_error: str | None = None
 
     # --- inputs -------------------------------------------------------------------------
 
@@ -62,6 +65,18 @@ class PoolState:
     def created(self, body: dict[str, Any]) -> None:
         """In the cache at once (the watch event may come before or after): never created twice."""
         self.pods[body["metadata"]["name"]] = pod_view(body, self.clock.time())
+        self._set_create_error(None)
+
+    def create_rejected(self, message: str) -> None:
+        self._set_create_error(message)
+
+    def spec_changed(self) -> None:
+        self._set_create_error(None)  # a new spec may well be accepted
+
+    def _set_create_error(self, message: str | None) -> None:
+        if message != self.create_error:
+            self.create_error = message
+            self.poke()  # the next round reports it (or its end) in the status
 
     def deleted(self, uid: str) -> None:
         self.deleting[uid] = self.clock.monotonic() + DELETING_TIMEOUT
@@ -83,6 +98,12 @@ class PoolState:
         self.workers[hb.worker_id] = Tracked(info, self.clock.monotonic(), hb.timestamp)
         if before is None or shape(before.info) != shape(info):
             self.poke()
+
+    def on_queue(self, status: QueueStatus) -> None:
+        self.poke()  # the hub keeps the reading; the next round reads it from there
+
+    def on_health(self) -> None:
+        self.poke()
 
     def on_resync(self, present: set[str], regs: dict[str, Registration]) -> None:
         """`present`: every registered worker of this pool; `regs`: the reports re-read from Redis."""

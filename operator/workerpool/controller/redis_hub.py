@@ -19,8 +19,9 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -52,6 +53,16 @@ RETRY_SECONDS = 1.0
 LOOPS = ("queues", "heartbeats", "resync")
 
 
+class PoolListener(Protocol):
+    """What a hub tells a pool (a pool controller's PoolState). Called on the event loop; never blocks."""
+
+    def on_heartbeat(self, hb: WorkerHeartbeat) -> None: ...
+    def on_queue(self, status: QueueStatus) -> None: ...  # the pool's queue depth moved
+    def on_resync(self, present: set[str], regs: dict[str, Registration]) -> None: ...  # ids, re-read reports
+    def on_health(self) -> None: ...  # the hub's error changed
+    def owns(self, worker_id: str) -> bool: ...  # is this worker id one of the pool's pods?
+
+
 @dataclass
 class Subscriber:
     """A pool listening to a hub."""
@@ -60,11 +71,7 @@ class Subscriber:
     name: str
     queue_key: str
     trust_seconds: float  # a heartbeat heard this recently is not re-read from the hash by a resync
-    on_heartbeat: Callable[[WorkerHeartbeat], None]
-    on_queue: Callable[[QueueStatus], None]
-    on_resync: Callable[[set[str], dict[str, Registration]], None]  # present ids, re-read reports
-    on_health: Callable[[], None]
-    owns: Callable[[str], bool]  # is this worker id one of the pool's pods?
+    listener: PoolListener
 
 
 @dataclass
@@ -93,9 +100,9 @@ def route(
     """The pools a worker's report goes to: the one it names, if that pool owns its pod."""
     if pool is not None and namespace is not None:
         sub = subscribers.get((namespace, pool))
-        return [sub] if sub is not None and sub.owns(worker_id) else []
+        return [sub] if sub is not None and sub.listener.owns(worker_id) else []
     # A worker that does not say which pool it is in: its pod name decides.
-    return [s for s in subscribers.values() if s.owns(worker_id)]
+    return [s for s in subscribers.values() if s.listener.owns(worker_id)]
 
 
 @dataclass
@@ -157,7 +164,7 @@ class RedisHub:
             self.error = error
             metrics.REDIS_UP.labels(hub=self.label).set(0 if error else 1)
             for sub in list(self.subscribers.values()):
-                sub.on_health()
+                sub.listener.on_health()
 
     # --- heartbeats ---------------------------------------------------------------------------
 
@@ -196,7 +203,7 @@ class RedisHub:
             return
         self._heard[hb.worker_id] = (time.monotonic(), hb.pool, hb.namespace)
         for sub in self._route(hb.worker_id, hb.pool, hb.namespace):
-            sub.on_heartbeat(hb)
+            sub.listener.on_heartbeat(hb)
 
     # --- queues --------------------------------------------------------------------------------
 
@@ -224,7 +231,7 @@ class RedisHub:
                     self._queues[key] = status
                     for sub in list(self.subscribers.values()):
                         if sub.queue_key == key and (previous is None or previous.depth != status.depth):
-                            sub.on_queue(status)
+                            sub.listener.on_queue(status)
             await asyncio.sleep(self.queue_poll_seconds)
 
     def queue(self, key: str) -> QueueStatus | None:
@@ -286,9 +293,9 @@ class RedisHub:
                 present[(sub.namespace, sub.name)].add(worker_id)
         self._heard = {i: h for i, h in self._heard.items() if i in known}
         for key, regs in grouped.items():
-            listener = self.subscribers.get(key)
-            if listener is not None:
-                listener.on_resync(present[key], regs)
+            listening = self.subscribers.get(key)
+            if listening is not None:
+                listening.listener.on_resync(present[key], regs)
 
     def _heard_lately(self, worker_id: str, now: float) -> bool:
         heard = self._heard.get(worker_id)

@@ -11,12 +11,16 @@ The optional `@token` only makes an identical request a distinct value.
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..contracts.resource import RecycleResult
+from ..contracts import names
+from ..contracts.resource import LastRecycle, RecycleResult
 from ..contracts.wire import WorkerInfo
+from .scaling import Event
 
 # Pod names are DNS-1123 subdomains.
 _WORKER_ID = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -120,3 +124,51 @@ def resolve(request: RecycleRequest, live: Mapping[str, WorkerInfo]) -> tuple[li
             reason = "busy at the last heartbeat: the worker recycles it only if it is idle when the command arrives"
         add(target.worker_id, target.pid, reason)
     return commands, results
+
+
+@dataclass(frozen=True)
+class RecycleDecision:
+    """What to do with one annotation value: its record for `status.lastRecycle`,
+    and the commands to publish (None: rejected before anything reaches Redis)."""
+
+    value: str
+    record: LastRecycle
+    publish: tuple[Command, ...] | None
+    dedupe_key: str
+
+
+def dedupe_key(pool_uid: str, value: str) -> str:
+    """The Redis key that makes one annotation value publish once, also across restarts."""
+    return f"bifrost:operator:recycle:{pool_uid}:{hashlib.sha256(value.encode()).hexdigest()[:24]}"
+
+
+def decide_recycle(value: str, pool_uid: str, live: Mapping[str, WorkerInfo], now: dt.datetime) -> RecycleDecision:
+    key = dedupe_key(pool_uid, value)
+    try:
+        request = parse_request(value)
+    except RecycleRequestError as exc:
+        rejected = RecycleResult(worker_id="", pid=None, status="rejected", reason=f"malformed request: {exc}")
+        return RecycleDecision(value, LastRecycle(request=value, handled_at=now, results=[rejected]), None, key)
+    commands, results = resolve(request, live)
+    return RecycleDecision(value, LastRecycle(request=value, handled_at=now, results=results), tuple(commands), key)
+
+
+def recycle_events(decision: RecycleDecision) -> list[Event]:
+    """The Events that tell a handled request's outcome (once, when it is first handled)."""
+    value, results = decision.value, decision.record.results
+    if decision.publish is None:
+        return [Event("Warning", "RecycleRejected", f"{names.RECYCLE_ANNOTATION}={value!r}: {results[0].reason}")]
+    events = []
+    requested = [_target(r) for r in results if r.status == "recycle_requested"]
+    if requested:
+        events.append(
+            Event("Normal", "RecycleRequested", f"recycle published for {', '.join(requested)} (request {value!r})")
+        )
+    for r in results:
+        if r.status == "rejected":
+            events.append(Event("Warning", "RecycleRejected", f"{_target(r)}: {r.reason} (request {value!r})"))
+    return events
+
+
+def _target(result: RecycleResult) -> str:
+    return result.worker_id + (f":{result.pid}" if result.pid else "")

@@ -1,0 +1,130 @@
+"""One pool's whole decision for one round: observe -> **decide** -> apply.
+
+`decide()` reads plain values (the pool, what was observed, what earlier rounds
+remembered) and returns a Plan: the Events to post, the pods to create and
+delete, the recycle request to publish or reject, the status to write, and
+when to look again. It does no I/O; the controller applies the Plan, and what
+applying returns (a refused create, a recycle a previous run already handled)
+becomes part of the next round's observation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..contracts import names
+from ..contracts.resource import Condition, LastRecycle, WorkerPool
+from ..contracts.wire import WorkerInfo
+from .observation import Observation
+from .pods import has_password
+from .reasons import Reason
+from .recycle import RecycleDecision, decide_recycle, recycle_events
+from .scaling import Event, ScaleMemory, ScalePlan, decide_scale
+from .status import Stall, build_status, render
+
+PASSWORD_IN_URL = Event(
+    "Warning",
+    "PasswordInURL",
+    "spec.redis.url carries a password: put the URL in a Secret and use "
+    "spec.redis.urlSecretRef (the spec is readable by anyone who can get the pool)",
+)
+
+
+@dataclass(frozen=True)
+class PoolMemory:
+    """What one round leaves for the next."""
+
+    scale: ScaleMemory = field(default_factory=ScaleMemory)
+    handled_recycle: str | None = None  # the last annotation value handled
+    last_recycle: LastRecycle | None = None
+    password_warned_generation: int | None = None
+
+    @classmethod
+    def from_status(cls, status: Mapping[str, Any] | None) -> PoolMemory:
+        """After a restart: the recycle the status records is handled (it must not be published again)."""
+        raw = (status or {}).get("lastRecycle")
+        if raw:
+            with contextlib.suppress(ValidationError):
+                last = LastRecycle.model_validate(raw)
+                return cls(handled_recycle=last.request, last_recycle=last)
+        return cls()
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the controller observed this round besides the pods, workers and queue."""
+
+    template_hash: str
+    stall: Stall | None = None  # the Redis URL, its Secret or the hub is failing
+    create_error: str | None = None  # the API server refused the last pod create
+    status_known: bool = True  # False until the first resync from Redis: no status before it
+    previous_conditions: Sequence[Condition] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    events: tuple[Event, ...]  # posted first, in order
+    scale: ScalePlan  # the pods to create and delete
+    recycle: RecycleDecision | None  # the recycle request to publish or reject
+    recycle_events: tuple[Event, ...]  # posted when the request is first handled
+    status: dict[str, Any] | None  # rendered; written through the write policy
+    memory: PoolMemory  # for the next round, once this plan is applied
+    recheck_after: float | None  # seconds until a time-based decision is due
+
+
+def decide(pool: WorkerPool, obs: Observation, ctx: Context, memory: PoolMemory, now: dt.datetime) -> Plan:
+    events: list[Event] = []
+    if has_password(pool.spec.redis.url) and memory.password_warned_generation != pool.generation:
+        events.append(PASSWORD_IN_URL)
+        memory = replace(memory, password_warned_generation=pool.generation)
+    scale = decide_scale(pool.spec, obs, memory.scale, ctx.template_hash)
+    events.extend(scale.events)
+    memory = replace(memory, scale=scale.memory)
+    recycle = _recycle(pool, obs, memory, now)
+    if recycle is not None:
+        memory = replace(memory, handled_recycle=recycle.value, last_recycle=recycle.record)
+    stall = ctx.stall
+    if stall is None and ctx.create_error is not None:
+        stall = Stall(Reason.PODS_REJECTED, ctx.create_error)
+    status = None
+    if ctx.status_known or stall is not None:
+        status = render(
+            build_status(
+                generation=pool.generation,
+                obs=obs,
+                plan=scale,
+                stall=stall,
+                last_recycle=memory.last_recycle,
+                previous_conditions=ctx.previous_conditions,
+                now=now.replace(microsecond=0),
+            )
+        )
+    return Plan(
+        events=tuple(events),
+        scale=scale,
+        recycle=recycle,
+        recycle_events=tuple(recycle_events(recycle)) if recycle is not None else (),
+        status=status,
+        memory=memory,
+        recheck_after=scale.recheck_after,
+    )
+
+
+def _recycle(pool: WorkerPool, obs: Observation, memory: PoolMemory, now: dt.datetime) -> RecycleDecision | None:
+    """A new annotation value is handled once Redis is readable (its targets are resolved against live workers)."""
+    value = pool.annotations.get(names.RECYCLE_ANNOTATION)
+    if value is None or value == memory.handled_recycle or obs.redis_error is not None:
+        return None
+    return decide_recycle(value, pool.uid, live_workers(obs), now)
+
+
+def live_workers(obs: Observation) -> dict[str, WorkerInfo]:
+    """Registered workers whose pod is active: the only valid recycle targets."""
+    active = {p.name for p in obs.pods if p.active}
+    return {wid: w.info for wid, w in obs.workers.items() if wid in active}
