@@ -18,6 +18,9 @@ MANAGED_BY_VALUE: Final = "workerpool-operator"
 TEMPLATE_HASH_LABEL: Final = f"{GROUP}/template-hash"
 
 RECYCLE_ANNOTATION: Final = f"{GROUP}/recycle"
+# On a worker pod whose eviction the webhook holds (the time it last did): the
+# acting replica counts the pod as leaving and replaces it if demand needs it.
+EVICTING_ANNOTATION: Final = f"{GROUP}/evicting"
 # Kopf's own bookkeeping gets a prefix of its own: a Kopf storage prefix is
 # dropped from Kopf's diff-base, and our user-facing annotations must stay in it.
 KOPF_PREFIX: Final = f"kopf.{GROUP}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, PositiveFloat, ValidationError, field_validator
+from pydantic import AliasChoices, Field, PositiveFloat, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ..settings_errors import describe
@@ -29,9 +29,27 @@ class OperatorConfig(BaseSettings):
     metrics_port: int = Field(8080, gt=0, lt=65536)
     liveness_port: int = Field(8081, gt=0, lt=65536)
 
-    @field_validator("namespaces", mode="before")
+    # The eviction webhook (docs/operator.md, "Drains"); port 0: not served.
+    webhook_port: int = Field(0, ge=0, lt=65536)
+    webhook_addr: str = ""  # listen address; empty: every interface
+    webhook_hosts: Annotated[tuple[str, ...], NoDecode] = ("localhost",)  # the certificate's names/IPs
+    webhook_secret: str = ""  # namespace/name of the Secret that shares the certificate between replicas
+    webhook_configuration: str = ""  # the ValidatingWebhookConfiguration whose caBundle the operator keeps
+    webhook_cert_dir: str = "/tmp/workerpool-webhook"
+
+    # Leader election on a Lease (docs/operator.md, "High availability"): only the holder acts.
+    leader_election: bool = False
+    lease_name: str = "workerpool-operator"
+    # Default: the pod's own namespace and name (the downward API sets POD_NAMESPACE, POD_NAME).
+    lease_namespace: str = Field("", validation_alias=AliasChoices(f"{PREFIX}LEASE_NAMESPACE", "POD_NAMESPACE"))
+    identity: str = Field("", validation_alias=AliasChoices(f"{PREFIX}IDENTITY", "POD_NAME"))
+    lease_duration_seconds: PositiveFloat = 15.0
+    lease_renew_deadline_seconds: PositiveFloat = 10.0
+    lease_retry_period_seconds: PositiveFloat = 2.0
+
+    @field_validator("namespaces", "webhook_hosts", mode="before")
     @classmethod
-    def _comma_separated(cls, value: object) -> object:
+    def _comma_separated(cls, value: object) -> object:  # "a, b" -> ("a", "b")
         if isinstance(value, str):
             return tuple(n.strip() for n in value.split(",") if n.strip())
         return value

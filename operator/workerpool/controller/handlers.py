@@ -17,20 +17,39 @@ import kopf
 from ..contracts import names
 from .config import OperatorConfig
 from .kube import Kube
+from .leadership import Leadership
 from .manager import Manager
+from .webhook import WebhookKeeper
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """Configure Kopf and start the pool manager."""
+    """Configure Kopf, serve the eviction webhook, start the pool manager and (maybe) leader election."""
     configure(settings)
-    memo.manager = Manager(OperatorConfig.from_env(), await Kube.connect())
+    config, kube = OperatorConfig.from_env(), await Kube.connect()
+    memo.manager = Manager(config, kube)
+    memo.webhook = WebhookKeeper(kube, config) if config.webhook_port else None
+    if memo.webhook is not None:
+        await memo.webhook.setup(settings)
+    memo.leadership = Leadership(config, kube, memo.manager)
+    await memo.leadership.start()
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    """Stop every pool controller and Redis hub."""
+    """Stop acting, give up the lease, stop every pool controller and Redis hub."""
+    await memo.leadership.stop()
+    if memo.webhook is not None:
+        await memo.webhook.stop()
     await memo.manager.stop()
+
+
+@kopf.on.validate("", "v1", "pods", subresource="eviction", operations=["CREATE"], id="eviction")
+async def eviction(body: kopf.Body, dryrun: bool, memo: kopf.Memo, **_: Any) -> None:
+    """Allow evicting a worker pod only when it runs no execution (else 429: the evicting client retries)."""
+    verdict = await memo.manager.evictions.review(body.metadata.namespace or "", body.metadata.name or "", dryrun)
+    if verdict is not None and not verdict.allowed:
+        raise kopf.AdmissionError(verdict.message, code=429)
 
 
 @kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)  # type: ignore[arg-type]

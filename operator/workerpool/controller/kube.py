@@ -24,6 +24,8 @@ class Kube:
         self.api = api
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.admission = client.AdmissionregistrationV1Api(api)
+        self.coordination = client.CoordinationV1Api(api)
 
     @classmethod
     async def connect(cls) -> Kube:
@@ -122,3 +124,72 @@ class Kube:
             await self.core.create_namespaced_event(pool["namespace"], cast(Any, body))
         except ApiException as exc:  # an event is worth a log line, not a failed reconcile
             log.warning("event %s on %s/%s not posted: %s", reason, pool["namespace"], pool["name"], exc.reason)
+
+    # --- the eviction webhook and leader election ------------------------------------------
+
+    async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        body = {"metadata": {"annotations": annotations}}
+        await self.core.patch_namespaced_pod(name, namespace, body)
+
+    async def read_secret(self, namespace: str, name: str) -> tuple[dict[str, bytes], str] | None:
+        """The decoded data and resourceVersion, or None when there is no such Secret."""
+        try:
+            secret = await self.core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+        return data, secret.metadata.resource_version
+
+    async def write_secret(self, namespace: str, name: str, data: dict[str, bytes], version: str | None) -> None:
+        """Create (version None) or replace at `version`; a concurrent writer makes it a 409."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE},
+            },
+            "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+        }
+        if version is None:
+            await self.core.create_namespaced_secret(namespace, cast(Any, body))
+        else:
+            body["metadata"]["resourceVersion"] = version  # type: ignore[index]
+            await self.core.replace_namespaced_secret(name, namespace, cast(Any, body))
+
+    async def inject_ca_bundle(self, name: str, ca_pem: bytes) -> None:
+        """Set every webhook's clientConfig.caBundle of one ValidatingWebhookConfiguration (when it differs)."""
+        config = await self.admission.read_validating_webhook_configuration(name)
+        bundle = base64.b64encode(ca_pem).decode()
+        patch = [
+            {"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": bundle}
+            for i, hook in enumerate(config.webhooks or [])
+            if hook.client_config.ca_bundle != bundle
+        ]
+        if patch:
+            # A JSON patch of caBundle alone: the rest stays the chart's (and GitOps sees no drift there).
+            await self.admission.patch_validating_webhook_configuration(
+                name,
+                patch,
+                _content_type="application/json-patch+json",  # type: ignore[call-arg]
+            )
+            log.info("caBundle of ValidatingWebhookConfiguration %s updated", name)
+
+    async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            lease = await self.coordination.read_namespaced_lease(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(self.api.sanitize_for_serialization(lease))
+
+    async def write_lease(self, namespace: str, name: str, body: dict[str, Any], create: bool) -> None:
+        if create:
+            await self.coordination.create_namespaced_lease(namespace, cast(Any, body))
+        else:
+            await self.coordination.replace_namespaced_lease(name, namespace, cast(Any, body))

@@ -4,6 +4,9 @@ Started from Kopf's startup handler as plain asyncio tasks, not Kopf daemons or
 timers: those add a finalizer to every WorkerPool, and deleting a pool would
 hang while the operator is down. Nothing needs clean-up on delete (pods are
 garbage-collected through ownerReferences, Redis keys expire).
+
+Every replica follows the pools and their pods (a warm standby); only the
+replica that holds the leader Lease runs the pool loops (`acting`).
 """
 
 from __future__ import annotations
@@ -11,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..contracts import names
 from .config import OperatorConfig
+from .evictions import EvictionGate
 from .kube import Kube
 from .pool import PoolController
-from .ports import PoolDeps
+from .ports import SYSTEM_CLOCK, PoolDeps
 from .redis_hub import RedisHub
 
 log = logging.getLogger(__name__)
@@ -32,6 +37,8 @@ class Manager:
         self.pools: dict[Key, PoolController] = {}
         self.hubs: dict[str, RedisHub] = {}
         self.last_progress = time.monotonic()
+        self.acting = False  # pool loops run only while this replica leads
+        self.standby_alive: Callable[[], float] | None = None  # the elector's last attempt (monotonic)
         self._closing: set[asyncio.Task[None]] = set()  # hubs being stopped (kept referenced)
         # Pod events that arrive before their pool's first event.
         self._orphans: dict[Key, dict[str, tuple[str | None, dict[str, Any]]]] = {}
@@ -43,11 +50,26 @@ class Manager:
             status_volatile_refresh=config.status_volatile_refresh,
             progress=self._progress,
         )
+        self.evictions = EvictionGate(self.pools, self.hub_for, kube, SYSTEM_CLOCK)
 
     def _progress(self) -> None:
         self.last_progress = time.monotonic()
 
+    async def start_acting(self) -> None:
+        self.acting = True
+        self.last_progress = time.monotonic()
+        for pool in list(self.pools.values()):
+            pool.resume()
+        log.info("acting on %d pools", len(self.pools))
+
+    async def stop_acting(self) -> None:
+        self.acting = False
+        for pool in list(self.pools.values()):
+            await pool.pause()
+        log.info("standing by")
+
     async def stop(self) -> None:
+        self.acting = False
         for pool in list(self.pools.values()):
             await pool.stop()
         for hub in list(self.hubs.values()):
@@ -73,7 +95,8 @@ class Manager:
             pool = self.pools[key] = PoolController(self.pool_deps, body)
             for event, pod in self._orphans.pop(key, {}).values():
                 pool.state.on_pod(event, pod)
-            pool.start()
+            if self.acting:
+                pool.start()
         else:
             pool.on_body(body)
 
@@ -116,10 +139,15 @@ class Manager:
 
     def health(self) -> dict[str, Any]:
         """For Kopf's liveness endpoint: raises when the pool loops have stopped moving."""
-        idle = time.monotonic() - self.last_progress
-        if self.pools and idle > 60:
-            raise RuntimeError(f"no pool reconciled for {idle:.0f} s")
+        now = time.monotonic()
+        if not self.acting:
+            tried = self.standby_alive() if self.standby_alive is not None else now
+            if now - tried > 60:
+                raise RuntimeError(f"leader election made no attempt for {now - tried:.0f} s")
+        elif self.pools and now - self.last_progress > 60:
+            raise RuntimeError(f"no pool reconciled for {now - self.last_progress:.0f} s")
         return {
+            "acting": self.acting,
             "pools": len(self.pools),
             "redis_hubs": len(self.hubs),
             "redis_down": sum(1 for h in self.hubs.values() if h.error),

@@ -32,6 +32,12 @@ RETRY_DELAY = Gauge(
     "The pool's current retry delay after failed reconciles (0: the last one succeeded)",
     ["namespace", "pool"],
 )
+EVICTIONS = Counter(
+    "workerpool_evictions_total",
+    "Evictions of worker pods answered by the webhook: held (429, still running executions) or allowed",
+    ["namespace", "pool", "outcome"],
+)
+LEADER = Gauge("workerpool_leader", "1 while this replica holds the leader Lease and acts, else 0")
 
 
 def forget_pool(namespace: str, pool: str) -> None:

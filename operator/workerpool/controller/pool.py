@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import random
 import time
 from dataclasses import replace
 from typing import Any
@@ -21,7 +20,7 @@ from pydantic import ValidationError
 from ..contracts import names
 from ..contracts.resource import WorkerPool
 from ..contracts.wire import describe_validation_error
-from ..decide.backoff import Backoff, parse_retry_after
+from ..decide.backoff import parse_retry_after
 from ..decide.observation import Observation, fresh_window
 from ..decide.pods import PoolRef, render_template, template_hash
 from ..decide.pool import Context, Plan, PoolMemory, decide
@@ -30,7 +29,7 @@ from ..decide.status import Stall, WritePolicy, invalid_status, previous_conditi
 from . import metrics
 from .kube import ApiException
 from .pod_actions import PodActions
-from .pool_io import EventEmitter, RedisUrlSource, StatusWriter, export_metrics
+from .pool_io import EventEmitter, PoolRetry, RedisUrlSource, StatusWriter, export_metrics
 from .pool_state import PoolState
 from .ports import Commands, Hub, PoolDeps
 from .recycle_handler import apply_recycle
@@ -54,9 +53,10 @@ class PoolController:
         self.body = body
         self.state = PoolState(meta.get("uid", ""), self.poke, deps.clock)
         self.memory = PoolMemory.from_status(body.get("status"))
-        self.backoff = Backoff()
+        self.retry = PoolRetry(self.namespace, self.name)
         self.trigger = asyncio.Event()
         self.hub_url: str | None = None
+        self.queue_key = ""  # the pool's queue, as last subscribed
         self.next_scale_check_at: float | None = None
         self.events = EventEmitter(deps.kube, self.namespace, self.name, deps.clock)
         self.events.uid = meta.get("uid", "")
@@ -73,10 +73,24 @@ class PoolController:
         self.task = asyncio.create_task(self._run(), name=f"pool-{self.namespace}-{self.name}")
         self.poke()
 
-    async def stop(self) -> None:
+    async def pause(self) -> None:
+        """Stop acting (leadership lost); the inputs keep flowing into the state."""
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
+            self.task = None
+
+    def resume(self) -> None:
+        """Act again (leadership gained): forget what this replica wrote or decided while another led."""
+        if self.task is not None:
+            return
+        self.memory = PoolMemory.from_status(self.body.get("status"))
+        self.status.forget(self.body.get("status"))
+        self.retry.succeeded()
+        self.start()
+
+    async def stop(self) -> None:
+        await self.pause()
         if self.hub_url is not None:
             self.deps.hubs.release_hub(self.hub_url, self.namespace, self.name)
         metrics.forget_pool(self.namespace, self.name)
@@ -117,36 +131,25 @@ class PoolController:
         started = time.perf_counter()
         try:
             await self.reconcile()
-            self._succeeded()
+            self.retry.succeeded()
             return None
         except asyncio.CancelledError:
             raise
         except ApiException as exc:
             metrics.ERRORS.labels(self.namespace, self.name, f"api{exc.status}").inc()
-            delay = self._failed(parse_retry_after(_header(exc, "Retry-After")))
+            delay = self.retry.failed(parse_retry_after(_header(exc, "Retry-After")))
             log.warning(
                 "%s/%s: API error %s %s; retrying in %.1f s", self.namespace, self.name, exc.status, exc.reason, delay
             )
             return delay
         except Exception:
             metrics.ERRORS.labels(self.namespace, self.name, "unexpected").inc()
-            delay = self._failed(None)
+            delay = self.retry.failed(None)
             log.exception("%s/%s: reconcile failed; retrying in %.1f s", self.namespace, self.name, delay)
             return delay
         finally:
             metrics.RECONCILE.labels(self.namespace, self.name).observe(time.perf_counter() - started)
             self.deps.progress()
-
-    def _failed(self, retry_after: float | None) -> float:
-        """Per pool: under sustained errors (429s from a busy API server) pools spread out and slow down."""
-        delay = self.backoff.next_delay(random.random(), retry_after)
-        metrics.RETRY_DELAY.labels(self.namespace, self.name).set(delay)
-        return delay
-
-    def _succeeded(self) -> None:
-        if self.backoff.failures:
-            self.backoff.reset()
-            metrics.RETRY_DELAY.labels(self.namespace, self.name).set(0)
 
     # --- one round: observe -> decide -> apply ------------------------------------------------
 
@@ -218,6 +221,7 @@ class PoolController:
                 self.deps.hubs.release_hub(self.hub_url, self.namespace, self.name)
             self.hub_url = url
         trust = fresh_window(pool.spec.heartbeat_interval_seconds)
+        self.queue_key = pool.spec.redis.queue_key
         self.deps.hubs.hub_for(url).subscribe(
             Subscriber(self.namespace, self.name, pool.spec.redis.queue_key, trust, self.state)
         )

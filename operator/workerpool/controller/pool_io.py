@@ -5,10 +5,12 @@ the spec or a Secret, cached), and the pool's metrics."""
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 
 from ..contracts.resource import WorkerPoolSpec
 from ..contracts.wire import PROCESS_STATES
+from ..decide.backoff import Backoff
 from ..decide.observation import Observation
 from ..decide.reasons import Reason
 from ..decide.scaling import Event, ScalePlan
@@ -42,6 +44,24 @@ class EventEmitter:
         await self.kube.event(ref, event.type, event.reason, event.message)
 
 
+class PoolRetry:
+    """Per pool: under sustained errors (429s from a busy API server) pools spread out and slow down."""
+
+    def __init__(self, namespace: str, name: str) -> None:
+        self.backoff = Backoff()
+        self.gauge = metrics.RETRY_DELAY.labels(namespace, name)
+
+    def failed(self, retry_after: float | None) -> float:
+        delay = self.backoff.next_delay(random.random(), retry_after)
+        self.gauge.set(delay)
+        return delay
+
+    def succeeded(self) -> None:
+        if self.backoff.failures:
+            self.backoff.reset()
+            self.gauge.set(0)
+
+
 class StatusWriter:
     """The pool's status subresource, written when the write policy says so (merge patches)."""
 
@@ -50,6 +70,10 @@ class StatusWriter:
         self.last_written: dict[str, Any] | None = None
         self.last_write_at = 0.0
         self.next_write_at: float | None = None  # when a held-back change is due
+
+    def forget(self, stored: dict[str, Any] | None) -> None:
+        """Someone else may have written since: patch against what is stored now (nulls clear its extras)."""
+        self.last_written, self.last_write_at, self.next_write_at = dict(stored or {}) or None, 0.0, None
 
     async def write(self, rendered: dict[str, Any]) -> None:
         now = self.clock.monotonic()

@@ -116,14 +116,14 @@ class PoolState:
     # --- the observation ----------------------------------------------------------------------
 
     def observe(self, heartbeat_interval: float, queue: QueueStatus | None, redis_error: str | None) -> Observation:
-        now_mono = self.clock.monotonic()
+        now_mono, now = self.clock.monotonic(), self.clock.time()
         self.deleting = {uid: t for uid, t in self.deleting.items() if t > now_mono}
         pods = []
         for view in self.pods.values():
             if not self._is_ours(view):
                 continue
-            if view.uid in self.deleting and not view.terminating:
-                view = dataclasses.replace(view, terminating=True)
+            if not view.terminating and (view.uid in self.deleting or view.leaving(now)):
+                view = dataclasses.replace(view, terminating=True)  # going: counted as gone
             pods.append(view)
         window = fresh_window(heartbeat_interval)
         workers = {
@@ -131,6 +131,4 @@ class PoolState:
             for wid, t in self.workers.items()
             if wid in self.pods
         }
-        return Observation(
-            pods=tuple(pods), workers=workers, queue=queue, redis_error=redis_error, now=self.clock.time()
-        )
+        return Observation(pods=tuple(pods), workers=workers, queue=queue, redis_error=redis_error, now=now)

@@ -22,6 +22,13 @@ end
 return 1
 """
 
+# The same mark for an eviction, kept even while the worker is busy: it finishes
+# what it holds and claims nothing new. Returns the ids it still holds.
+_RETIRE_FOR_EVICTION = """
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+return redis.call('SMEMBERS', KEYS[2])
+"""
+
 # KEYS[1] = dedupe key; ARGV[1] = record JSON, ARGV[2] = TTL s, ARGV[3..] = channel, message pairs.
 _PUBLISH_ONCE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
@@ -37,6 +44,7 @@ class WorkerCommands:
         self.client = client
         self._publish_once = client.register_script(_PUBLISH_ONCE)
         self._retire = client.register_script(_RETIRE)
+        self._retire_for_eviction = client.register_script(_RETIRE_FOR_EVICTION)
 
     async def retire(self, worker_id: str, queue_key: str, ttl_seconds: int) -> bool:
         """Stop a worker from claiming; True if it holds no execution (its pod may go)."""
@@ -44,6 +52,13 @@ class WorkerCommands:
             keys=[worker_retiring_key(worker_id), held_key(queue_key, worker_id)], args=[ttl_seconds]
         )
         return bool(int(res))
+
+    async def retire_for_eviction(self, worker_id: str, queue_key: str, ttl_seconds: int) -> list[str]:
+        """Stop a worker from claiming (for `ttl_seconds`, even if busy); the executions it still holds."""
+        held = await self._retire_for_eviction(
+            keys=[worker_retiring_key(worker_id), held_key(queue_key, worker_id)], args=[ttl_seconds]
+        )
+        return sorted(h.decode() if isinstance(h, bytes) else str(h) for h in held)
 
     async def unretire(self, worker_id: str) -> None:
         """Undo `retire` for a worker whose pod was not deleted after all."""

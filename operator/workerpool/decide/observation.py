@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +11,9 @@ from ..contracts import names
 from ..contracts.wire import QueueStatus, WorkerInfo
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
+# A pod whose eviction was held this recently is leaving (drains retry every few
+# seconds and the webhook re-marks it; an abandoned drain's mark runs out).
+EVICTION_MARK_SECONDS = 120.0
 
 
 def fresh_window(heartbeat_interval: float) -> float:
@@ -27,6 +31,7 @@ class PodView:
     created: float  # epoch seconds
     template_hash: str | None
     owners: tuple[str, ...] = ()  # the uids in its ownerReferences
+    evicting_at: float | None = None  # epoch seconds its eviction was last held
 
     @property
     def active(self) -> bool:
@@ -45,7 +50,21 @@ class PodView:
             created=created,
             template_hash=(meta.get("labels") or {}).get(names.TEMPLATE_HASH_LABEL),
             owners=tuple(str(o.get("uid", "")) for o in meta.get("ownerReferences") or []),
+            evicting_at=_epoch((meta.get("annotations") or {}).get(names.EVICTING_ANNOTATION)),
         )
+
+    def leaving(self, now: float) -> bool:
+        """Its eviction is being held: it finishes what it runs and goes."""
+        return self.evicting_at is not None and now - self.evicting_at < EVICTION_MARK_SECONDS
+
+
+def _epoch(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    try:
+        return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None  # someone else's value: not a mark of ours
 
 
 @dataclass(frozen=True)

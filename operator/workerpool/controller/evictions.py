@@ -1,0 +1,103 @@
+"""Answering evictions of worker pods (the validating webhook on `pods/eviction`).
+
+An Eviction names only the pod (admission objectSelectors cannot see the pod's
+labels for the eviction subresource, kubernetes#110169), so every eviction in
+the cluster reaches the webhook and is matched here, in memory, against the
+pods the pool controllers watch: anything that is not one of our worker pods
+is allowed at once.
+
+For a worker pod: retire the worker in Redis (it claims nothing new) and ask
+what it still holds, in one script; allow when nothing, hold with 429 when
+something (the evicting client retries). A held pod is annotated, so the
+acting replica counts it as leaving and creates its replacement if demand
+needs it. Any replica can answer: Redis is the authority, not a replica's memory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+
+from redis.exceptions import RedisError
+
+from ..contracts import names
+from ..decide.eviction import EvictionVerdict, judge_eviction
+from ..decide.observation import EVICTION_MARK_SECONDS
+from . import metrics
+from .kube import ApiException
+from .pool import PoolController
+from .ports import Clock, Hub, KubeApi
+
+log = logging.getLogger(__name__)
+
+# How long a worker retired for an eviction stays retired without a retry of the
+# eviction (drains retry every few seconds; an abandoned drain lets it work again).
+EVICTION_RETIRE_TTL = int(EVICTION_MARK_SECONDS)
+MARK_REFRESH = EVICTION_MARK_SECONDS / 2
+
+
+class EvictionGate:
+    def __init__(
+        self,
+        pools: Mapping[tuple[str, str], PoolController],
+        hub_for: Callable[[str], Hub],
+        kube: KubeApi,
+        clock: Clock,
+    ) -> None:
+        self.pools, self.hub_for, self.kube, self.clock = pools, hub_for, kube, clock
+
+    def owner(self, namespace: str, pod: str) -> PoolController | None:
+        for (ns, _), ctl in self.pools.items():
+            if ns == namespace and ctl.state.owns(pod):
+                return ctl
+        return None
+
+    async def review(self, namespace: str, pod: str, dry_run: bool) -> EvictionVerdict | None:
+        """None: not one of our worker pods (allow)."""
+        ctl = self.owner(namespace, pod)
+        if ctl is None:
+            return None
+        tracked = ctl.state.workers.get(pod)
+        info = tracked.info if tracked is not None else None
+        if dry_run:  # no side effects: judged by the last heartbeat alone
+            held = [p.execution.execution_id for p in (info.processes if info else ()) if p.execution is not None]
+            verdict = judge_eviction(pod, held, info)
+        else:
+            verdict = judge_eviction(pod, await self._retire(ctl, pod), info)
+            await self._tell(ctl, pod, verdict)
+        return verdict
+
+    async def _retire(self, ctl: PoolController, pod: str) -> list[str] | None:
+        view = ctl.state.pods.get(pod)
+        if ctl.hub_url is None:
+            # No Redis to ask: only a pod whose containers never ran can hold nothing for sure.
+            return [] if view is not None and view.phase != "Running" else None
+        queue_key = ctl.queue_key
+        try:
+            return await self.hub_for(ctl.hub_url).commands.retire_for_eviction(pod, queue_key, EVICTION_RETIRE_TTL)
+        except (RedisError, OSError) as exc:
+            log.warning(
+                "%s/%s: eviction of %s: Redis unavailable: %s", ctl.namespace, ctl.name, pod, type(exc).__name__
+            )
+            return [] if view is not None and view.phase != "Running" else None
+
+    async def _tell(self, ctl: PoolController, pod: str, verdict: EvictionVerdict) -> None:
+        outcome = "allowed" if verdict.allowed else "held"
+        metrics.EVICTIONS.labels(ctl.namespace, ctl.name, outcome).inc()
+        log.info("%s/%s: eviction of %s %s: %s", ctl.namespace, ctl.name, pod, outcome, verdict.message)
+        await ctl.events.emit(verdict.event)
+        if not verdict.allowed:
+            await self._mark_leaving(ctl, pod)
+
+    async def _mark_leaving(self, ctl: PoolController, pod: str) -> None:
+        """Annotate a held pod (at most every MARK_REFRESH s): the acting replica replaces it."""
+        view = ctl.state.pods.get(pod)
+        now = self.clock.time()
+        if view is not None and view.evicting_at is not None and now - view.evicting_at < MARK_REFRESH:
+            return
+        stamp = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        try:
+            await self.kube.annotate_pod(ctl.namespace, pod, {names.EVICTING_ANNOTATION: stamp})
+        except ApiException as exc:  # the answer stands; only the replacement may come later
+            log.warning("%s/%s: could not mark %s as leaving: %s", ctl.namespace, ctl.name, pod, exc.reason)
