@@ -45,8 +45,8 @@ def _operator(args: argparse.Namespace) -> int:
         print(f"workerpool operator: configuration error: {exc}", file=sys.stderr)
         return 2
     start_http_server(config.metrics_port)
-    # One replica with --standalone (no peering): Kopf has no leader election,
-    # and equal peering priorities would freeze all replicas.
+    # --standalone (no Kopf peering): replicas elect a leader on a Lease of their
+    # own (controller/leader.py); Kopf's peering would freeze equal-priority replicas.
     kopf.run(
         standalone=True,
         clusterwide=not config.namespaces,
@@ -62,7 +62,14 @@ def _logging() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # Kopf logs every handled watch event at INFO: our own log lines say what happened.
-    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    kopf_objects = logging.getLogger("kopf.objects")
+    kopf_objects.setLevel(logging.WARNING)
+    kopf_objects.addFilter(_not_a_held_eviction)
+
+
+def _not_a_held_eviction(record: logging.LogRecord) -> bool:
+    """Kopf logs every denied admission as an ERROR; a held eviction is a normal answer (logged by us)."""
+    return not record.getMessage().startswith("Webhook 'eviction' failed permanently")
 
 
 def build_parser() -> argparse.ArgumentParser:

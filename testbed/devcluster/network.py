@@ -19,6 +19,7 @@ from pathlib import Path
 BRIDGE = "wpo0"
 POD_SUBNET = "10.244.0.0/24"
 GATEWAY = "10.244.0.1"
+BRIDGE_MAC = "02:42:0a:f4:00:01"  # locally administered; 0a:f4:00:01 = 10.244.0.1
 SERVICE_RANGE = "10.96.0.0/24"
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 CNI_NETWORK = "wpo-pods"
@@ -80,7 +81,11 @@ class NodeNetwork:
         _run("iptables", "-I", *_GUARD)
         self.ip_forward_before = _IP_FORWARD.read_text().strip()
         _IP_FORWARD.write_text("1")
-        _run("ip", "link", "add", BRIDGE, "type", "bridge")
+        # A fixed MAC: a bridge otherwise takes the lowest MAC of its ports and changes
+        # it whenever a pod's veth comes or goes, and every pod's ARP entry for the
+        # gateway (where Redis and the apiserver listen) points at a MAC nobody answers
+        # to until it expires: the running workers' connections time out for ~30 s.
+        _run("ip", "link", "add", BRIDGE, "address", BRIDGE_MAC, "type", "bridge")
         _run("ip", "addr", "add", f"{GATEWAY}/24", "dev", BRIDGE)
         _run("ip", "link", "set", BRIDGE, "up")
         self._write_cni_config()

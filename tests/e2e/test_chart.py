@@ -61,22 +61,30 @@ def image_values() -> list[str]:
 
 
 class InClusterOperator:
-    """The operator as the chart deploys it: one Deployment's pod, read through kubectl."""
+    """The operator as the chart deploys it: the Deployment's pods, read through kubectl."""
 
     def __init__(self, stack: DevStack, release: tuple[str, str]) -> None:
         self.stack = stack
         self.name, self.ns = release
         self.deployment = f"{self.name}-workerpool-operator"
 
-    def pod(self) -> dict[str, Any]:
+    def pods(self) -> list[dict[str, Any]]:
         out = self.stack.cluster.kubectl(
             "get", "pods", "-n", self.ns, "-l", f"app.kubernetes.io/instance={self.name}", "-o", "json"
         )
-        (pod,) = json.loads(out.stdout)["items"]
-        return pod  # type: ignore[no-any-return]
+        return json.loads(out.stdout)["items"]  # type: ignore[no-any-return]
 
     def logs(self) -> str:
-        return self.stack.cluster.kubectl("logs", f"deployment/{self.deployment}", "-n", self.ns, check=False).stdout
+        return "".join(
+            self.stack.cluster.kubectl("logs", p["metadata"]["name"], "-n", self.ns, check=False).stdout
+            for p in self.pods()
+        )
+
+    def leader(self) -> str | None:
+        lease = self.stack.cluster.kubectl(
+            "get", "lease", self.deployment, "-n", self.ns, "-o", "jsonpath={.spec.holderIdentity}", check=False
+        )
+        return lease.stdout.strip() or None
 
 
 def install(stack: DevStack, release: tuple[str, str], *values: str) -> InClusterOperator:
@@ -94,9 +102,16 @@ def install(stack: DevStack, release: tuple[str, str], *values: str) -> InCluste
     return InClusterOperator(stack, release)
 
 
-def fetch_from_a_pod(stack: DevStack, namespace: str, url: str) -> str:
-    """GET `url` from inside a pod of the cluster (the project's image, restricted), its output."""
-    script = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=10).read().decode())"
+SEPARATOR = "\n--- next ---\n"
+
+
+def fetch_from_a_pod(stack: DevStack, namespace: str, *urls: str) -> list[str]:
+    """GET each URL from inside a pod of the cluster (the project's image, restricted): the bodies."""
+    script = (
+        "import urllib.request\n"
+        f"for url in {list(urls)!r}:\n"
+        f"    print(urllib.request.urlopen(url, timeout=10).read().decode(), end={SEPARATOR!r})\n"
+    )
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -129,7 +144,7 @@ def fetch_from_a_pod(stack: DevStack, namespace: str, url: str) -> str:
     )
     out = stack.cluster.kubectl("logs", "curl", "-n", namespace).stdout
     assert phase == "Succeeded", out
-    return out
+    return out.split(SEPARATOR)[: len(urls)]
 
 
 def can_i(stack: DevStack, sa: str, *args: str) -> bool:
@@ -185,6 +200,16 @@ def test_the_chart_runs_the_operator_in_cluster_through_the_full_flow(
     assert can_i(stack, sa, "create", "pods", "-n", namespace)
     assert can_i(stack, sa, "patch", "workerpools.bifrost.dev", "--subresource=status", "-n", namespace)
     assert can_i(stack, sa, "get", "secrets", "-n", namespace)
+    # Its Lease and its webhook's Secret and configuration: by name.
+    assert can_i(stack, sa, "update", f"leases.coordination.k8s.io/{op.deployment}", "-n", ns)
+    assert not can_i(stack, sa, "update", "leases.coordination.k8s.io/other", "-n", ns)
+    assert not can_i(stack, sa, "create", "leases.coordination.k8s.io", "-n", namespace)
+    assert can_i(stack, sa, "update", f"secrets/{op.deployment}-webhook-tls", "-n", ns)
+    assert not can_i(stack, sa, "update", "secrets/other", "-n", ns)
+    vwc = f"validatingwebhookconfigurations.admissionregistration.k8s.io/{op.deployment}-evictions"
+    assert can_i(stack, sa, "patch", vwc)
+    assert not can_i(stack, sa, "patch", "validatingwebhookconfigurations.admissionregistration.k8s.io/other")
+    assert not can_i(stack, sa, "create", "validatingwebhookconfigurations.admissionregistration.k8s.io")
     # What it does not need.
     assert not can_i(stack, sa, "get", "secrets", "-n", "default")
     assert not can_i(stack, sa, "list", "secrets", "-n", namespace)
@@ -194,13 +219,17 @@ def test_the_chart_runs_the_operator_in_cluster_through_the_full_flow(
     assert not can_i(stack, sa, "patch", "workerpools.bifrost.dev", "-n", namespace)  # never writes spec
     assert not can_i(stack, sa, "list", "customresourcedefinitions.apiextensions.k8s.io")
 
-    # In the pod: restricted, read-only root, uid 10001, its probes passing (Ready, never restarted).
-    pod = op.pod()
-    container = pod["spec"]["containers"][0]
-    assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert pod["spec"]["securityContext"]["runAsUser"] == 10001
-    assert {"livenessProbe", "readinessProbe"} <= set(container)
-    assert {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"] == "True"
+    # Two replicas, one leader. In each pod: restricted, read-only root, uid 10001, probes passing.
+    pods = op.pods()
+    assert len(pods) == 2
+    leader = wait_until(op.leader, timeout=READY, what="a leader")
+    assert leader in [p["metadata"]["name"] for p in pods]
+    for pod in pods:
+        container = pod["spec"]["containers"][0]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert pod["spec"]["securityContext"]["runAsUser"] == 10001
+        assert container["livenessProbe"] != container["readinessProbe"]
+        assert {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"] == "True"
 
     client = Client(redis_server.url)
     pools = Pools(stack, namespace)
@@ -219,16 +248,39 @@ def test_the_chart_runs_the_operator_in_cluster_through_the_full_flow(
     assert all(client.wait_result(i, timeout=60).success for i in ids)
     pools.wait_status("p", lambda s: s.get("workers") == 1, "scaled back down", timeout=SCALE)
 
-    # Its metrics, through its Service, from another pod; the pool's series are there.
+    # Metrics from both replicas (through the Service and from each pod), from another pod: the
+    # leader says it leads and has the pool's series; the standby says it does not lead.
     service = json.loads(
         stack.cluster.kubectl("get", "service", f"{op.deployment}-metrics", "-n", ns, "-o", "json").stdout
     )
     ip, port = service["spec"]["clusterIP"], service["spec"]["ports"][0]["port"]
-    metrics = fetch_from_a_pod(stack, namespace, f"http://{ip}:{port}/metrics")
-    assert f'workerpool_reconcile_duration_seconds_count{{namespace="{namespace}",pool="p"}}' in metrics
+    by_pod = {p["metadata"]["name"]: f"http://{p['status']['podIP']}:{port}/metrics" for p in op.pods()}
+    through_service, *scrapes = fetch_from_a_pod(stack, namespace, f"http://{ip}:{port}/metrics", *by_pod.values())
+    assert "workerpool_leader" in through_service
+    leader = op.leader()
+    for pod, text in zip(by_pod, scrapes, strict=True):
+        series = f'workerpool_reconcile_duration_seconds_count{{namespace="{namespace}",pool="p"}}'
+        assert (series in text) == (pod == leader), pod
+        assert f"workerpool_leader {1.0 if pod == leader else 0.0}" in text, pod
 
-    pod = op.pod()
-    assert pod["status"]["containerStatuses"][0]["restartCount"] == 0  # liveness never failed
+    # The eviction webhook through its Service: the API server calls it with the injected CA.
+    (worker,) = [p["metadata"]["name"] for p in pools.live_pods("p")]
+    eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": worker, "namespace": namespace}}
+    stack.cluster.kubectl(
+        "create",
+        "--raw",
+        f"/api/v1/namespaces/{namespace}/pods/{worker}/eviction",
+        "-f",
+        "-",
+        input=json.dumps(eviction),
+    )
+    wait_until(
+        lambda: [e for e in pools.events("p") if e["reason"] == "EvictionAllowed" and worker in e["message"]],
+        timeout=READY,
+        what="the webhook's EvictionAllowed event",
+    )
+
+    assert all(p["status"]["containerStatuses"][0]["restartCount"] == 0 for p in op.pods())  # liveness held
     logs = op.logs()
     assert "Forbidden" not in logs
     assert not [line for line in logs.splitlines() if " 403 " in line or "status=403" in line]

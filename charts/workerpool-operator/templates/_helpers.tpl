@@ -33,6 +33,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
+{{- define "wpo.webhookConfigurationName" -}}
+{{- printf "%s-evictions" (include "wpo.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "wpo.webhookSecretName" -}}
+{{- printf "%s-webhook-tls" (include "wpo.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{/* The permissions the operator needs, shared by the ClusterRole and the per-namespace Roles. */}}
 {{- define "wpo.rules" -}}
 # WorkerPools: watched (Kopf on.event handlers only: Kopf never patches them).
@@ -43,10 +51,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["bifrost.dev"]
   resources: ["workerpools/status"]
   verbs: ["get", "patch"]
-# Worker pods: created, watched, deleted (never updated: replaced instead).
+# Worker pods: created, watched, deleted (never updated: replaced instead);
+# patched only to mark one whose eviction is held (bifrost.dev/evicting).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["get", "list", "watch", "create", "delete", "patch"]
 # spec.redis.urlSecretRef: get by name only (no list/watch of Secrets).
 - apiGroups: [""]
   resources: ["secrets"]

@@ -19,15 +19,17 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
 
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from ..contracts import names
+from ..contracts.resource import WorkerPool
 from ..decide.eviction import EvictionVerdict, judge_eviction
 from ..decide.observation import EVICTION_MARK_SECONDS
 from . import metrics
 from .kube import ApiException
 from .pool import PoolController
-from .ports import Clock, Hub, KubeApi
+from .ports import Clock, Commands, KubeApi
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +43,11 @@ class EvictionGate:
     def __init__(
         self,
         pools: Mapping[tuple[str, str], PoolController],
-        hub_for: Callable[[str], Hub],
+        commands_for: Callable[[str], Commands],
         kube: KubeApi,
         clock: Clock,
     ) -> None:
-        self.pools, self.hub_for, self.kube, self.clock = pools, hub_for, kube, clock
+        self.pools, self.commands_for, self.kube, self.clock = pools, commands_for, kube, clock
 
     def owner(self, namespace: str, pod: str) -> PoolController | None:
         for (ns, _), ctl in self.pools.items():
@@ -70,17 +72,17 @@ class EvictionGate:
 
     async def _retire(self, ctl: PoolController, pod: str) -> list[str] | None:
         view = ctl.state.pods.get(pod)
-        if ctl.hub_url is None:
-            # No Redis to ask: only a pod whose containers never ran can hold nothing for sure.
-            return [] if view is not None and view.phase != "Running" else None
-        queue_key = ctl.queue_key
         try:
-            return await self.hub_for(ctl.hub_url).commands.retire_for_eviction(pod, queue_key, EVICTION_RETIRE_TTL)
-        except (RedisError, OSError) as exc:
-            log.warning(
-                "%s/%s: eviction of %s: Redis unavailable: %s", ctl.namespace, ctl.name, pod, type(exc).__name__
-            )
-            return [] if view is not None and view.phase != "Running" else None
+            # A standby replica answers too: it resolves the pool's Redis itself.
+            target = await redis_target(ctl)
+            if target is not None:
+                url, queue_key = target
+                return await self.commands_for(url).retire_for_eviction(pod, queue_key, EVICTION_RETIRE_TTL)
+        except (RedisError, OSError, ApiException) as exc:
+            error = type(exc).__name__
+            log.warning("%s/%s: eviction of %s: Redis unavailable: %s", ctl.namespace, ctl.name, pod, error)
+        # No Redis to ask: only a pod whose containers never ran can hold nothing for sure.
+        return [] if view is not None and view.phase != "Running" else None
 
     async def _tell(self, ctl: PoolController, pod: str, verdict: EvictionVerdict) -> None:
         outcome = "allowed" if verdict.allowed else "held"
@@ -101,3 +103,15 @@ class EvictionGate:
             await self.kube.annotate_pod(ctl.namespace, pod, {names.EVICTING_ANNOTATION: stamp})
         except ApiException as exc:  # the answer stands; only the replacement may come later
             log.warning("%s/%s: could not mark %s as leaving: %s", ctl.namespace, ctl.name, pod, exc.reason)
+
+
+async def redis_target(ctl: PoolController) -> tuple[str, str] | None:
+    """A pool's Redis URL and queue key, also on a replica that is not acting (None: unknown)."""
+    if ctl.hub_url is not None:
+        return ctl.hub_url, ctl.queue_key
+    try:
+        pool = WorkerPool.from_body(ctl.body)
+    except ValidationError:
+        return None
+    url, _ = await ctl.redis_url.get(pool.spec)
+    return (url, pool.spec.redis.queue_key) if url is not None else None

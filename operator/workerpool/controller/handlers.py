@@ -31,6 +31,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.webhook = WebhookKeeper(kube, config) if config.webhook_port else None
     if memo.webhook is not None:
         await memo.webhook.setup(settings)
+        # Registered only when served: Kopf refuses to run admission handlers without a server.
+        kopf.on.validate("", "v1", "pods", subresource="eviction", operations=["CREATE"], id="eviction")(eviction)
     memo.leadership = Leadership(config, kube, memo.manager)
     await memo.leadership.start()
 
@@ -44,7 +46,6 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await memo.manager.stop()
 
 
-@kopf.on.validate("", "v1", "pods", subresource="eviction", operations=["CREATE"], id="eviction")
 async def eviction(body: kopf.Body, dryrun: bool, memo: kopf.Memo, **_: Any) -> None:
     """Allow evicting a worker pod only when it runs no execution (else 429: the evicting client retries)."""
     verdict = await memo.manager.evictions.review(body.metadata.namespace or "", body.metadata.name or "", dryrun)

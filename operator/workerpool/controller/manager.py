@@ -23,7 +23,8 @@ from .evictions import EvictionGate
 from .kube import Kube
 from .pool import PoolController
 from .ports import SYSTEM_CLOCK, PoolDeps
-from .redis_hub import RedisHub
+from .redis_hub import RedisHub, redis_client
+from .worker_commands import WorkerCommands
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,9 @@ class Manager:
             status_volatile_refresh=config.status_volatile_refresh,
             progress=self._progress,
         )
-        self.evictions = EvictionGate(self.pools, self.hub_for, kube, SYSTEM_CLOCK)
+        self.evictions = EvictionGate(self.pools, self.commands_for, kube, SYSTEM_CLOCK)
+        # Command-only Redis clients for a replica that is not acting (no hub, no subscriptions).
+        self._command_clients: dict[str, WorkerCommands] = {}
 
     def _progress(self) -> None:
         self.last_progress = time.monotonic()
@@ -74,6 +77,8 @@ class Manager:
             await pool.stop()
         for hub in list(self.hubs.values()):
             await hub.stop()
+        for commands in self._command_clients.values():
+            await commands.client.aclose()
         await self.kube.close()
 
     # --- Kopf events ---------------------------------------------------------------------
@@ -122,6 +127,16 @@ class Manager:
             hub = self.hubs[url] = RedisHub(url, self.config.resync_seconds, self.config.queue_poll_seconds)
             hub.start()
         return hub
+
+    def commands_for(self, url: str) -> WorkerCommands:
+        """Commands to the workers of a Redis: through its hub when there is one."""
+        hub = self.hubs.get(url)
+        if hub is not None:
+            return hub.commands
+        commands = self._command_clients.get(url)
+        if commands is None:
+            commands = self._command_clients[url] = WorkerCommands(redis_client(url))
+        return commands
 
     def release_hub(self, url: str, namespace: str, name: str) -> None:
         hub = self.hubs.get(url)

@@ -89,6 +89,11 @@ class LoopHealth:
         return next((self.errors[name] for name in LOOPS if name in self.errors), None)
 
 
+def redis_client(url: str) -> aioredis.Redis:
+    """A client that fails fast (a hung Redis must not hang a pool's round or an eviction's answer)."""
+    return aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=15)
+
+
 def describe_error(exc: BaseException, url: str) -> str:
     """An error's text for conditions and logs, with the hub's URL redacted should it appear."""
     return f"{type(exc).__name__}: {exc}".replace(url, redact(url))[:200]
@@ -116,9 +121,7 @@ class RedisHub:
 
     def __post_init__(self) -> None:
         self.label = "redis-" + hashlib.sha256(self.url.encode()).hexdigest()[:8]
-        self.client = aioredis.Redis.from_url(
-            self.url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=15
-        )
+        self.client = redis_client(self.url)
         self.commands = WorkerCommands(self.client)
         self._queues: dict[str, QueueStatus] = {}  # empty until the first reading
         self._resync_now = asyncio.Event()

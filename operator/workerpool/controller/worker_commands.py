@@ -58,7 +58,7 @@ class WorkerCommands:
         held = await self._retire_for_eviction(
             keys=[worker_retiring_key(worker_id), held_key(queue_key, worker_id)], args=[ttl_seconds]
         )
-        return sorted(h.decode() if isinstance(h, bytes) else str(h) for h in held)
+        return sorted(h.decode() if isinstance(h, bytes) else str(h) for h in held or ())
 
     async def unretire(self, worker_id: str) -> None:
         """Undo `retire` for a worker whose pod was not deleted after all."""

@@ -1,0 +1,116 @@
+"""Two operator replicas on one Lease, against the real API server, node and Redis:
+one acts; kill -9 the leader during a burst with a recycle pending, and the
+standby takes over with nothing done twice and no busy worker deleted."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from devcluster.client import Client
+from devcluster.harness import (
+    FAST_LEASE,
+    READY,
+    OperatorProcess,
+    Pools,
+    lease_holder,
+    pool_manifest,
+    replica_env,
+    wait_until,
+)
+from devcluster.redis_server import RedisServer
+from devcluster.stack import DevStack
+
+pytestmark = pytest.mark.cluster
+
+MAX_WORKERS = 4
+
+
+def replica(stack: DevStack, namespace: str, tmp_path: Path, identity: str) -> OperatorProcess:
+    log_dir = tmp_path / identity
+    log_dir.mkdir()
+    return OperatorProcess(stack, namespace, log_dir, **replica_env(namespace, identity, "wpo-leader")).start()
+
+
+def test_the_standby_takes_over_a_burst_and_a_pending_recycle_exactly_once(
+    stack: DevStack, namespace: str, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    pools, client = Pools(stack, namespace), Client(redis_server.url)
+    a = replica(stack, namespace, tmp_path, "a")
+    wait_until(lambda: lease_holder(stack, namespace, "wpo-leader") == "a", timeout=READY, what="a to lead")
+    b = replica(stack, namespace, tmp_path, "b")
+    try:
+        pools.apply(pool_manifest("p", redis_server.url, maxWorkers=MAX_WORKERS, processes={"min": 1, "max": 1}))
+        status = pools.wait_status("p", lambda s: s.get("readyWorkers") == 1, "1 ready worker", timeout=READY)
+        first = status["workerDetails"][0]["workerId"]
+        assert b.metric("workerpool_leader") == 0 and a.metric("workerpool_leader") == 1
+        assert b.metric("workerpool_status_writes_total", namespace=namespace, pool="p") == 0  # the standby acts not
+
+        commands = client.r.pubsub(ignore_subscribe_messages=True)
+        commands.psubscribe("worker:*:commands")
+        ids = [client.submit("sleep", {"seconds": 3}) for _ in range(6)]
+        pools.wait_status("p", lambda s: s.get("busyCount", 0) >= 1, "the burst running", timeout=READY)
+        pools.annotate("p", f"{first}@failover")
+        a.kill()  # kill -9 with the recycle maybe handled, maybe not
+
+        wait_until(lambda: lease_holder(stack, namespace, "wpo-leader") == "b", timeout=3 * FAST_LEASE["duration"],
+                   what="b to take the lease")  # fmt: skip
+        handled = pools.wait_status(
+            "p",
+            lambda s: s.get("lastRecycle", {}).get("request") == f"{first}@failover",
+            "the pending recycle handled",
+            timeout=READY,
+        )
+        assert [r["status"] for r in handled["lastRecycle"]["results"]] == ["recycle_requested"]
+        most = 0
+        deadline = time.monotonic() + 60
+        while len([i for i in ids if client.result(i) is not None]) < len(ids):
+            assert time.monotonic() < deadline, "the burst did not finish"
+            most = max(most, len(pools.live_pods("p")))
+            time.sleep(0.2)
+        results = [client.result(i) for i in ids]
+        assert all(r is not None and r.success for r in results), results
+        assert most <= MAX_WORKERS  # no duplicate pods from two actors
+        # The standby acts now: it writes the status, and the pool scales back to one worker.
+        pools.wait_status("p", lambda s: s.get("workers") == 1 and s.get("busyCount") == 0, "scaled down", timeout=60)
+        assert b.metric("workerpool_status_writes_total", namespace=namespace, pool="p") >= 1
+        assert b.metric("workerpool_leader") == 1
+        sent: Counter[str] = Counter()
+        quiet_until = time.monotonic() + 2  # everything published long before: already buffered
+        while time.monotonic() < quiet_until:
+            if (m := commands.get_message(timeout=0.2)) is not None:
+                sent[m["channel"].decode()] += 1
+                assert json.loads(m["data"])["type"] == "recycle"
+        assert sent == Counter({f"worker:{first}:commands": 1}), sent  # published exactly once
+        commands.close()
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_stopped_leader_hands_over_at_once(
+    stack: DevStack, namespace: str, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A clean shutdown (rolling update, drain) releases the lease: no wait for it to run out."""
+    pools = Pools(stack, namespace)
+    a = replica(stack, namespace, tmp_path, "a")
+    wait_until(lambda: lease_holder(stack, namespace, "wpo-leader") == "a", timeout=READY, what="a to lead")
+    b = replica(stack, namespace, tmp_path, "b")
+    try:
+        pools.apply(pool_manifest("p", redis_server.url))
+        pools.wait_status("p", lambda s: s.get("readyWorkers") == 1, "1 ready worker", timeout=READY)
+        a.stop()
+        wait_until(
+            lambda: lease_holder(stack, namespace, "wpo-leader") == "b",
+            timeout=FAST_LEASE["duration"] - 1,  # sooner than a lease could run out
+            what="b to take the released lease",
+        )
+        pools.apply(pool_manifest("p", redis_server.url, minWorkers=2))
+        pools.wait_status("p", lambda s: s.get("readyWorkers") == 2, "b acting on a spec change", timeout=READY)
+    finally:
+        a.stop()
+        b.stop()
