@@ -220,13 +220,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="wpo-bench-"))
     with DevStack(work / "stack") as stack:
         assert stack.redis is not None
-        stack.cluster.kubectl("create", "namespace", NS)
-        stack.cluster.kubectl("label", "namespace", NS, "pod-security.kubernetes.io/enforce=restricted")
-        wait_until(
-            lambda: stack.cluster.kubectl("get", "sa", "default", "-n", NS, check=False).returncode == 0,
-            timeout=30,
-            what="the default ServiceAccount",
-        )
+        stack.restricted_namespace(NS)
         beats = FirstHeartbeats(stack.redis.url)
         op = OperatorProcess(stack, NS, work).start()
         try:

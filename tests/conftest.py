@@ -14,7 +14,6 @@ import pytest
 from devcluster.procs import pid_alive
 from devcluster.redis_server import RedisServer
 from devcluster.stack import DevStack
-from devcluster.waiting import wait_until
 
 NAMESPACE_READY = 30.0
 
@@ -55,14 +54,7 @@ def namespace(stack: DevStack) -> Iterator[str]:
     ServiceAccount exists (pods are refused before that).
     """
     name = f"t-{uuid.uuid4().hex[:8]}"
-    stack.cluster.kubectl("create", "namespace", name)
-    stack.cluster.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
-    wait_until(
-        lambda: stack.cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
-        timeout=NAMESPACE_READY,
-        what=f"the default ServiceAccount in {name}",
-        interval=0.1,
-    )
+    stack.restricted_namespace(name, timeout=NAMESPACE_READY)
     try:
         yield name
     finally:

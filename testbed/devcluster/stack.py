@@ -18,6 +18,7 @@ from .controlplane import LocalCluster
 from .node import NODE_NAME, LocalNode
 from .procs import pid_alive
 from .redis_server import RedisServer
+from .waiting import wait_until
 
 CRD_PATH = REPO_ROOT / "crds" / "workerpool.yaml"
 IMAGE_DIR = REPO_ROOT / "build" / "image"
@@ -69,6 +70,18 @@ class DevStack:
             self.redis.stop()
         self.cluster.stop()
         self.network.down()
+
+    def restricted_namespace(self, name: str, timeout: float = 30.0) -> None:
+        """A namespace where Pod Security enforces "restricted", as a careful cluster has; returned once
+        its `default` ServiceAccount exists (pods are refused before that)."""
+        self.cluster.kubectl("create", "namespace", name)
+        self.cluster.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
+        wait_until(
+            lambda: self.cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
+            timeout=timeout,
+            what=f"the default ServiceAccount in {name}",
+            interval=0.1,
+        )
 
     def new_redis(self, workdir: Path) -> RedisServer:
         """Another redis-server that pods can reach (the tests' own, one per test)."""

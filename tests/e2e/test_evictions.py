@@ -5,8 +5,6 @@ it runs one. The operator serves the webhook; the apiserver calls it."""
 
 from __future__ import annotations
 
-import json
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,15 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from devcluster import binaries
 from devcluster.client import Client
 from devcluster.harness import READY, OperatorProcess, Pools, pool_manifest, wait_until
-from devcluster.network import GATEWAY
 from devcluster.procs import free_port
 from devcluster.redis_server import RedisServer
 from devcluster.stack import DevStack
+from devcluster.webhooks import apply_configuration, evict, wait_served, webhook_env
 
 from .helpers import get_json
 
@@ -32,70 +29,13 @@ NODE = "wpo-node"
 DRAIN_TIMEOUT = 90
 
 
-def webhook_configuration(name: str, namespace: str, port: int) -> dict[str, Any]:
-    """As the chart ships it, but pointed at the operator process on the bridge and scoped to one namespace."""
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [
-            {
-                "name": "evictions.workerpool.bifrost.dev",
-                "admissionReviewVersions": ["v1"],
-                "sideEffects": "NoneOnDryRun",
-                "failurePolicy": "Ignore",
-                "timeoutSeconds": 5,
-                "matchPolicy": "Equivalent",
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-                "rules": [
-                    {
-                        "apiGroups": [""],
-                        "apiVersions": ["v1"],
-                        "resources": ["pods/eviction"],
-                        "operations": ["CREATE"],
-                        "scope": "Namespaced",
-                    }
-                ],
-                "clientConfig": {"url": f"https://{GATEWAY}:{port}/eviction"},
-            }
-        ],
-    }
-
-
-def serving(port: int) -> bool:
-    try:
-        with socket.create_connection((GATEWAY, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def webhook_operator(stack: DevStack, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
     port, name = free_port(), f"wpo-evictions-{namespace}"
-    manifest = tmp_path / "webhook.yaml"
-    manifest.write_text(yaml.safe_dump(webhook_configuration(name, namespace, port)))
-    stack.cluster.kubectl("apply", "-f", str(manifest))
-    op = OperatorProcess(
-        stack,
-        namespace,
-        tmp_path,
-        WORKERPOOL_WEBHOOK_PORT=str(port),
-        WORKERPOOL_WEBHOOK_HOSTS=GATEWAY,
-        WORKERPOOL_WEBHOOK_CONFIGURATION=name,
-    ).start()
+    apply_configuration(stack, name, namespace, port, tmp_path)
+    op = OperatorProcess(stack, namespace, tmp_path, **webhook_env(name, port)).start()
     try:
-        wait_until(
-            lambda: (
-                (get_json(stack.cluster, "validatingwebhookconfiguration", name) or {})
-                .get("webhooks", [{}])[0]
-                .get("clientConfig", {})
-                .get("caBundle")
-            ),
-            timeout=READY,
-            what="the operator to inject its CA into the webhook configuration",
-        )
-        wait_until(lambda: serving(port), timeout=READY, what="the webhook server")
+        wait_served(stack, name, port)
         yield op
     finally:
         op.stop()
@@ -110,15 +50,6 @@ def pools(stack: DevStack, namespace: str) -> Pools:
 @pytest.fixture
 def client(redis_server: RedisServer) -> Client:
     return Client(redis_server.url)
-
-
-def evict(stack: DevStack, namespace: str, pod: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    body = tmp_path / f"evict-{pod}.json"
-    eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": pod, "namespace": namespace}}
-    body.write_text(json.dumps(eviction))
-    path = f"/api/v1/namespaces/{namespace}/pods/{pod}/eviction"
-    # -v=6 logs the response's status line: a held eviction must be a 429 (what drains retry on).
-    return stack.cluster.kubectl("create", "--raw", path, "-f", str(body), "-v=6", check=False)
 
 
 def workers(pools: Pools, name: str, count: int) -> list[str]:
@@ -157,13 +88,13 @@ def test_an_idle_worker_is_evicted_at_once_and_a_busy_one_is_held_with_429_and_r
     busy = next(w["workerId"] for w in status["workerDetails"] if w["busyCount"] == 1)
     (idle,) = [w for w in names if w != busy]
 
-    held = evict(stack, namespace, busy, tmp_path)
+    held = evict(stack, namespace, busy)
     assert held.returncode != 0
     assert "429 Too Many Requests" in held.stderr, held.stderr
     assert eid in held.stderr and "running 1 execution" in held.stderr
     assert not terminating(stack, namespace, busy)
 
-    allowed = evict(stack, namespace, idle, tmp_path)
+    allowed = evict(stack, namespace, idle)
     assert allowed.returncode == 0, allowed.stderr
     assert terminating(stack, namespace, idle)
 
@@ -176,7 +107,7 @@ def test_an_idle_worker_is_evicted_at_once_and_a_busy_one_is_held_with_429_and_r
     result = client.wait_result(eid, timeout=30)
     assert result.success and result.worker_id == busy
     wait_until(
-        lambda: evict(stack, namespace, busy, tmp_path).returncode == 0,
+        lambda: evict(stack, namespace, busy).returncode == 0,
         timeout=30,
         what="the eviction of the finished worker to be allowed",
         interval=1.0,
@@ -254,7 +185,7 @@ def test_with_the_webhook_down_evictions_go_through_and_the_worker_still_drains(
     eid = client.submit("sleep", {"seconds": 4})
     pools.wait_status("p", lambda s: s.get("busyCount") == 1, "the worker busy")
     webhook_operator.stop()
-    evicted = evict(stack, namespace, worker, tmp_path)
+    evicted = evict(stack, namespace, worker)
     assert evicted.returncode == 0, evicted.stderr
     result = client.wait_result(eid, timeout=30)
     assert result.success and result.worker_id == worker
