@@ -19,7 +19,6 @@ from .config import OperatorConfig
 from .kube import Kube
 from .leadership import Leadership
 from .manager import Manager
-from .webhook import WebhookKeeper
 
 
 @kopf.on.startup()
@@ -28,8 +27,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     configure(settings)
     config, kube = OperatorConfig.from_env(), await Kube.connect()
     memo.manager = Manager(config, kube)
-    memo.webhook = WebhookKeeper(kube, config) if config.webhook_port else None
-    if memo.webhook is not None:
+    memo.webhook = None
+    if config.webhook_port:
+        # Imported only when served: `cryptography` costs ~10 MiB of RSS.
+        from .webhook import WebhookKeeper
+
+        memo.webhook = WebhookKeeper(kube, config)
         await memo.webhook.setup(settings)
         # Registered only when served: Kopf refuses to run admission handlers without a server.
         kopf.on.validate("", "v1", "pods", subresource="eviction", operations=["CREATE"], id="eviction")(eviction)
