@@ -177,11 +177,13 @@ class Demo:
         self.say(f"submitting a burst of {BURST} executions (4 s each); 4 processes per worker, max 5 workers")
         burst = self.submit(BURST)
         self.watch_until(lambda s: s.get("desiredWorkers") == 5 and s.get("workers") == 5, 90, "scale-up")
+        held = self.evict(self.busy_worker(), "a busy worker (as kubectl drain would): the operator's webhook holds it")
         self.watch_until(
             lambda s: s.get("busyCount") == 0 and s.get("queue", {}).get("depth") == 0, 120, "the burst to finish"
         )
         _, err = burst.communicate(timeout=120)
         print("  " + err.strip().splitlines()[-1])
+        self.evict(held, "it again, now that its executions are done (drain retries every 5 s)")
         self.say("demand is gone: after scaleDownDelaySeconds the operator removes idle workers")
         # Settled: one pod, and the removed workers have deregistered (they drain and exit on SIGTERM).
         self.watch_until(
@@ -209,8 +211,25 @@ class Demo:
             raise SystemExit("demo: the recycled process was not replaced")
         print(self.kubectl("describe", "wp", POOL, "-n", NS).split("Events:")[-1])
 
+    def busy_worker(self) -> str:
+        return next(w["workerId"] for w in self.pool()["status"]["workerDetails"] if w["busyCount"] > 0)
+
+    def evict(self, pod: str, why: str) -> str:
+        """What `kubectl drain` and the autoscalers do: the Eviction API (a held one answers 429)."""
+        self.say(f"evicting {pod}: {why}")
+        eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": pod, "namespace": NS}}
+        out = subprocess.run(
+            [str(binaries.find("kubectl")), "--kubeconfig", str(self.kubeconfig), "create", "--raw",
+             f"/api/v1/namespaces/{NS}/pods/{pod}/eviction", "-f", "-"],
+            input=json.dumps(eviction), capture_output=True, text=True, env=self.env,
+        )  # fmt: skip
+        print(f"  {out.stderr.strip() if out.returncode else 'allowed: evicted'}")
+        return pod
+
     def operator_log(self, path: Path) -> None:
-        path.write_text(self.kubectl("logs", f"deployment/{RELEASE}", "-n", RELEASE_NS, check=False))
+        """Both replicas' logs, each line prefixed with its pod."""
+        selector = f"app.kubernetes.io/instance={RELEASE}"
+        path.write_text(self.kubectl("logs", "-l", selector, "-n", RELEASE_NS, "--prefix", "--tail=-1", check=False))
 
 
 def local() -> int:

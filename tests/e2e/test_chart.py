@@ -157,7 +157,16 @@ def test_helm_lint_is_clean(stack: DevStack) -> None:
     assert "0 chart(s) failed" in out
 
 
-@pytest.mark.parametrize("values", [[], ["--set", "watchNamespaces={a,b}"], ["--set", "metrics.service.enabled=false"]])
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        ["--set", "watchNamespaces={a,b}"],
+        ["--set", "metrics.service.enabled=false"],
+        ["--set", "networkPolicy.enabled=true", "--set", "networkPolicy.metricsNamespaces={monitoring}"],
+        ["--set", "replicas=1", "--set", "evictionWebhook.enabled=false", "--set", "leaderElection.enabled=false"],
+    ],
+)
 def test_rendered_chart_is_accepted_by_the_api_server(stack: DevStack, values: list[str]) -> None:
     ns = f"dry-{uuid.uuid4().hex[:6]}"
     stack.cluster.kubectl("create", "namespace", ns)

@@ -116,3 +116,11 @@ def test_scale_up_and_the_next_check_come_from_the_scale_decision() -> None:
     assert plan.scale.create == 0 and plan.scale.desired == 1
     assert plan.events == tuple(plan.scale.events)
     assert plan.recheck_after == plan.scale.recheck_after
+
+
+def test_the_pool_wakes_when_its_first_fresh_worker_would_fall_silent() -> None:
+    """No event marks a heartbeat that did not come: the Plan schedules the look."""
+    obs = observation()
+    assert obs.stale_in is None and decide(pool(), obs, Context("h"), PoolMemory(), NOW).recheck_after is None
+    silent_soon = Observation(obs.pods, obs.workers, obs.queue, None, obs.now, stale_in=3.5)
+    assert decide(pool(), silent_soon, Context("h"), PoolMemory(), NOW).recheck_after == 3.5

@@ -328,3 +328,16 @@ async def test_errors_back_off_exponentially_with_bounded_jitter_and_reset_on_su
 
 def retry_gauge() -> float | None:
     return REGISTRY.get_sample_value("workerpool_reconcile_retry_delay_seconds", {"namespace": NS, "pool": POOL})
+
+
+async def test_a_silent_worker_is_noticed_without_any_event(world: World) -> None:
+    """Its pool wakes when the heartbeat window runs out, and the status says so."""
+    await ready_pool(world)
+    await world.reconcile()
+    assert world.kube.status["readyWorkers"] == 1
+    due = world.ctl.next_scale_check_at
+    assert due is not None and due - world.clock.mono <= 2 * 1 + 2 + 0.1  # 2 heartbeats + 2 s
+    world.clock.advance(due - world.clock.mono)  # no heartbeat came
+    await world.reconcile()
+    ready = world.condition("Ready")
+    assert world.kube.status["readyWorkers"] == 0 and "no fresh heartbeat" in ready["message"]

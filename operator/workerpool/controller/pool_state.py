@@ -126,9 +126,16 @@ class PoolState:
                 view = dataclasses.replace(view, terminating=True)  # going: counted as gone
             pods.append(view)
         window = fresh_window(heartbeat_interval)
+        left = {wid: window - (now_mono - t.last_seen) for wid, t in self.workers.items() if wid in self.pods}
         workers = {
-            wid: WorkerView(t.info, fresh=redis_error is None and now_mono - t.last_seen < window)
-            for wid, t in self.workers.items()
-            if wid in self.pods
+            wid: WorkerView(self.workers[wid].info, fresh=redis_error is None and s > 0) for wid, s in left.items()
         }
-        return Observation(pods=tuple(pods), workers=workers, queue=queue, redis_error=redis_error, now=now)
+        fresh = [s for wid, s in left.items() if workers[wid].fresh]
+        return Observation(
+            pods=tuple(pods),
+            workers=workers,
+            queue=queue,
+            redis_error=redis_error,
+            now=now,
+            stale_in=min(fresh) if fresh else None,
+        )

@@ -82,3 +82,6 @@ class Observation:
     queue: QueueStatus | None = None  # None when Redis could not be read
     redis_error: str | None = None
     now: float = 0.0
+    # Seconds until the first fresh worker's heartbeat is too old to trust (None: none is fresh).
+    # Nothing else wakes the pool when a worker falls silent: no event marks an absence.
+    stale_in: float | None = None

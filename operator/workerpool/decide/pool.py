@@ -112,8 +112,13 @@ def decide(pool: WorkerPool, obs: Observation, ctx: Context, memory: PoolMemory,
         recycle_events=tuple(recycle_events(recycle)) if recycle is not None else (),
         status=status,
         memory=memory,
-        recheck_after=scale.recheck_after,
+        recheck_after=_earliest(scale.recheck_after, obs.stale_in),
     )
+
+
+def _earliest(*delays: float | None) -> float | None:
+    known = [d for d in delays if d is not None]
+    return min(known) if known else None
 
 
 def _recycle(pool: WorkerPool, obs: Observation, memory: PoolMemory, now: dt.datetime) -> RecycleDecision | None:
