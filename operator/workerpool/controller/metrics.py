@@ -37,6 +37,11 @@ EVICTIONS = Counter(
     "Evictions of worker pods answered by the webhook: held (429, still running executions) or allowed",
     ["namespace", "pool", "outcome"],
 )
+API_WRITE_WAIT = Histogram(
+    "workerpool_api_write_wait_seconds",
+    "How long a write to the API server waited for the client-side rate limiter (only writes that waited)",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 LEADER = Gauge("workerpool_leader", "1 while this replica holds the leader Lease and acts, else 0")
 
 
