@@ -83,3 +83,20 @@ def run_throttled(stack: DevStack, operator: Identity, tmp_path: Path, redis_ser
         op.stop()
         cluster.kubectl("delete", "flowschema", sa, check=False)
         cluster.kubectl("delete", "prioritylevelconfiguration", sa, check=False)
+
+
+def test_the_client_side_limit_spaces_writes_and_the_pool_still_converges(
+    stack: DevStack, namespace: str, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Two writes a second, a burst of one: six pods and their status still get there, the writes waited."""
+    op = OperatorProcess(
+        stack, namespace, tmp_path, WORKERPOOL_API_WRITES_PER_SECOND="2", WORKERPOOL_API_WRITE_BURST="1"
+    ).start()
+    pools = Pools(stack, namespace)
+    try:
+        pools.apply(pool_manifest("p", redis_server.url, minWorkers=6, maxWorkers=6, processes={"min": 1, "max": 1}))
+        pools.wait_status("p", lambda s: s.get("readyWorkers") == 6, "6 ready workers", timeout=READY + SCALE)
+        assert op.metric("workerpool_api_write_wait_seconds_count") >= 4  # the creates after the first waited
+        assert op.metric("workerpool_reconcile_errors_total", namespace=namespace, pool="p", reason="api429") == 0
+    finally:
+        op.stop()

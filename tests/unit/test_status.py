@@ -134,11 +134,17 @@ def test_volatile_gauges_are_not_significant() -> None:
     b["workerDetails"][0]["processes"][0]["memoryMb"] = 999
     b["queue"]["oldestAgeSeconds"] = 99
     assert significant(a) == significant(b)
+    # Another execution on a process that was busy already: churn, not a change of shape.
+    busy = next(p for p in a["workerDetails"][0]["processes"] if p.get("execution"))
+    again = next(p for p in b["workerDetails"][0]["processes"] if p["pid"] == busy["pid"])
+    again["execution"] = {**busy["execution"], "executionId": "e-next"}
+    again["executionsCompleted"] = busy["executionsCompleted"] + 1
+    assert significant(a) == significant(b)
     b["workerDetails"][0]["processes"][1]["state"] = "busy"
     assert significant(a) != significant(b)
 
 
-_GAUGES = ("memoryMb", "uptimeSeconds", "elapsedSeconds", "oldestAgeSeconds")
+_GAUGES = ("memoryMb", "uptimeSeconds", "elapsedSeconds", "oldestAgeSeconds", "executionsCompleted")
 
 
 def _without_gauges(rendered: dict[str, Any]) -> dict[str, Any]:
@@ -149,8 +155,9 @@ def _without_gauges(rendered: dict[str, Any]) -> dict[str, Any]:
         for proc in detail["processes"]:
             proc.pop("memoryMb", None)
             proc.pop("uptimeSeconds", None)
-            if isinstance(proc.get("execution"), dict):
-                proc["execution"].pop("elapsedSeconds", None)
+            proc.pop("executionsCompleted", None)
+            if "execution" in proc:
+                proc["execution"] = proc["execution"] is not None
     return out
 
 

@@ -28,6 +28,9 @@ class OperatorConfig(BaseSettings):
     status_volatile_refresh: PositiveFloat = Field(30.0, validation_alias=f"{PREFIX}STATUS_REFRESH_SECONDS")
     metrics_port: int = Field(8080, gt=0, lt=65536)
     liveness_port: int = Field(8081, gt=0, lt=65536)
+    # The client-side limit on writes to the API server (pods, status, Events): a token bucket.
+    api_writes_per_second: PositiveFloat = 50.0
+    api_write_burst: int = Field(100, ge=1)
 
     # The eviction webhook (docs/operator.md, "Drains"); port 0: not served.
     webhook_port: int = Field(0, ge=0, lt=65536)

@@ -15,6 +15,7 @@ needs it. Any replica can answer: Redis is the authority, not a replica's memory
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
@@ -24,6 +25,7 @@ from redis.exceptions import RedisError
 
 from ..contracts import names
 from ..contracts.resource import WorkerPool
+from ..contracts.wire import WireFormatError, WorkerInfo
 from ..decide.eviction import EvictionVerdict, judge_eviction
 from ..decide.observation import EVICTION_MARK_SECONDS
 from . import metrics
@@ -48,6 +50,7 @@ class EvictionGate:
         clock: Clock,
     ) -> None:
         self.pools, self.commands_for, self.kube, self.clock = pools, commands_for, kube, clock
+        self._recording: set[asyncio.Task[None]] = set()  # Events and marks being written (kept referenced)
 
     def owner(self, namespace: str, pod: str) -> PoolController | None:
         for (ns, _), ctl in self.pools.items():
@@ -63,31 +66,43 @@ class EvictionGate:
         tracked = ctl.state.workers.get(pod)
         info = tracked.info if tracked is not None else None
         if dry_run:  # no side effects: judged by the last heartbeat alone
-            held = [p.execution.execution_id for p in (info.processes if info else ()) if p.execution is not None]
-            verdict = judge_eviction(pod, held, info)
+            running = [p.execution.execution_id for p in (info.processes if info else ()) if p.execution is not None]
+            verdict = judge_eviction(pod, running, info)
         else:
-            verdict = judge_eviction(pod, await self._retire(ctl, pod), info)
+            held, commands = await self._retire(ctl, pod)
+            if info is None and held and commands is not None:
+                info = await _report(commands, pod)  # a standby hears no heartbeats: ask the registration
+            verdict = judge_eviction(pod, held, info)
             await self._tell(ctl, pod, verdict)
         return verdict
 
-    async def _retire(self, ctl: PoolController, pod: str) -> list[str] | None:
+    async def _retire(self, ctl: PoolController, pod: str) -> tuple[list[str] | None, Commands | None]:
+        """What the worker holds (None: unknown), and the pool's Redis commands (when reachable)."""
         view = ctl.state.pods.get(pod)
         try:
             # A standby replica answers too: it resolves the pool's Redis itself.
             target = await redis_target(ctl)
             if target is not None:
                 url, queue_key = target
-                return await self.commands_for(url).retire_for_eviction(pod, queue_key, EVICTION_RETIRE_TTL)
+                commands = self.commands_for(url)
+                return await commands.retire_for_eviction(pod, queue_key, EVICTION_RETIRE_TTL), commands
         except (RedisError, OSError, ApiException) as exc:
             error = type(exc).__name__
             log.warning("%s/%s: eviction of %s: Redis unavailable: %s", ctl.namespace, ctl.name, pod, error)
         # No Redis to ask: only a pod whose containers never ran can hold nothing for sure.
-        return [] if view is not None and view.phase != "Running" else None
+        return ([] if view is not None and view.phase != "Running" else None), None
 
     async def _tell(self, ctl: PoolController, pod: str, verdict: EvictionVerdict) -> None:
         outcome = "allowed" if verdict.allowed else "held"
         metrics.EVICTIONS.labels(ctl.namespace, ctl.name, outcome).inc()
         log.info("%s/%s: eviction of %s %s: %s", ctl.namespace, ctl.name, pod, outcome, verdict.message)
+        # The Event and the mark go after the answer: the API server waits for the answer
+        # (5 s at most), and the Event's write may wait for the write rate limiter.
+        task = asyncio.create_task(self._record(ctl, pod, verdict), name=f"eviction-{pod}")
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+
+    async def _record(self, ctl: PoolController, pod: str, verdict: EvictionVerdict) -> None:
         await ctl.events.emit(verdict.event)
         if not verdict.allowed:
             await self._mark_leaving(ctl, pod)
@@ -115,3 +130,11 @@ async def redis_target(ctl: PoolController) -> tuple[str, str] | None:
         return None
     url, _ = await ctl.redis_url.get(pool.spec)
     return (url, pool.spec.redis.queue_key) if url is not None else None
+
+
+async def _report(commands: Commands, worker_id: str) -> WorkerInfo | None:
+    """The worker's registration, for the answer's detail only: anything wrong just leaves it out."""
+    try:
+        return await commands.report(worker_id)
+    except (RedisError, OSError, WireFormatError):
+        return None

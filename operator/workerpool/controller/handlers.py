@@ -10,6 +10,7 @@ cannot re-handle objects or swallow our annotations from diffs.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import kopf
@@ -19,13 +20,16 @@ from .config import OperatorConfig
 from .kube import Kube
 from .leadership import Leadership
 from .manager import Manager
+from .ratelimit import TokenBucket, WriteLimiter
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Configure Kopf, serve the eviction webhook, start the pool manager and (maybe) leader election."""
     configure(settings)
-    config, kube = OperatorConfig.from_env(), await Kube.connect()
+    config = OperatorConfig.from_env()
+    limiter = WriteLimiter(TokenBucket(config.api_writes_per_second, config.api_write_burst), time.monotonic)
+    kube = await Kube.connect(limiter)
     memo.manager = Manager(config, kube)
     memo.webhook = None
     if config.webhook_port:

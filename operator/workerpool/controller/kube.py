@@ -13,6 +13,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from ..contracts import names
+from .ratelimit import WriteLimiter
 
 log = logging.getLogger(__name__)
 
@@ -20,20 +21,26 @@ __all__ = ["ApiException", "Kube"]
 
 
 class Kube:
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, limiter: WriteLimiter | None = None) -> None:
         self.api = api
+        self.limiter = limiter
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.admission = client.AdmissionregistrationV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
 
     @classmethod
-    async def connect(cls) -> Kube:
+    async def connect(cls, limiter: WriteLimiter | None = None) -> Kube:
         try:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
         except config.ConfigException:
             await config.load_kube_config()
-        return cls(client.ApiClient())
+        return cls(client.ApiClient(), limiter)
+
+    async def _write(self) -> None:
+        """Every write waits for the client-side rate limiter first (reads and watches do not)."""
+        if self.limiter is not None:
+            await self.limiter.acquire()
 
     async def close(self) -> None:
         await self.api.close()
@@ -44,6 +51,7 @@ class Kube:
         return [self.api.sanitize_for_serialization(p) for p in resp.items]
 
     async def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        await self._write()
         created = await self.core.create_namespaced_pod(namespace, cast(Any, body))
         return dict(self.api.sanitize_for_serialization(created))
 
@@ -55,6 +63,7 @@ class Kube:
         place (e.g. an admission webhook's) is raised, so that the deletion is
         retried instead of being taken as done.
         """
+        await self._write()
         try:
             await self.core.delete_namespaced_pod(
                 name, namespace, body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
@@ -74,6 +83,7 @@ class Kube:
                 raise
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await self._write()
         # A JSON merge patch of the status subresource: only the operator writes status.
         await self.custom.patch_namespaced_custom_object_status(
             names.GROUP,
@@ -98,6 +108,7 @@ class Kube:
 
     async def event(self, pool: dict[str, str], type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on the WorkerPool (what `kubectl describe` shows)."""
+        await self._write()
         now = dt.datetime.now(dt.UTC)
         body = {
             "metadata": {"name": f"{pool['name']}.{uuid.uuid4().hex[:12]}", "namespace": pool["namespace"]},
@@ -128,6 +139,7 @@ class Kube:
     # --- the eviction webhook and leader election ------------------------------------------
 
     async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        # Not rate-limited: it marks a pod whose eviction was just held (one per held pod a minute).
         body = {"metadata": {"annotations": annotations}}
         await self.core.patch_namespaced_pod(name, namespace, body)
 
@@ -144,6 +156,7 @@ class Kube:
 
     async def write_secret(self, namespace: str, name: str, data: dict[str, bytes], version: str | None) -> None:
         """Create (version None) or replace at `version`; a concurrent writer makes it a 409."""
+        await self._write()
         body = {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -163,6 +176,7 @@ class Kube:
 
     async def inject_ca_bundle(self, name: str, ca_pem: bytes) -> None:
         """Set every webhook's clientConfig.caBundle of one ValidatingWebhookConfiguration (when it differs)."""
+        await self._write()
         config = await self.admission.read_validating_webhook_configuration(name)
         bundle = base64.b64encode(ca_pem).decode()
         patch = [
@@ -189,6 +203,7 @@ class Kube:
         return dict(self.api.sanitize_for_serialization(lease))
 
     async def write_lease(self, namespace: str, name: str, body: dict[str, Any], create: bool) -> None:
+        # Not rate-limited: a renewal queued behind a burst of writes would cost the leadership.
         if create:
             await self.coordination.create_namespaced_lease(namespace, cast(Any, body))
         else:

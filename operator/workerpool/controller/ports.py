@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..contracts.wire import QueueStatus
+from ..contracts.wire import QueueStatus, WorkerInfo
 from .redis_hub import Subscriber
 
 
@@ -28,6 +28,7 @@ class Commands(Protocol):
     async def retire(self, worker_id: str, queue_key: str, ttl_seconds: int) -> bool: ...
     async def unretire(self, worker_id: str) -> None: ...
     async def retire_for_eviction(self, worker_id: str, queue_key: str, ttl_seconds: int) -> list[str]: ...
+    async def report(self, worker_id: str) -> WorkerInfo | None: ...
     async def publish_once(
         self, dedupe_key: str, record: str, commands: list[tuple[str, int | None]], ttl_seconds: int
     ) -> tuple[bool, str]: ...

@@ -7,8 +7,8 @@ import json
 
 import redis.asyncio as aioredis
 
-from ..contracts.names import held_key, worker_commands_channel, worker_retiring_key
-from ..contracts.wire import RecycleCommand, to_wire
+from ..contracts.names import held_key, worker_commands_channel, worker_key, worker_retiring_key
+from ..contracts.wire import RecycleCommand, WorkerInfo, parse_registration, to_wire
 
 # KEYS[1] = worker:{id}:retiring, KEYS[2] = {queue}:held:{id}; ARGV[1] = TTL s.
 # After this returns 1 the worker holds no execution and can claim none (its claim
@@ -59,6 +59,11 @@ class WorkerCommands:
             keys=[worker_retiring_key(worker_id), held_key(queue_key, worker_id)], args=[ttl_seconds]
         )
         return sorted(h.decode() if isinstance(h, bytes) else str(h) for h in held or ())
+
+    async def report(self, worker_id: str) -> WorkerInfo | None:
+        """The worker's registration as it reads now (None: not registered); raises WireFormatError."""
+        fields = await self.client.hgetall(worker_key(worker_id))
+        return parse_registration(worker_id, fields).info if fields else None
 
     async def unretire(self, worker_id: str) -> None:
         """Undo `retire` for a worker whose pod was not deleted after all."""
