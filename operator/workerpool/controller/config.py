@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, PositiveFloat, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ..decide.shards import Shard
 from ..settings_errors import describe
 
 PREFIX = "WORKERPOOL_"
@@ -40,6 +41,9 @@ class OperatorConfig(BaseSettings):
     webhook_configuration: str = ""  # the ValidatingWebhookConfiguration whose caBundle the operator keeps
     webhook_cert_dir: str = "/tmp/workerpool-webhook"
 
+    # This process's shard, "I/N" (empty: the only one): it acts on the pools that hash to I.
+    shard: str = ""
+
     # Leader election on a Lease (docs/operator.md, "High availability"): only the holder acts.
     leader_election: bool = False
     lease_name: str = "workerpool-operator"
@@ -55,6 +59,12 @@ class OperatorConfig(BaseSettings):
     def _comma_separated(cls, value: object) -> object:  # "a, b" -> ("a", "b")
         if isinstance(value, str):
             return tuple(n.strip() for n in value.split(",") if n.strip())
+        return value
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, value: str) -> str:
+        Shard.parse(value)  # a clear error at start-up, not at the first pool
         return value
 
     @classmethod

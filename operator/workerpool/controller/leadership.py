@@ -26,7 +26,8 @@ class Leadership:
             )
             namespace = config.lease_namespace or "default"
             identity = config.identity or f"{socket.gethostname()}-{os.getpid()}"
-            self.elector = LeaderElector(kube, namespace, config.lease_name, identity, timing, SYSTEM_CLOCK)
+            lease = config.lease_name + manager.shard.suffix  # each shard elects its own leader
+            self.elector = LeaderElector(kube, namespace, lease, identity, timing, SYSTEM_CLOCK)
 
     async def start(self) -> None:
         if self.elector is None:

@@ -6,7 +6,9 @@ hang while the operator is down. Nothing needs clean-up on delete (pods are
 garbage-collected through ownerReferences, Redis keys expire).
 
 Every replica follows the pools and their pods (a warm standby); only the
-replica that holds the leader Lease runs the pool loops (`acting`).
+replica that holds the leader Lease runs the pool loops (`acting`), and of
+those only for the pools of its shard (every process still follows every
+pool: any of them can answer an eviction).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..contracts import names
+from ..decide.shards import Shard
 from .config import OperatorConfig
 from .evictions import EvictionGate
 from .kube import Kube
@@ -39,6 +42,7 @@ class Manager:
         self.hubs: dict[str, RedisHub] = {}
         self.last_progress = time.monotonic()
         self.acting = False  # pool loops run only while this replica leads
+        self.shard = Shard.parse(config.shard)
         self.standby_alive: Callable[[], float] | None = None  # the elector's last attempt (monotonic)
         self._closing: set[asyncio.Task[None]] = set()  # hubs being stopped (kept referenced)
         # Pod events that arrive before their pool's first event.
@@ -61,9 +65,10 @@ class Manager:
     async def start_acting(self) -> None:
         self.acting = True
         self.last_progress = time.monotonic()
-        for pool in list(self.pools.values()):
-            pool.resume()
-        log.info("acting on %d pools", len(self.pools))
+        for key, pool in list(self.pools.items()):
+            if self.shard.owns(*key):
+                pool.resume()
+        log.info("acting on %d pools (shard %d/%d)", len(self._acted_on()), self.shard.index, self.shard.count)
 
     async def stop_acting(self) -> None:
         self.acting = False
@@ -100,7 +105,7 @@ class Manager:
             pool = self.pools[key] = PoolController(self.pool_deps, body)
             for event, pod in self._orphans.pop(key, {}).values():
                 pool.state.on_pod(event, pod)
-            if self.acting:
+            if self.acting and self.shard.owns(*key):
                 pool.start()
         else:
             pool.on_body(body)
@@ -150,6 +155,9 @@ class Manager:
                 if task.done():
                     self._closing.discard(task)
 
+    def _acted_on(self) -> list[Key]:
+        return [key for key in self.pools if self.shard.owns(*key)]
+
     # --- health -----------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
@@ -159,7 +167,7 @@ class Manager:
             tried = self.standby_alive() if self.standby_alive is not None else now
             if now - tried > 60:
                 raise RuntimeError(f"leader election made no attempt for {now - tried:.0f} s")
-        elif self.pools and now - self.last_progress > 60:
+        elif self._acted_on() and now - self.last_progress > 60:
             raise RuntimeError(f"no pool reconciled for {now - self.last_progress:.0f} s")
         return {
             "acting": self.acting,

@@ -1,0 +1,78 @@
+"""Shards on the real API server: 3 shards, 30 pools, every pool acted on by exactly
+one process; a shard's leader killed, its standby takes its pools, still one actor each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from devcluster.harness import (
+    FAST_LEASE,
+    READY,
+    OperatorProcess,
+    Pools,
+    lease_holder,
+    pool_manifest,
+    replica_env,
+    wait_until,
+)
+from devcluster.redis_server import RedisServer
+from devcluster.stack import DevStack
+from workerpool.decide.shards import shard_of
+
+pytestmark = pytest.mark.cluster
+
+POOLS, SHARDS, LEASE = 30, 3, "wpo-shards"
+
+
+def start(stack: DevStack, namespace: str, tmp_path: Path, shard: int, identity: str) -> OperatorProcess:
+    log_dir = tmp_path / identity
+    log_dir.mkdir()
+    env = replica_env(namespace, identity, LEASE) | {"WORKERPOOL_SHARD": f"{shard}/{SHARDS}"}
+    return OperatorProcess(stack, namespace, log_dir, **env).start()
+
+
+def reconciled(op: OperatorProcess, namespace: str, pool: str) -> float:
+    return op.metric("workerpool_reconcile_duration_seconds_count", namespace=namespace, pool=pool)
+
+
+def test_every_pool_has_one_actor_also_after_a_shard_leader_dies(
+    stack: DevStack, namespace: str, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    pools = Pools(stack, namespace)
+    names = [f"p{i}" for i in range(POOLS)]
+    ops = {f"s{i}": start(stack, namespace, tmp_path, i, f"s{i}") for i in range(SHARDS)}
+    lease0 = f"{LEASE}-shard-0-of-{SHARDS}"
+    try:
+        wait_until(lambda: lease_holder(stack, namespace, lease0) == "s0", timeout=READY, what="s0 to lead shard 0")
+        ops["s0-standby"] = start(stack, namespace, tmp_path, 0, "s0-standby")
+        for name in names:  # no workers: only the pools' own rounds (status) are under test
+            pools.apply(pool_manifest(name, redis_server.url, minWorkers=0))
+
+        def actors(pool: str) -> list[str]:
+            return [who for who, op in ops.items() if reconciled(op, namespace, pool) > 0]
+
+        expected = {n: f"s{shard_of(namespace, n, SHARDS)}" for n in names}
+        assert set(expected.values()) == {f"s{i}" for i in range(SHARDS)}  # every shard has pools here
+        wait_until(lambda: all(actors(n) == [expected[n]] for n in names), timeout=READY, what="one actor per pool")
+
+        ops.pop("s0").kill()
+        wait_until(
+            lambda: lease_holder(stack, namespace, lease0) == "s0-standby",
+            timeout=3 * FAST_LEASE["duration"],
+            what="shard 0's standby to take its lease",
+        )
+        moved = [n for n in names if expected[n] == "s0"]
+        for name in moved:  # an edit each: the new leader must act on them
+            pools.apply(pool_manifest(name, redis_server.url, minWorkers=0, maxWorkers=4))
+        wait_until(
+            lambda: all(pools.status(n).get("observedGeneration") == 2 for n in moved),
+            timeout=READY,
+            what="shard 0's pools acted on by its new leader",
+        )
+        standby = {**expected, **{n: "s0-standby" for n in moved}}
+        assert all(actors(n) == [standby[n]] for n in names), {n: actors(n) for n in names}
+    finally:
+        for op in ops.values():
+            op.stop()
