@@ -27,10 +27,7 @@ POOLS, SHARDS, LEASE = 30, 3, "wpo-shards"
 
 
 def start(stack: DevStack, namespace: str, tmp_path: Path, shard: int, identity: str) -> OperatorProcess:
-    log_dir = tmp_path / identity
-    log_dir.mkdir()
-    env = replica_env(namespace, identity, LEASE) | {"WORKERPOOL_SHARD": f"{shard}/{SHARDS}"}
-    return OperatorProcess(stack, namespace, log_dir, **env).start()
+    return start_count(stack, namespace, tmp_path, shard, SHARDS, identity)
 
 
 def reconciled(op: OperatorProcess, namespace: str, pool: str) -> float:
@@ -76,3 +73,67 @@ def test_every_pool_has_one_actor_also_after_a_shard_leader_dies(
     finally:
         for op in ops.values():
             op.stop()
+
+
+def test_changing_the_shard_count_never_has_two_actors_on_a_pool(
+    stack: DevStack, namespace: str, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """3 -> 2 as a rolling update does it: the new shards start while the old ones run, then the old
+    ones stop one by one. A new shard acts on a pool only once its old owner is gone."""
+    pools = Pools(stack, namespace)
+    names = [f"p{i}" for i in range(POOLS)]
+    old = {i: start_count(stack, namespace, tmp_path, i, 3, f"old{i}") for i in range(3)}
+    new: dict[int, OperatorProcess] = {}
+    try:
+        for i in range(3):
+            wait_until(lambda i=i: lease_holder(stack, namespace, f"{LEASE}-shard-{i}-of-3") == f"old{i}",
+                       timeout=READY, what=f"old{i} to lead")  # fmt: skip
+        for name in names:
+            pools.apply(pool_manifest(name, redis_server.url, minWorkers=0))
+        owner3 = {n: shard_of(namespace, n, 3) for n in names}
+        owner2 = {n: shard_of(namespace, n, 2) for n in names}
+        wait_until(lambda: all(reconciled(old[owner3[n]], namespace, n) > 0 for n in names),
+                   timeout=READY, what="the old shards acting")  # fmt: skip
+
+        new = {i: start_count(stack, namespace, tmp_path, i, 2, f"new{i}") for i in range(2)}
+        for i in range(2):
+            wait_until(lambda i=i: lease_holder(stack, namespace, f"{LEASE}-shard-{i}-of-2") == f"new{i}",
+                       timeout=READY, what=f"new{i} to lead")  # fmt: skip
+        touch(pools, names, redis_server, 2)  # every pool gets a round from whoever acts on it
+        wait_until(lambda: all(pools.status(n).get("observedGeneration") == 2 for n in names),
+                   timeout=READY, what="the old shards acting on the edit")  # fmt: skip
+        assert all(reconciled(op, namespace, n) == 0 for op in new.values() for n in names)
+
+        for i, generation in ((0, 3), (1, 4), (2, 5)):  # the rolling update stops the old shards one by one
+            old.pop(i).stop()  # SIGTERM: it releases its Lease
+            touch(pools, names, redis_server, generation)
+            moved = [n for n in names if owner3[n] == i or owner3[n] not in old]
+            waiting = [n for n in names if owner3[n] in old]
+            wait_until(
+                lambda moved=moved, g=generation: all(pools.status(n).get("observedGeneration") == g for n in moved),
+                timeout=READY,
+                what=f"the new shards acting on old{i}'s pools",
+            )
+            assert all(reconciled(new[owner2[n]], namespace, n) > 0 for n in moved)
+            # The pools whose old owner still runs: not touched by the new shards.
+            assert all(reconciled(op, namespace, n) == 0 for op in new.values() for n in waiting), i
+        # In the end each pool has one actor: its owner under the new count.
+        assert all([k for k, op in new.items() if reconciled(op, namespace, n) > 0] == [owner2[n]] for n in names)
+    finally:
+        for op in [*old.values(), *new.values()]:
+            op.stop()
+
+
+def start_count(
+    stack: DevStack, namespace: str, tmp_path: Path, shard: int, count: int, identity: str
+) -> OperatorProcess:
+    log_dir = tmp_path / identity
+    log_dir.mkdir()
+    env = replica_env(namespace, identity, LEASE) | {"WORKERPOOL_SHARD": f"{shard}/{count}"}
+    return OperatorProcess(stack, namespace, log_dir, **env).start()
+
+
+def touch(pools: Pools, names: list[str], redis_server: RedisServer, generation: int) -> None:
+    """A spec edit per pool (a maxWorkers only `generation` has): a round for each, from its actor."""
+    for name in names:
+        pools.apply(pool_manifest(name, redis_server.url, minWorkers=0, maxWorkers=10 + generation))

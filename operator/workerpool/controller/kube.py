@@ -202,6 +202,10 @@ class Kube:
             raise
         return dict(self.api.sanitize_for_serialization(lease))
 
+    async def list_leases(self, namespace: str) -> list[dict[str, Any]]:
+        leases = await self.coordination.list_namespaced_lease(namespace)
+        return [dict(self.api.sanitize_for_serialization(lease)) for lease in leases.items]
+
     async def write_lease(self, namespace: str, name: str, body: dict[str, Any], create: bool) -> None:
         # Not rate-limited: a renewal queued behind a burst of writes would cost the leadership.
         if create:

@@ -86,15 +86,21 @@ class LeaderElector:
         self.observed = Observed()
         self.leading = asyncio.Event()
         self._last: dict[str, Any] | None = None  # the Lease as last read
+        self.acquired = ""  # our Lease's acquireTime, while we hold it
         self.last_attempt = clock.monotonic()  # liveness: the loop keeps trying
 
-    async def run(self, started: Callable[[], Awaitable[None]], stopped: Callable[[], Awaitable[None]]) -> None:
-        """Acquire, act (`started`), renew; on a lost lease `stopped` and start over. Forever."""
+    async def run(
+        self,
+        started: Callable[[], Awaitable[None]],
+        stopped: Callable[[], Awaitable[None]],
+        renewed: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Acquire, act (`started`), renew (then `renewed`); on a lost lease `stopped` and start over. Forever."""
         while True:
             await self._acquire()
             self._set_leading(True)
             await started()
-            await self._renew_until_lost()
+            await self._renew_until_lost(renewed)
             self._set_leading(False)
             await stopped()
 
@@ -117,12 +123,14 @@ class LeaderElector:
         while not await self._try_write():
             await self.sleep(self.timing.retry_period)
 
-    async def _renew_until_lost(self) -> None:
+    async def _renew_until_lost(self, on_renewed: Callable[[], Awaitable[None]] | None) -> None:
         renewed = self.clock.monotonic()
         while True:
             await self.sleep(self.timing.retry_period)
             if await self._try_write():
                 renewed = self.clock.monotonic()
+                if on_renewed is not None:
+                    await on_renewed()
             elif holder_of(self._last) not in (None, self.me):
                 log.warning("lease %s/%s taken by %s: stopping", self.namespace, self.name, holder_of(self._last))
                 return
@@ -142,6 +150,7 @@ class LeaderElector:
                 return False
             body = self._claim(lease)
             await self.api.write_lease(self.namespace, self.name, body, create=lease is None)
+            self.acquired = str(body["spec"].get("acquireTime") or "")
         except ApiException as exc:
             if exc.status != 409:  # a 409 is a lost race, not an error
                 log.warning("lease %s/%s: %s %s", self.namespace, self.name, exc.status, exc.reason)

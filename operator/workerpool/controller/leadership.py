@@ -1,24 +1,31 @@
 """Who acts: the replica holding the leader Lease, or, without leader election
-(one replica, local runs), this one from the start."""
+(one replica, local runs), this one from the start. While it leads a shard it
+also watches the Leases of other shard counts, so that a change of N never
+has two shards act on one pool (decide/topology.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 
 from .config import OperatorConfig
-from .kube import Kube
+from .kube import ApiException, Kube
 from .leader import LeaderElector, LeaseTiming
 from .manager import Manager
 from .ports import SYSTEM_CLOCK
+from .topology_watch import TopologyWatch
+
+log = logging.getLogger(__name__)
 
 
 class Leadership:
     def __init__(self, config: OperatorConfig, kube: Kube, manager: Manager) -> None:
         self.config, self.manager = config, manager
         self.elector: LeaderElector | None = None
+        self.topology: TopologyWatch | None = None
         self.task: asyncio.Task[None] | None = None
         if config.leader_election:
             timing = LeaseTiming(
@@ -28,6 +35,9 @@ class Leadership:
             identity = config.identity or f"{socket.gethostname()}-{os.getpid()}"
             lease = config.lease_name + manager.shard.suffix  # each shard elects its own leader
             self.elector = LeaderElector(kube, namespace, lease, identity, timing, SYSTEM_CLOCK)
+            self.topology = TopologyWatch(
+                kube, namespace, config.lease_name, manager.shard, timing.duration, SYSTEM_CLOCK
+            )
 
     async def start(self) -> None:
         if self.elector is None:
@@ -36,8 +46,22 @@ class Leadership:
         elector = self.elector
         self.manager.standby_alive = lambda: elector.last_attempt
         self.task = asyncio.create_task(
-            elector.run(self.manager.start_acting, self.manager.stop_acting), name="leader-election"
+            elector.run(self._started, self.manager.stop_acting, self._refresh_topology), name="leader-election"
         )
+
+    async def _started(self) -> None:
+        await self._refresh_topology()  # before the first round: an older shard may still own some pools
+        await self.manager.start_acting()
+
+    async def _refresh_topology(self) -> None:
+        if self.topology is None or self.elector is None:
+            return
+        try:
+            older = await self.topology.older(self.elector.acquired)
+        except (ApiException, OSError, TimeoutError) as exc:
+            log.warning("shard Leases not read (the last reading stands): %s", exc)
+            return
+        await self.manager.set_older(older)
 
     async def stop(self) -> None:
         """Stop acting first, then release the lease: the next leader never overlaps with us."""

@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..contracts import names
 from ..decide.shards import Shard
+from ..decide.topology import yields
 from .config import OperatorConfig
 from .evictions import EvictionGate
 from .kube import Kube
@@ -43,6 +44,8 @@ class Manager:
         self.last_progress = time.monotonic()
         self.acting = False  # pool loops run only while this replica leads
         self.shard = Shard.parse(config.shard)
+        # Shards of other counts that act before ours (changing N): their pools wait.
+        self.older: Mapping[int, frozenset[int]] = {}
         self.standby_alive: Callable[[], float] | None = None  # the elector's last attempt (monotonic)
         self._closing: set[asyncio.Task[None]] = set()  # hubs being stopped (kept referenced)
         # Pod events that arrive before their pool's first event.
@@ -66,7 +69,7 @@ class Manager:
         self.acting = True
         self.last_progress = time.monotonic()
         for key, pool in list(self.pools.items()):
-            if self.shard.owns(*key):
+            if self._owns(key):
                 pool.resume()
         log.info("acting on %d pools (shard %d/%d)", len(self._acted_on()), self.shard.index, self.shard.count)
 
@@ -105,7 +108,7 @@ class Manager:
             pool = self.pools[key] = PoolController(self.pool_deps, body)
             for event, pod in self._orphans.pop(key, {}).values():
                 pool.state.on_pod(event, pod)
-            if self.acting and self.shard.owns(*key):
+            if self.acting and self._owns(key):
                 pool.start()
         else:
             pool.on_body(body)
@@ -155,8 +158,26 @@ class Manager:
                 if task.done():
                     self._closing.discard(task)
 
+    async def set_older(self, older: Mapping[int, frozenset[int]]) -> None:
+        """Another shard count's shards that still act: pause the pools they own, resume the rest."""
+        if older == self.older:
+            return
+        self.older = older
+        log.info("shards of other counts still acting: %s", {c: sorted(i) for c, i in older.items()} or "none")
+        if not self.acting:
+            return
+        for key, pool in list(self.pools.items()):
+            if self._owns(key):
+                pool.resume()
+            else:
+                await pool.pause()
+
+    def _owns(self, key: Key) -> bool:
+        """This shard's pool, and no shard of an older topology still acts on it."""
+        return self.shard.owns(*key) and not yields(*key, self.older)
+
     def _acted_on(self) -> list[Key]:
-        return [key for key in self.pools if self.shard.owns(*key)]
+        return [key for key in self.pools if self._owns(key)]
 
     # --- health -----------------------------------------------------------------------------------
 
