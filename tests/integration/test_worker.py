@@ -137,8 +137,13 @@ def test_crash_is_reported_and_replaced(client: Client, start_worker: StartWorke
     result = client.wait_result(client.submit("crash", {"exit_code": 7}))
     assert not result.success and result.error_type == "ProcessCrashed"
     assert "exit code 7" in (result.error or "")
-    (new_pid,) = ready(client, w, 1)
-    assert new_pid != old_pid
+    # The registration may still be the heartbeat from before the crash: wait for the replacement.
+    client.wait_registration(
+        w.worker_id,
+        lambda r: states(r) == ["idle"] and r.info.processes[0].pid != old_pid,
+        "the crashed process replaced by a new idle one",
+        timeout=START,
+    )
 
 
 def test_recycle_idle_process_by_pid_and_any(client: Client, start_worker: StartWorker) -> None:

@@ -45,18 +45,20 @@ class EvictionGate:
     def __init__(
         self,
         pools: Mapping[tuple[str, str], PoolController],
+        pod_pools: Mapping[tuple[str, str], tuple[str, str]],
         commands_for: Callable[[str], Commands],
         kube: KubeApi,
         clock: Clock,
     ) -> None:
-        self.pools, self.commands_for, self.kube, self.clock = pools, commands_for, kube, clock
+        self.pools, self.pod_pools = pools, pod_pools  # (namespace, pod) -> its pool's key, from the pod watch
+        self.commands_for, self.kube, self.clock = commands_for, kube, clock
         self._recording: set[asyncio.Task[None]] = set()  # Events and marks being written (kept referenced)
 
     def owner(self, namespace: str, pod: str) -> PoolController | None:
-        for (ns, _), ctl in self.pools.items():
-            if ns == namespace and ctl.state.owns(pod):
-                return ctl
-        return None
+        """The pool controller of a worker pod (by its pool label, then its owner uid), or None."""
+        key = self.pod_pools.get((namespace, pod))
+        ctl = self.pools.get(key) if key is not None else None
+        return ctl if ctl is not None and ctl.state.owns(pod) else None
 
     async def review(self, namespace: str, pod: str, dry_run: bool) -> EvictionVerdict | None:
         """None: not one of our worker pods (allow)."""

@@ -58,7 +58,9 @@ class Manager:
             status_volatile_refresh=config.status_volatile_refresh,
             progress=self._progress,
         )
-        self.evictions = EvictionGate(self.pools, self.commands_for, kube, SYSTEM_CLOCK)
+        # (namespace, pod name) -> its pool's key: an eviction names only the pod.
+        self.pod_pools: dict[tuple[str, str], Key] = {}
+        self.evictions = EvictionGate(self.pools, self.pod_pools, self.commands_for, kube, SYSTEM_CLOCK)
         # Command-only Redis clients for a replica that is not acting (no hub, no subscriptions).
         self._command_clients: dict[str, WorkerCommands] = {}
 
@@ -119,6 +121,10 @@ class Manager:
         if owner is None:
             return
         key = (meta.get("namespace", ""), owner)
+        if event_type == "DELETED":
+            self.pod_pools.pop((key[0], meta.get("name", "")), None)
+        else:
+            self.pod_pools[(key[0], meta.get("name", ""))] = key
         pool = self.pools.get(key)
         if pool is not None:
             pool.state.on_pod(event_type, body)
