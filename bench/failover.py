@@ -48,7 +48,7 @@ from devcluster.harness import (  # noqa: E402
     Pools,
     lease_holder,
     pool_manifest,
-    replica_env,
+    start_replica,
     wait_until,
 )
 from devcluster.procs import free_port  # noqa: E402
@@ -93,10 +93,7 @@ def toggle_min(pools: Pools, url: str, trial: int) -> None:
 
 def failover_trials(stack: DevStack, pools: Pools, url: str, work: Path, n: int) -> list[float]:
     def start(identity: str) -> OperatorProcess:
-        env = replica_env(NS, identity, LEASE, CHART_TIMING)
-        log_dir = work / f"{identity}-{time.monotonic_ns()}"
-        log_dir.mkdir()
-        return OperatorProcess(stack, NS, log_dir, **env).start()
+        return start_replica(stack, NS, work / f"{identity}-{time.monotonic_ns()}", identity, LEASE, CHART_TIMING)
 
     replicas = {"a": start("a")}
     wait_until(lambda: lease_holder(stack, NS, LEASE) == "a", timeout=60, what="a to lead")

@@ -112,6 +112,22 @@ def replica_env(namespace: str, identity: str, lease: str, timing: dict[str, flo
     }
 
 
+def start_replica(
+    stack: DevStack,
+    namespace: str,
+    log_dir: Path,
+    identity: str,
+    lease: str,
+    timing: dict[str, float] | None = None,
+    **env: str,
+) -> OperatorProcess:
+    """One operator replica on `lease`, logging into `log_dir` (made here)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    op = OperatorProcess(stack, namespace, log_dir)
+    op.env.update(replica_env(namespace, identity, lease, timing), **env)
+    return op.start()
+
+
 def lease_holder(stack: DevStack, namespace: str, lease: str) -> str | None:
     out = stack.cluster.kubectl(
         "get", "lease", lease, "-n", namespace, "-o", "jsonpath={.spec.holderIdentity}", check=False

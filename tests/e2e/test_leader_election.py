@@ -19,7 +19,7 @@ from devcluster.harness import (
     Pools,
     lease_holder,
     pool_manifest,
-    replica_env,
+    start_replica,
     wait_until,
 )
 from devcluster.redis_server import RedisServer
@@ -31,9 +31,7 @@ MAX_WORKERS = 4
 
 
 def replica(stack: DevStack, namespace: str, tmp_path: Path, identity: str) -> OperatorProcess:
-    log_dir = tmp_path / identity
-    log_dir.mkdir()
-    return OperatorProcess(stack, namespace, log_dir, **replica_env(namespace, identity, "wpo-leader")).start()
+    return start_replica(stack, namespace, tmp_path / identity, identity, "wpo-leader")
 
 
 def test_the_standby_takes_over_a_burst_and_a_pending_recycle_exactly_once(

@@ -14,7 +14,7 @@ from devcluster.harness import (
     Pools,
     lease_holder,
     pool_manifest,
-    replica_env,
+    start_replica,
     wait_until,
 )
 from devcluster.redis_server import RedisServer
@@ -127,10 +127,7 @@ def test_changing_the_shard_count_never_has_two_actors_on_a_pool(
 def start_count(
     stack: DevStack, namespace: str, tmp_path: Path, shard: int, count: int, identity: str
 ) -> OperatorProcess:
-    log_dir = tmp_path / identity
-    log_dir.mkdir()
-    env = replica_env(namespace, identity, LEASE) | {"WORKERPOOL_SHARD": f"{shard}/{count}"}
-    return OperatorProcess(stack, namespace, log_dir, **env).start()
+    return start_replica(stack, namespace, tmp_path / identity, identity, LEASE, WORKERPOOL_SHARD=f"{shard}/{count}")
 
 
 def touch(pools: Pools, names: list[str], redis_server: RedisServer, generation: int) -> None:

@@ -103,6 +103,13 @@ def world() -> tuple[VirtualTime, FakeLeases]:
     return VirtualTime(), FakeLeases()
 
 
+async def leader_then_standby(clock: VirtualTime, leases: FakeLeases) -> tuple[Replica, Replica]:
+    """`a` starts first (and leads), `b` a second later."""
+    a = Replica("a", leases, clock)
+    await clock.run_until(1)
+    return a, Replica("b", leases, clock)
+
+
 async def run_checking_one_actor(clock: VirtualTime, replicas: list[Replica], until: float) -> None:
     while clock.now < until:
         await clock.run_until(clock.now + 0.5)
@@ -123,9 +130,7 @@ async def test_the_standby_takes_over_within_a_lease_duration_of_the_leaders_dea
     world: tuple[VirtualTime, FakeLeases],
 ) -> None:
     clock, leases = world
-    a = Replica("a", leases, clock)
-    await clock.run_until(1)
-    b = Replica("b", leases, clock)
+    a, b = await leader_then_standby(clock, leases)
     await run_checking_one_actor(clock, [a, b], 30)
     assert a.acting and not b.acting
     died = clock.now
@@ -141,9 +146,7 @@ async def test_a_leader_that_cannot_renew_stops_before_anyone_can_take_its_lease
     world: tuple[VirtualTime, FakeLeases],
 ) -> None:
     clock, leases = world
-    a = Replica("a", leases, clock)
-    await clock.run_until(1)
-    b = Replica("b", leases, clock)
+    a, b = await leader_then_standby(clock, leases)
     await run_checking_one_actor(clock, [a, b], 30)
     cut = clock.now
     leases.failing.add("a")  # partitioned from the API server, still running
@@ -158,9 +161,7 @@ async def test_a_leader_that_cannot_renew_stops_before_anyone_can_take_its_lease
 
 async def test_a_released_lease_is_taken_at_the_next_retry(world: tuple[VirtualTime, FakeLeases]) -> None:
     clock, leases = world
-    a = Replica("a", leases, clock)
-    await clock.run_until(1)
-    b = Replica("b", leases, clock)
+    a, b = await leader_then_standby(clock, leases)
     await run_checking_one_actor(clock, [a, b], 20)
     await a.kill()
     released = clock.now

@@ -97,14 +97,9 @@ class Kube:
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
         """The decoded value, or None when the Secret or key does not exist."""
-        try:
-            secret = await self.core.read_namespaced_secret(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        raw = (secret.data or {}).get(key)
-        return base64.b64decode(raw).decode() if raw is not None else None
+        stored = await self.read_secret(namespace, name)
+        raw = stored[0].get(key) if stored is not None else None
+        return raw.decode() if raw is not None else None
 
     async def event(self, pool: dict[str, str], type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on the WorkerPool (what `kubectl describe` shows)."""
