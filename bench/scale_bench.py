@@ -6,7 +6,12 @@ so they stay Pending) and a load generator that publishes every worker's
 heartbeat through a real Redis every `--interval` seconds, flipping a process
 idle<->busy in a fraction of them (state changes the status must show).
 
-Usage: python bench/scale_bench.py [--pools 100] [--workers 10] [--seconds 60]
+During the measurement window it also creates `--new-pools` pools one by one
+and times each one's first pod (no head-of-line blocking behind the churn of
+the others), and it reads the API server's request counters (by verb and
+resource) and Redis's command counters before and after the window.
+
+Usage: python bench/scale_bench.py [--pools 100] [--workers 10] [--seconds 60] [--new-pools 20]
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--interval", type=float, default=10)
     ap.add_argument("--flip", type=float, default=0.05, help="fraction of heartbeats that change state")
+    ap.add_argument("--new-pools", type=int, default=20, help="pools created during the window, one by one")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wpo-scale-"))
     rng = random.Random(7)
@@ -73,23 +79,7 @@ def main() -> int:
         op.env["WORKERPOOL_NAMESPACES"] = ""
         op.start()
         try:
-            docs = []
-            for i in range(args.pools):
-                docs.append(
-                    {
-                        "apiVersion": "bifrost.dev/v1alpha1",
-                        "kind": "WorkerPool",
-                        "metadata": {"name": f"p{i:03d}", "namespace": NS},
-                        "spec": {
-                            "minWorkers": args.workers,
-                            "maxWorkers": args.workers,
-                            "processes": {"min": 2, "max": 2},
-                            "heartbeatIntervalSeconds": int(args.interval),
-                            "redis": {"url": server.url},
-                            "template": {"spec": {"containers": [{"name": "w", "image": "x"}]}},
-                        },
-                    }
-                )
+            docs = [pool_doc(f"p{i:03d}", args.workers, args.interval, server.url) for i in range(args.pools)]
             t0 = time.monotonic()
             cluster.kubectl(
                 "apply",
@@ -142,37 +132,113 @@ def main() -> int:
                     time.sleep(0.1)
 
             watch = Watch(cluster, NS, "workerpools")
+            new_names = [f"new{i:03d}" for i in range(args.new_pools)]
+            new_pods = Watch(cluster, NS, "pods", "-l", f"bifrost.dev/pool in ({','.join(new_names) or 'none'})")
             gen = threading.Thread(target=generate, daemon=True)
             gen.start()
             time.sleep(2 * args.interval)  # warm-up: every worker registered once
             writes0 = sum_metric(op, "workerpool_status_writes_total")
+            api0, redis0 = api_requests(cluster), redis_commands(r)
             cpu0, w0 = cpu_seconds(op.proc.pid), time.monotonic()  # type: ignore[union-attr]
             first_flip = len(flips)
-            time.sleep(args.seconds)  # the measurement window
+            for name in new_names:  # the window: new pools one by one while the others churn
+                cluster.kubectl("create", "-f", "-", input=json.dumps(pool_doc(name, 1, args.interval, server.url)))
+                time.sleep(args.seconds / max(1, len(new_names)))
+            time.sleep(max(0.0, w0 + args.seconds - time.monotonic()))
             cpu1, w1 = cpu_seconds(op.proc.pid), time.monotonic()  # type: ignore[union-attr]
+            api1, redis1 = api_requests(cluster), redis_commands(r)
             writes1 = sum_metric(op, "workerpool_status_writes_total")
             rss = rss_mib(op.proc.pid)  # type: ignore[union-attr]
             stop.set()
             time.sleep(5)  # let the last flips land before judging them
             watch.stop()
+            new_pods.stop()
             lag = flip_lags(flips, first_flip, transitions(watch.since(0.0)))
+            first_pod = first_pod_delays(new_names, watch.since(0.0), new_pods.since(0.0))
             measured = len(flips) - first_flip
         finally:
             op.stop()
     core = (cpu1 - cpu0) / (w1 - w0)
+    window = w1 - w0
     print(
         f"\none operator, {args.pools} pools x {args.workers} workers, heartbeats every {args.interval:g} s "
         f"({total / args.interval:.0f}/s), {args.flip:.0%} of them change state, {args.seconds:.0f} s window"
     )
-    print(f"{'metric':<40}{'value':>12}{'target':>14}")
-    print(f"{'operator CPU (cores)':<40}{core:>12.3f}{'< 0.25':>14}")
-    print(f"{'operator RSS (MiB)':<40}{rss:>12.0f}{'< 200':>14}")
+    big = args.pools >= 1000
+    print(f"{'metric':<44}{'value':>12}{'target':>14}")
+    print(f"{'operator CPU (cores)':<44}{core:>12.3f}{'< 1' if big else '< 0.25':>14}")
+    print(f"{'operator RSS (MiB)':<44}{rss:>12.0f}{'< 500' if big else '< 200':>14}")
     if lag:
-        print(f"{'status lag p50 (s)':<40}{statistics.median(lag):>12.2f}")
-        print(f"{'status lag p99 (s)':<40}{pct(lag, 99):>12.2f}{'< 5':>14}")
-    print(f"{'state changes observed in status':<40}{len(lag):>7}/{measured:<4}")
-    print(f"{'status writes / minute (all pools)':<40}{(writes1 - writes0) * 60 / (w1 - w0):>12.0f}")
+        print(f"{'status lag p50 (s)':<44}{statistics.median(lag):>12.2f}")
+        print(f"{'status lag p99 (s)':<44}{pct(lag, 99):>12.2f}{'< 5':>14}")
+    print(f"{'state changes observed in status':<44}{len(lag):>7}/{measured:<4}")
+    writes = (writes1 - writes0) * 60 / window
+    print(f"{'status writes / minute (all pools)':<44}{writes:>12.0f}")
+    print(f"{'status writes / minute per pool':<44}{writes / (args.pools + len(new_names)):>12.2f}{'<= 60':>14}")
+    if first_pod:
+        print(f"{'new pool -> first pod p50 (s)':<44}{statistics.median(first_pod):>12.2f}")
+        print(f"{'new pool -> first pod p99 (s)':<44}{pct(first_pod, 99):>12.2f}{'< 2':>14}")
+    print(f"{'new pools that got their first pod':<44}{len(first_pod):>7}/{len(new_names):<4}")
+    print("\nAPI requests a second in the window (the API server's counters, all clients):")
+    for (verb, resource), count in sorted(rate_of(api0, api1, window).items(), key=lambda kv: -kv[1])[:12]:
+        print(f"  {verb:<8}{resource:<36}{count:>10.2f}")
+    print("Redis commands a second in the window (load generator: hset, expire, publish):")
+    for command, count in sorted(rate_of(redis0, redis1, window).items(), key=lambda kv: -kv[1])[:10]:
+        print(f"  {command:<44}{count:>10.1f}")
     return 0
+
+
+def pool_doc(name: str, workers: int, interval: float, url: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "bifrost.dev/v1alpha1",
+        "kind": "WorkerPool",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "minWorkers": workers,
+            "maxWorkers": workers,
+            "processes": {"min": 2, "max": 2},
+            "heartbeatIntervalSeconds": int(interval),
+            "redis": {"url": url},
+            "template": {"spec": {"containers": [{"name": "w", "image": "x"}]}},
+        },
+    }
+
+
+def first_pod_delays(
+    names: list[str], pools: list[tuple[float, dict[str, Any]]], pods: list[tuple[float, dict[str, Any]]]
+) -> list[float]:
+    """Per new pool: from its ADDED event to its first pod's, both as watches delivered them."""
+    added = {e["object"]["metadata"]["name"]: at for at, e in pools if e.get("type") == "ADDED"}
+    first: dict[str, float] = {}
+    for at, e in pods:
+        pool = e["object"]["metadata"].get("labels", {}).get("bifrost.dev/pool")
+        if e.get("type") == "ADDED" and pool is not None:
+            first.setdefault(pool, at)
+    return [first[n] - added[n] for n in names if n in first and n in added]
+
+
+def api_requests(cluster: LocalCluster) -> dict[tuple[str, str], float]:
+    """apiserver_request_total summed by (verb, resource[/subresource])."""
+    text = cluster.kubectl("get", "--raw", "/metrics", timeout=60).stdout
+    out: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(kv.split("=", 1) for kv in line[line.index("{") + 1 : line.rindex("}")].split(","))
+        labels = {k: v.strip('"') for k, v in labels.items()}
+        resource = labels.get("resource", "") + (f"/{labels['subresource']}" if labels.get("subresource") else "")
+        key = (labels.get("verb", ""), resource)
+        out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def redis_commands(r: redis.Redis) -> dict[str, float]:
+    stats = r.info("commandstats")
+    return {name.removeprefix("cmdstat_"): float(v["calls"]) for name, v in stats.items()}
+
+
+def rate_of(before: dict[Any, float], after: dict[Any, float], seconds: float) -> dict[Any, float]:
+    return {k: (v - before.get(k, 0.0)) / seconds for k, v in after.items() if v > before.get(k, 0.0)}
 
 
 def transitions(events: list[tuple[float, dict[str, Any]]]) -> dict[str, list[tuple[bool, float]]]:

@@ -32,12 +32,14 @@ TRUST = 0.5  # s: heartbeats heard this recently are not re-read
 
 @dataclass
 class Recorder:
+    pool: str = POOL
+    prefix: str = "w-"  # the pod names its pool owns
     heartbeats: list[WorkerHeartbeat] = field(default_factory=list)
     resyncs: list[tuple[set[str], dict[str, Registration]]] = field(default_factory=list)
     queues: list[QueueStatus] = field(default_factory=list)
 
     def subscriber(self) -> Subscriber:
-        return Subscriber(NS, POOL, "q", TRUST, self)
+        return Subscriber(NS, self.pool, "q", TRUST, self)
 
     def on_heartbeat(self, hb: WorkerHeartbeat) -> None:
         self.heartbeats.append(hb)
@@ -52,7 +54,7 @@ class Recorder:
         pass
 
     def owns(self, worker_id: str) -> bool:
-        return worker_id.startswith("w-")
+        return worker_id.startswith(self.prefix)
 
     def heard(self) -> set[str]:
         return {hb.worker_id for hb in self.heartbeats}
@@ -67,8 +69,8 @@ async def hub(redis_server: RedisServer) -> AsyncIterator[RedisHub]:
         await h.stop()
 
 
-def write(r: redis.Redis, worker_id: str, *, publish: bool, busy: bool = False) -> None:
-    key, fields, payload = heartbeat_payload(worker_id, busy, dt.datetime.now(dt.UTC), POOL, NS)
+def write(r: redis.Redis, worker_id: str, *, publish: bool, busy: bool = False, pool: str = POOL) -> None:
+    key, fields, payload = heartbeat_payload(worker_id, busy, dt.datetime.now(dt.UTC), pool, NS)
     r.hset(key, mapping=fields)  # type: ignore[arg-type]
     if publish:
         r.publish(HEARTBEAT_CHANNEL, payload)
@@ -138,3 +140,24 @@ async def test_broken_subscription_is_followed_by_a_full_reread(redis_server: Re
         what="a full resync after the reconnect",
     )
     assert full[0] == {"w-a", "w-b"}
+
+
+async def test_a_new_pool_rereads_its_own_workers_not_everyones(redis_server: RedisServer, hub: RedisHub) -> None:
+    """At 1000 pools, each new pool used to re-read all 10,000 hashes."""
+    r = redis.Redis.from_url(redis_server.url)
+    first, second = Recorder(), Recorder(pool="other", prefix="o-")
+    hub.subscribe(first.subscriber())
+    hub.start()
+    await async_wait_until(lambda: first.resyncs, within=10, what="the first resync")
+    await async_wait_until(lambda: subscribed(r), within=10, what="the heartbeat subscription")
+    write(r, "w-a", publish=True)
+    write(r, "o-a", publish=True, pool="other")  # heard, but no pool listens for it yet
+    await async_wait_until(lambda: first.heard() == {"w-a"}, within=10, what="a heartbeat")
+    await async_wait_until(lambda: "o-a" in hub._heard, within=10, what="the other pool's heartbeat")
+    count = len(first.resyncs)
+
+    hub.subscribe(second.subscriber())  # its resync comes at once (the hub's timer is an hour)
+    got = await async_wait_until(lambda: second.resyncs and second.resyncs[0], within=10, what="its resync")
+    assert got[0] == {"o-a"} and set(got[1]) == {"o-a"}, "the new pool gets its worker's report at once"
+    assert first.resyncs[count][0] == {"w-a"}
+    assert first.resyncs[count][1] == {}, "the other pool's worker, heard lately, is not re-read"

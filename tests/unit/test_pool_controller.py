@@ -11,6 +11,7 @@ import copy
 import datetime as dt
 import itertools
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -51,6 +52,8 @@ class FakeKube:
         self.deleted: list[str] = []
         self.status: dict[str, Any] = {}
         self.status_writes = 0
+        self.patches: list[dict[str, Any]] = []
+        self.status_turn: Callable[[], Awaitable[None]] | None = None
         self.events: list[tuple[str, str]] = []
         self._ids = itertools.count(1)
 
@@ -69,13 +72,22 @@ class FakeKube:
         del self.pods[name]
         self.deleted.append(name)
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    async def patch_status(
+        self, namespace: str, name: str, status: Callable[[], dict[str, Any] | None]
+    ) -> bool:
+        if self.status_turn is not None:
+            await self.status_turn()  # the write waits for its turn (the rate limiter's queue)
+        patch = status()
+        if patch is None:
+            return False
         self.status_writes += 1
-        for key, value in status.items():
+        self.patches.append(patch)
+        for key, value in patch.items():
             if value is None:
                 self.status.pop(key, None)
             else:
                 self.status[key] = value
+        return True
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
         return None
@@ -285,7 +297,7 @@ class RefusingResponse:
 
 
 def refuse_status_writes(world: World, status: int, headers: dict[str, str]) -> None:
-    async def refused(namespace: str, name: str, body: dict[str, Any]) -> None:
+    async def refused(namespace: str, name: str, body: object) -> bool:
         raise ApiException(http_resp=RefusingResponse(status, headers))
 
     world.kube.patch_status = refused  # type: ignore[method-assign]
@@ -341,3 +353,41 @@ async def test_a_silent_worker_is_noticed_without_any_event(world: World) -> Non
     await world.reconcile()
     ready = world.condition("Ready")
     assert world.kube.status["readyWorkers"] == 0 and "no fresh heartbeat" in ready["message"]
+
+
+async def test_a_status_write_that_waits_its_turn_carries_the_state_current_when_it_goes(world: World) -> None:
+    """Queued behind the API budget, the write is re-rendered: no status older than its queue wait."""
+    await ready_pool(world)
+    await world.reconcile()
+    (worker,) = world.kube.pods
+    written = world.kube.status_writes
+
+    async def turn_during_which_the_worker_turns_busy() -> None:
+        world.clock.advance(2)
+        world.beat(busy={worker})
+
+    world.kube.status_turn = turn_during_which_the_worker_turns_busy
+    world.clock.advance(1)
+    world.hub.depth = 3  # the round sees the queue grow while the worker is still idle...
+    await world.reconcile()
+    # ...and its one write shows the worker busy, as it was when the write went out.
+    assert world.kube.status_writes == written + 1
+    details = {w["workerId"]: w for w in world.kube.status["workerDetails"]}
+    assert details[worker]["busyCount"] == 1
+
+
+async def test_a_write_whose_change_was_undone_while_it_waited_is_not_sent(world: World) -> None:
+    await ready_pool(world)
+    await world.reconcile()
+    (worker,) = world.kube.pods
+    written = world.kube.status_writes
+    world.clock.advance(1)
+    world.beat(busy={worker})
+
+    async def turn_during_which_it_turns_idle_again() -> None:
+        world.clock.advance(1)
+        world.beat()
+
+    world.kube.status_turn = turn_during_which_it_turns_idle_again
+    await world.reconcile()
+    assert world.kube.status_writes == written

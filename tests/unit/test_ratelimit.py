@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workerpool.controller.ratelimit import TokenBucket, WriteLimiter
+from workerpool.controller.ratelimit import Priority, TokenBucket, WriteLimiter
 
 
 def test_a_burst_goes_at_once_then_writes_are_spaced_at_the_rate() -> None:
@@ -43,16 +45,59 @@ def test_no_window_ever_sees_more_than_burst_plus_rate_times_its_length(
             assert j - i + 1 <= burst + rate * window + 1e-6
 
 
-async def test_the_limiter_sleeps_what_the_bucket_says() -> None:
-    slept: list[float] = []
+class VirtualTime:
+    """A clock that the limiter's sleeps move forward (no real waiting)."""
 
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
+    def __init__(self) -> None:
+        self.now = 5.0
+        self.slept: list[float] = []
 
-    limiter = WriteLimiter(TokenBucket(rate=2, burst=1), clock=lambda: 5.0, sleep=sleep)
-    for _ in range(3):
-        await limiter.acquire()
-    assert slept == [0.5, 1.0]
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)  # let the waiters that were served run
+
+
+async def test_writers_past_the_burst_wait_at_the_rate() -> None:
+    time = VirtualTime()
+    limiter = WriteLimiter(TokenBucket(rate=2, burst=1), clock=time.clock, sleep=time.sleep)
+    await asyncio.gather(*(limiter.acquire() for _ in range(3)))
+    assert time.slept == [0.5, 0.5]  # the first at once, then one each half second
+
+
+async def test_queued_pod_writes_go_before_queued_status_writes_then_in_order_of_arrival() -> None:
+    time = VirtualTime()
+    limiter = WriteLimiter(TokenBucket(rate=10, burst=1), clock=time.clock, sleep=time.sleep)
+    order: list[str] = []
+
+    async def write(what: str, priority: Priority) -> None:
+        await limiter.acquire(priority)
+        order.append(what)
+
+    await limiter.acquire(Priority.STATUS)  # the bucket is empty now
+    tasks = [asyncio.create_task(write(f"status-{i}", Priority.STATUS)) for i in range(3)]
+    await asyncio.sleep(0)
+    tasks += [asyncio.create_task(write(f"pod-{i}", Priority.POD)) for i in range(2)]
+    tasks.append(asyncio.create_task(write("event", Priority.EVENT)))
+    await asyncio.gather(*tasks)
+    # The first status write had already taken its turn's token when the pods came.
+    assert order == ["status-0", "pod-0", "pod-1", "event", "status-1", "status-2"]
+    assert limiter.queued == 0
+
+
+async def test_a_cancelled_waiter_leaves_the_queue_and_the_rest_are_served() -> None:
+    time = VirtualTime()
+    limiter = WriteLimiter(TokenBucket(rate=10, burst=1), clock=time.clock, sleep=time.sleep)
+    await limiter.acquire()
+    gone = asyncio.create_task(limiter.acquire(Priority.POD))
+    kept = asyncio.create_task(limiter.acquire(Priority.STATUS))
+    await asyncio.sleep(0)
+    gone.cancel()
+    await asyncio.wait_for(kept, timeout=5)
+    assert gone.cancelled() and limiter.queued == 0
 
 
 def test_nonsense_is_refused() -> None:

@@ -19,19 +19,20 @@ from pydantic import ValidationError
 
 from ..contracts import names
 from ..contracts.resource import WorkerPool
-from ..contracts.wire import describe_validation_error
+from ..contracts.wire import QueueStatus, describe_validation_error
 from ..decide.backoff import parse_retry_after
 from ..decide.observation import Observation, fresh_window
-from ..decide.pods import PoolRef, render_template, template_hash
+from ..decide.pods import PoolRef
 from ..decide.pool import Context, Plan, PoolMemory, decide
 from ..decide.reasons import Reason
-from ..decide.status import Stall, WritePolicy, invalid_status, previous_conditions, render
+from ..decide.status import Stall, WritePolicy, invalid_status, render
 from . import metrics
+from .derived import StoredConditions, TemplateHash
 from .kube import ApiException
 from .pod_actions import PodActions
 from .pool_io import EventEmitter, PoolRetry, RedisUrlSource, StatusWriter, export_metrics
 from .pool_state import PoolState
-from .ports import Commands, Hub, PoolDeps
+from .ports import Hub, PoolDeps
 from .recycle_handler import apply_recycle
 from .redis_hub import Subscriber
 
@@ -65,7 +66,8 @@ class PoolController:
         self.redis_url = RedisUrlSource(deps.kube, self.namespace, deps.clock)
         self.actions = PodActions(deps.kube, self.state, self.events, deps.worker_image)
         self.task: asyncio.Task[None] | None = None
-        self._hash_cache: tuple[int, str] | None = None
+        self.template_hash = TemplateHash(deps.worker_image)
+        self.stored_conditions = StoredConditions()
 
     # --- inputs (called from Kopf handlers and the Redis hub; never block) ------------------
 
@@ -162,7 +164,7 @@ class PoolController:
         hub, stall = await self._hub(pool)
         obs, ctx = await self._observe(pool, hub, stall)
         plan = decide(pool, obs, ctx, self.memory, self._now())
-        await self._apply(pool, plan, hub.commands if hub is not None else None)
+        await self._apply(pool, plan, hub, stall)
         export_metrics(self.namespace, self.name, obs, plan.scale)
 
     async def _hub(self, pool: WorkerPool) -> tuple[Hub | None, Stall | None]:
@@ -179,24 +181,30 @@ class PoolController:
         return hub, stall
 
     async def _observe(self, pool: WorkerPool, hub: Hub | None, stall: Stall | None) -> tuple[Observation, Context]:
-        queue = hub.queue(pool.spec.redis.queue_key) if hub is not None else None
-        if hub is None:
-            redis_error: str | None = stall.message if stall else "no Redis URL"
-        else:
-            redis_error = hub.error or (None if queue is not None else "waiting for the first queue reading")
         if not self.state.pods_synced:
             self.state.sync_pods(await self.deps.kube.list_pods(self.namespace, self.name))
-        obs = self.state.observe(pool.spec.heartbeat_interval_seconds, queue, redis_error)
+        return self._snapshot(pool, hub, stall)
+
+    def _snapshot(self, pool: WorkerPool, hub: Hub | None, stall: Stall | None) -> tuple[Observation, Context]:
+        """What the pool looks like now, from the state the watches and the hub keep (no I/O)."""
+        queue = hub.queue(pool.spec.redis.queue_key) if hub is not None else None
+        obs = self.state.observe(pool.spec.heartbeat_interval_seconds, queue, _redis_error(hub, queue, stall))
         ctx = Context(
-            template_hash=self._template_hash(pool),
+            template_hash=self.template_hash.of(pool),
             stall=stall,
             create_error=self.state.create_error,
             status_known=self.state.resynced,
-            previous_conditions=previous_conditions(self.body.get("status")),
+            previous_conditions=self.stored_conditions.of(self.body.get("status")),
         )
         return obs, ctx
 
-    async def _apply(self, pool: WorkerPool, plan: Plan, commands: Commands | None) -> None:
+    def _current_status(self, pool: WorkerPool, hub: Hub | None, stall: Stall | None) -> dict[str, Any] | None:
+        """The status as it would be rendered now (for a write that waited for its turn)."""
+        obs, ctx = self._snapshot(pool, hub, stall)
+        return decide(pool, obs, ctx, self.memory, self._now()).status
+
+    async def _apply(self, pool: WorkerPool, plan: Plan, hub: Hub | None, stall: Stall | None) -> None:
+        commands = hub.commands if hub is not None else None
         for event in plan.events:
             await self.events.emit(event)
         await self.actions.apply(pool, PoolRef(pool.name, pool.namespace, pool.uid), plan.scale, commands)
@@ -208,9 +216,9 @@ class PoolController:
             if record != plan.recycle.record:
                 memory = replace(memory, last_recycle=record)
                 self.poke()  # a previous run's record: the next round's status shows it
-        if plan.status is not None:
-            await self.status.write(plan.status)
         self.memory = memory
+        if plan.status is not None:
+            await self.status.write(plan.status, lambda: self._current_status(pool, hub, stall))
         self.next_scale_check_at = (
             self.clock.monotonic() + plan.recheck_after + 0.05 if plan.recheck_after is not None else None
         )
@@ -226,26 +234,25 @@ class PoolController:
             Subscriber(self.namespace, self.name, pool.spec.redis.queue_key, trust, self.state)
         )
 
-    def _template_hash(self, pool: WorkerPool) -> str:
-        """The current pod template's hash, rendered once per spec generation (not per reconcile)."""
-        if self._hash_cache is None or self._hash_cache[0] != pool.generation:
-            ref = PoolRef(pool.name, pool.namespace, pool.uid)
-            rendered = render_template(ref, pool.spec, self.deps.worker_image)
-            self._hash_cache = (pool.generation, template_hash(rendered))
-        return self._hash_cache[1]
-
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.clock.time(), dt.UTC)
 
     async def _write_invalid(self, message: str) -> None:
         generation = int(self.body["metadata"].get("generation") or 0)
-        before = previous_conditions(self.body.get("status"))
+        before = self.stored_conditions.of(self.body.get("status"))
         await self.status.write(render(invalid_status(generation, message, before, self._now().replace(microsecond=0))))
 
 
 def _acts_on(meta: dict[str, Any]) -> tuple[Any, Any]:
     """The parts of a pool's metadata whose change needs a reconcile (a status write does not)."""
     return meta.get("generation"), (meta.get("annotations") or {}).get(names.RECYCLE_ANNOTATION)
+
+
+def _redis_error(hub: Hub | None, queue: QueueStatus | None, stall: Stall | None) -> str | None:
+    """Why the pool's demand cannot be read from Redis now (None: it can)."""
+    if hub is None:
+        return stall.message if stall else "no Redis URL"
+    return hub.error or (None if queue is not None else "waiting for the first queue reading")
 
 
 def _header(exc: ApiException, name: str) -> str | None:

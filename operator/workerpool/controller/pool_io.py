@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 from ..contracts.resource import WorkerPoolSpec
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 EVENT_REPEAT_SECONDS = 60.0
 SECRET_TTL = 30.0
+REFRESH_AFTER = 0.05  # a status write that waited longer for its turn is re-rendered before it goes
 
 
 class EventEmitter:
@@ -75,15 +77,35 @@ class StatusWriter:
         """Someone else may have written since: patch against what is stored now (nulls clear its extras)."""
         self.last_written, self.last_write_at, self.next_write_at = dict(stored or {}) or None, 0.0, None
 
-    async def write(self, rendered: dict[str, Any]) -> None:
+    async def write(self, rendered: dict[str, Any], current: Callable[[], dict[str, Any] | None] | None = None) -> None:
+        """Write `rendered` if the policy says so; `current()` re-renders it if the write waited its turn.
+
+        A write queued behind the API budget goes out with the status as it is
+        then (not as it was when queued): the wait coalesces changes instead of
+        making the status lag by the queue's length.
+        """
         now = self.clock.monotonic()
         write, wait = should_write(rendered, self.last_written, self.last_write_at, now, self.policy)
         if not write:
             self.next_write_at = now + wait if rendered != self.last_written else None
             return
-        await self.kube.patch_status(self.namespace, self.name, merge_patch(rendered, self.last_written))
-        metrics.STATUS_WRITES.labels(self.namespace, self.name).inc()
-        self.last_written, self.last_write_at, self.next_write_at = rendered, now, None
+        sent, due = rendered, None
+
+        def patch() -> dict[str, Any] | None:
+            nonlocal sent, due
+            later = self.clock.monotonic()
+            if current is not None and later - now > REFRESH_AFTER:
+                sent = current() or sent
+                still, wait = should_write(sent, self.last_written, self.last_write_at, later, self.policy)
+                if not still:  # what made the write worth it was undone while it waited
+                    due = later + wait if sent != self.last_written else None
+                    return None
+            return merge_patch(sent, self.last_written)
+
+        if await self.kube.patch_status(self.namespace, self.name, patch):
+            metrics.STATUS_WRITES.labels(self.namespace, self.name).inc()
+            self.last_written, self.last_write_at = sent, self.clock.monotonic()
+        self.next_write_at = due
 
 
 class RedisUrlSource:

@@ -6,17 +6,31 @@ queue or reject (429) the lot, the operator's watches and reads included.
 client-go gives every controller the same protection (QPS/burst); the
 defaults here are sized for 1000 pools (docs/operator.md, "API writes").
 
-`delay()` is pure (time in, seconds to wait out); `acquire()` sleeps it.
-Waiters are served in order: the bucket is a queue, not a race.
+`TokenBucket` is pure (time in, seconds to wait out). `WriteLimiter` queues
+the writers that find the bucket empty and serves them by priority, then in
+order of arrival: a new pool's first pod never waits behind a thousand
+status writes. A status write loses nothing by waiting: its content is
+rendered when its turn comes (`StatusWriter`), so the wait coalesces changes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from enum import IntEnum
 
 from . import metrics
+
+
+class Priority(IntEnum):
+    """Lower goes first."""
+
+    POD = 0  # creating and deleting workers: what users and executions wait for
+    EVENT = 1
+    STATUS = 2  # rendered when its turn comes, so waiting only coalesces
 
 
 @dataclass
@@ -31,17 +45,28 @@ class TokenBucket:
             raise ValueError("a token bucket needs rate > 0 and burst >= 1")
         self.tokens = self.burst
 
+    def _refill(self, now: float) -> None:
+        if self.at is not None:
+            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+
     def delay(self, now: float) -> float:
         """Take one token at `now`; the seconds the caller must wait before it may act (0: at once).
 
         The token is taken even when the answer is a wait (the balance goes
         negative), so callers asking one after another queue up behind each other.
         """
-        if self.at is not None:
-            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
+        self._refill(now)
         self.tokens -= 1
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+    def try_take(self, now: float) -> bool:
+        """Take one token if one is there now; never goes into debt."""
+        self._refill(now)
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 class WriteLimiter:
@@ -52,9 +77,34 @@ class WriteLimiter:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.bucket, self.clock, self.sleep = bucket, clock, sleep
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrival = itertools.count()
+        self._server: asyncio.Task[None] | None = None
 
-    async def acquire(self) -> None:
-        wait = self.bucket.delay(self.clock())
-        if wait > 0:
-            metrics.API_WRITE_WAIT.observe(wait)
-            await self.sleep(wait)
+    @property
+    def queued(self) -> int:
+        return sum(1 for _, _, fut in self._waiting if not fut.done())
+
+    async def acquire(self, priority: Priority = Priority.POD) -> None:
+        """Return when this write may go: at once while tokens last and nobody waits, else in turn."""
+        if not self._waiting and self.bucket.try_take(self.clock()):
+            return
+        started = self.clock()
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (priority, next(self._arrival), turn))
+        if self._server is None or self._server.done():
+            self._server = asyncio.create_task(self._serve(), name="api-write-limiter")
+        await turn  # a cancelled waiter's future is cancelled too; `_serve` skips it
+        metrics.API_WRITE_WAIT.observe(self.clock() - started)
+
+    async def _serve(self) -> None:
+        """Hand out tokens at the bucket's rate, highest priority first."""
+        while self._waiting:
+            _, _, turn = heapq.heappop(self._waiting)
+            if turn.done():
+                continue
+            wait = self.bucket.delay(self.clock())
+            if wait > 0:
+                await self.sleep(wait)
+            if not turn.done():
+                turn.set_result(None)

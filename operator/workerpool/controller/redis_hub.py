@@ -128,6 +128,7 @@ class RedisHub:
         # worker id -> (when its last heartbeat arrived by pub/sub, its pool, its namespace)
         self._heard: dict[str, tuple[float, str | None, str | None]] = {}
         self._full_next = True
+        self._new_pools: set[tuple[str, str]] = set()  # subscribed since the last resync
         self._loops = LoopHealth()
 
     # --- life cycle ---------------------------------------------------------------------
@@ -147,8 +148,9 @@ class RedisHub:
 
     def subscribe(self, sub: Subscriber) -> None:
         if (sub.namespace, sub.name) not in self.subscribers:
-            # A new pool learns its workers at once (not after a period), and fully.
-            self._full_next = True
+            # A new pool learns its workers at once (not after a period), and fully:
+            # the next resync re-reads its workers (not all: at 1000 pools that was 10,000 hashes).
+            self._new_pools.add((sub.namespace, sub.name))
             self._resync_now.set()
         self.subscribers[(sub.namespace, sub.name)] = sub
 
@@ -267,38 +269,28 @@ class RedisHub:
         keys = [k async for k in self.client.scan_iter(match=WORKER_KEY_PATTERN, count=1000)]
         ids = [i for i in (worker_id_from_key(k.decode() if isinstance(k, bytes) else k) for k in keys) if i]
         full, self._full_next = self._full_next, False
+        new, self._new_pools = self._new_pools, set()
         now = time.monotonic()
-        stale = ids if full else [i for i in ids if not self._heard_lately(i, now)]
+        stale = ids if full else [i for i in ids if not self._heard_lately(i, now) or self._heard_for(i, new)]
         async with self.client.pipeline(transaction=False) as p:
             for worker_id in stale:
                 p.hgetall(worker_key(worker_id))
             hashes = await p.execute() if stale else []
-        present: dict[tuple[str, str], set[str]] = {k: set() for k in self.subscribers}
-        grouped: dict[tuple[str, str], dict[str, Registration]] = {k: {} for k in self.subscribers}
-        stale_ids, known = set(stale), set(ids)
-        for worker_id in ids:
-            if worker_id in stale_ids:
-                continue
-            _, pool, namespace = self._heard[worker_id]
-            for sub in self._route(worker_id, pool, namespace):
-                present[(sub.namespace, sub.name)].add(worker_id)
-        for worker_id, fields in zip(stale, hashes, strict=True):
-            if not fields:
-                continue  # expired between SCAN and HGETALL
-            try:
-                reg = parse_registration(worker_id, fields)
-            except WireFormatError as exc:
-                metrics.MALFORMED.labels(kind="registration").inc()
-                log.warning("%s: skipping malformed registration: %s", self.label, exc)
-                continue
-            for sub in self._route(worker_id, reg.pool, reg.namespace):
-                grouped[(sub.namespace, sub.name)][worker_id] = reg
-                present[(sub.namespace, sub.name)].add(worker_id)
+        regs = parse_hashes(self.label, stale, hashes)
+        present, grouped = group_by_pool(self.subscribers, ids, set(stale), regs, self._heard)
+        known = set(ids)
         self._heard = {i: h for i, h in self._heard.items() if i in known}
-        for key, regs in grouped.items():
+        for key, pool_regs in grouped.items():
             listening = self.subscribers.get(key)
             if listening is not None:
-                listening.listener.on_resync(present[key], regs)
+                listening.listener.on_resync(present[key], pool_regs)
+
+    def _heard_for(self, worker_id: str, pools: set[tuple[str, str]]) -> bool:
+        """Whether the worker's last heartbeat may belong to one of `pools` (unlabelled: it may)."""
+        if not pools:
+            return False
+        _, pool, namespace = self._heard[worker_id]
+        return pool is None or namespace is None or (namespace, pool) in pools
 
     def _heard_lately(self, worker_id: str, now: float) -> bool:
         heard = self._heard.get(worker_id)
@@ -307,3 +299,40 @@ class RedisHub:
         at, pool, namespace = heard
         sub = self.subscribers.get((namespace, pool)) if pool is not None and namespace is not None else None
         return now - at < (sub.trust_seconds if sub is not None else self.resync_seconds)
+
+
+def parse_hashes(label: str, ids: list[str], hashes: list[dict[bytes, bytes]]) -> dict[str, Registration]:
+    """The registrations a resync read; expired (empty) and malformed ones skipped (counted)."""
+    regs: dict[str, Registration] = {}
+    for worker_id, fields in zip(ids, hashes, strict=True):
+        if not fields:
+            continue  # expired between SCAN and HGETALL
+        try:
+            regs[worker_id] = parse_registration(worker_id, fields)
+        except WireFormatError as exc:
+            metrics.MALFORMED.labels(kind="registration").inc()
+            log.warning("%s: skipping malformed registration: %s", label, exc)
+    return regs
+
+
+def group_by_pool(
+    subscribers: dict[tuple[str, str], Subscriber],
+    ids: list[str],
+    read: set[str],
+    regs: dict[str, Registration],
+    heard: dict[str, tuple[float, str | None, str | None]],
+) -> tuple[dict[tuple[str, str], set[str]], dict[tuple[str, str], dict[str, Registration]]]:
+    """Per pool: the workers present (the ones not `read`, by their last heartbeat; the read
+    ones, by their registration) and the registrations read."""
+    present: dict[tuple[str, str], set[str]] = {k: set() for k in subscribers}
+    grouped: dict[tuple[str, str], dict[str, Registration]] = {k: {} for k in subscribers}
+    for worker_id in ids:
+        if worker_id not in read:
+            _, pool, namespace = heard[worker_id]
+            for sub in route(subscribers, worker_id, pool, namespace):
+                present[(sub.namespace, sub.name)].add(worker_id)
+    for worker_id, reg in regs.items():
+        for sub in route(subscribers, worker_id, reg.pool, reg.namespace):
+            grouped[(sub.namespace, sub.name)][worker_id] = reg
+            present[(sub.namespace, sub.name)].add(worker_id)
+    return present, grouped

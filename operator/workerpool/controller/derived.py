@@ -1,0 +1,37 @@
+"""Values a pool's round derives from its spec or stored status, computed once
+per change of their input instead of on every round (at 1000 pools the rounds
+are the operator's main CPU cost; docs/performance.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..contracts.resource import Condition, WorkerPool
+from ..decide.pods import PoolRef, render_template, template_hash
+from ..decide.status import previous_conditions
+
+
+class TemplateHash:
+    """The pod template's hash, rendered once per spec generation."""
+
+    def __init__(self, worker_image: str) -> None:
+        self.worker_image = worker_image
+        self.cached: tuple[int, str] | None = None
+
+    def of(self, pool: WorkerPool) -> str:
+        if self.cached is None or self.cached[0] != pool.generation:
+            rendered = render_template(PoolRef(pool.name, pool.namespace, pool.uid), pool.spec, self.worker_image)
+            self.cached = (pool.generation, template_hash(rendered))
+        return self.cached[1]
+
+
+class StoredConditions:
+    """The stored status's conditions, parsed once per stored status (the watch hands a new dict on change)."""
+
+    def __init__(self) -> None:
+        self.cached: tuple[dict[str, Any] | None, list[Condition]] | None = None
+
+    def of(self, stored: dict[str, Any] | None) -> list[Condition]:
+        if self.cached is None or self.cached[0] is not stored:
+            self.cached = (stored, previous_conditions(stored))
+        return self.cached[1]
