@@ -151,6 +151,7 @@ def main() -> int:
             rss = rss_mib(op.proc.pid)  # type: ignore[union-attr]
             stop.set()
             time.sleep(5)  # let the last flips land before judging them
+            watch_events, watch_ended = len(watch.since(w0)), watch.ended()
             watch.stop()
             new_pods.stop()
             lag = flip_lags(flips, first_flip, transitions(watch.since(0.0)))
@@ -179,6 +180,7 @@ def main() -> int:
         print(f"{'new pool -> first pod p50 (s)':<44}{statistics.median(first_pod):>12.2f}")
         print(f"{'new pool -> first pod p99 (s)':<44}{pct(first_pod, 99):>12.2f}{'< 2':>14}")
     print(f"{'new pools that got their first pod':<44}{len(first_pod):>7}/{len(new_names):<4}")
+    print(f"{'status watch: events, ended early':<44}{watch_events:>7}  {watch_ended or 'no'}")
     print("\nAPI requests a second in the window (the API server's counters, all clients):")
     for (verb, resource), count in sorted(rate_of(api0, api1, window).items(), key=lambda kv: -kv[1])[:12]:
         print(f"  {verb:<8}{resource:<36}{count:>10.2f}")
@@ -199,7 +201,9 @@ def pool_doc(name: str, workers: int, interval: float, url: str) -> dict[str, An
             "processes": {"min": 2, "max": 2},
             "heartbeatIntervalSeconds": int(interval),
             "redis": {"url": url},
-            "template": {"spec": {"containers": [{"name": "w", "image": "x"}]}},
+            # Left unscheduled: no scheduler claims them (the default one would retry 10,000
+            # unschedulable pods and post FailedScheduling Events, load no real cluster has).
+            "template": {"spec": {"schedulerName": "unscheduled", "containers": [{"name": "w", "image": "x"}]}},
         },
     }
 
@@ -208,10 +212,14 @@ def first_pod_delays(
     names: list[str], pools: list[tuple[float, dict[str, Any]]], pods: list[tuple[float, dict[str, Any]]]
 ) -> list[float]:
     """Per new pool: from its ADDED event to its first pod's, both as watches delivered them."""
-    added = {e["object"]["metadata"]["name"]: at for at, e in pools if e.get("type") == "ADDED"}
+    added: dict[str, float] = {}
+    for at, e in pools:
+        name = (e.get("object") or {}).get("metadata", {}).get("name")
+        if e.get("type") == "ADDED" and name is not None:
+            added.setdefault(name, at)
     first: dict[str, float] = {}
     for at, e in pods:
-        pool = e["object"]["metadata"].get("labels", {}).get("bifrost.dev/pool")
+        pool = (e.get("object") or {}).get("metadata", {}).get("labels", {}).get("bifrost.dev/pool")
         if e.get("type") == "ADDED" and pool is not None:
             first.setdefault(pool, at)
     return [first[n] - added[n] for n in names if n in first and n in added]

@@ -31,6 +31,7 @@ class Watch:
                 "json",
             ],
             stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
         )
         self.events: list[tuple[float, dict[str, Any]]] = []
@@ -48,6 +49,14 @@ class Watch:
     def since(self, t0: float) -> list[tuple[float, dict[str, Any]]]:
         with self.lock:
             return [(t, e) for t, e in self.events if t >= t0]
+
+    def ended(self) -> str | None:
+        """Why kubectl stopped watching before `stop()` (None: it is still watching)."""
+        code = self.proc.poll()
+        if code is None:
+            return None
+        assert self.proc.stderr is not None
+        return f"kubectl exited {code}: {self.proc.stderr.read().strip()[-300:]}"
 
     def stop(self) -> None:
         self.proc.terminate()

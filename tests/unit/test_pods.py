@@ -170,3 +170,24 @@ def test_no_password_survives_redaction(password: str) -> None:
     url = f"redis://user:{password}@redis.example:6379/0"
     if has_password(url) and password not in ("user", "redis.example", "6379", "0", "redis", "/"):
         assert f":{password}@" not in redact(url)
+
+
+def test_metrics_port_reaches_the_worker_as_env_and_a_named_container_port() -> None:
+    pod = render_pod(REF, spec(metricsPort=9400), "img")
+    (worker,) = pod["spec"]["containers"]
+    assert env(pod)["WORKER_METRICS_PORT"]["value"] == "9400"
+    assert worker["ports"] == [{"name": "metrics", "containerPort": 9400, "protocol": "TCP"}]
+    plain = render_pod(REF, spec(), "img")
+    assert "WORKER_METRICS_PORT" not in env(plain) and "ports" not in plain["spec"]["containers"][0]
+    # A user's own ports stay; a user's port named "metrics" gives way to the spec's.
+    user = {
+        "containers": [
+            {
+                "name": "worker",
+                "image": "i",
+                "ports": [{"name": "metrics", "containerPort": 1}, {"name": "http", "containerPort": 8080}],
+            }
+        ]
+    }
+    ports = render_pod(REF, spec(metricsPort=9400, template={"spec": user}), "img")["spec"]["containers"][0]["ports"]
+    assert [(p["name"], p["containerPort"]) for p in ports] == [("http", 8080), ("metrics", 9400)]

@@ -72,9 +72,7 @@ class FakeKube:
         del self.pods[name]
         self.deleted.append(name)
 
-    async def patch_status(
-        self, namespace: str, name: str, status: Callable[[], dict[str, Any] | None]
-    ) -> bool:
+    async def patch_status(self, namespace: str, name: str, status: Callable[[], dict[str, Any] | None]) -> bool:
         if self.status_turn is not None:
             await self.status_turn()  # the write waits for its turn (the rate limiter's queue)
         patch = status()
@@ -391,3 +389,34 @@ async def test_a_write_whose_change_was_undone_while_it_waited_is_not_sent(world
     world.kube.status_turn = turn_during_which_it_turns_idle_again
     await world.reconcile()
     assert world.kube.status_writes == written
+
+
+def histogram(name: str) -> tuple[float, float]:
+    labels = {"namespace": NS, "pool": POOL}
+    count = REGISTRY.get_sample_value(f"{name}_count", labels) or 0.0
+    return count, REGISTRY.get_sample_value(f"{name}_sum", labels) or 0.0
+
+
+async def test_cold_start_and_scale_up_reaction_are_measured(world: World) -> None:
+    cold0, reaction0 = (
+        histogram("workerpool_worker_cold_start_seconds"),
+        histogram("workerpool_scale_up_reaction_seconds"),
+    )
+    await ready_pool(world)  # creates the first worker, which reports at once
+    world.hub.depth = 5
+    world.ctl.poke()  # the queue grew...
+    world.clock.advance(0.25)
+    await world.reconcile()  # ...and the round that creates the pods runs a quarter second later
+    new = [name for name in world.kube.pods if name not in world.ctl.state.workers]
+    assert len(new) == 2
+    world.clock.advance(4)
+    world.beat()  # the new workers' first reports, 4 s after their pods were created
+    world.beat()  # (a second report is not a second cold start)
+    cold, reaction = (
+        histogram("workerpool_worker_cold_start_seconds"),
+        histogram("workerpool_scale_up_reaction_seconds"),
+    )
+    assert cold[0] - cold0[0] == 3  # the first worker (0 s) and the two new ones
+    assert cold[1] - cold0[1] == pytest.approx(8.0)
+    assert reaction[0] - reaction0[0] == 1  # the burst's round (the first round had no trigger to time)
+    assert reaction[1] - reaction0[1] == pytest.approx(0.25)

@@ -121,6 +121,13 @@ class WorkerPoolSpec(ResourceModel):
     heartbeat_interval_seconds: int = Field(10, ge=1, le=300, description="Seconds between worker heartbeats.")
     redis: RedisSpec
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    metrics_port: int | None = Field(
+        None,
+        ge=1024,
+        le=65535,
+        description="Serve each worker's Prometheus metrics on this port (container port named `metrics`);"
+        " unset: no metrics endpoint.",
+    )
     template: dict[str, Any] = Field(
         default_factory=dict,
         description="Pod template for worker pods, as in a Deployment.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -17,6 +18,18 @@ QUEUE_DEPTH = Gauge("workerpool_queue_depth", "Pending executions", ["namespace"
 DESIRED = Gauge("workerpool_desired_workers", "Desired worker pods", ["namespace", "pool"])
 SCALE_EVENTS = Counter("workerpool_scale_events_total", "Pods created or deleted", ["namespace", "pool", "action"])
 RECYCLES = Counter("workerpool_recycle_requests_total", "Recycle targets by result", ["namespace", "pool", "result"])
+SCALE_UP_REACTION = Histogram(
+    "workerpool_scale_up_reaction_seconds",
+    "From the event that showed more demand (heartbeat, queue, spec) to the new pod's creation",
+    ["namespace", "pool"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+COLD_START = Histogram(
+    "workerpool_worker_cold_start_seconds",
+    "From a worker pod's creation to its worker's first report in Redis (scheduling, image, start-up)",
+    ["namespace", "pool"],
+    buckets=(0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 120, 300),
+)
 RECONCILE = Histogram(
     "workerpool_reconcile_duration_seconds",
     "Reconcile durations",
@@ -45,12 +58,16 @@ API_WRITE_WAIT = Histogram(
 LEADER = Gauge("workerpool_leader", "1 while this replica holds the leader Lease and acts, else 0")
 
 
+def cold_start(namespace: str, pool: str) -> Callable[[float], None]:
+    return COLD_START.labels(namespace, pool).observe
+
+
 def forget_pool(namespace: str, pool: str) -> None:
     """Drop a deleted pool's series."""
     for metric in (WORKERS, PROCESSES):
         for state in (*PROCESS_STATES, *POD_STATES):
             with contextlib.suppress(KeyError):
                 metric.remove(namespace, pool, state)
-    for gauge in (QUEUE_DEPTH, DESIRED, RETRY_DELAY):
+    for gauge in (QUEUE_DEPTH, DESIRED, RETRY_DELAY, SCALE_UP_REACTION, COLD_START):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, pool)

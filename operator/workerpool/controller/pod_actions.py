@@ -27,15 +27,20 @@ class PodActions:
         self.kube, self.state, self.events, self.worker_image = kube, state, events, worker_image
         self.namespace, self.name = events.namespace, events.name
 
-    async def apply(self, pool: WorkerPool, ref: PoolRef, plan: ScalePlan, commands: Commands | None) -> None:
-        """The plan's pod changes (its Events are posted by the caller, with the rest of the round's)."""
-        if await self._create(pool, ref, plan.create):
+    async def apply(
+        self, pool: WorkerPool, ref: PoolRef, plan: ScalePlan, commands: Commands | None, since: float | None
+    ) -> None:
+        """The plan's pod changes (its Events are posted by the caller, with the rest of the round's).
+
+        `since`: when the round's first trigger came (the scale-up reaction is measured from it).
+        """
+        if await self._create(pool, ref, plan.create, since):
             for deletion in plan.delete:
                 await self._delete(pool, deletion, commands)
 
-    async def _create(self, pool: WorkerPool, ref: PoolRef, count: int) -> bool:
+    async def _create(self, pool: WorkerPool, ref: PoolRef, count: int, since: float | None) -> bool:
         """False when the API server refused a create (then nothing more this round)."""
-        for _ in range(count):
+        for done in range(count):
             try:
                 created = await self.kube.create_pod(self.namespace, render_pod(ref, pool.spec, self.worker_image))
             except ApiException as exc:
@@ -46,6 +51,9 @@ class PodActions:
                 raise
             self.state.created(created)
             metrics.SCALE_EVENTS.labels(self.namespace, self.name, "create").inc()
+            if done == 0 and since is not None:
+                reaction = self.state.clock.monotonic() - since
+                metrics.SCALE_UP_REACTION.labels(self.namespace, self.name).observe(reaction)
         return True
 
     async def _delete(self, pool: WorkerPool, deletion: Deletion, commands: Commands | None) -> None:

@@ -32,7 +32,7 @@ from .kube import ApiException
 from .pod_actions import PodActions
 from .pool_io import EventEmitter, PoolRetry, RedisUrlSource, StatusWriter, export_metrics
 from .pool_state import PoolState
-from .ports import Hub, PoolDeps
+from .ports import Clock, Hub, PoolDeps
 from .recycle_handler import apply_recycle
 from .redis_hub import Subscriber
 
@@ -52,15 +52,17 @@ class PoolController:
         self.namespace: str = meta["namespace"]
         self.name: str = meta["name"]
         self.body = body
-        self.state = PoolState(meta.get("uid", ""), self.poke, deps.clock)
+        self.state = PoolState(
+            meta.get("uid", ""), self.poke, deps.clock, metrics.cold_start(self.namespace, self.name)
+        )
+        self.triggered_at: float | None = None  # the first trigger since the last round began
         self.memory = PoolMemory.from_status(body.get("status"))
         self.retry = PoolRetry(self.namespace, self.name)
         self.trigger = asyncio.Event()
         self.hub_url: str | None = None
         self.queue_key = ""  # the pool's queue, as last subscribed
         self.next_scale_check_at: float | None = None
-        self.events = EventEmitter(deps.kube, self.namespace, self.name, deps.clock)
-        self.events.uid = meta.get("uid", "")
+        self.events = EventEmitter(deps.kube, self.namespace, self.name, deps.clock, meta.get("uid", ""))
         policy = WritePolicy(deps.status_min_interval, deps.status_volatile_refresh)
         self.status = StatusWriter(deps.kube, self.namespace, self.name, policy, deps.clock)
         self.redis_url = RedisUrlSource(deps.kube, self.namespace, deps.clock)
@@ -98,6 +100,8 @@ class PoolController:
         metrics.forget_pool(self.namespace, self.name)
 
     def poke(self) -> None:
+        if self.triggered_at is None:
+            self.triggered_at = self.clock.monotonic()
         self.trigger.set()
 
     def on_body(self, body: dict[str, Any]) -> None:
@@ -163,7 +167,7 @@ class PoolController:
             return
         hub, stall = await self._hub(pool)
         obs, ctx = await self._observe(pool, hub, stall)
-        plan = decide(pool, obs, ctx, self.memory, self._now())
+        plan = decide(pool, obs, ctx, self.memory, _utc(self.clock))
         await self._apply(pool, plan, hub, stall)
         export_metrics(self.namespace, self.name, obs, plan.scale)
 
@@ -201,13 +205,14 @@ class PoolController:
     def _current_status(self, pool: WorkerPool, hub: Hub | None, stall: Stall | None) -> dict[str, Any] | None:
         """The status as it would be rendered now (for a write that waited for its turn)."""
         obs, ctx = self._snapshot(pool, hub, stall)
-        return decide(pool, obs, ctx, self.memory, self._now()).status
+        return decide(pool, obs, ctx, self.memory, _utc(self.clock)).status
 
     async def _apply(self, pool: WorkerPool, plan: Plan, hub: Hub | None, stall: Stall | None) -> None:
         commands = hub.commands if hub is not None else None
         for event in plan.events:
             await self.events.emit(event)
-        await self.actions.apply(pool, PoolRef(pool.name, pool.namespace, pool.uid), plan.scale, commands)
+        since, self.triggered_at = self.triggered_at, None
+        await self.actions.apply(pool, PoolRef(pool.name, pool.namespace, pool.uid), plan.scale, commands, since)
         memory = plan.memory
         if plan.recycle is not None and commands is not None:
             record = await apply_recycle(
@@ -230,17 +235,18 @@ class PoolController:
             self.hub_url = url
         trust = fresh_window(pool.spec.heartbeat_interval_seconds)
         self.queue_key = pool.spec.redis.queue_key
-        self.deps.hubs.hub_for(url).subscribe(
-            Subscriber(self.namespace, self.name, pool.spec.redis.queue_key, trust, self.state)
-        )
-
-    def _now(self) -> dt.datetime:
-        return dt.datetime.fromtimestamp(self.clock.time(), dt.UTC)
+        self.deps.hubs.hub_for(url).subscribe(Subscriber(self.namespace, self.name, self.queue_key, trust, self.state))
 
     async def _write_invalid(self, message: str) -> None:
         generation = int(self.body["metadata"].get("generation") or 0)
         before = self.stored_conditions.of(self.body.get("status"))
-        await self.status.write(render(invalid_status(generation, message, before, self._now().replace(microsecond=0))))
+        await self.status.write(
+            render(invalid_status(generation, message, before, _utc(self.clock).replace(microsecond=0)))
+        )
+
+
+def _utc(clock: Clock) -> dt.datetime:
+    return dt.datetime.fromtimestamp(clock.time(), dt.UTC)
 
 
 def _acts_on(meta: dict[str, Any]) -> tuple[Any, Any]:

@@ -29,9 +29,9 @@ REFRESH_AFTER = 0.05  # a status write that waited longer for its turn is re-ren
 class EventEmitter:
     """Events on one WorkerPool; the same reason and message at most once a minute."""
 
-    def __init__(self, kube: KubeApi, namespace: str, name: str, clock: Clock) -> None:
+    def __init__(self, kube: KubeApi, namespace: str, name: str, clock: Clock, uid: str = "") -> None:
         self.kube, self.namespace, self.name, self.clock = kube, namespace, name, clock
-        self.uid = ""
+        self.uid = uid
         self.recent: dict[tuple[str, str], float] = {}
 
     async def emit(self, event: Event) -> None:

@@ -25,10 +25,16 @@ def pod_view(body: dict[str, Any], now: float) -> PodView:
 
 
 class PoolState:
-    def __init__(self, uid: str, poke: Callable[[], None], clock: Clock) -> None:
+    def __init__(
+        self, uid: str, poke: Callable[[], None], clock: Clock, cold_start: Callable[[float], None] = lambda s: None
+    ) -> None:
         self.uid = uid
         self.poke = poke
         self.clock = clock
+        # Pods this controller created whose worker has not reported yet (name -> when):
+        # the cold start ends at the first report.
+        self.starting: dict[str, float] = {}
+        self.cold_start = cold_start
         # Only what decisions read of each pod (a whole pod body is ~100x larger: at
         # 1000 pods that difference is most of the operator's memory).
         self.pods: dict[str, PodView] = {}
@@ -52,6 +58,7 @@ class PoolState:
         if event_type == "DELETED":
             self.pods.pop(name, None)
             self.workers.pop(name, None)
+            self.starting.pop(name, None)
         else:
             self.pods[name] = pod_view(body, self.clock.time())
         self.poke()
@@ -65,6 +72,7 @@ class PoolState:
     def created(self, body: dict[str, Any]) -> None:
         """In the cache at once (the watch event may come before or after): never created twice."""
         self.pods[body["metadata"]["name"]] = pod_view(body, self.clock.time())
+        self.starting[body["metadata"]["name"]] = self.clock.monotonic()
         self._set_create_error(None)
 
     def create_rejected(self, message: str) -> None:
@@ -96,6 +104,7 @@ class PoolState:
         if before is not None and before.reported_at is not None and hb.timestamp < before.reported_at:
             return  # an older heartbeat overtaken by a resync
         self.workers[hb.worker_id] = Tracked(info, self.clock.monotonic(), hb.timestamp)
+        self._reported(hb.worker_id)
         if before is None or shape(before.info) != shape(info):
             self.poke()
 
@@ -108,10 +117,17 @@ class PoolState:
     def on_resync(self, present: set[str], regs: dict[str, Registration]) -> None:
         """`present`: every registered worker of this pool; `regs`: the reports re-read from Redis."""
         self.workers, changed = merge_resync(self.workers, present, regs, self.clock.monotonic(), self.clock.time())
+        for worker_id in present:
+            self._reported(worker_id)
         changed = changed or not self.resynced
         self.resynced = True
         if changed:
             self.poke()
+
+    def _reported(self, worker_id: str) -> None:
+        started = self.starting.pop(worker_id, None) if self.starting else None
+        if started is not None:
+            self.cold_start(self.clock.monotonic() - started)
 
     # --- the observation ----------------------------------------------------------------------
 

@@ -43,6 +43,8 @@ def worker_env(pool: PoolRef, spec: WorkerPoolSpec) -> list[dict[str, Any]]:
         "WORKER_HEARTBEAT_INTERVAL_SECONDS": spec.heartbeat_interval_seconds,
         "QUEUE_KEY": spec.redis.queue_key,
     }
+    if spec.metrics_port is not None:
+        plain["WORKER_METRICS_PORT"] = spec.metrics_port
     return [
         {"name": "WORKER_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POOL_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -51,6 +53,7 @@ def worker_env(pool: PoolRef, spec: WorkerPoolSpec) -> list[dict[str, Any]]:
     ]
 
 
+METRICS_PORT_NAME = "metrics"  # what a PodMonitor selects (the chart's)
 # The image's user (Dockerfile): numeric, so the kubelet can prove runAsNonRoot.
 IMAGE_UID = 10001
 # Writable scratch for a read-only root: multiprocessing's forkserver socket,
@@ -100,6 +103,9 @@ def render_template(pool: PoolRef, spec: WorkerPoolSpec, default_image: str) -> 
     ours = worker_env(pool, spec)
     taken = {e["name"] for e in ours}
     worker["env"] = [e for e in worker.get("env", []) if e.get("name") not in taken] + ours
+    if spec.metrics_port is not None:
+        ports = [p for p in worker.get("ports", []) if p.get("name") != METRICS_PORT_NAME]
+        worker["ports"] = [*ports, {"name": METRICS_PORT_NAME, "containerPort": spec.metrics_port, "protocol": "TCP"}]
     pod_spec.setdefault(
         "terminationGracePeriodSeconds", spec.execution_timeout_seconds + spec.graceful_shutdown_seconds
     )

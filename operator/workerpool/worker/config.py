@@ -39,6 +39,8 @@ class WorkerConfig(BaseSettings):
     # An execution whose worker was lost this many times gets a failure result.
     max_attempts: PositiveInt = 3
     result_ttl_seconds: PositiveInt = 86400
+    # Prometheus metrics (worker/metrics.py) on this port; unset: none served.
+    metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="WORKER_METRICS_PORT")
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

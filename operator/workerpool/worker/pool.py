@@ -25,6 +25,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from ..contracts.wire import ExecutionInfo, ExecutionResult, ProcessInfo, ProcessState
+from . import metrics
 from .child import child_main
 
 log = logging.getLogger(__name__)
@@ -279,11 +280,15 @@ class ProcessPool:
             return
         proc.kill_reason = reason
         proc.state = "killed"
+        if reason == KillReason.RECYCLE:
+            metrics.RECYCLES.inc()
         _signal(proc, signal.SIGTERM)
         proc.kill_timer = asyncio.get_running_loop().call_later(self.graceful_shutdown, _signal, proc, signal.SIGKILL)
 
     def _on_exit(self, proc: PoolProcess) -> None:
         loop = asyncio.get_running_loop()
+        if proc.kill_reason is None:
+            metrics.CRASHES.inc()
         for fd in (proc.mp.sentinel, proc.conn.fileno()):
             with contextlib.suppress(ValueError, OSError):
                 loop.remove_reader(fd)

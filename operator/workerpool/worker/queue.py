@@ -120,6 +120,7 @@ class Claimed:
     execution_id: str
     context: str | None  # raw JSON, None when the context key is missing
     attempts: int
+    enqueued_at: float | None = None  # its score: when it was enqueued (epoch seconds)
 
 
 class Queue:
@@ -161,8 +162,8 @@ class Queue:
         )
         if not res:
             return None
-        ident, ctx, attempts, _score = cast(list[Any], res)
-        return Claimed(_s(ident), _s(ctx) if ctx is not None else None, int(attempts))
+        ident, ctx, attempts, score = cast(list[Any], res)
+        return Claimed(_s(ident), _s(ctx) if ctx is not None else None, int(attempts), _float(score))
 
     async def wait_for_work(self, blocking: aioredis.Redis, block_seconds: float) -> None:
         """Block until an enqueue's wake-up token arrives or `block_seconds` pass.
@@ -212,3 +213,11 @@ class Queue:
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _float(value: Any) -> float | None:
+    """A Lua reply's number (Redis returns the score as a string); None if it is not one."""
+    try:
+        return float(_s(value))
+    except (TypeError, ValueError):
+        return None

@@ -20,6 +20,7 @@ import datetime as dt
 import json
 import logging
 import signal
+import time
 from collections import deque
 
 import redis.asyncio as aioredis
@@ -37,6 +38,7 @@ from ..contracts.wire import (
     registration_fields,
     to_wire,
 )
+from . import metrics
 from .config import WorkerConfig
 from .pool import ProcessPool
 from .queue import Claimed, Queue
@@ -84,6 +86,7 @@ class Worker:
         self.capacity_changed.set()
 
     def _on_result(self, result: ExecutionResult) -> None:
+        metrics.record_result(result)
         self.outbox.append(result)
         self.outbox_ready.set()
 
@@ -94,6 +97,9 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         await self._startup()
+        if self.config.metrics_port is not None:
+            metrics.serve(self.config.metrics_port, self.pool.count)
+            log.info("metrics on port %d", self.config.metrics_port)
         self.pool.start()
         tasks = [
             asyncio.create_task(coro, name=name)
@@ -173,6 +179,8 @@ class Worker:
                 log.warning("claim failed (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
+            if claimed.enqueued_at is not None:
+                metrics.QUEUE_WAIT.observe(max(0.0, time.time() - claimed.enqueued_at))
             # Started even when stopping was requested meanwhile: it is ours now.
             if not self._start(claimed):
                 await self._release(claimed.execution_id)

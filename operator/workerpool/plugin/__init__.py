@@ -1,0 +1,1 @@
+"""`kubectl workerpool`: the pool as the seed's GET /workers showed it, from a terminal."""
