@@ -177,6 +177,8 @@ class Demo:
         self.say(f"submitting a burst of {BURST} executions (4 s each); 4 processes per worker, max 5 workers")
         burst = self.submit(BURST)
         self.watch_until(lambda s: s.get("desiredWorkers") == 5 and s.get("workers") == 5, 90, "scale-up")
+        self.say(f"kubectl workerpool top {POOL} -n {NS}: every process, from the workers' heartbeats")
+        print(self.plugin("top", POOL, "-n", NS))
         held = self.evict(self.busy_worker(), "a busy worker (as kubectl drain would): the operator's webhook holds it")
         self.watch_until(
             lambda s: s.get("busyCount") == 0 and s.get("queue", {}).get("depth") == 0, 120, "the burst to finish"
@@ -184,6 +186,7 @@ class Demo:
         _, err = burst.communicate(timeout=120)
         print("  " + err.strip().splitlines()[-1])
         self.evict(held, "it again, now that its executions are done (drain retries every 5 s)")
+        self.scrape_worker(self.pool()["status"]["workerDetails"][0]["workerId"])
         self.say("demand is gone: after scaleDownDelaySeconds the operator removes idle workers")
         # Settled: one pod, and the removed workers have deregistered (they drain and exit on SIGTERM).
         self.watch_until(
@@ -211,8 +214,29 @@ class Demo:
             raise SystemExit("demo: the recycled process was not replaced")
         print(self.kubectl("describe", "wp", POOL, "-n", NS).split("Events:")[-1])
 
+    def plugin(self, *args: str) -> str:
+        """`kubectl workerpool ...`: kubectl finds the plugin (installed with the package) on PATH."""
+        env = {**self.env, "PATH": f"{Path(sys.executable).parent}:{self.env.get('PATH', os.environ['PATH'])}"}
+        out = subprocess.run(
+            [str(binaries.find("kubectl")), "workerpool", args[0], "--kubeconfig", str(self.kubeconfig), *args[1:]],
+            capture_output=True, text=True, env=env,
+        )  # fmt: skip
+        if out.returncode != 0:
+            raise SystemExit(f"kubectl workerpool {' '.join(args)}: {out.stderr.strip()}")
+        return out.stdout
+
+    def scrape_worker(self, pod: str) -> None:
+        """A worker's own metrics (spec.metricsPort), through the API server's pod proxy."""
+        self.say(f"worker {pod}'s metrics (spec.metricsPort 9400), as Prometheus scrapes them")
+        text = self.kubectl("get", "--raw", f"/api/v1/namespaces/{NS}/pods/{pod}:9400/proxy/metrics")
+        wanted = ("workerpool_worker_executions_total", "workerpool_worker_queue_wait_seconds_count",
+                  "workerpool_worker_processes", "workerpool_worker_process_")  # fmt: skip
+        for line in text.splitlines():
+            if line.startswith(wanted):
+                print(f"  {line}")
+
     def busy_worker(self) -> str:
-        return next(w["workerId"] for w in self.pool()["status"]["workerDetails"] if w["busyCount"] > 0)
+        return str(next(w["workerId"] for w in self.pool()["status"]["workerDetails"] if w["busyCount"] > 0))
 
     def evict(self, pod: str, why: str) -> str:
         """What `kubectl drain` and the autoscalers do: the Eviction API (a held one answers 429)."""

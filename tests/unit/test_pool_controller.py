@@ -399,7 +399,7 @@ def histogram(name: str) -> tuple[float, float]:
 
 async def test_cold_start_and_scale_up_reaction_are_measured(world: World) -> None:
     cold0, reaction0 = (
-        histogram("workerpool_worker_cold_start_seconds"),
+        histogram("workerpool_cold_start_seconds"),
         histogram("workerpool_scale_up_reaction_seconds"),
     )
     await ready_pool(world)  # creates the first worker, which reports at once
@@ -413,7 +413,7 @@ async def test_cold_start_and_scale_up_reaction_are_measured(world: World) -> No
     world.beat()  # the new workers' first reports, 4 s after their pods were created
     world.beat()  # (a second report is not a second cold start)
     cold, reaction = (
-        histogram("workerpool_worker_cold_start_seconds"),
+        histogram("workerpool_cold_start_seconds"),
         histogram("workerpool_scale_up_reaction_seconds"),
     )
     assert cold[0] - cold0[0] == 3  # the first worker (0 s) and the two new ones

@@ -25,7 +25,7 @@ SCALE_UP_REACTION = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 COLD_START = Histogram(
-    "workerpool_worker_cold_start_seconds",
+    "workerpool_cold_start_seconds",
     "From a worker pod's creation to its worker's first report in Redis (scheduling, image, start-up)",
     ["namespace", "pool"],
     buckets=(0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 120, 300),
