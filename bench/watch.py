@@ -13,50 +13,57 @@ from devcluster.controlplane import LocalCluster
 
 
 class Watch:
-    """`kubectl get -w -o json` lines, timestamped on arrival."""
+    """`kubectl get -w -o json` lines, timestamped on arrival.
+
+    The API server may end a watch (its timeout, or a watcher that falls behind
+    under load); `kubectl get -w` then exits 0. Like a user who runs it again,
+    this starts kubectl again: the new list shows every object once more, as
+    ADDED, which the benchmarks' transition logic treats as no change.
+    """
 
     def __init__(self, cluster: LocalCluster, namespace: str, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [
-                str(binaries.find("kubectl")),
-                "--kubeconfig",
-                str(cluster.kubeconfig),
-                "get",
-                *args,
-                "-n",
-                namespace,
-                "-w",
-                "--output-watch-events",
-                "-o",
-                "json",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        self.argv = [
+            str(binaries.find("kubectl")),
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "get",
+            *args,
+            "-n",
+            namespace,
+            "-w",
+            "--output-watch-events",
+            "-o",
+            "json",
+        ]
         self.events: list[tuple[float, dict[str, Any]]] = []
+        self.restarts: list[str] = []  # why each previous kubectl ended
         self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.proc = self._start()
         threading.Thread(target=self._read, daemon=True).start()
 
+    def _start(self) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
     def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:  # one compact JSON event per line
-            if line.strip():
-                event = json.loads(line)
-                with self.lock:
-                    self.events.append((time.monotonic(), event))
+        while not self.stopped.is_set():
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:  # one compact JSON event per line
+                if line.strip():
+                    event = json.loads(line)
+                    with self.lock:
+                        self.events.append((time.monotonic(), event))
+            if self.stopped.is_set():
+                return
+            code = self.proc.wait()
+            assert self.proc.stderr is not None
+            self.restarts.append(f"exit {code}: {self.proc.stderr.read().strip()[-200:]}")
+            self.proc = self._start()
 
     def since(self, t0: float) -> list[tuple[float, dict[str, Any]]]:
         with self.lock:
             return [(t, e) for t, e in self.events if t >= t0]
 
-    def ended(self) -> str | None:
-        """Why kubectl stopped watching before `stop()` (None: it is still watching)."""
-        code = self.proc.poll()
-        if code is None:
-            return None
-        assert self.proc.stderr is not None
-        return f"kubectl exited {code}: {self.proc.stderr.read().strip()[-300:]}"
-
     def stop(self) -> None:
+        self.stopped.set()
         self.proc.terminate()

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from devcluster import binaries
-from devcluster.harness import RECYCLE, OperatorProcess, Pools, pool_manifest
+from devcluster.harness import RECYCLE, OperatorProcess, Pools, pool_manifest, wait_until
 from devcluster.redis_server import RedisServer
 from devcluster.stack import DevStack
 from workerpool.contracts.wire import WorkerInfo
@@ -42,15 +43,33 @@ def operator(stack: DevStack, namespace: str, tmp_path: Path) -> Iterator[Operat
     op.stop()
 
 
-def plugin(stack: DevStack, *args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """`kubectl workerpool ARGS`, as a user runs it: kubectl finds the plugin on PATH."""
-    env = {
+def plugin_env(stack: DevStack, kubeconfig: Path | None = None) -> dict[str, str]:
+    return {
         **os.environ,
         "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
         "KUBECONFIG": str(kubeconfig or stack.cluster.kubeconfig),
     }
+
+
+def plugin(stack: DevStack, *args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`kubectl workerpool ARGS`, as a user runs it: kubectl finds the plugin on PATH."""
     kubectl = str(binaries.find("kubectl"))
+    env = plugin_env(stack, kubeconfig)
     return subprocess.run([kubectl, "workerpool", *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+class HeaderCounter:
+    """Counts the tables `top --watch` draws (one pool header line each), read on a thread."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.count = 0
+        threading.Thread(target=self._read, args=(proc,), daemon=True).start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if ": min " in line:
+                self.count += 1
 
 
 def test_top_shows_a_row_per_process_and_json_is_the_seeds_worker_list(
@@ -83,6 +102,22 @@ def test_top_shows_a_row_per_process_and_json_is_the_seeds_worker_list(
 
     everywhere = plugin(stack, "top", "-A")
     assert everywhere.returncode == 0 and f"{namespace}/p:" in everywhere.stdout
+
+    # --watch redraws when the status changes (a watch: the recycle's record is a change).
+    watcher = subprocess.Popen(
+        [str(binaries.find("kubectl")), "workerpool", "top", "p", "-n", namespace, "--watch"],
+        env=plugin_env(stack),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        headers = HeaderCounter(watcher)
+        wait_until(lambda: headers.count >= 1, timeout=30, what="the first table")
+        pools.annotate("p", f"{status['workerDetails'][0]['workerId']}")
+        wait_until(lambda: headers.count >= 2, timeout=RECYCLE, what="a redraw after the status changed")
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=10)
 
     queue = plugin(stack, "queue", "p", "-n", namespace)
     assert queue.returncode == 0, queue.stderr

@@ -4,7 +4,9 @@ as kubectl would (its file, context and namespace), and API errors turned into p
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio import client, config, watch
@@ -25,6 +27,7 @@ class Pools:
     @classmethod
     async def connect(cls, kubeconfig: str | None, context: str | None) -> tuple[Pools, str]:
         """A client for the chosen kubeconfig and context, and that context's namespace."""
+        require_kubeconfig(kubeconfig)
         try:
             contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
             chosen = next((c for c in contexts if c["name"] == context), None) if context else active
@@ -113,6 +116,13 @@ class Pools:
         except ApiException:
             return False
         return any(r.name == names.PLURAL for r in served.resources or [])
+
+
+def require_kubeconfig(kubeconfig: str | None) -> None:
+    """A missing kubeconfig as one sentence (kubernetes_asyncio's own message is about a missing key)."""
+    files = [kubeconfig] if kubeconfig else os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)
+    if not any(Path(f).expanduser().is_file() for f in files if f):
+        raise PluginError(f"no kubeconfig at {os.pathsep.join(files)} (use --kubeconfig or set KUBECONFIG)")
 
 
 def _message(exc: ApiException) -> str:
