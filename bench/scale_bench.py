@@ -141,6 +141,7 @@ def main() -> int:
             gen.start()
             time.sleep(2 * args.interval)  # warm-up: every worker registered once
             writes0 = sum_metric(op, "workerpool_status_writes_total")
+            stalls0 = loop_stalls(op)
             api0, redis0 = api_requests(cluster), redis_commands(r)
             cpu0, w0 = cpu_seconds(op.proc.pid), time.monotonic()  # type: ignore[union-attr]
             first_flip = len(flips)
@@ -151,6 +152,8 @@ def main() -> int:
             cpu1, w1 = cpu_seconds(op.proc.pid), time.monotonic()  # type: ignore[union-attr]
             api1, redis1 = api_requests(cluster), redis_commands(r)
             writes1 = sum_metric(op, "workerpool_status_writes_total")
+            reactions = pool_values(op, "workerpool_scale_up_reaction_seconds_sum", new_names)
+            stalls = [b - a for a, b in zip(stalls0, loop_stalls(op), strict=True)]
             rss = rss_mib(op.proc.pid)  # type: ignore[union-attr]
             stop.set()
             time.sleep(5)  # let the last flips land before judging them
@@ -183,6 +186,10 @@ def main() -> int:
         print(f"{'new pool -> first pod p50 (s)':<44}{statistics.median(first_pod):>12.2f}")
         print(f"{'new pool -> first pod p99 (s)':<44}{pct(first_pod, 99):>12.2f}{'< 2':>14}")
     print(f"{'new pools that got their first pod':<44}{len(first_pod):>7}/{len(new_names):<4}")
+    if reactions:  # the operator's own share: from the pool's first trigger to the pod's creation
+        share = f"{statistics.median(reactions):.2f} / {max(reactions):.2f}"
+        print(f"{'  of which the operator (p50 / max, s)':<44}{share:>12}")
+    print(f"{'event loop late > 0.1 s / > 0.5 s / > 1 s':<44}{' / '.join(f'{n:.0f}' for n in stalls):>12}")
     print(f"{'status watch: events in the window, restarts':<44}{watch_events:>7}  {len(watch_ended)}")
     print("\nAPI requests a second in the window (the API server's counters, all clients):")
     for (verb, resource), count in sorted(rate_of(api0, api1, window).items(), key=lambda kv: -kv[1])[:12]:
@@ -291,6 +298,28 @@ def sum_metric(op: OperatorProcess, name: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+def loop_stalls(op: OperatorProcess) -> list[float]:
+    """How often the operator's event loop woke a timer more than 0.1, 0.5 and 1 s late (cumulative)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line[:1] != "#"}
+    name = "workerpool_event_loop_lag_seconds"
+    total = values.get(f"{name}_count", 0.0)
+    return [total - values.get(f'{name}_bucket{{le="{le}"}}', 0.0) for le in ("0.1", "0.5", "1.0")]
+
+
+def pool_values(op: OperatorProcess, name: str, pools: list[str]) -> list[float]:
+    """One metric's value for each of `pools` (namespace NS) that has it."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    wanted = {f'{name}{{namespace="{NS}",pool="{p}"}}' for p in pools}
+    return [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.rsplit(" ", 1)[0] in wanted]
 
 
 class _StackShim:

@@ -11,6 +11,23 @@ from ..decide.pods import PoolRef, render_template, template_hash
 from ..decide.status import previous_conditions
 
 
+class ParsedPool:
+    """The WorkerPool as decisions read it (metadata and spec), parsed once per change of its
+    generation or annotations. The stored status is not parsed: nothing decides from it (the
+    round's memory has its own reader), and at 1000 pools parsing it every round cost 6 % of
+    the operator's CPU."""
+
+    def __init__(self) -> None:
+        self.cached: tuple[tuple[Any, ...], WorkerPool] | None = None
+
+    def of(self, body: dict[str, Any]) -> WorkerPool:
+        meta = body.get("metadata") or {}
+        key = (meta.get("uid"), meta.get("generation"), sorted((meta.get("annotations") or {}).items()))
+        if self.cached is None or self.cached[0] != key:
+            self.cached = (key, WorkerPool.from_body({"metadata": meta, "spec": body.get("spec")}))
+        return self.cached[1]
+
+
 class TemplateHash:
     """The pod template's hash, rendered once per spec generation."""
 

@@ -24,7 +24,6 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from ..contracts import names
-from ..contracts.resource import WorkerPool
 from ..contracts.wire import WireFormatError, WorkerInfo
 from ..decide.eviction import EvictionVerdict, judge_eviction
 from ..decide.observation import EVICTION_MARK_SECONDS
@@ -127,7 +126,7 @@ async def redis_target(ctl: PoolController) -> tuple[str, str] | None:
     if ctl.hub_url is not None:
         return ctl.hub_url, ctl.queue_key
     try:
-        pool = WorkerPool.from_body(ctl.body)
+        pool = ctl.parsed.of(ctl.body)
     except ValidationError:
         return None
     url, _ = await ctl.redis_url.get(pool.spec)

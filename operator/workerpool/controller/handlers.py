@@ -10,6 +10,7 @@ cannot re-handle objects or swallow our annotations from diffs.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -19,6 +20,7 @@ from ..contracts import names
 from .config import OperatorConfig
 from .kube import Kube
 from .leadership import Leadership
+from .loop_lag import watch_loop_lag
 from .manager import Manager
 from .ratelimit import TokenBucket, WriteLimiter
 
@@ -42,11 +44,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         kopf.on.validate("", "v1", "pods", subresource="eviction", operations=["CREATE"], id="eviction")(eviction)
     memo.leadership = Leadership(config, kube, memo.manager)
     await memo.leadership.start()
+    memo.loop_lag = asyncio.create_task(watch_loop_lag(), name="loop-lag")
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     """Stop acting, give up the lease, stop every pool controller and Redis hub."""
+    memo.loop_lag.cancel()
     await memo.leadership.stop()
     if memo.webhook is not None:
         await memo.webhook.stop()

@@ -30,6 +30,11 @@ COLD_START = Histogram(
     ["namespace", "pool"],
     buckets=(0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 120, 300),
 )
+LOOP_LAG = Histogram(
+    "workerpool_event_loop_lag_seconds",
+    "How late the operator's event loop woke a 250 ms timer (a stall delays every pool)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 RECONCILE = Histogram(
     "workerpool_reconcile_duration_seconds",
     "Reconcile durations",

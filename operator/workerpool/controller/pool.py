@@ -27,7 +27,7 @@ from ..decide.pool import Context, Plan, PoolMemory, decide
 from ..decide.reasons import Reason
 from ..decide.status import Stall, WritePolicy, invalid_status, render
 from . import metrics
-from .derived import StoredConditions, TemplateHash
+from .derived import ParsedPool, StoredConditions, TemplateHash
 from .kube import ApiException
 from .pod_actions import PodActions
 from .pool_io import EventEmitter, PoolRetry, RedisUrlSource, StatusWriter, export_metrics
@@ -70,6 +70,7 @@ class PoolController:
         self.task: asyncio.Task[None] | None = None
         self.template_hash = TemplateHash(deps.worker_image)
         self.stored_conditions = StoredConditions()
+        self.parsed = ParsedPool()
 
     # --- inputs (called from Kopf handlers and the Redis hub; never block) ------------------
 
@@ -161,7 +162,7 @@ class PoolController:
 
     async def reconcile(self) -> None:
         try:
-            pool = WorkerPool.from_body(self.body)
+            pool = self.parsed.of(self.body)
         except ValidationError as exc:
             await self._write_invalid(describe_validation_error(exc))
             return

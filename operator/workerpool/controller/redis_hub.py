@@ -47,6 +47,9 @@ from .worker_commands import WorkerCommands
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 1.0
+# A resync hands its findings to this many pools, then lets the event loop run
+# (at 1000 pools, one go stalled every pool's round; docs/performance.md).
+RESYNC_BATCH = 100
 # The hub's loops, in the order their errors are reported: one error per loop,
 # each cleared only by its own loop's next success, so an outage reads as one
 # stable message (not whichever loop failed last) and recovers when all do.
@@ -280,10 +283,12 @@ class RedisHub:
         present, grouped = group_by_pool(self.subscribers, ids, set(stale), regs, self._heard)
         known = set(ids)
         self._heard = {i: h for i, h in self._heard.items() if i in known}
-        for key, pool_regs in grouped.items():
+        for n, (key, pool_regs) in enumerate(grouped.items(), start=1):
             listening = self.subscribers.get(key)
             if listening is not None:
                 listening.listener.on_resync(present[key], pool_regs)
+            if n % RESYNC_BATCH == 0:
+                await asyncio.sleep(0)  # let heartbeats, watches and rounds run between batches
 
     def _heard_for(self, worker_id: str, pools: set[tuple[str, str]]) -> bool:
         """Whether the worker's last heartbeat may belong to one of `pools` (unlabelled: it may)."""
