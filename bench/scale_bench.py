@@ -142,6 +142,7 @@ def main() -> int:
             time.sleep(2 * args.interval)  # warm-up: every worker registered once
             writes0 = sum_metric(op, "workerpool_status_writes_total")
             stalls0 = loop_stalls(op)
+            gc0 = gen2(op)
             api0, redis0 = api_requests(cluster), redis_commands(r)
             cpu0, w0 = cpu_seconds(op.proc.pid), time.monotonic()  # type: ignore[union-attr]
             first_flip = len(flips)
@@ -154,6 +155,7 @@ def main() -> int:
             writes1 = sum_metric(op, "workerpool_status_writes_total")
             reactions = pool_values(op, "workerpool_scale_up_reaction_seconds_sum", new_names)
             stalls = [b - a for a, b in zip(stalls0, loop_stalls(op), strict=True)]
+            full_gcs, full_gc_seconds = (b - a for a, b in zip(gc0, gen2(op), strict=True))
             rss = rss_mib(op.proc.pid)  # type: ignore[union-attr]
             stop.set()
             time.sleep(5)  # let the last flips land before judging them
@@ -190,6 +192,7 @@ def main() -> int:
         share = f"{statistics.median(reactions):.2f} / {max(reactions):.2f}"
         print(f"{'  of which the operator (p50 / max, s)':<44}{share:>12}")
     print(f"{'event loop late > 0.1 s / > 0.5 s / > 1 s':<44}{' / '.join(f'{n:.0f}' for n in stalls):>12}")
+    print(f"{'full garbage collections, seconds stopped':<44}{full_gcs:>7.0f}  {full_gc_seconds:.2f}")
     print(f"{'status watch: events in the window, restarts':<44}{watch_events:>7}  {len(watch_ended)}")
     print("\nAPI requests a second in the window (the API server's counters, all clients):")
     for (verb, resource), count in sorted(rate_of(api0, api1, window).items(), key=lambda kv: -kv[1])[:12]:
@@ -298,6 +301,19 @@ def sum_metric(op: OperatorProcess, name: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+def gen2(op: OperatorProcess) -> list[float]:
+    """Full (generation 2) collections so far, and the seconds they stopped the operator."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line[:1] != "#"}
+    return [
+        values.get('python_gc_collections_total{generation="2"}', 0.0),
+        values.get('workerpool_gc_pause_seconds_sum{generation="2"}', 0.0),
+    ]
 
 
 def loop_stalls(op: OperatorProcess) -> list[float]:

@@ -10,9 +10,11 @@ lease guarantee: kill -9 of the whole worker mid-execution loses nothing.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -402,3 +404,61 @@ def test_a_retiring_worker_claims_nothing_and_its_held_set_tracks_leases(
     assert client.r.zscore(client.queue, queued) is not None  # still pending, untouched
     client.r.delete(f"worker:{w.worker_id}:retiring")
     assert client.wait_result(queued).success
+
+
+def scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        lines = resp.read().decode().splitlines()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in lines if line and line[0] != "#"}
+
+
+def test_metrics_count_each_outcome_its_duration_the_queue_wait_and_the_processes(
+    client: Client, start_worker: StartWorker
+) -> None:
+    port = free_port()
+    # A poison execution, abandoned before it runs: worker_lost.
+    client.r.set("bifrost:exec:poison:context", json.dumps({"function": "x:y"}))
+    client.r.hset(
+        f"{client.queue}:lease-info", "poison", json.dumps({"worker_id": "gone", "score": "1", "attempts": 3})
+    )
+    client.r.zadd(client.queue, {"poison": time.time()})
+    w = start_worker(MIN_WORKERS=1, MAX_WORKERS=1, MAX_ATTEMPTS=3, WORKER_METRICS_PORT=port)
+    assert client.wait_result("poison").error_type == "WorkerLost"
+    ready(client, w, 1)
+    outcomes = {
+        "success": client.submit("sleep", {"seconds": 0.3}),
+        "failure": client.submit("fail"),
+        "timeout": client.submit("hang", timeout=0.5),
+        "crashed": client.submit("crash", {"exit_code": 7}),
+    }
+    for eid in outcomes.values():
+        client.wait_result(eid)
+    client.r.publish(f"worker:{w.worker_id}:commands", json.dumps({"type": "recycle", "pid": None}))
+    ready(client, w, 1)  # the replacement of the recycled (or crashed) process
+    got = wait_until(
+        lambda: (m := scrape(port)).get("workerpool_worker_process_recycles_total", 0) >= 1 and m,
+        timeout=CHANGE,
+        what="the recycle counted",
+    )
+    for outcome in ("success", "failure", "timeout", "crashed", "worker_lost"):
+        assert got[f'workerpool_worker_executions_total{{outcome="{outcome}"}}'] == 1, outcome
+        assert got[f'workerpool_worker_execution_duration_seconds_count{{outcome="{outcome}"}}'] == 1
+    assert got['workerpool_worker_execution_duration_seconds_bucket{le="0.25",outcome="success"}'] == 0
+    assert got['workerpool_worker_execution_duration_seconds_bucket{le="0.5",outcome="success"}'] == 1
+    assert got["workerpool_worker_queue_wait_seconds_count"] == 5  # the poison claim and four more
+    assert got["workerpool_worker_queue_wait_seconds_sum"] < 30
+    assert got["workerpool_worker_process_crashes_total"] == 1
+    assert got['workerpool_worker_processes{state="idle"}'] == 1
+    assert got['workerpool_worker_processes{state="busy"}'] == 0
+
+
+def test_no_metrics_port_means_no_endpoint(client: Client, start_worker: StartWorker) -> None:
+    w = start_worker(MIN_WORKERS=1, MAX_WORKERS=1)
+    ready(client, w, 1)
+    assert "metrics on port" not in w.logs()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

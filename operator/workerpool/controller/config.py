@@ -35,6 +35,10 @@ class OperatorConfig(BaseSettings):
     api_writes_per_second: PositiveFloat = 100.0
     api_write_burst: int = Field(200, ge=1)
 
+    # Freeze the objects alive every this many seconds, so automatic garbage collections
+    # skip them (controller/gc_policy.py); 0: CPython's own collections only.
+    gc_freeze_seconds: float = Field(60.0, ge=0)
+
     # The eviction webhook (docs/operator.md, "Drains"); port 0: not served.
     webhook_port: int = Field(0, ge=0, lt=65536)
     webhook_addr: str = ""  # listen address; empty: every interface

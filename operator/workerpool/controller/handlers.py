@@ -18,6 +18,7 @@ import kopf
 
 from ..contracts import names
 from .config import OperatorConfig
+from .gc_policy import PauseTimer, keep_collections_short
 from .kube import Kube
 from .leadership import Leadership
 from .loop_lag import watch_loop_lag
@@ -44,13 +45,19 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         kopf.on.validate("", "v1", "pods", subresource="eviction", operations=["CREATE"], id="eviction")(eviction)
     memo.leadership = Leadership(config, kube, memo.manager)
     await memo.leadership.start()
-    memo.loop_lag = asyncio.create_task(watch_loop_lag(), name="loop-lag")
+    memo.background = [asyncio.create_task(watch_loop_lag(), name="loop-lag")]
+    memo.gc_pauses = PauseTimer()
+    memo.gc_pauses.install()
+    if config.gc_freeze_seconds:
+        memo.background.append(asyncio.create_task(keep_collections_short(config.gc_freeze_seconds), name="gc"))
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     """Stop acting, give up the lease, stop every pool controller and Redis hub."""
-    memo.loop_lag.cancel()
+    for task in memo.background:
+        task.cancel()
+    memo.gc_pauses.remove()
     await memo.leadership.stop()
     if memo.webhook is not None:
         await memo.webhook.stop()

@@ -35,6 +35,12 @@ LOOP_LAG = Histogram(
     "How late the operator's event loop woke a 250 ms timer (a stall delays every pool)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+GC_PAUSE = Histogram(
+    "workerpool_gc_pause_seconds",
+    "How long each garbage collection stopped the operator, by generation (2: a full one)",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 RECONCILE = Histogram(
     "workerpool_reconcile_duration_seconds",
     "Reconcile durations",

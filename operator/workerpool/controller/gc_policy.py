@@ -1,0 +1,61 @@
+"""Garbage collection without long pauses.
+
+At 1000 pools the operator holds a few million objects (worker reports, pod views,
+Kopf's per-object state). CPython's automatic full collection traverses all of them
+with the event loop stopped: 0.5-1 s, several times a minute at that scale
+(docs/performance.md), and every pool's round and every webhook answer waits.
+`gc.freeze()` moves the objects alive now into a permanent generation that
+automatic collections skip; freezing every `freeze_seconds` keeps those small.
+Cyclic garbage among frozen objects is reclaimed by one collection of everything
+(unfreeze, collect) every `full_seconds`: one pause then, not several a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from . import metrics
+
+FULL_SECONDS = 1800.0
+
+
+async def keep_collections_short(
+    freeze_seconds: float,
+    full_seconds: float = FULL_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    last_full = clock()
+    while True:
+        await sleep(freeze_seconds)
+        if clock() - last_full >= full_seconds:
+            gc.unfreeze()
+            gc.collect()
+            last_full = clock()
+        gc.freeze()
+
+
+class PauseTimer:
+    """`workerpool_gc_pause_seconds{generation}`: how long each collection stopped everything."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
+        self.started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self.started = self.clock()
+        else:
+            metrics.GC_PAUSE.labels(str(info.get("generation", "?"))).observe(self.clock() - self.started)
+
+    def install(self) -> None:
+        if self not in gc.callbacks:
+            gc.callbacks.append(self)
+
+    def remove(self) -> None:
+        if self in gc.callbacks:
+            gc.callbacks.remove(self)
