@@ -37,7 +37,7 @@ class OperatorConfig(BaseSettings):
 
     # Freeze the objects alive every this many seconds, so automatic garbage collections
     # skip them (controller/gc_policy.py); 0: CPython's own collections only.
-    gc_freeze_seconds: float = Field(60.0, ge=0)
+    gc_freeze_seconds: float = Field(10.0, ge=0)
 
     # The eviction webhook (docs/operator.md, "Drains"); port 0: not served.
     webhook_port: int = Field(0, ge=0, lt=65536)

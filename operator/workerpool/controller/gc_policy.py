@@ -5,7 +5,8 @@ Kopf's per-object state). CPython's automatic full collection traverses all of t
 with the event loop stopped: 0.5-1 s, several times a minute at that scale
 (docs/performance.md), and every pool's round and every webhook answer waits.
 `gc.freeze()` moves the objects alive now into a permanent generation that
-automatic collections skip; freezing every `freeze_seconds` keeps those small.
+automatic collections skip; freezing every `freeze_seconds` keeps those small
+(at 1000 pools: every 60 s still left 0.3 s pauses, every 10 s 0.05 s).
 Cyclic garbage among frozen objects is reclaimed by one collection of everything
 (unfreeze, collect) every `full_seconds`: one pause then, not several a minute.
 """
