@@ -42,16 +42,6 @@ def webhook_operator(stack: DevStack, namespace: str, tmp_path: Path) -> Iterato
         stack.cluster.kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found")
 
 
-@pytest.fixture
-def pools(stack: DevStack, namespace: str) -> Pools:
-    return Pools(stack, namespace)
-
-
-@pytest.fixture
-def client(redis_server: RedisServer) -> Client:
-    return Client(redis_server.url)
-
-
 def workers(pools: Pools, name: str, count: int) -> list[str]:
     status = pools.wait_status(
         name,

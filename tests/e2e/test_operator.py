@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +24,6 @@ from workerpool.contracts.wire import WorkerInfo, parse_registration
 from ..shapes import HEARTBEAT_KEYS, WORKER_INFO_KEYS
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-def pools(stack: DevStack, namespace: str) -> Pools:
-    return Pools(stack, namespace)
-
-
-@pytest.fixture
-def operator(stack: DevStack, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(stack, namespace, tmp_path).start()
-    yield op
-    op.stop()
-
-
-@pytest.fixture
-def client(redis_server: RedisServer) -> Client:
-    return Client(redis_server.url)
 
 
 def ready_pool(pools: Pools, name: str, workers: int = 1) -> dict[str, Any]:

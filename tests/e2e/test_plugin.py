@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,18 +28,6 @@ from .test_operator import ready_pool
 pytestmark = pytest.mark.cluster
 
 BIN = Path(sys.executable).parent  # where `pip install` put kubectl-workerpool
-
-
-@pytest.fixture
-def pools(stack: DevStack, namespace: str) -> Pools:
-    return Pools(stack, namespace)
-
-
-@pytest.fixture
-def operator(stack: DevStack, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(stack, namespace, tmp_path).start()
-    yield op
-    op.stop()
 
 
 def plugin_env(stack: DevStack, kubeconfig: Path | None = None) -> dict[str, str]:

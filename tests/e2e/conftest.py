@@ -1,0 +1,31 @@
+"""Fixtures the e2e modules share: the pools of the test's namespace (through kubectl),
+an operator process for it, and a Redis client of the test's own redis-server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devcluster.client import Client
+from devcluster.harness import OperatorProcess, Pools
+from devcluster.redis_server import RedisServer
+from devcluster.stack import DevStack
+
+
+@pytest.fixture
+def pools(stack: DevStack, namespace: str) -> Pools:
+    return Pools(stack, namespace)
+
+
+@pytest.fixture
+def operator(stack: DevStack, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(stack, namespace, tmp_path).start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> Client:
+    return Client(redis_server.url)
