@@ -177,6 +177,7 @@ class Demo:
         self.say(f"submitting a burst of {BURST} executions (4 s each); 4 processes per worker, max 5 workers")
         burst = self.submit(BURST)
         self.watch_until(lambda s: s.get("desiredWorkers") == 5 and s.get("workers") == 5, 90, "scale-up")
+        self.watch_until(lambda s: s.get("readyWorkers", 0) >= 4, 60, "the new workers to report")
         self.say(f"kubectl workerpool top {POOL} -n {NS}: every process, from the workers' heartbeats")
         print(self.plugin("top", POOL, "-n", NS))
         held = self.evict(self.busy_worker(), "a busy worker (as kubectl drain would): the operator's webhook holds it")
@@ -186,7 +187,8 @@ class Demo:
         _, err = burst.communicate(timeout=120)
         print("  " + err.strip().splitlines()[-1])
         self.evict(held, "it again, now that its executions are done (drain retries every 5 s)")
-        self.scrape_worker(self.pool()["status"]["workerDetails"][0]["workerId"])
+        # A worker that stays (the evicted one is on its way out).
+        self.scrape_worker(next(w["workerId"] for w in self.pool()["status"]["workerDetails"] if w["workerId"] != held))
         self.say("demand is gone: after scaleDownDelaySeconds the operator removes idle workers")
         # Settled: one pod, and the removed workers have deregistered (they drain and exit on SIGTERM).
         self.watch_until(
@@ -232,7 +234,7 @@ class Demo:
         wanted = ("workerpool_worker_executions_total", "workerpool_worker_queue_wait_seconds_count",
                   "workerpool_worker_processes", "workerpool_worker_process_")  # fmt: skip
         for line in text.splitlines():
-            if line.startswith(wanted):
+            if line.startswith(wanted) and "_created" not in line:
                 print(f"  {line}")
 
     def busy_worker(self) -> str:
