@@ -128,7 +128,7 @@ def main() -> int:
                                 state[name] = not state[name]
                                 flips.append((time.monotonic(), name, state[name]))
                             key, fields, payload = heartbeat_payload(name, state[name], started, pool_of[name], NS)
-                            p.hset(key, mapping=fields)
+                            p.hset(key, mapping=fields)  # type: ignore[arg-type]
                             p.expire(key, int(3 * args.interval))
                             p.publish("bifrost:workers:heartbeat", payload)
                         p.execute()
@@ -140,9 +140,7 @@ def main() -> int:
             gen = threading.Thread(target=generate, daemon=True)
             gen.start()
             time.sleep(2 * args.interval)  # warm-up: every worker registered once
-            writes0 = sum_metric(op, "workerpool_status_writes_total")
-            stalls0 = loop_stalls(op)
-            gc0 = gen2(op)
+            samples0 = op.samples()
             api0, redis0 = api_requests(cluster), redis_commands(r)
             cpu0, w0 = cpu_seconds(op.proc.pid), time.monotonic()  # type: ignore[union-attr]
             first_flip = len(flips)
@@ -152,10 +150,7 @@ def main() -> int:
             time.sleep(max(0.0, w0 + args.seconds - time.monotonic()))
             cpu1, w1 = cpu_seconds(op.proc.pid), time.monotonic()  # type: ignore[union-attr]
             api1, redis1 = api_requests(cluster), redis_commands(r)
-            writes1 = sum_metric(op, "workerpool_status_writes_total")
-            reactions = pool_values(op, "workerpool_scale_up_reaction_seconds_sum", new_names)
-            stalls = [b - a for a, b in zip(stalls0, loop_stalls(op), strict=True)]
-            full_gcs, full_gc_seconds = (b - a for a, b in zip(gc0, gen2(op), strict=True))
+            samples1 = op.samples()
             rss = rss_mib(op.proc.pid)  # type: ignore[union-attr]
             stop.set()
             time.sleep(5)  # let the last flips land before judging them
@@ -169,6 +164,10 @@ def main() -> int:
             op.stop()
     core = (cpu1 - cpu0) / (w1 - w0)
     window = w1 - w0
+    writes1, writes0 = (summed(x, "workerpool_status_writes_total") for x in (samples1, samples0))
+    reactions = pool_values(samples1, "workerpool_scale_up_reaction_seconds_sum", new_names)
+    stalls = [b - a for a, b in zip(loop_stalls(samples0), loop_stalls(samples1), strict=True)]
+    full_gcs, full_gc_seconds = (b - a for a, b in zip(gen2(samples0), gen2(samples1), strict=True))
     print(
         f"\none operator, {args.pools} pools x {args.workers} workers, heartbeats every {args.interval:g} s "
         f"({total / args.interval:.0f}/s), {args.flip:.0%} of them change state, {args.seconds:.0f} s window"
@@ -295,47 +294,30 @@ def flip_lags(
     return lags
 
 
-def sum_metric(op: OperatorProcess, name: str) -> float:
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+def summed(samples: dict[str, float], name: str) -> float:
+    """One metric summed over its labelled series."""
+    return sum(v for series, v in samples.items() if series.startswith(name + "{"))
 
 
-def gen2(op: OperatorProcess) -> list[float]:
+def gen2(samples: dict[str, float]) -> list[float]:
     """Full (generation 2) collections so far, and the seconds they stopped the operator."""
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line[:1] != "#"}
     return [
-        values.get('python_gc_collections_total{generation="2"}', 0.0),
-        values.get('workerpool_gc_pause_seconds_sum{generation="2"}', 0.0),
+        samples.get('python_gc_collections_total{generation="2"}', 0.0),
+        samples.get('workerpool_gc_pause_seconds_sum{generation="2"}', 0.0),
     ]
 
 
-def loop_stalls(op: OperatorProcess) -> list[float]:
+def loop_stalls(samples: dict[str, float]) -> list[float]:
     """How often the operator's event loop woke a timer more than 0.1, 0.5 and 1 s late (cumulative)."""
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line[:1] != "#"}
     name = "workerpool_event_loop_lag_seconds"
-    total = values.get(f"{name}_count", 0.0)
-    return [total - values.get(f'{name}_bucket{{le="{le}"}}', 0.0) for le in ("0.1", "0.5", "1.0")]
+    count = samples.get(f"{name}_count", 0.0)
+    return [count - samples.get(f'{name}_bucket{{le="{le}"}}', 0.0) for le in ("0.1", "0.5", "1.0")]
 
 
-def pool_values(op: OperatorProcess, name: str, pools: list[str]) -> list[float]:
+def pool_values(samples: dict[str, float], name: str, pools: list[str]) -> list[float]:
     """One metric's value for each of `pools` (namespace NS) that has it."""
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    wanted = {f'{name}{{namespace="{NS}",pool="{p}"}}' for p in pools}
-    return [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.rsplit(" ", 1)[0] in wanted]
+    keys = (f'{name}{{namespace="{NS}",pool="{p}"}}' for p in pools)
+    return [samples[k] for k in keys if k in samples]
 
 
 class _StackShim:

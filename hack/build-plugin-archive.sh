@@ -27,7 +27,6 @@ here=$(dirname "$(readlink -f "$0")")
 PYTHONPATH="$here/lib${PYTHONPATH:+:$PYTHONPATH}" exec python3 -m workerpool.plugin.cli "$@"
 LAUNCHER
 chmod 0755 "$stage/pkg/kubectl-workerpool"
-cp LICENSE "$stage/pkg/" 2>/dev/null || true
 
 mkdir -p "$out"
 archive="$out/kubectl-workerpool_linux_amd64.tar.gz"

@@ -74,24 +74,36 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def samples(self) -> dict[str, float]:
+        """Every sample of the operator's /metrics (empty when it is not serving yet)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+                return parse_samples(r.read().decode())
+        except OSError:
+            return {}
+
     def metric(self, name: str, **labels: str) -> float:
         """A sample from the operator's /metrics (0 when absent or not serving yet)."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as r:
-                text = r.read().decode()
-        except OSError:
-            return 0.0
         want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        for line in text.splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                head, _, value = line.rpartition(" ")
-                got = head[len(name) :].strip("{}")
+        for series, value in self.samples().items():
+            if series == name or series.startswith(name + "{"):
+                got = series[len(name) :].strip("{}")
                 if all(part in got.split(",") for part in want.split(",") if part):
-                    return float(value)
+                    return value
         return 0.0
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def parse_samples(text: str) -> dict[str, float]:
+    """Prometheus text exposition -> {series as exposed, `name{labels}`: value}."""
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            samples[series] = float(value)
+    return samples
 
 
 # Shorter than the chart's 15/10/2 s so that failover tests take seconds, in the same ratios.

@@ -10,7 +10,6 @@ lease guarantee: kill -9 of the whole worker mid-execution loses nothing.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from devcluster.procs import pid_alive
+from devcluster.harness import parse_samples
+from devcluster.procs import free_port, pid_alive
 from devcluster.redis_server import RedisServer
 from workerpool.contracts.names import HEARTBEAT_CHANNEL, worker_key
 from workerpool.contracts.wire import parse_heartbeat
@@ -408,8 +408,7 @@ def test_a_retiring_worker_claims_nothing_and_its_held_set_tracks_leases(
 
 def scrape(port: int) -> dict[str, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        lines = resp.read().decode().splitlines()
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in lines if line and line[0] != "#"}
+        return parse_samples(resp.read().decode())
 
 
 def test_metrics_count_each_outcome_its_duration_the_queue_wait_and_the_processes(
@@ -456,9 +455,3 @@ def test_no_metrics_port_means_no_endpoint(client: Client, start_worker: StartWo
     w = start_worker(MIN_WORKERS=1, MAX_WORKERS=1)
     ready(client, w, 1)
     assert "metrics on port" not in w.logs()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 
 import pytest
 
+from devcluster.procs import free_port
 from workerpool.contracts.wire import ExecutionResult
 from workerpool.worker import metrics
 
@@ -35,12 +35,6 @@ def result(success: bool, error_type: str | None = None, ms: float = 250.0) -> E
 )
 def test_each_result_has_one_outcome(res: ExecutionResult, outcome: str) -> None:
     assert metrics.outcome(res) == outcome
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_a_scrape_shows_outcomes_durations_and_process_states() -> None:

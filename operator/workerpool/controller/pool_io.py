@@ -87,7 +87,7 @@ class StatusWriter:
         now = self.clock.monotonic()
         write, wait = should_write(rendered, self.last_written, self.last_write_at, now, self.policy)
         if not write:
-            self.next_write_at = now + wait if rendered != self.last_written else None
+            self.next_write_at = self._held_until(rendered, now + wait)
             return
         sent, due = rendered, None
 
@@ -98,7 +98,7 @@ class StatusWriter:
                 sent = current() or sent
                 still, wait = should_write(sent, self.last_written, self.last_write_at, later, self.policy)
                 if not still:  # what made the write worth it was undone while it waited
-                    due = later + wait if sent != self.last_written else None
+                    due = self._held_until(sent, later + wait)
                     return None
             return merge_patch(sent, self.last_written)
 
@@ -106,6 +106,10 @@ class StatusWriter:
             metrics.STATUS_WRITES.labels(self.namespace, self.name).inc()
             self.last_written, self.last_write_at = sent, self.clock.monotonic()
         self.next_write_at = due
+
+    def _held_until(self, rendered: dict[str, Any], due: float) -> float | None:
+        """When a status held back now must be written (None: nothing differs from what is stored)."""
+        return due if rendered != self.last_written else None
 
 
 class RedisUrlSource:

@@ -117,7 +117,7 @@ class PoolState:
     def on_resync(self, present: set[str], regs: dict[str, Registration]) -> None:
         """`present`: every registered worker of this pool; `regs`: the reports re-read from Redis."""
         self.workers, changed = merge_resync(self.workers, present, regs, self.clock.monotonic(), self.clock.time())
-        for worker_id in present:
+        for worker_id in present & self.starting.keys():
             self._reported(worker_id)
         changed = changed or not self.resynced
         self.resynced = True
@@ -125,6 +125,7 @@ class PoolState:
             self.poke()
 
     def _reported(self, worker_id: str) -> None:
+        # On every heartbeat: most find nothing starting, so the empty check comes first.
         started = self.starting.pop(worker_id, None) if self.starting else None
         if started is not None:
             self.cold_start(self.clock.monotonic() - started)

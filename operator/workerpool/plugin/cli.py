@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from ..contracts import names
+from ..contracts.resource import LastRecycle
 from .client import PluginError, Pools
 from .view import (
     Pool,
@@ -137,7 +138,7 @@ async def recycle(pools: Pools, namespace: str, args: argparse.Namespace) -> int
     return 1 if any(r.status == "rejected" for r in record.results) else 0
 
 
-async def _recorded(pools: Pools, namespace: str, name: str, request: str) -> Any:
+async def _recorded(pools: Pools, namespace: str, name: str, request: str) -> LastRecycle:
     async for kind, obj in pools.watch(namespace, name):
         if kind == "DELETED":
             raise PluginError(f'WorkerPool "{name}" was deleted while waiting')

@@ -19,9 +19,11 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 OUTCOMES = ("success", "failure", "timeout", "crashed", "worker_lost")
 
 EXECUTIONS = Counter(
-    "workerpool_worker_executions_total", "Executions finished by this worker, by outcome", ["outcome"],
+    "workerpool_worker_executions_total",
+    "Executions finished by this worker, by outcome",
+    ["outcome"],
     registry=REGISTRY,
-)  # fmt: skip
+)
 DURATION = Histogram(
     "workerpool_worker_execution_duration_seconds",
     "How long executions ran, by outcome",
