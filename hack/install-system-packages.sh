@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the tests and the demo need:
 #   redis-server            a real Redis (tests never mock Redis)
+#   rabbitmq-server         a real RabbitMQ (the queue of Bifrost's workers; tests never mock it)
 #   lua5.4                  the Argo CD health check's tests
 #   openssl                 the local cluster's certificates
 #   containerd runc containernetworking-plugins iptables conntrack
@@ -12,7 +13,7 @@
 set -euo pipefail
 need=()
 want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" || need+=("$1"); }
-for p in redis-server lua5.4 openssl containerd runc containernetworking-plugins \
+for p in redis-server rabbitmq-server lua5.4 openssl containerd runc containernetworking-plugins \
          iptables conntrack podman mmdebstrap uidmap gcc libc6-dev; do
   want "$p"
 done

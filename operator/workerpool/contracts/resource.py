@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, NonNegativeInt, model_validator
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, model_validator
 
 from .names import DEFAULT_QUEUE_KEY
-from .wire import ContractModel, QueueStatus, WorkerInfo
+from .wire import ContractModel, QueueStatus
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,34 @@ class RedisSpec(ResourceModel):
     )
 
 
+QueueName = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class RabbitMQSpec(ResourceModel):
+    """The RabbitMQ broker whose queues hold the pool's work (protocol: bifrost). Exactly one of url / urlSecretRef."""
+
+    url: str | None = Field(
+        None,
+        pattern=r"^amqps?://",
+        max_length=2048,
+        description="AMQP URL (amqp:// or amqps://). Put a URL with a password in a Secret and use urlSecretRef.",
+    )
+    url_secret_ref: SecretKeyRef | None = Field(None, description="Secret key holding the AMQP URL.")
+    queues: list[QueueName] = Field(
+        min_length=1,
+        max_length=32,
+        description="Queues whose ready messages are the pool's queued demand (summed); never declared, only read.",
+    )
+
+    cel_rules = (
+        CelRule(
+            "has(self.url) != has(self.urlSecretRef)",
+            "exactly one of rabbitmq.url or rabbitmq.urlSecretRef must be set",
+            lambda s: (s.url is None) != (s.url_secret_ref is None),
+        ),
+    )
+
+
 class ScalingSpec(ResourceModel):
     """How the number of worker pods follows demand."""
 
@@ -105,9 +133,22 @@ class ScalingSpec(ResourceModel):
     )
 
 
+Protocol = Literal["seed", "bifrost"]
+
+
+def _has_container(template: dict[str, Any]) -> bool:
+    spec = template.get("spec")
+    return isinstance(spec, dict) and bool(spec.get("containers"))
+
+
 class WorkerPoolSpec(ResourceModel):
     """Desired state of a pool of worker pods."""
 
+    protocol: Protocol = Field(
+        "seed",
+        description="The wire the pool's workers speak: seed (the reference worker) or bifrost"
+        " (the worker the Bifrost platform ships; needs rabbitmq).",
+    )
     min_workers: int = Field(1, ge=0, le=10000, description="Fewest worker pods.")
     max_workers: int = Field(10, ge=0, le=10000, description="Most worker pods; >= minWorkers.")
     processes: ProcessesSpec = Field(default_factory=ProcessesSpec)
@@ -120,6 +161,9 @@ class WorkerPoolSpec(ResourceModel):
     )
     heartbeat_interval_seconds: int = Field(10, ge=1, le=300, description="Seconds between worker heartbeats.")
     redis: RedisSpec
+    rabbitmq: RabbitMQSpec | None = Field(
+        None, description="protocol: bifrost only: the broker and queues whose ready messages are demand."
+    )
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     metrics_port: int | None = Field(
         None,
@@ -140,6 +184,16 @@ class WorkerPoolSpec(ResourceModel):
             "maxWorkers must be >= minWorkers",
             lambda s: s.max_workers >= s.min_workers,
         ),
+        CelRule(
+            "self.protocol == 'bifrost' ? has(self.rabbitmq) : !has(self.rabbitmq)",
+            "rabbitmq is required when protocol is bifrost and not allowed otherwise",
+            lambda s: (s.protocol == "bifrost") == (s.rabbitmq is not None),
+        ),
+        CelRule(
+            "self.protocol != 'bifrost' || (has(self.template.spec) && size(self.template.spec.containers) > 0)",
+            "protocol bifrost needs template.spec.containers (Bifrost's worker image and command)",
+            lambda s: s.protocol != "bifrost" or _has_container(s.template),
+        ),
     )
 
 
@@ -157,6 +211,38 @@ class Condition(ContractModel):
     message: str = Field("", max_length=32768)
     observed_generation: NonNegativeInt = 0
     last_transition_time: datetime
+
+
+class ExecutionDetail(ContractModel):
+    execution_id: str
+    started_at: datetime
+    elapsed_seconds: NonNegativeFloat
+
+
+class ProcessDetail(ContractModel):
+    """One process of a worker, as its last heartbeat reported it (a killed one may carry its execution)."""
+
+    pid: int
+    process_id: str
+    state: Literal["idle", "busy", "killed"]
+    memory_mb: NonNegativeFloat
+    uptime_seconds: NonNegativeFloat
+    executions_completed: NonNegativeInt
+    execution: ExecutionDetail | None = None
+
+
+class WorkerDetail(ContractModel):
+    """The seed's WorkerInfo in camelCase (DESIGN §3): minWorkers/maxWorkers are the worker's *process* bounds."""
+
+    worker_id: str
+    started_at: datetime
+    hostname: str
+    min_workers: NonNegativeInt
+    max_workers: NonNegativeInt
+    pool_size: NonNegativeInt
+    idle_count: NonNegativeInt
+    busy_count: NonNegativeInt
+    processes: list[ProcessDetail] = Field(default_factory=list)
 
 
 RecycleTargetStatus = Literal["recycle_requested", "rejected"]
@@ -190,7 +276,7 @@ class WorkerPoolStatus(ContractModel):
     idle_count: NonNegativeInt | None = None
     busy_count: NonNegativeInt | None = None
     queue: QueueStatus | None = None
-    worker_details: list[WorkerInfo] | None = Field(
+    worker_details: list[WorkerDetail] | None = Field(
         None,
         description="The seed's WorkerInfo per live worker (bounded; see workerDetailsOmitted).",
     )

@@ -6,9 +6,11 @@ the cluster reaches the webhook and is matched here, in memory, against the
 pods the pool controllers watch: anything that is not one of our worker pods
 is allowed at once.
 
-For a worker pod: retire the worker in Redis (it claims nothing new) and ask
-what it still holds, in one script; allow when nothing, hold with 429 when
-something (the evicting client retries). A held pod is annotated, so the
+For a worker pod with the retire handshake (seed): retire the worker in Redis
+(it claims nothing new) and ask what it still holds, in one script; allow when
+nothing, hold with 429 when something (the evicting client retries). For one
+without (Bifrost's): its heartbeat snapshot, read now, decides the same way;
+a snapshot too old to trust holds the eviction as unknown. A held pod is annotated, so the
 acting replica counts it as leaving and creates its replacement if demand
 needs it. Any replica can answer: Redis is the authority, not a replica's memory.
 """
@@ -19,14 +21,18 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from ..contracts import names
-from ..contracts.wire import WireFormatError, WorkerInfo
+from ..contracts.report import WorkerReport
+from ..contracts.wire import WireFormatError
 from ..decide.eviction import EvictionVerdict, judge_eviction
 from ..decide.observation import EVICTION_MARK_SECONDS
+from ..decide.snapshot import snapshot_holds
+from ..protocols import WorkerProtocol, protocol_for
 from . import metrics
 from .kube import ApiException
 from .pool import PoolController
@@ -45,7 +51,7 @@ class EvictionGate:
         self,
         pools: Mapping[tuple[str, str], PoolController],
         pod_pools: Mapping[tuple[str, str], tuple[str, str]],
-        commands_for: Callable[[str], Commands],
+        commands_for: Callable[[str, str], Commands],
         kube: KubeApi,
         clock: Clock,
     ) -> None:
@@ -67,31 +73,36 @@ class EvictionGate:
         tracked = ctl.state.workers.get(pod)
         info = tracked.info if tracked is not None else None
         if dry_run:  # no side effects: judged by the last heartbeat alone
-            running = [p.execution.execution_id for p in (info.processes if info else ()) if p.execution is not None]
-            verdict = judge_eviction(pod, running, info)
+            verdict = judge_eviction(pod, list(info.running) if info else [], info)
         else:
-            held, commands = await self._retire(ctl, pod)
-            if info is None and held and commands is not None:
-                info = await _report(commands, pod)  # a standby hears no heartbeats: ask the registration
-            verdict = judge_eviction(pod, held, info)
+            asked = await self._ask(ctl, pod)
+            if info is None and asked.held and asked.commands is not None:
+                info = asked.report or await _report(asked.commands, pod)  # a standby hears no heartbeats
+            verdict = judge_eviction(pod, asked.held, info, asked.handshake, asked.why)
             await self._tell(ctl, pod, verdict)
         return verdict
 
-    async def _retire(self, ctl: PoolController, pod: str) -> tuple[list[str] | None, Commands | None]:
-        """What the worker holds (None: unknown), and the pool's Redis commands (when reachable)."""
+    async def _ask(self, ctl: PoolController, pod: str) -> _Answer:
+        """What the worker holds, asked of Redis now (by the retire script, or its snapshot)."""
         view = ctl.state.pods.get(pod)
+        handshake = True
         try:
             # A standby replica answers too: it resolves the pool's Redis itself.
             target = await redis_target(ctl)
             if target is not None:
-                url, queue_key = target
-                commands = self.commands_for(url)
-                return await commands.retire_for_eviction(pod, queue_key, EVICTION_RETIRE_TTL), commands
-        except (RedisError, OSError, ApiException) as exc:
+                commands = self.commands_for(target.url, target.protocol.name)
+                handshake = commands.has_handshake
+                if handshake:
+                    held = await commands.retire_for_eviction(pod, target.queue_key, EVICTION_RETIRE_TTL)
+                    return _Answer(held, commands)
+                report = await commands.report(pod)
+                held_now, why = snapshot_holds(report, self.clock.time(), target.window)
+                return _Answer(held_now, commands, handshake=False, why=why, report=report)
+        except (RedisError, OSError, ApiException, WireFormatError) as exc:
             error = type(exc).__name__
             log.warning("%s/%s: eviction of %s: Redis unavailable: %s", ctl.namespace, ctl.name, pod, error)
         # No Redis to ask: only a pod whose containers never ran can hold nothing for sure.
-        return ([] if view is not None and view.phase != "Running" else None), None
+        return _Answer([] if view is not None and view.phase != "Running" else None, None, handshake)
 
     async def _tell(self, ctl: PoolController, pod: str, verdict: EvictionVerdict) -> None:
         outcome = "allowed" if verdict.allowed else "held"
@@ -121,19 +132,38 @@ class EvictionGate:
             log.warning("%s/%s: could not mark %s as leaving: %s", ctl.namespace, ctl.name, pod, exc.reason)
 
 
-async def redis_target(ctl: PoolController) -> tuple[str, str] | None:
-    """A pool's Redis URL and queue key, also on a replica that is not acting (None: unknown)."""
-    if ctl.hub_url is not None:
-        return ctl.hub_url, ctl.queue_key
+@dataclass(frozen=True)
+class _Answer:
+    held: list[str] | None  # None: unknown
+    commands: Commands | None
+    handshake: bool = True
+    why: str = ""  # why unknown
+    report: WorkerReport | None = None
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    url: str
+    queue_key: str
+    protocol: WorkerProtocol
+    window: float  # the fresh window of the pool's heartbeats
+
+
+async def redis_target(ctl: PoolController) -> RedisTarget | None:
+    """A pool's Redis URL, queue key and protocol, also on a replica that is not acting (None: unknown)."""
     try:
         pool = ctl.parsed.of(ctl.body)
     except ValidationError:
         return None
-    url, _ = await ctl.redis_url.get(pool.spec)
-    return (url, pool.spec.redis.queue_key) if url is not None else None
+    protocol = protocol_for(pool.spec.protocol)
+    window = protocol.fresh_window(pool.spec.heartbeat_interval_seconds)
+    if ctl.sources.hub_url is not None:
+        return RedisTarget(ctl.sources.hub_url, ctl.sources.queue_key, protocol, window)
+    url, _ = await ctl.sources.redis_url.get(pool.spec.redis.url, pool.spec.redis.url_secret_ref)
+    return RedisTarget(url, pool.spec.redis.queue_key, protocol, window) if url is not None else None
 
 
-async def _report(commands: Commands, worker_id: str) -> WorkerInfo | None:
+async def _report(commands: Commands, worker_id: str) -> WorkerReport | None:
     """The worker's registration, for the answer's detail only: anything wrong just leaves it out."""
     try:
         return await commands.report(worker_id)

@@ -1,4 +1,5 @@
-"""All pools of this operator: one controller per WorkerPool, one Redis hub per URL.
+"""All pools of this operator: one controller per WorkerPool, one Redis hub per URL
+and worker protocol, one RabbitMQ broker connection per AMQP URL.
 
 Started from Kopf's startup handler as plain asyncio tasks, not Kopf daemons or
 timers: those add a finalizer to every WorkerPool, and deleting a pool would
@@ -16,17 +17,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from ..contracts import names
 from ..decide.shards import Shard
 from ..decide.topology import yields
+from ..protocols import protocol_for
 from .config import OperatorConfig
 from .evictions import EvictionGate
 from .kube import Kube
 from .pool import PoolController
 from .ports import SYSTEM_CLOCK, PoolDeps
+from .rabbitmq import RabbitBroker
 from .redis_hub import RedisHub, redis_client
 from .worker_commands import WorkerCommands
 
@@ -40,7 +43,8 @@ class Manager:
         self.config = config
         self.kube = kube
         self.pools: dict[Key, PoolController] = {}
-        self.hubs: dict[str, RedisHub] = {}
+        self.hubs: dict[tuple[str, str], RedisHub] = {}  # (url, protocol) -> its hub
+        self.brokers: dict[str, RabbitBroker] = {}
         self.last_progress = time.monotonic()
         self.acting = False  # pool loops run only while this replica leads
         self.shard = Shard.parse(config.shard)
@@ -53,6 +57,7 @@ class Manager:
         self.pool_deps = PoolDeps(
             kube=kube,
             hubs=self,
+            brokers=self,
             worker_image=config.worker_image,
             status_min_interval=config.status_min_interval,
             status_volatile_refresh=config.status_volatile_refresh,
@@ -62,7 +67,7 @@ class Manager:
         self.pod_pools: dict[tuple[str, str], Key] = {}
         self.evictions = EvictionGate(self.pools, self.pod_pools, self.commands_for, kube, SYSTEM_CLOCK)
         # Command-only Redis clients for a replica that is not acting (no hub, no subscriptions).
-        self._command_clients: dict[str, WorkerCommands] = {}
+        self._command_clients: dict[tuple[str, str], WorkerCommands] = {}
 
     def _progress(self) -> None:
         self.last_progress = time.monotonic()
@@ -87,6 +92,8 @@ class Manager:
             await pool.stop()
         for hub in list(self.hubs.values()):
             await hub.stop()
+        for broker in list(self.brokers.values()):
+            await broker.stop()
         for commands in self._command_clients.values():
             await commands.client.aclose()
         await self.kube.close()
@@ -135,34 +142,55 @@ class Manager:
 
     # --- Redis hubs ---------------------------------------------------------------------------
 
-    def hub_for(self, url: str) -> RedisHub:
-        hub = self.hubs.get(url)
+    def hub_for(self, url: str, protocol: str) -> RedisHub:
+        hub = self.hubs.get((url, protocol))
         if hub is None:
-            hub = self.hubs[url] = RedisHub(url, self.config.resync_seconds, self.config.queue_poll_seconds)
+            hub = RedisHub(url, protocol_for(protocol), self.config.resync_seconds, self.config.queue_poll_seconds)
+            self.hubs[(url, protocol)] = hub
             hub.start()
         return hub
 
-    def commands_for(self, url: str) -> WorkerCommands:
+    def commands_for(self, url: str, protocol: str) -> WorkerCommands:
         """Commands to the workers of a Redis: through its hub when there is one."""
-        hub = self.hubs.get(url)
+        hub = self.hubs.get((url, protocol))
         if hub is not None:
             return hub.commands
-        commands = self._command_clients.get(url)
+        commands = self._command_clients.get((url, protocol))
         if commands is None:
-            commands = self._command_clients[url] = WorkerCommands(redis_client(url))
+            commands = WorkerCommands(redis_client(url), protocol_for(protocol))
+            self._command_clients[(url, protocol)] = commands
         return commands
 
-    def release_hub(self, url: str, namespace: str, name: str) -> None:
-        hub = self.hubs.get(url)
+    def release_hub(self, url: str, protocol: str, namespace: str, name: str) -> None:
+        hub = self.hubs.get((url, protocol))
         if hub is None:
             return
         hub.unsubscribe(namespace, name)
         if not hub.subscribers:
-            del self.hubs[url]
-            self._closing.add(asyncio.get_running_loop().create_task(hub.stop()))
-            for task in list(self._closing):
-                if task.done():
-                    self._closing.discard(task)
+            del self.hubs[(url, protocol)]
+            self._close_later(hub.stop())
+
+    def broker_for(self, url: str) -> RabbitBroker:
+        broker = self.brokers.get(url)
+        if broker is None:
+            broker = self.brokers[url] = RabbitBroker(url, self.config.queue_poll_seconds)
+            broker.start()
+        return broker
+
+    def release_broker(self, url: str, namespace: str, name: str) -> None:
+        broker = self.brokers.get(url)
+        if broker is None:
+            return
+        broker.unsubscribe(namespace, name)
+        if not broker.listening:
+            del self.brokers[url]
+            self._close_later(broker.stop())
+
+    def _close_later(self, stopping: Coroutine[Any, Any, None]) -> None:
+        self._closing.add(asyncio.get_running_loop().create_task(stopping))
+        for task in list(self._closing):
+            if task.done():
+                self._closing.discard(task)
 
     async def set_older(self, older: Mapping[int, frozenset[int]]) -> None:
         """Another shard count's shards that still act: pause the pools they own, resume the rest."""
@@ -201,4 +229,6 @@ class Manager:
             "pools": len(self.pools),
             "redis_hubs": len(self.hubs),
             "redis_down": sum(1 for h in self.hubs.values() if h.error),
+            "rabbitmq_brokers": len(self.brokers),
+            "rabbitmq_down": sum(1 for b in self.brokers.values() if b.error),
         }

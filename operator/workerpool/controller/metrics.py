@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from ..contracts.wire import PROCESS_STATES
+from ..contracts.report import PROCESS_STATES
 
 # The `state` label of workerpool_workers (pods): see PoolController._metrics.
 POD_STATES = ("running", "pending", "ready")
@@ -50,6 +50,12 @@ RECONCILE = Histogram(
 STATUS_WRITES = Counter("workerpool_status_writes_total", "Status subresource writes", ["namespace", "pool"])
 MALFORMED = Counter("workerpool_malformed_redis_data_total", "Malformed Redis data skipped", ["kind"])
 REDIS_UP = Gauge("workerpool_redis_up", "Whether a Redis (by URL hash) is reachable", ["hub"])
+DELETES_AVERTED = Counter(
+    "workerpool_deletes_averted_total",
+    "Pod deletions called off because the worker turned busy between the decision and the delete",
+    ["namespace", "pool"],
+)
+RABBITMQ_UP = Gauge("workerpool_rabbitmq_up", "Whether a RabbitMQ broker (by URL hash) is reachable", ["broker"])
 ERRORS = Counter("workerpool_reconcile_errors_total", "Reconciles that failed", ["namespace", "pool", "reason"])
 RETRY_DELAY = Gauge(
     "workerpool_reconcile_retry_delay_seconds",
@@ -79,6 +85,6 @@ def forget_pool(namespace: str, pool: str) -> None:
         for state in (*PROCESS_STATES, *POD_STATES):
             with contextlib.suppress(KeyError):
                 metric.remove(namespace, pool, state)
-    for gauge in (QUEUE_DEPTH, DESIRED, RETRY_DELAY, SCALE_UP_REACTION, COLD_START):
+    for gauge in (QUEUE_DEPTH, DESIRED, RETRY_DELAY, SCALE_UP_REACTION, COLD_START, DELETES_AVERTED):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, pool)

@@ -1,6 +1,8 @@
 """Carrying out a scale plan's pod changes: create what it adds, and delete what
-it removes only after retiring the worker in Redis (no claim can slip in between
-the idle heartbeat and the deletion)."""
+it removes only after a last check in Redis: for a worker with the retire
+handshake, retiring it (no claim can slip in between the idle heartbeat and the
+deletion); for one without (Bifrost's), re-reading its heartbeat snapshot (it
+must still run nothing, by a fresh heartbeat)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,12 @@ import json
 import logging
 
 from ..contracts.resource import WorkerPool
+from ..contracts.wire import WireFormatError
 from ..decide.pods import PoolRef, render_pod
 from ..decide.reasons import DeletionReason
 from ..decide.scaling import Deletion, Event, ScalePlan
+from ..decide.snapshot import snapshot_holds
+from ..protocols import protocol_for
 from . import metrics
 from .kube import ApiException
 from .pool_io import EventEmitter
@@ -63,10 +68,10 @@ class PodActions:
         try:
             await self.kube.delete_pod(self.namespace, deletion.name, deletion.uid)
         except ApiException as exc:
-            if retired and commands is not None and 400 <= (exc.status or 0) < 500:
+            if retired and commands is not None and commands.has_handshake and 400 <= (exc.status or 0) < 500:
                 # Refused, so the pod stays: its worker may claim again at once, not when
                 # the mark expires. (A 5xx may have deleted it after all: the mark stays.)
-                await commands.unretire(deletion.name)
+                await commands.unretire(deletion.name, pool.spec.redis.queue_key)
             raise
         self.state.deleted(deletion.uid)
         metrics.SCALE_EVENTS.labels(self.namespace, self.name, "delete").inc()
@@ -80,9 +85,27 @@ class PodActions:
         """
         if commands is None:
             return False
+        if not commands.has_handshake:
+            return await self._still_idle(pool, worker_id, commands)
         if await commands.retire(worker_id, pool.spec.redis.queue_key, RETIRE_TTL):
             return True
         log.info("%s/%s: %s turned busy before its pod was deleted: kept", self.namespace, self.name, worker_id)
+        return False
+
+    async def _still_idle(self, pool: WorkerPool, worker_id: str, commands: Commands) -> bool:
+        """No handshake: the worker's heartbeat snapshot, read now, must show it runs nothing."""
+        window = protocol_for(pool.spec.protocol).fresh_window(pool.spec.heartbeat_interval_seconds)
+        try:
+            report = await commands.report(worker_id)
+        except WireFormatError as exc:
+            log.warning("%s/%s: %s kept: its snapshot is unreadable: %s", self.namespace, self.name, worker_id, exc)
+            return False
+        held, why = snapshot_holds(report, self.state.clock.time(), window)
+        if held is not None and not held:
+            return True
+        detail = why or f"running {', '.join((held or [])[:3])}"
+        log.info("%s/%s: %s kept: its snapshot before the delete: %s", self.namespace, self.name, worker_id, detail)
+        metrics.DELETES_AVERTED.labels(self.namespace, self.name).inc()
         return False
 
 

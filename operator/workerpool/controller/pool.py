@@ -19,22 +19,21 @@ from pydantic import ValidationError
 
 from ..contracts import names
 from ..contracts.resource import WorkerPool
-from ..contracts.wire import QueueStatus, describe_validation_error
+from ..contracts.wire import describe_validation_error
 from ..decide.backoff import parse_retry_after
-from ..decide.observation import Observation, fresh_window
+from ..decide.observation import Observation
 from ..decide.pods import PoolRef
 from ..decide.pool import Context, Plan, PoolMemory, decide
-from ..decide.reasons import Reason
-from ..decide.status import Stall, WritePolicy, invalid_status, render
+from ..decide.status import WritePolicy, invalid_status, render
 from . import metrics
 from .derived import ParsedPool, StoredConditions, TemplateHash
 from .kube import ApiException
 from .pod_actions import PodActions
-from .pool_io import EventEmitter, PoolRetry, RedisUrlSource, StatusWriter, export_metrics
+from .pool_io import EventEmitter, PoolRetry, StatusWriter, export_metrics
+from .pool_sources import SourceResolver, Sources, demand, redis_error
 from .pool_state import PoolState
-from .ports import Clock, Hub, PoolDeps
+from .ports import Clock, PoolDeps
 from .recycle_handler import apply_recycle
-from .redis_hub import Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +58,11 @@ class PoolController:
         self.memory = PoolMemory.from_status(body.get("status"))
         self.retry = PoolRetry(self.namespace, self.name)
         self.trigger = asyncio.Event()
-        self.hub_url: str | None = None
-        self.queue_key = ""  # the pool's queue, as last subscribed
+        self.sources = SourceResolver(deps, self.namespace, self.name, self.state)
         self.next_scale_check_at: float | None = None
         self.events = EventEmitter(deps.kube, self.namespace, self.name, deps.clock, meta.get("uid", ""))
         policy = WritePolicy(deps.status_min_interval, deps.status_volatile_refresh)
         self.status = StatusWriter(deps.kube, self.namespace, self.name, policy, deps.clock)
-        self.redis_url = RedisUrlSource(deps.kube, self.namespace, deps.clock)
         self.actions = PodActions(deps.kube, self.state, self.events, deps.worker_image)
         self.task: asyncio.Task[None] | None = None
         self.template_hash = TemplateHash(deps.worker_image)
@@ -96,8 +93,7 @@ class PoolController:
 
     async def stop(self) -> None:
         await self.pause()
-        if self.hub_url is not None:
-            self.deps.hubs.release_hub(self.hub_url, self.namespace, self.name)
+        self.sources.release()
         metrics.forget_pool(self.namespace, self.name)
 
     def poke(self) -> None:
@@ -166,49 +162,38 @@ class PoolController:
         except ValidationError as exc:
             await self._write_invalid(describe_validation_error(exc))
             return
-        hub, stall = await self._hub(pool)
-        obs, ctx = await self._observe(pool, hub, stall)
+        sources = await self.sources.resolve(pool)
+        obs, ctx = await self._observe(pool, sources)
         plan = decide(pool, obs, ctx, self.memory, _utc(self.clock))
-        await self._apply(pool, plan, hub, stall)
+        await self._apply(pool, plan, sources)
         export_metrics(self.namespace, self.name, obs, plan.scale)
 
-    async def _hub(self, pool: WorkerPool) -> tuple[Hub | None, Stall | None]:
-        """The pool's Redis hub (subscribed to), and why the pool is stalled on Redis, if it is."""
-        url, stall = await self.redis_url.get(pool.spec)
-        if url is None:
-            return None, stall
-        self._subscribe(url, pool)
-        hub = self.deps.hubs.hub_for(url)
-        if hub.error is not None and stall is None:
-            stall = Stall(
-                Reason.REDIS_UNAVAILABLE, f"Redis unavailable ({hub.error}): no scale-down, at least minWorkers kept"
-            )
-        return hub, stall
-
-    async def _observe(self, pool: WorkerPool, hub: Hub | None, stall: Stall | None) -> tuple[Observation, Context]:
+    async def _observe(self, pool: WorkerPool, sources: Sources) -> tuple[Observation, Context]:
         if not self.state.pods_synced:
             self.state.sync_pods(await self.deps.kube.list_pods(self.namespace, self.name))
-        return self._snapshot(pool, hub, stall)
+        return self._snapshot(pool, sources)
 
-    def _snapshot(self, pool: WorkerPool, hub: Hub | None, stall: Stall | None) -> tuple[Observation, Context]:
-        """What the pool looks like now, from the state the watches and the hub keep (no I/O)."""
-        queue = hub.queue(pool.spec.redis.queue_key) if hub is not None else None
-        obs = self.state.observe(pool.spec.heartbeat_interval_seconds, queue, _redis_error(hub, queue, stall))
+    def _snapshot(self, pool: WorkerPool, sources: Sources) -> tuple[Observation, Context]:
+        """What the pool looks like now, from the state the watches and the hubs keep (no I/O)."""
+        queue, demand_error, demand_stall = demand(pool, sources)
+        window = sources.protocol.fresh_window(pool.spec.heartbeat_interval_seconds)
+        obs = self.state.observe(window, queue, redis_error(sources), demand_error)
         ctx = Context(
             template_hash=self.template_hash.of(pool),
-            stall=stall,
+            stall=sources.stall or demand_stall,
             create_error=self.state.create_error,
             status_known=self.state.resynced,
             previous_conditions=self.stored_conditions.of(self.body.get("status")),
         )
         return obs, ctx
 
-    def _current_status(self, pool: WorkerPool, hub: Hub | None, stall: Stall | None) -> dict[str, Any] | None:
+    def _current_status(self, pool: WorkerPool, sources: Sources) -> dict[str, Any] | None:
         """The status as it would be rendered now (for a write that waited for its turn)."""
-        obs, ctx = self._snapshot(pool, hub, stall)
+        obs, ctx = self._snapshot(pool, sources)
         return decide(pool, obs, ctx, self.memory, _utc(self.clock)).status
 
-    async def _apply(self, pool: WorkerPool, plan: Plan, hub: Hub | None, stall: Stall | None) -> None:
+    async def _apply(self, pool: WorkerPool, plan: Plan, sources: Sources) -> None:
+        hub = sources.hub
         commands = hub.commands if hub is not None else None
         for event in plan.events:
             await self.events.emit(event)
@@ -217,26 +202,22 @@ class PoolController:
         memory = plan.memory
         if plan.recycle is not None and commands is not None:
             record = await apply_recycle(
-                plan.recycle, plan.recycle_events, commands, self.events.emit, (self.namespace, self.name)
+                plan.recycle,
+                plan.recycle_events,
+                commands,
+                sources.protocol,
+                self.events.emit,
+                (self.namespace, self.name),
             )
             if record != plan.recycle.record:
                 memory = replace(memory, last_recycle=record)
                 self.poke()  # a previous run's record: the next round's status shows it
         self.memory = memory
         if plan.status is not None:
-            await self.status.write(plan.status, lambda: self._current_status(pool, hub, stall))
+            await self.status.write(plan.status, lambda: self._current_status(pool, sources))
         self.next_scale_check_at = (
             self.clock.monotonic() + plan.recheck_after + 0.05 if plan.recheck_after is not None else None
         )
-
-    def _subscribe(self, url: str, pool: WorkerPool) -> None:
-        if self.hub_url != url:
-            if self.hub_url is not None:
-                self.deps.hubs.release_hub(self.hub_url, self.namespace, self.name)
-            self.hub_url = url
-        trust = fresh_window(pool.spec.heartbeat_interval_seconds)
-        self.queue_key = pool.spec.redis.queue_key
-        self.deps.hubs.hub_for(url).subscribe(Subscriber(self.namespace, self.name, self.queue_key, trust, self.state))
 
     async def _write_invalid(self, message: str) -> None:
         generation = int(self.body["metadata"].get("generation") or 0)
@@ -253,13 +234,6 @@ def _utc(clock: Clock) -> dt.datetime:
 def _acts_on(meta: dict[str, Any]) -> tuple[Any, Any]:
     """The parts of a pool's metadata whose change needs a reconcile (a status write does not)."""
     return meta.get("generation"), (meta.get("annotations") or {}).get(names.RECYCLE_ANNOTATION)
-
-
-def _redis_error(hub: Hub | None, queue: QueueStatus | None, stall: Stall | None) -> str | None:
-    """Why the pool's demand cannot be read from Redis now (None: it can)."""
-    if hub is None:
-        return stall.message if stall else "no Redis URL"
-    return hub.error or (None if queue is not None else "waiting for the first queue reading")
 
 
 def _header(exc: ApiException, name: str) -> str | None:

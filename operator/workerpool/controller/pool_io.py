@@ -9,8 +9,8 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from ..contracts.resource import WorkerPoolSpec
-from ..contracts.wire import PROCESS_STATES
+from ..contracts.report import PROCESS_STATES
+from ..contracts.resource import SecretKeyRef
 from ..decide.backoff import Backoff
 from ..decide.observation import Observation
 from ..decide.reasons import Reason
@@ -112,26 +112,28 @@ class StatusWriter:
         return due if rendered != self.last_written else None
 
 
-class RedisUrlSource:
-    """The pool's Redis URL: `spec.redis.url`, or its Secret's key (read at most every SECRET_TTL s)."""
+class UrlSource:
+    """A URL of the pool's (Redis, RabbitMQ): inline, or a Secret's key (read at most every SECRET_TTL s)."""
 
-    def __init__(self, kube: KubeApi, namespace: str, clock: Clock) -> None:
+    def __init__(
+        self, kube: KubeApi, namespace: str, clock: Clock, reason: Reason = Reason.REDIS_SECRET_NOT_FOUND
+    ) -> None:
         self.kube, self.namespace, self.clock = kube, namespace, clock
+        self.reason = reason  # the Stalled reason when the Secret or its key is missing
         self.cache: tuple[tuple[str, str], str | None, float] | None = None
 
-    async def get(self, spec: WorkerPoolSpec) -> tuple[str | None, Stall | None]:
-        redis = spec.redis
-        if redis.url is not None:
-            return redis.url, None
-        assert redis.url_secret_ref is not None
-        ref = (redis.url_secret_ref.name, redis.url_secret_ref.key)
+    async def get(self, url: str | None, secret: SecretKeyRef | None) -> tuple[str | None, Stall | None]:
+        if url is not None:
+            return url, None
+        assert secret is not None  # admission: exactly one of url / urlSecretRef
+        ref = (secret.name, secret.key)
         cached = self.cache
         if cached is None or cached[0] != ref or self.clock.monotonic() - cached[2] > SECRET_TTL:
             value = await self.kube.read_secret_key(self.namespace, *ref)
             self.cache = cached = (ref, value, self.clock.monotonic())
         if cached[1] is None:
             return None, Stall(
-                Reason.REDIS_SECRET_NOT_FOUND,
+                self.reason,
                 f"Secret {ref[0]} with key {ref[1]} not found in namespace {self.namespace}",
             )
         return cached[1].strip(), None

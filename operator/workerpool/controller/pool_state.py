@@ -10,8 +10,9 @@ import datetime as dt
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..contracts.wire import QueueStatus, Registration, WorkerHeartbeat
-from ..decide.observation import Observation, PodView, WorkerView, fresh_window
+from ..contracts.report import WorkerReport
+from ..contracts.wire import QueueStatus
+from ..decide.observation import Observation, PodView, WorkerView
 from ..decide.resync import Tracked, merge_resync, shape
 from .ports import Clock
 
@@ -43,6 +44,9 @@ class PoolState:
         # stale watch event still shows them running.
         self.deleting: dict[str, float] = {}
         self.workers: dict[str, Tracked] = {}
+        # Workers that said they went offline (id -> epoch seconds): reports older than
+        # that (a heartbeat snapshot left to expire) do not bring them back.
+        self.offline: dict[str, float] = {}
         # Until the first resync from Redis, the worker map is empty for lack of
         # data, not because the pool has no workers: no status write before it
         # (an operator restart must not flap the status to zero workers).
@@ -59,6 +63,7 @@ class PoolState:
             self.pods.pop(name, None)
             self.workers.pop(name, None)
             self.starting.pop(name, None)
+            self.offline.pop(name, None)
         else:
             self.pods[name] = pod_view(body, self.clock.time())
         self.poke()
@@ -98,15 +103,33 @@ class PoolState:
         # A same-named pool's leftover, or a pod someone else labelled, is not.
         return not self.uid or self.uid in view.owners
 
-    def on_heartbeat(self, hb: WorkerHeartbeat) -> None:
-        info = hb.worker_info()
-        before = self.workers.get(hb.worker_id)
-        if before is not None and before.reported_at is not None and hb.timestamp < before.reported_at:
+    def on_heartbeat(self, report: WorkerReport) -> None:
+        worker_id, at = report.worker_id, report.reported_at
+        before = self.workers.get(worker_id)
+        if before is not None and before.reported_at is not None and at is not None and at < before.reported_at:
             return  # an older heartbeat overtaken by a resync
-        self.workers[hb.worker_id] = Tracked(info, self.clock.monotonic(), hb.timestamp)
-        self._reported(hb.worker_id)
-        if before is None or shape(before.info) != shape(info):
+        if self._went_offline(report):
+            return
+        self.workers[worker_id] = Tracked(report, self.clock.monotonic(), at)
+        self._reported(worker_id)
+        if before is None or shape(before.info) != shape(report):
             self.poke()
+
+    def on_offline(self, worker_id: str) -> None:
+        """The worker said it stopped: no worker from now on (not after its fresh window)."""
+        self.offline[worker_id] = self.clock.time()
+        if self.workers.pop(worker_id, None) is not None:
+            self.poke()
+
+    def _went_offline(self, report: WorkerReport) -> bool:
+        """A report from before the worker said it went offline (a newer one: it is back)."""
+        gone = self.offline.get(report.worker_id)
+        if gone is None:
+            return False
+        if report.reported_at is not None and report.reported_at.timestamp() > gone:
+            del self.offline[report.worker_id]
+            return False
+        return True
 
     def on_queue(self, status: QueueStatus) -> None:
         self.poke()  # the hub keeps the reading; the next round reads it from there
@@ -114,8 +137,12 @@ class PoolState:
     def on_health(self) -> None:
         self.poke()
 
-    def on_resync(self, present: set[str], regs: dict[str, Registration]) -> None:
+    def on_resync(self, present: set[str], regs: dict[str, WorkerReport]) -> None:
         """`present`: every registered worker of this pool; `regs`: the reports re-read from Redis."""
+        if self.offline:
+            self.offline = {w: t for w, t in self.offline.items() if w in self.pods}
+            regs = {w: r for w, r in regs.items() if not self._went_offline(r)}
+            present = {w for w in present if w not in self.offline or w in regs}
         self.workers, changed = merge_resync(self.workers, present, regs, self.clock.monotonic(), self.clock.time())
         for worker_id in present & self.starting.keys():
             self._reported(worker_id)
@@ -132,7 +159,11 @@ class PoolState:
 
     # --- the observation ----------------------------------------------------------------------
 
-    def observe(self, heartbeat_interval: float, queue: QueueStatus | None, redis_error: str | None) -> Observation:
+    def observe(
+        self, window: float, queue: QueueStatus | None, redis_error: str | None, demand_error: str | None = None
+    ) -> Observation:
+        """`window`: the protocol's fresh window; `redis_error`: why reports cannot be trusted;
+        `demand_error`: why the queue could not be read (the reports are still shown)."""
         now_mono, now = self.clock.monotonic(), self.clock.time()
         self.deleting = {uid: t for uid, t in self.deleting.items() if t > now_mono}
         pods = []
@@ -142,10 +173,11 @@ class PoolState:
             if not view.terminating and (view.uid in self.deleting or view.leaving(now)):
                 view = dataclasses.replace(view, terminating=True)  # going: counted as gone
             pods.append(view)
-        window = fresh_window(heartbeat_interval)
         left = {wid: window - (now_mono - t.last_seen) for wid, t in self.workers.items() if wid in self.pods}
+        trusted = redis_error is None
         workers = {
-            wid: WorkerView(self.workers[wid].info, fresh=redis_error is None and s > 0) for wid, s in left.items()
+            wid: WorkerView(self.workers[wid].info, fresh=trusted and s > 0 and self.workers[wid].info.complete)
+            for wid, s in left.items()
         }
         fresh = [s for wid, s in left.items() if workers[wid].fresh]
         return Observation(
@@ -153,6 +185,7 @@ class PoolState:
             workers=workers,
             queue=queue,
             redis_error=redis_error,
+            demand_error=demand_error,
             now=now,
             stale_in=min(fresh) if fresh else None,
         )

@@ -1,7 +1,7 @@
 """What a pool controller needs from the world, as small Protocols: the API
-server, the Redis hubs, a clock. The real ones are `Kube`, the `Manager`'s hub
-registry and `SYSTEM_CLOCK`; unit tests drive a controller with in-memory fakes
-of these in virtual time."""
+server, the Redis hubs, the demand sources (the queues), a clock. The real ones
+are `Kube`, the `Manager`'s hub and broker registries and `SYSTEM_CLOCK`; unit
+tests drive a controller with in-memory fakes of these in virtual time."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..contracts.wire import QueueStatus, WorkerInfo
-from .redis_hub import Subscriber
+from ..contracts.report import WorkerReport
+from ..contracts.wire import QueueStatus
+from ..decide.status import Stall
+from .redis_hub import PoolListener, Subscriber
 
 
 class KubeApi(Protocol):
@@ -25,12 +27,14 @@ class KubeApi(Protocol):
 
 
 class Commands(Protocol):
+    @property
+    def has_handshake(self) -> bool: ...
     async def retire(self, worker_id: str, queue_key: str, ttl_seconds: int) -> bool: ...
-    async def unretire(self, worker_id: str) -> None: ...
+    async def unretire(self, worker_id: str, queue_key: str) -> None: ...
     async def retire_for_eviction(self, worker_id: str, queue_key: str, ttl_seconds: int) -> list[str]: ...
-    async def report(self, worker_id: str) -> WorkerInfo | None: ...
+    async def report(self, worker_id: str) -> WorkerReport | None: ...
     async def publish_once(
-        self, dedupe_key: str, record: str, commands: list[tuple[str, int | None]], ttl_seconds: int
+        self, dedupe_key: str, record: str, messages: list[tuple[str, str]], ttl_seconds: int
     ) -> tuple[bool, str]: ...
 
 
@@ -38,14 +42,32 @@ class Hub(Protocol):
     @property
     def error(self) -> str | None: ...
     @property
+    def worker_error(self) -> str | None: ...
+    @property
+    def queue_error(self) -> str | None: ...
+    @property
     def commands(self) -> Commands: ...
     def subscribe(self, sub: Subscriber) -> None: ...
     def queue(self, key: str) -> QueueStatus | None: ...
 
 
 class HubRegistry(Protocol):
-    def hub_for(self, url: str) -> Hub: ...
-    def release_hub(self, url: str, namespace: str, name: str) -> None: ...
+    def hub_for(self, url: str, protocol: str) -> Hub: ...
+    def release_hub(self, url: str, protocol: str, namespace: str, name: str) -> None: ...
+
+
+class Broker(Protocol):
+    """A demand source other than Redis (a RabbitMQ broker): ready messages of named queues."""
+
+    def subscribe(self, namespace: str, name: str, queues: tuple[str, ...], listener: PoolListener) -> None: ...
+    def reading(self, queues: tuple[str, ...]) -> tuple[QueueStatus | None, Stall | None]:
+        """(the queues' summed reading, None until all are read; the stall, when one cannot be read)."""
+        ...
+
+
+class BrokerRegistry(Protocol):
+    def broker_for(self, url: str) -> Broker: ...
+    def release_broker(self, url: str, namespace: str, name: str) -> None: ...
 
 
 class Clock(Protocol):
@@ -70,6 +92,7 @@ class PoolDeps:
 
     kube: KubeApi
     hubs: HubRegistry
+    brokers: BrokerRegistry
     worker_image: str
     status_min_interval: float
     status_volatile_refresh: float

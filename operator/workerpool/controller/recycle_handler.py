@@ -13,6 +13,7 @@ from ..contracts.resource import LastRecycle
 from ..contracts.wire import WireFormatError
 from ..decide.recycle import RecycleDecision
 from ..decide.scaling import Event
+from ..protocols import WorkerProtocol
 from . import metrics
 from .ports import Commands
 
@@ -22,14 +23,19 @@ Emit = Callable[[Event], Awaitable[None]]
 
 
 async def apply_recycle(
-    decision: RecycleDecision, events: Sequence[Event], commands: Commands, emit: Emit, pool: tuple[str, str]
+    decision: RecycleDecision,
+    events: Sequence[Event],
+    commands: Commands,
+    protocol: WorkerProtocol,
+    emit: Emit,
+    pool: tuple[str, str],
 ) -> LastRecycle:
     """The record of the request: the decision's, or a previous run's when that run handled it first."""
     if decision.publish is not None:
         published, stored = await commands.publish_once(
             decision.dedupe_key,
             decision.record.model_dump_json(),
-            [(c.worker_id, c.pid) for c in decision.publish],
+            [protocol.recycle_message(c.worker_id, c.pid, decision.value) for c in decision.publish],
             RECYCLE_DEDUPE_TTL,
         )
         if not published:

@@ -1,11 +1,12 @@
 """Where the operator talks to Redis (with worker_commands.py, the commands it sends).
 
-One hub per distinct Redis URL, shared by every pool that uses it:
-- one pub/sub subscription to `bifrost:workers:heartbeat`, routed to pools;
+One hub per distinct Redis URL and worker protocol, shared by every pool that
+uses both (the protocol, `workerpool.protocols`, names the keys and parses them):
+- one pub/sub subscription to the protocol's heartbeat channel, routed to pools;
 - one pipelined call per tick reading the depth and oldest entry of every
-  queue key in use (queue growth reaches the pools within a tick, 250 ms by
-  default, without one connection or timer per pool);
-- a periodic resync from the `worker:*` hashes that repairs what pub/sub lost;
+  queue key in use (the seed's demand; queue growth reaches the pools within
+  a tick, 250 ms by default, without one connection or timer per pool);
+- a periodic resync from the workers' keys that repairs what pub/sub lost;
 - its WorkerCommands (worker_commands.py): retiring a worker, and recycle
   commands published with a dedupe record in one Lua script, so a request is
   published exactly once even across restarts.
@@ -26,21 +27,10 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ..contracts.names import (
-    HEARTBEAT_CHANNEL,
-    WORKER_KEY_PATTERN,
-    worker_id_from_key,
-    worker_key,
-)
-from ..contracts.wire import (
-    QueueStatus,
-    Registration,
-    WireFormatError,
-    WorkerHeartbeat,
-    parse_heartbeat,
-    parse_registration,
-)
+from ..contracts.report import WorkerReport
+from ..contracts.wire import QueueStatus, WireFormatError
 from ..decide.pods import redact
+from ..protocols import Heartbeat, Offline, WorkerProtocol
 from . import metrics
 from .worker_commands import WorkerCommands
 
@@ -53,15 +43,19 @@ RESYNC_BATCH = 100
 # The hub's loops, in the order their errors are reported: one error per loop,
 # each cleared only by its own loop's next success, so an outage reads as one
 # stable message (not whichever loop failed last) and recovers when all do.
+# The queue loop's error is the demand's (`queue_error`); the others say the
+# workers' reports cannot be trusted (`error`).
 LOOPS = ("queues", "heartbeats", "resync")
+WORKER_LOOPS = ("heartbeats", "resync")
 
 
 class PoolListener(Protocol):
     """What a hub tells a pool (a pool controller's PoolState). Called on the event loop; never blocks."""
 
-    def on_heartbeat(self, hb: WorkerHeartbeat) -> None: ...
+    def on_heartbeat(self, report: WorkerReport) -> None: ...
+    def on_offline(self, worker_id: str) -> None: ...  # the worker said it stopped
     def on_queue(self, status: QueueStatus) -> None: ...  # the pool's queue depth moved
-    def on_resync(self, present: set[str], regs: dict[str, Registration]) -> None: ...  # ids, re-read reports
+    def on_resync(self, present: set[str], regs: dict[str, WorkerReport]) -> None: ...  # ids, re-read reports
     def on_health(self) -> None: ...  # the hub's error changed
     def owns(self, worker_id: str) -> bool: ...  # is this worker id one of the pool's pods?
 
@@ -72,7 +66,7 @@ class Subscriber:
 
     namespace: str
     name: str
-    queue_key: str
+    queue_key: str | None  # the seed's queue sorted set; None: the pool's demand is read elsewhere
     trust_seconds: float  # a heartbeat heard this recently is not re-read from the hash by a resync
     listener: PoolListener
 
@@ -89,7 +83,10 @@ class LoopHealth:
             self.errors.pop(loop, None)
         else:
             self.errors[loop] = error
-        return next((self.errors[name] for name in LOOPS if name in self.errors), None)
+        return self.first(LOOPS)
+
+    def first(self, loops: Iterable[str]) -> str | None:
+        return next((self.errors[name] for name in loops if name in self.errors), None)
 
 
 def redis_client(url: str) -> aioredis.Redis:
@@ -116,6 +113,7 @@ def route(
 @dataclass
 class RedisHub:
     url: str
+    protocol: WorkerProtocol
     resync_seconds: float
     queue_poll_seconds: float
     subscribers: dict[tuple[str, str], Subscriber] = field(default_factory=dict)
@@ -123,9 +121,10 @@ class RedisHub:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.label = "redis-" + hashlib.sha256(self.url.encode()).hexdigest()[:8]
+        digest = hashlib.sha256(self.url.encode()).hexdigest()[:8]
+        self.label = f"redis-{digest}" + ("" if self.protocol.name == "seed" else f"-{self.protocol.name}")
         self.client = redis_client(self.url)
-        self.commands = WorkerCommands(self.client)
+        self.commands = WorkerCommands(self.client, self.protocol)
         self._queues: dict[str, QueueStatus] = {}  # empty until the first reading
         self._resync_now = asyncio.Event()
         # worker id -> (when its last heartbeat arrived by pub/sub, its pool, its namespace)
@@ -163,6 +162,16 @@ class RedisHub:
     def _loop_health(self, loop: str, error: str | None) -> None:
         self._health(self._loops.record(loop, error))
 
+    @property
+    def worker_error(self) -> str | None:
+        """Why the workers' reports cannot be trusted now (None: they can)."""
+        return self._loops.first(WORKER_LOOPS)
+
+    @property
+    def queue_error(self) -> str | None:
+        """Why the queue sorted sets could not be read (None: the last reading is current)."""
+        return self._loops.first(("queues",))
+
     def _health(self, error: str | None) -> None:
         if error != self.error:
             if error:
@@ -184,7 +193,7 @@ class RedisHub:
         while True:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(HEARTBEAT_CHANNEL)
+                await pubsub.subscribe(self.protocol.heartbeat_channel)
                 if reconnect:
                     # Heartbeats published while unsubscribed are lost: re-read every worker now.
                     self._full_next = True
@@ -192,7 +201,7 @@ class RedisHub:
                 reconnect = True
                 self._loop_health("heartbeats", None)
                 async for message in pubsub.listen():
-                    self.handle_heartbeat(message.get("data"))
+                    self.handle_message(message.get("data"))
             except (RedisError, OSError) as exc:
                 self._loop_health("heartbeats", f"heartbeat subscription failed: {type(exc).__name__}")
                 await asyncio.sleep(RETRY_SECONDS)
@@ -200,24 +209,32 @@ class RedisHub:
                 with contextlib.suppress(RedisError, RuntimeError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    def handle_heartbeat(self, raw: object) -> None:
+    def handle_message(self, raw: object) -> None:
+        """A message on the heartbeat channel: a heartbeat, a worker going offline, or ignored."""
         if not isinstance(raw, bytes | str):
             return
         try:
-            hb = parse_heartbeat(raw)
+            heard = self.protocol.parse_message(raw)
         except WireFormatError as exc:
             metrics.MALFORMED.labels(kind="heartbeat").inc()
             log.warning("%s: skipping malformed heartbeat: %s", self.label, exc)
             return
-        self._heard[hb.worker_id] = (time.monotonic(), hb.pool, hb.namespace)
-        for sub in self._route(hb.worker_id, hb.pool, hb.namespace):
-            sub.listener.on_heartbeat(hb)
+        if isinstance(heard, Heartbeat):
+            report = heard.report
+            self._heard[report.worker_id] = (time.monotonic(), report.pool, report.namespace)
+            for sub in self._route(report.worker_id, report.pool, report.namespace):
+                sub.listener.on_heartbeat(report)
+        elif isinstance(heard, Offline):
+            self._heard.pop(heard.worker_id, None)
+            for sub in self._route(heard.worker_id, None, None):
+                sub.listener.on_offline(heard.worker_id)
+        # Ignored: other event types share the channel (Bifrost's pool_scaling, ...): no log line each.
 
     # --- queues --------------------------------------------------------------------------------
 
     async def _poll_queues(self) -> None:
         while True:
-            keys = sorted({s.queue_key for s in self.subscribers.values()})
+            keys = sorted({s.queue_key for s in self.subscribers.values() if s.queue_key is not None})
             if keys:
                 try:
                     async with self.client.pipeline(transaction=False) as p:
@@ -243,8 +260,8 @@ class RedisHub:
             await asyncio.sleep(self.queue_poll_seconds)
 
     def queue(self, key: str) -> QueueStatus | None:
-        """The last queue reading, None while Redis is unavailable."""
-        return None if self.error is not None else self._queues.get(key)
+        """The last queue reading, None while the queue cannot be read."""
+        return None if self.queue_error is not None else self._queues.get(key)
 
     # --- resync ----------------------------------------------------------------------------------
 
@@ -269,17 +286,21 @@ class RedisHub:
         the resync costs one SCAN, and the full reads go to the workers pub/sub missed.
         """
         self._resync_now.clear()
-        keys = [k async for k in self.client.scan_iter(match=WORKER_KEY_PATTERN, count=1000)]
-        ids = [i for i in (worker_id_from_key(k.decode() if isinstance(k, bytes) else k) for k in keys) if i]
+        proto = self.protocol
+        keys = [k async for k in self.client.scan_iter(match=proto.registration_match, count=1000)]
+        found = (proto.worker_id_from_key(k.decode() if isinstance(k, bytes) else k) for k in keys)
+        ids = list(dict.fromkeys(i for i in found if i))  # a worker may have several keys (Bifrost's)
         full, self._full_next = self._full_next, False
         new, self._new_pools = self._new_pools, set()
         now = time.monotonic()
         stale = ids if full else [i for i in ids if not self._heard_lately(i, now) or self._heard_for(i, new)]
+        reads = [proto.worker_reads(worker_id) for worker_id in stale]
         async with self.client.pipeline(transaction=False) as p:
-            for worker_id in stale:
-                p.hgetall(worker_key(worker_id))
-            hashes = await p.execute() if stale else []
-        regs = parse_hashes(self.label, stale, hashes)
+            for per_worker in reads:
+                for command, redis_key in per_worker:
+                    getattr(p, command)(redis_key)
+            replies = await p.execute() if stale else []
+        regs = parse_reports(self.label, proto, stale, [len(r) for r in reads], replies)
         present, grouped = group_by_pool(self.subscribers, ids, set(stale), regs, self._heard)
         known = set(ids)
         self._heard = {i: h for i, h in self._heard.items() if i in known}
@@ -306,17 +327,22 @@ class RedisHub:
         return now - at < (sub.trust_seconds if sub is not None else self.resync_seconds)
 
 
-def parse_hashes(label: str, ids: list[str], hashes: list[dict[bytes, bytes]]) -> dict[str, Registration]:
-    """The registrations a resync read; expired (empty) and malformed ones skipped (counted)."""
-    regs: dict[str, Registration] = {}
-    for worker_id, fields in zip(ids, hashes, strict=True):
-        if not fields:
-            continue  # expired between SCAN and HGETALL
+def parse_reports(
+    label: str, protocol: WorkerProtocol, ids: list[str], counts: list[int], replies: list[object]
+) -> dict[str, WorkerReport]:
+    """The reports a resync read (`counts[i]` replies for `ids[i]`); expired and malformed ones skipped (counted)."""
+    regs: dict[str, WorkerReport] = {}
+    at = 0
+    for worker_id, count in zip(ids, counts, strict=True):
+        mine, at = replies[at : at + count], at + count
         try:
-            regs[worker_id] = parse_registration(worker_id, fields)
+            report = protocol.parse_reads(worker_id, mine)
         except WireFormatError as exc:
             metrics.MALFORMED.labels(kind="registration").inc()
             log.warning("%s: skipping malformed registration: %s", label, exc)
+            continue
+        if report is not None:  # None: expired between SCAN and the read
+            regs[worker_id] = report
     return regs
 
 
@@ -324,13 +350,13 @@ def group_by_pool(
     subscribers: dict[tuple[str, str], Subscriber],
     ids: list[str],
     read: set[str],
-    regs: dict[str, Registration],
+    regs: dict[str, WorkerReport],
     heard: dict[str, tuple[float, str | None, str | None]],
-) -> tuple[dict[tuple[str, str], set[str]], dict[tuple[str, str], dict[str, Registration]]]:
+) -> tuple[dict[tuple[str, str], set[str]], dict[tuple[str, str], dict[str, WorkerReport]]]:
     """Per pool: the workers present (the ones not `read`, by their last heartbeat; the read
     ones, by their registration) and the registrations read."""
     present: dict[tuple[str, str], set[str]] = {k: set() for k in subscribers}
-    grouped: dict[tuple[str, str], dict[str, Registration]] = {k: {} for k in subscribers}
+    grouped: dict[tuple[str, str], dict[str, WorkerReport]] = {k: {} for k in subscribers}
     for worker_id in ids:
         if worker_id not in read:
             _, pool, namespace = heard[worker_id]

@@ -1,14 +1,13 @@
 """Commands to workers through Redis, each one atomic in a Lua script: retiring a
-worker before its pod is deleted, and publishing a recycle exactly once."""
+worker before its pod is deleted (for a protocol with the retire handshake),
+and publishing a recycle exactly once; and reading one worker's report now."""
 
 from __future__ import annotations
 
-import json
-
 import redis.asyncio as aioredis
 
-from ..contracts.names import held_key, worker_commands_channel, worker_key, worker_retiring_key
-from ..contracts.wire import RecycleCommand, WorkerInfo, parse_registration, to_wire
+from ..contracts.report import WorkerReport
+from ..protocols import RetireHandshake, WorkerProtocol
 
 # KEYS[1] = worker:{id}:retiring, KEYS[2] = {queue}:held:{id}; ARGV[1] = TTL s.
 # After this returns 1 the worker holds no execution and can claim none (its claim
@@ -39,46 +38,59 @@ return {0, redis.call('GET', KEYS[1])}
 """
 
 
+class NoHandshake(RuntimeError):
+    """A retire was asked of a protocol whose worker has no retire handshake (a bug of the caller)."""
+
+
 class WorkerCommands:
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, protocol: WorkerProtocol) -> None:
         self.client = client
+        self.protocol = protocol
         self._publish_once = client.register_script(_PUBLISH_ONCE)
         self._retire = client.register_script(_RETIRE)
         self._retire_for_eviction = client.register_script(_RETIRE_FOR_EVICTION)
 
+    @property
+    def has_handshake(self) -> bool:
+        return self.protocol.has_retire_handshake
+
+    def _handshake(self, worker_id: str, queue_key: str) -> RetireHandshake:
+        keys = self.protocol.handshake(worker_id, queue_key)
+        if keys is None:
+            raise NoHandshake(f"protocol {self.protocol.name} has no retire handshake")
+        return keys
+
     async def retire(self, worker_id: str, queue_key: str, ttl_seconds: int) -> bool:
         """Stop a worker from claiming; True if it holds no execution (its pod may go)."""
-        res = await self._retire(
-            keys=[worker_retiring_key(worker_id), held_key(queue_key, worker_id)], args=[ttl_seconds]
-        )
+        keys = self._handshake(worker_id, queue_key)
+        res = await self._retire(keys=[keys.retiring_key, keys.held_key], args=[ttl_seconds])
         return bool(int(res))
 
     async def retire_for_eviction(self, worker_id: str, queue_key: str, ttl_seconds: int) -> list[str]:
         """Stop a worker from claiming (for `ttl_seconds`, even if busy); the executions it still holds."""
-        held = await self._retire_for_eviction(
-            keys=[worker_retiring_key(worker_id), held_key(queue_key, worker_id)], args=[ttl_seconds]
-        )
+        keys = self._handshake(worker_id, queue_key)
+        held = await self._retire_for_eviction(keys=[keys.retiring_key, keys.held_key], args=[ttl_seconds])
         return sorted(h.decode() if isinstance(h, bytes) else str(h) for h in held or ())
 
-    async def report(self, worker_id: str) -> WorkerInfo | None:
-        """The worker's registration as it reads now (None: not registered); raises WireFormatError."""
-        fields = await self.client.hgetall(worker_key(worker_id))
-        return parse_registration(worker_id, fields).info if fields else None
+    async def report(self, worker_id: str) -> WorkerReport | None:
+        """The worker's report as Redis holds it now (None: no such worker); raises WireFormatError."""
+        async with self.client.pipeline(transaction=False) as p:
+            for command, key in self.protocol.worker_reads(worker_id):
+                getattr(p, command)(key)
+            replies = await p.execute()
+        return self.protocol.parse_reads(worker_id, replies)
 
-    async def unretire(self, worker_id: str) -> None:
+    async def unretire(self, worker_id: str, queue_key: str) -> None:
         """Undo `retire` for a worker whose pod was not deleted after all."""
-        await self.client.delete(worker_retiring_key(worker_id))
+        await self.client.delete(self._handshake(worker_id, queue_key).retiring_key)
 
     async def publish_once(
-        self, dedupe_key: str, record: str, commands: list[tuple[str, int | None]], ttl_seconds: int
+        self, dedupe_key: str, record: str, messages: list[tuple[str, str]], ttl_seconds: int
     ) -> tuple[bool, str]:
-        """Publish every command unless `dedupe_key` exists; (published?, the stored record)."""
+        """Publish every (channel, message) unless `dedupe_key` exists; (published?, the stored record)."""
         args: list[str | int] = [record, ttl_seconds]
-        for worker_id, pid in commands:
-            args += [
-                worker_commands_channel(worker_id),
-                json.dumps(to_wire(RecycleCommand(type="recycle", pid=pid))),
-            ]
+        for channel, message in messages:
+            args += [channel, message]
         res = await self._publish_once(keys=[dedupe_key], args=args)
         published, stored = int(res[0]), res[1]
         return bool(published), stored.decode() if isinstance(stored, bytes) else str(stored)

@@ -2,9 +2,12 @@
 descheduler all call the Eviction API): allowed only when the worker holds no
 execution, otherwise held with HTTP 429, which every one of them retries.
 
-The operator first retires the worker in Redis (one script: it claims nothing
-new, and the script answers which executions it still holds); that answer,
-not a heartbeat, decides. The heartbeat only adds how long each has run.
+With the retire handshake (seed) the operator first retires the worker in
+Redis (one script: it claims nothing new, and the script answers which
+executions it still holds); that answer, not a heartbeat, decides. The
+heartbeat only adds how long each has run. Without one (Bifrost's worker) the
+worker's fresh heartbeat snapshot decides: busy is held, idle allowed, and a
+snapshot too old to trust is held as unknown.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..contracts.wire import WorkerInfo
+from ..contracts.report import WorkerReport
 from .scaling import Event
 
 SHOWN = 5  # executions named in one answer
@@ -25,31 +28,41 @@ class EvictionVerdict:
     event: Event  # on the WorkerPool; stable text, so a drain retrying every 5 s posts it once a minute
 
 
-def judge_eviction(worker: str, held: Sequence[str] | None, info: WorkerInfo | None) -> EvictionVerdict:
-    """`held`: what the retire script says the worker holds (None: Redis could not be asked)."""
+def judge_eviction(
+    worker: str, held: Sequence[str] | None, info: WorkerReport | None, handshake: bool = True, why: str = ""
+) -> EvictionVerdict:
+    """`held`: what the worker holds, by the retire script (`handshake`) or by its fresh
+    heartbeat snapshot (None: unknown; `why` says why)."""
     if held is None:
+        cause = why or "Redis unavailable"
         message = (
-            f"cannot confirm that worker {worker} runs no execution (Redis unavailable): "
-            "eviction held until Redis answers"
+            f"cannot confirm that worker {worker} runs no execution ({cause}): "
+            "eviction held until the worker's state is known"
         )
         return EvictionVerdict(False, message, Event("Warning", "EvictionHeld", message))
     if not held:
-        message = f"worker {worker} holds no execution and claims no new one: eviction allowed"
+        message = (
+            f"worker {worker} holds no execution and claims no new one: eviction allowed"
+            if handshake
+            else f"worker {worker} runs nothing by its fresh heartbeat: eviction allowed"
+        )
         return EvictionVerdict(True, message, Event("Normal", "EvictionAllowed", message))
     running = ", ".join(_describe(execution, info) for execution in sorted(held)[:SHOWN])
     more = f" and {len(held) - SHOWN} more" if len(held) > SHOWN else ""
-    answer = (
-        f"worker {worker} is running {len(held)} execution(s): {running}{more}; "
+    after = (
         "it claims no new work and can be evicted once they finish"
+        if handshake
+        else "it can be evicted once a heartbeat shows it runs nothing"
     )
+    answer = f"worker {worker} is running {len(held)} execution(s): {running}{more}; {after}"
     event = (
         f"eviction of {worker} held: {len(held)} running execution(s); "
-        "it claims no new work and is evicted once they finish"
+        + ("it claims no new work and is evicted once they finish" if handshake else "evicted once it runs nothing")
     )
     return EvictionVerdict(False, answer, Event("Warning", "EvictionHeld", event))
 
 
-def _describe(execution_id: str, info: WorkerInfo | None) -> str:
+def _describe(execution_id: str, info: WorkerReport | None) -> str:
     for process in info.processes if info is not None else ():
         if process.execution is not None and process.execution.execution_id == execution_id:
             return f"{execution_id} (running {process.execution.elapsed_seconds:.0f} s in pid {process.pid})"

@@ -8,17 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..contracts import names
-from ..contracts.wire import QueueStatus, WorkerInfo
+from ..contracts.report import WorkerReport
+from ..contracts.wire import QueueStatus
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
 # A pod whose eviction was held this recently is leaving (drains retry every few
 # seconds and the webhook re-marks it; an abandoned drain's mark runs out).
 EVICTION_MARK_SECONDS = 120.0
-
-
-def fresh_window(heartbeat_interval: float) -> float:
-    """Seconds a worker's last heartbeat is trusted: one lost heartbeat is tolerated, two are not."""
-    return 2 * heartbeat_interval + 2
 
 
 @dataclass(frozen=True)
@@ -71,16 +67,17 @@ def _epoch(stamp: str | None) -> float | None:
 class WorkerView:
     """A live registration of one of this pool's workers."""
 
-    info: WorkerInfo
-    fresh: bool  # a heartbeat arrived recently enough to trust `info`
+    info: WorkerReport
+    fresh: bool  # a heartbeat arrived recently enough to trust `info`, and it carries counts
 
 
 @dataclass(frozen=True)
 class Observation:
     pods: tuple[PodView, ...]
     workers: Mapping[str, WorkerView] = field(default_factory=dict)
-    queue: QueueStatus | None = None  # None when Redis could not be read
-    redis_error: str | None = None
+    queue: QueueStatus | None = None  # the demand source's reading; None when it could not be read
+    redis_error: str | None = None  # why the workers' reports cannot be trusted now (None: they can)
+    demand_error: str | None = None  # why the queue could not be read (None: `queue` is current)
     now: float = 0.0
     # Seconds until the first fresh worker's heartbeat is too old to trust (None: none is fresh).
     # Nothing else wakes the pool when a worker falls silent: no event marks an absence.

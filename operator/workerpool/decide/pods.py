@@ -5,53 +5,23 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..contracts import names
 from ..contracts.resource import WorkerPoolSpec
+from ..protocols import protocol_for
+from ..protocols.base import DEFAULT_CONTAINER_NAME, PoolRef
 
-DEFAULT_CONTAINER_NAME = "worker"
-WORKER_COMMAND = ["workerpool", "worker"]
-
-
-@dataclass(frozen=True)
-class PoolRef:
-    """What a pod needs to know about its WorkerPool."""
-
-    name: str
-    namespace: str
-    uid: str
-
-
-def worker_env(pool: PoolRef, spec: WorkerPoolSpec) -> list[dict[str, Any]]:
-    """The env the worker runtime reads. REDIS_URL from a Secret stays a secretKeyRef."""
-    redis: dict[str, Any]
-    if spec.redis.url_secret_ref is not None:
-        ref = spec.redis.url_secret_ref
-        redis = {"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
-    else:
-        redis = {"name": "REDIS_URL", "value": spec.redis.url or ""}
-    plain = {
-        "POOL_NAME": pool.name,
-        "MIN_WORKERS": spec.processes.min,
-        "MAX_WORKERS": spec.processes.max,
-        "EXECUTION_TIMEOUT_SECONDS": spec.execution_timeout_seconds,
-        "GRACEFUL_SHUTDOWN_SECONDS": spec.graceful_shutdown_seconds,
-        "RECYCLE_AFTER_EXECUTIONS": spec.recycle_after_executions,
-        "WORKER_HEARTBEAT_INTERVAL_SECONDS": spec.heartbeat_interval_seconds,
-        "QUEUE_KEY": spec.redis.queue_key,
-    }
-    if spec.metrics_port is not None:
-        plain["WORKER_METRICS_PORT"] = spec.metrics_port
-    return [
-        {"name": "WORKER_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "POOL_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-        redis,
-        *({"name": k, "value": str(v)} for k, v in plain.items()),
-    ]
-
+__all__ = [
+    "DEFAULT_CONTAINER_NAME",
+    "PoolRef",
+    "has_password",
+    "redact",
+    "render_pod",
+    "render_template",
+    "template_hash",
+]
 
 METRICS_PORT_NAME = "metrics"  # what a PodMonitor selects (the chart's)
 # The image's user (Dockerfile): numeric, so the kubelet can prove runAsNonRoot.
@@ -93,22 +63,23 @@ def _writable_tmp(pod_spec: dict[str, Any], read_only: list[dict[str, Any]]) -> 
 
 def render_template(pool: PoolRef, spec: WorkerPoolSpec, default_image: str) -> dict[str, Any]:
     """The pod template the operator would create now (without per-pod metadata)."""
+    protocol = protocol_for(spec.protocol)
     template = copy.deepcopy(spec.template)
     pod_spec: dict[str, Any] = template.setdefault("spec", {})
     containers = pod_spec.setdefault("containers", [])
     if not containers:
-        containers.append({"name": DEFAULT_CONTAINER_NAME, "image": default_image, "command": WORKER_COMMAND})
-    # The worker container: the one named "worker", else the first.
+        default = protocol.default_container(default_image)
+        if default is None:  # admission refuses such a spec; a pod without a container would be refused too
+            raise ValueError(f"protocol {protocol.name} needs template.spec.containers")
+        containers.append(default)
     worker = next((c for c in containers if c.get("name") == DEFAULT_CONTAINER_NAME), containers[0])
-    ours = worker_env(pool, spec)
+    ours = protocol.pod_env(pool, spec)
     taken = {e["name"] for e in ours}
     worker["env"] = [e for e in worker.get("env", []) if e.get("name") not in taken] + ours
     if spec.metrics_port is not None:
         ports = [p for p in worker.get("ports", []) if p.get("name") != METRICS_PORT_NAME]
         worker["ports"] = [*ports, {"name": METRICS_PORT_NAME, "containerPort": spec.metrics_port, "protocol": "TCP"}]
-    pod_spec.setdefault(
-        "terminationGracePeriodSeconds", spec.execution_timeout_seconds + spec.graceful_shutdown_seconds
-    )
+    pod_spec.setdefault("terminationGracePeriodSeconds", protocol.termination_grace_seconds(spec))
     pod_spec.setdefault("restartPolicy", "Always")
     # Workers never call the API server: no token to steal from a worker pod.
     pod_spec.setdefault("automountServiceAccountToken", False)
@@ -154,7 +125,7 @@ def render_pod(pool: PoolRef, spec: WorkerPoolSpec, default_image: str) -> dict[
 
 
 def has_password(url: str | None) -> bool:
-    """True when a redis URL carries a password (redis://:pw@host or redis://user:pw@host)."""
+    """True when a URL carries a password (redis://:pw@host, amqp://user:pw@host)."""
     if not url:
         return False
     try:

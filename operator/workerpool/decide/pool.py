@@ -20,20 +20,25 @@ from pydantic import ValidationError
 
 from ..contracts import names
 from ..contracts.resource import Condition, LastRecycle, WorkerPool
-from ..contracts.wire import WorkerInfo
-from .observation import Observation
+from ..protocols import protocol_for
+from .observation import Observation, WorkerView
 from .pods import has_password
 from .reasons import Reason
 from .recycle import RecycleDecision, decide_recycle, recycle_events
 from .scaling import Event, ScaleMemory, ScalePlan, decide_scale
 from .status import Stall, build_status, render
 
-PASSWORD_IN_URL = Event(
-    "Warning",
-    "PasswordInURL",
-    "spec.redis.url carries a password: put the URL in a Secret and use "
-    "spec.redis.urlSecretRef (the spec is readable by anyone who can get the pool)",
-)
+
+def password_in_url(field: str) -> Event:
+    return Event(
+        "Warning",
+        "PasswordInURL",
+        f"spec.{field}.url carries a password: put the URL in a Secret and use "
+        f"spec.{field}.urlSecretRef (the spec is readable by anyone who can get the pool)",
+    )
+
+
+PASSWORD_IN_URL = password_in_url("redis")
 
 
 @dataclass(frozen=True)
@@ -80,9 +85,14 @@ class Plan:
 
 def decide(pool: WorkerPool, obs: Observation, ctx: Context, memory: PoolMemory, now: dt.datetime) -> Plan:
     events: list[Event] = []
-    if has_password(pool.spec.redis.url) and memory.password_warned_generation != pool.generation:
-        events.append(PASSWORD_IN_URL)
-        memory = replace(memory, password_warned_generation=pool.generation)
+    if memory.password_warned_generation != pool.generation:
+        rabbitmq = pool.spec.rabbitmq
+        warnings = [PASSWORD_IN_URL] if has_password(pool.spec.redis.url) else []
+        if rabbitmq is not None and has_password(rabbitmq.url):
+            warnings.append(password_in_url("rabbitmq"))
+        if warnings:
+            events.extend(warnings)
+            memory = replace(memory, password_warned_generation=pool.generation)
     scale = decide_scale(pool.spec, obs, memory.scale, ctx.template_hash)
     events.extend(scale.events)
     memory = replace(memory, scale=scale.memory)
@@ -103,6 +113,7 @@ def decide(pool: WorkerPool, obs: Observation, ctx: Context, memory: PoolMemory,
                 last_recycle=memory.last_recycle,
                 previous_conditions=ctx.previous_conditions,
                 now=now.replace(microsecond=0),
+                process_bounds=(0, pool.spec.processes.max),
             )
         )
     return Plan(
@@ -126,10 +137,11 @@ def _recycle(pool: WorkerPool, obs: Observation, memory: PoolMemory, now: dt.dat
     value = pool.annotations.get(names.RECYCLE_ANNOTATION)
     if value is None or value == memory.handled_recycle or obs.redis_error is not None:
         return None
-    return decide_recycle(value, pool.uid, live_workers(obs), now)
+    kills = protocol_for(pool.spec.protocol).recycle_kills_running
+    return decide_recycle(value, pool.uid, live_workers(obs), now, kills)
 
 
-def live_workers(obs: Observation) -> dict[str, WorkerInfo]:
+def live_workers(obs: Observation) -> dict[str, WorkerView]:
     """Registered workers whose pod is active: the only valid recycle targets."""
     active = {p.name for p in obs.pods if p.active}
-    return {wid: w.info for wid, w in obs.workers.items() if wid in active}
+    return {wid: w for wid, w in obs.workers.items() if wid in active}

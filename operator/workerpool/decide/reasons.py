@@ -29,6 +29,9 @@ class Reason(StrEnum):
     REPLACING_OUTDATED_PODS = "ReplacingOutdatedPods"
     REDIS_UNAVAILABLE = "RedisUnavailable"
     REDIS_SECRET_NOT_FOUND = "RedisSecretNotFound"
+    RABBITMQ_UNAVAILABLE = "RabbitMQUnavailable"
+    RABBITMQ_QUEUE_UNAVAILABLE = "RabbitMQQueueUnavailable"
+    RABBITMQ_SECRET_NOT_FOUND = "RabbitMQSecretNotFound"
     PODS_REJECTED = "PodsRejected"
     INVALID_SPEC = "InvalidSpec"
 

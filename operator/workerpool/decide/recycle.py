@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ..contracts import names
 from ..contracts.resource import LastRecycle, RecycleResult
-from ..contracts.wire import WorkerInfo
+from .observation import WorkerView
 from .scaling import Event
 
 # Pod names are DNS-1123 subdomains.
@@ -77,11 +77,21 @@ class Command:
     pid: int | None
 
 
-def resolve(request: RecycleRequest, live: Mapping[str, WorkerInfo]) -> tuple[list[Command], list[RecycleResult]]:
+# Bifrost's recycle reinstalls packages and restarts its process pool, killing what
+# runs after 60 s (measured: notes/bifrost-wire.md), whatever pid is named.
+KILLS_RUNNING = "Bifrost's recycle restarts the worker and kills running executions"
+
+
+def resolve(
+    request: RecycleRequest, live: Mapping[str, WorkerView], kills_running: bool = False
+) -> tuple[list[Command], list[RecycleResult]]:
     """Commands to publish and the per-target results, for the live workers of this pool.
 
     `live` maps worker id -> its last report. A target that is not a live worker of
     this pool, or a pid that worker does not have, is rejected; nothing is published for it.
+    `kills_running`: the worker's recycle kills what runs (Bifrost's): a target is then
+    sent one only when a fresh heartbeat shows it runs nothing, and any pid is taken
+    as named (such a worker has no idle processes to list).
     """
     commands: list[Command] = []
     results: list[RecycleResult] = []
@@ -97,25 +107,42 @@ def resolve(request: RecycleRequest, live: Mapping[str, WorkerInfo]) -> tuple[li
     def reject(worker_id: str, pid: int | None, reason: str) -> None:
         results.append(RecycleResult(worker_id=worker_id, pid=pid, status="rejected", reason=reason))
 
+    def unsafe(worker_id: str, pid: int | None) -> bool:
+        """Rejects a target whose recycle would kill running work (or whose report cannot say)."""
+        view = live[worker_id]
+        if not view.fresh:
+            reject(worker_id, pid, f"{KILLS_RUNNING}; no fresh heartbeat shows that it runs nothing")
+        elif not view.info.runs_nothing:
+            running = ", ".join(view.info.running[:3]) or f"{view.info.busy_count} busy"
+            reject(worker_id, pid, f"{KILLS_RUNNING}; it is running {running}")
+        else:
+            return False
+        return True
+
     for target in request.targets:
         if target.worker_id == "*":
             if not live:
                 reject("*", None, "the pool has no live workers")
             for worker_id in sorted(live):
-                add(worker_id, None)
+                if not (kills_running and unsafe(worker_id, None)):
+                    add(worker_id, None)
             continue
-        info = live.get(target.worker_id)
-        if info is None:
+        view = live.get(target.worker_id)
+        if view is None:
             reject(
                 target.worker_id,
                 target.pid,
                 "not a live worker of this pool (no such pod, or no current registration)",
             )
             continue
+        if kills_running:
+            if not unsafe(target.worker_id, target.pid):
+                add(target.worker_id, target.pid)
+            continue
         if target.pid is None:
             add(target.worker_id, None)
             continue
-        process = next((p for p in info.processes if p.pid == target.pid), None)
+        process = next((p for p in view.info.processes if p.pid == target.pid), None)
         if process is None:
             reject(target.worker_id, target.pid, f"worker {target.worker_id} has no process with pid {target.pid}")
             continue
@@ -142,14 +169,16 @@ def dedupe_key(pool_uid: str, value: str) -> str:
     return f"bifrost:operator:recycle:{pool_uid}:{hashlib.sha256(value.encode()).hexdigest()[:24]}"
 
 
-def decide_recycle(value: str, pool_uid: str, live: Mapping[str, WorkerInfo], now: dt.datetime) -> RecycleDecision:
+def decide_recycle(
+    value: str, pool_uid: str, live: Mapping[str, WorkerView], now: dt.datetime, kills_running: bool = False
+) -> RecycleDecision:
     key = dedupe_key(pool_uid, value)
     try:
         request = parse_request(value)
     except RecycleRequestError as exc:
         rejected = RecycleResult(worker_id="", pid=None, status="rejected", reason=f"malformed request: {exc}")
         return RecycleDecision(value, LastRecycle(request=value, handled_at=now, results=[rejected]), None, key)
-    commands, results = resolve(request, live)
+    commands, results = resolve(request, live, kills_running)
     return RecycleDecision(value, LastRecycle(request=value, handled_at=now, results=results), tuple(commands), key)
 
 

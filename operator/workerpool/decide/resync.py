@@ -1,5 +1,5 @@
 """What the operator knows of a pool's workers, and how a resync from the
-`worker:*` hashes repairs it (pure: times are passed in)."""
+workers' keys in Redis repairs it (pure: times are passed in)."""
 
 from __future__ import annotations
 
@@ -8,22 +8,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..contracts.wire import Registration, WorkerInfo
+from ..contracts.report import WorkerReport
 
 
 @dataclass(frozen=True)
 class Tracked:
-    info: WorkerInfo
+    info: WorkerReport
     last_seen: float  # monotonic time the operator last saw a newer report
     reported_at: dt.datetime | None
 
 
-def shape(info: WorkerInfo) -> tuple[Any, ...]:
+def shape(info: WorkerReport) -> tuple[Any, ...]:
     """What makes a report significant: process ids, states, executions, counts (not gauges)."""
     return (
         info.pool_size,
         info.idle_count,
         info.busy_count,
+        info.complete,
         tuple((p.pid, p.state, p.execution.execution_id if p.execution else None) for p in info.processes),
     )
 
@@ -31,7 +32,7 @@ def shape(info: WorkerInfo) -> tuple[Any, ...]:
 def merge_resync(
     known: Mapping[str, Tracked],
     present: set[str],
-    reread: Mapping[str, Registration],
+    reread: Mapping[str, WorkerReport],
     now_mono: float,
     now_wall: float,
 ) -> tuple[dict[str, Tracked], bool]:
@@ -52,16 +53,16 @@ def merge_resync(
                 merged[worker_id] = before  # heard by pub/sub lately: nothing to repair
             continue
         newer = before is None or (
-            reg.heartbeat_at is not None and before.reported_at is not None and reg.heartbeat_at > before.reported_at
+            reg.reported_at is not None and before.reported_at is not None and reg.reported_at > before.reported_at
         )
         if not newer:
             assert before is not None
             merged[worker_id] = before
             continue
         seen = now_mono
-        if before is None and reg.heartbeat_at is not None:
+        if before is None and reg.reported_at is not None:
             # First sight (e.g. after an operator restart): as fresh as its heartbeat.
-            seen = now_mono - max(0.0, now_wall - reg.heartbeat_at.timestamp())
-        merged[worker_id] = Tracked(reg.info, seen, reg.heartbeat_at)
-        changed = changed or before is None or shape(before.info) != shape(reg.info)
+            seen = now_mono - max(0.0, now_wall - reg.reported_at.timestamp())
+        merged[worker_id] = Tracked(reg, seen, reg.reported_at)
+        changed = changed or before is None or shape(before.info) != shape(reg)
     return merged, changed

@@ -80,7 +80,7 @@ def _deletable_rank(pod: PodView, obs: Observation, spec: WorkerPoolSpec) -> int
         if obs.now - pod.created > grace:
             return 1  # running but never registered: broken
         return None  # may be starting and about to register
-    if worker.fresh and worker.info.busy_count == 0:
+    if worker.fresh and worker.info.runs_nothing:
         return 2  # idle by a fresh heartbeat
     return None  # busy, or not known to be idle
 
@@ -135,7 +135,8 @@ def _desired(spec: WorkerPoolSpec, obs: Observation, memory: ScaleMemory, count:
 def _numbers(spec: WorkerPoolSpec, obs: Observation, busy: int, demand: int | None) -> str:
     """The arithmetic behind a decision, for its Event."""
     if obs.queue is None:
-        return f"demand unknown ({obs.redis_error or 'Redis unavailable'}): keeping current workers, at least min"
+        why = obs.demand_error or obs.redis_error or "the queue is unavailable"
+        return f"demand unknown ({why}): keeping current workers, at least min"
     return (
         f"demand {busy} busy + {obs.queue.depth} queued = {demand} processes, "
         f"{spec.processes.max} per worker (min {spec.min_workers}, max {spec.max_workers})"

@@ -16,7 +16,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..contracts.resource import Condition, LastRecycle, WorkerPoolStatus
+from ..contracts.report import ProcessReport, WorkerReport
+from ..contracts.resource import (
+    Condition,
+    ExecutionDetail,
+    LastRecycle,
+    ProcessDetail,
+    WorkerDetail,
+    WorkerPoolStatus,
+)
 from ..contracts.wire import to_status
 from .observation import Observation, PodView
 from .reasons import ConditionType, Reason
@@ -64,6 +72,42 @@ def _silent_note(silent: Sequence[str], shown: int = 5) -> str:
     return f"; no fresh heartbeat from {', '.join(silent[:shown])}{more}"
 
 
+def worker_detail(report: WorkerReport, bounds: tuple[int, int]) -> WorkerDetail:
+    """A report as `workerDetails` shows it; bounds the wire does not send come from the spec (`bounds`).
+
+    Built without validation (the protocol validated the wire): this runs for every
+    worker on every status render.
+    """
+    return WorkerDetail.model_construct(
+        worker_id=report.worker_id,
+        started_at=report.started_at,
+        hostname=report.hostname,
+        min_workers=report.min_processes if report.min_processes is not None else bounds[0],
+        max_workers=report.max_processes if report.max_processes is not None else bounds[1],
+        pool_size=report.pool_size,
+        idle_count=report.idle_count,
+        busy_count=report.busy_count,
+        processes=[_process_detail(p) for p in report.processes],
+    )
+
+
+def _process_detail(p: ProcessReport) -> ProcessDetail:
+    e = p.execution
+    return ProcessDetail.model_construct(
+        pid=p.pid,
+        process_id=p.process_id,
+        state=p.state,
+        memory_mb=p.memory_mb,
+        uptime_seconds=p.uptime_seconds,
+        executions_completed=p.executions_completed,
+        execution=ExecutionDetail.model_construct(
+            execution_id=e.execution_id, started_at=e.started_at, elapsed_seconds=e.elapsed_seconds
+        )
+        if e is not None
+        else None,
+    )
+
+
 def build_status(
     *,
     generation: int,
@@ -73,7 +117,9 @@ def build_status(
     last_recycle: LastRecycle | None,
     previous_conditions: Sequence[Condition],
     now: dt.datetime,
+    process_bounds: tuple[int, int] = (0, 10),
 ) -> WorkerPoolStatus:
+    """`process_bounds`: (min, max) processes shown for a worker whose wire does not send them."""
     active = [p for p in obs.pods if p.active]
     workers = dict(sorted(obs.workers.items()))
     ready, silent = _readiness(obs, active)
@@ -98,7 +144,7 @@ def build_status(
         idle_count=sum(w.info.idle_count for w in workers.values()),
         busy_count=sum(w.info.busy_count for w in workers.values()),
         queue=obs.queue if obs.queue is not None else None,
-        worker_details=[w.info for w in list(workers.values())[:MAX_DETAIL_WORKERS]],
+        worker_details=[worker_detail(w.info, process_bounds) for w in list(workers.values())[:MAX_DETAIL_WORKERS]],
         worker_details_omitted=max(0, len(workers) - MAX_DETAIL_WORKERS),
         last_recycle=last_recycle,
         conditions=conditions,

@@ -1,7 +1,7 @@
 """What `kubectl workerpool` prints, from WorkerPool objects as the API returns them (pure: no I/O).
 
 `top` shows one row per process (the seed's GET /workers, flattened) under a
-header line per pool; `-o json|yaml` gives the seed's WorkerInfo list exactly
+header line per pool; `-o json|yaml` gives the seed's WorkerDetail list exactly
 (snake_case). Values come from the status the operator copies from the
 workers' heartbeats, so they are as fresh as the pool's last status write.
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..contracts.resource import LastRecycle, WorkerPoolStatus
-from ..contracts.wire import QueueStatus, WorkerInfo, to_wire
+from ..contracts.resource import LastRecycle, WorkerDetail, WorkerPoolStatus
+from ..contracts.wire import QueueStatus, to_wire
 
 COLUMNS = ("WORKER", "PID", "STATE", "MEMORY(MB)", "UPTIME", "COMPLETED", "EXECUTION", "ELAPSED")
 
@@ -41,7 +41,7 @@ class Pool:
         return cls(str(meta.get("namespace", "")), str(meta.get("name", "")), obj.get("spec") or {}, status)
 
     @property
-    def workers(self) -> list[WorkerInfo]:
+    def workers(self) -> list[WorkerDetail]:
         return list(self.status.worker_details or [])
 
 
@@ -106,7 +106,7 @@ def render_top(pools: Iterable[Pool]) -> str:
 
 
 def workers_document(pools: Iterable[Pool]) -> list[dict[str, Any]]:
-    """The seed's GET /workers answer: WorkerInfo objects, snake_case, across the pools."""
+    """The seed's GET /workers answer: WorkerDetail objects, snake_case, across the pools."""
     return [to_wire(w) for pool in pools for w in pool.workers]
 
 

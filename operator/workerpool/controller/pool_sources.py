@@ -1,0 +1,116 @@
+"""Where a pool's round reads its workers (the Redis hub of its URL and protocol)
+and its demand (that hub's queue sorted set, or a RabbitMQ broker): the URLs
+resolved (inline or from Secrets), the subscriptions kept, and the reading."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..contracts.resource import WorkerPool
+from ..contracts.wire import QueueStatus
+from ..decide.reasons import Reason
+from ..decide.status import Stall
+from ..protocols import WorkerProtocol, protocol_for
+from .pool_io import UrlSource
+from .ports import Broker, Hub, PoolDeps
+from .redis_hub import PoolListener, Subscriber
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where one round reads the pool's workers (the Redis hub) and its demand (the hub, or a broker)."""
+
+    protocol: WorkerProtocol
+    hub: Hub | None
+    stall: Stall | None  # why the workers cannot be read (Redis URL, Secret, the hub failing)
+    broker: Broker | None = None
+    broker_stall: Stall | None = None  # why the broker cannot be asked (its URL's Secret)
+
+
+class SourceResolver:
+    """One pool's subscriptions to a Redis hub and a broker, following its spec."""
+
+    def __init__(self, deps: PoolDeps, namespace: str, name: str, listener: PoolListener) -> None:
+        self.deps, self.namespace, self.name, self.listener = deps, namespace, name, listener
+        self.hub_url: str | None = None
+        self.protocol_name = "seed"  # the protocol of the hub subscribed to
+        self.queue_key = ""  # the pool's queue, as last subscribed
+        self.broker_url: str | None = None
+        self.redis_url = UrlSource(deps.kube, namespace, deps.clock)
+        self.rabbitmq_url = UrlSource(deps.kube, namespace, deps.clock, Reason.RABBITMQ_SECRET_NOT_FOUND)
+
+    def release(self) -> None:
+        if self.hub_url is not None:
+            self.deps.hubs.release_hub(self.hub_url, self.protocol_name, self.namespace, self.name)
+        if self.broker_url is not None:
+            self.deps.brokers.release_broker(self.broker_url, self.namespace, self.name)
+
+    async def resolve(self, pool: WorkerPool) -> Sources:
+        """The pool's Redis hub and demand source (subscribed to), and why either is stalled."""
+        protocol = protocol_for(pool.spec.protocol)
+        url, stall = await self.redis_url.get(pool.spec.redis.url, pool.spec.redis.url_secret_ref)
+        hub = None
+        if url is not None:
+            self._subscribe(url, pool, protocol)
+            hub = self.deps.hubs.hub_for(url, protocol.name)
+            if hub.error is not None and stall is None:
+                stall = Stall(
+                    Reason.REDIS_UNAVAILABLE,
+                    f"Redis unavailable ({hub.error}): no scale-down, at least minWorkers kept",
+                )
+        rabbitmq = pool.spec.rabbitmq
+        if rabbitmq is None:
+            if self.broker_url is not None:  # the spec no longer names a broker
+                self.deps.brokers.release_broker(self.broker_url, self.namespace, self.name)
+                self.broker_url = None
+            return Sources(protocol, hub, stall)
+        broker_url, broker_stall = await self.rabbitmq_url.get(rabbitmq.url, rabbitmq.url_secret_ref)
+        broker = None
+        if broker_url is not None:
+            broker = self._subscribe_broker(broker_url, tuple(rabbitmq.queues))
+        return Sources(protocol, hub, stall, broker, broker_stall)
+
+    def _subscribe(self, url: str, pool: WorkerPool, protocol: WorkerProtocol) -> None:
+        if self.hub_url != url or self.protocol_name != protocol.name:
+            if self.hub_url is not None:
+                self.deps.hubs.release_hub(self.hub_url, self.protocol_name, self.namespace, self.name)
+            self.hub_url, self.protocol_name = url, protocol.name
+        trust = protocol.fresh_window(pool.spec.heartbeat_interval_seconds)
+        self.queue_key = pool.spec.redis.queue_key
+        # The seed's demand is the queue sorted set, read by the hub; another protocol's is not in Redis.
+        queue_key = self.queue_key if pool.spec.rabbitmq is None else None
+        sub = Subscriber(self.namespace, self.name, queue_key, trust, self.listener)
+        self.deps.hubs.hub_for(url, protocol.name).subscribe(sub)
+
+    def _subscribe_broker(self, url: str, queues: tuple[str, ...]) -> Broker:
+        if self.broker_url != url:
+            if self.broker_url is not None:
+                self.deps.brokers.release_broker(self.broker_url, self.namespace, self.name)
+            self.broker_url = url
+        broker = self.deps.brokers.broker_for(url)
+        broker.subscribe(self.namespace, self.name, queues, self.listener)
+        return broker
+
+
+def demand(pool: WorkerPool, sources: Sources) -> tuple[QueueStatus | None, str | None, Stall | None]:
+    """The queue reading, why there is none, and the stall it causes (no I/O)."""
+    rabbitmq = pool.spec.rabbitmq
+    if rabbitmq is not None:
+        if sources.broker is None:
+            stall = sources.broker_stall
+            return None, stall.message if stall else "no RabbitMQ URL", stall
+        queue, stall = sources.broker.reading(tuple(rabbitmq.queues))
+        waiting = None if queue is not None else "waiting for the first reading of the RabbitMQ queues"
+        return queue, stall.message if stall else waiting, stall
+    hub = sources.hub
+    if hub is None:
+        return None, sources.stall.message if sources.stall else "no Redis URL", None
+    queue = hub.queue(pool.spec.redis.queue_key)
+    return queue, hub.queue_error or (None if queue is not None else "waiting for the first queue reading"), None
+
+
+def redis_error(sources: Sources) -> str | None:
+    """Why the pool's workers cannot be read from Redis now (None: they can)."""
+    if sources.hub is None:
+        return sources.stall.message if sources.stall else "no Redis URL"
+    return sources.hub.worker_error

@@ -1,0 +1,166 @@
+"""Where the operator talks to RabbitMQ: the demand of `protocol: bifrost` pools.
+
+One broker per distinct AMQP URL, shared by every pool that uses it: one
+connection, one channel, and every `queue_poll_seconds` (250 ms by default) a
+passive `queue.declare` of each queue in use, whose reply carries the queue's
+ready messages. Passive, because Bifrost declares its queues with dead-letter
+arguments and a declare with other arguments fails (and would be a write); a
+queue that does not exist closes the channel (404), which is reopened, and that
+queue alone reads as unavailable.
+
+aio-pika's robust connection is not used: it reconnects silently, and here a
+lost broker must become a condition at once (no scale-down on unknown demand).
+The URL may carry a password: it is never logged; logs name the broker by a hash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection
+from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
+
+from ..contracts.wire import QueueStatus
+from ..decide.reasons import Reason
+from ..decide.status import Stall
+from . import metrics
+from .redis_hub import PoolListener
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 1.0
+TIMEOUT_SECONDS = 5.0
+FAILURES = (AMQPError, OSError, TimeoutError, RuntimeError)
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` with the URL, and its password wherever it appears alone, hidden."""
+    text = text.replace(url, "<rabbitmq url>")
+    with contextlib.suppress(ValueError):
+        password = urlsplit(url).password
+        if password:
+            text = text.replace(password, "***")
+    return text[:200]
+
+
+@dataclass
+class _Listening:
+    queues: tuple[str, ...]
+    listener: PoolListener
+
+
+@dataclass
+class RabbitBroker:
+    url: str
+    poll_seconds: float
+    listening: dict[tuple[str, str], _Listening] = field(default_factory=dict)
+    error: str | None = None  # the connection's; None while connected
+    task: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.label = "rabbitmq-" + hashlib.sha256(self.url.encode()).hexdigest()[:8]
+        self._ready: dict[str, int] = {}  # queue -> ready messages at the last reading
+        self._queue_errors: dict[str, str] = {}
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"{self.label}-poll")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    def subscribe(self, namespace: str, name: str, queues: tuple[str, ...], listener: PoolListener) -> None:
+        self.listening[(namespace, name)] = _Listening(queues, listener)
+
+    def unsubscribe(self, namespace: str, name: str) -> None:
+        self.listening.pop((namespace, name), None)
+
+    # --- what pools read --------------------------------------------------------------------
+
+    def reading(self, queues: tuple[str, ...]) -> tuple[QueueStatus | None, Stall | None]:
+        """The queues' ready messages summed (None until each was read once), and why it is stalled."""
+        if self.error is not None:
+            return None, Stall(
+                Reason.RABBITMQ_UNAVAILABLE,
+                f"RabbitMQ unavailable ({self.error}): demand unknown, no scale-down, at least minWorkers kept",
+            )
+        for queue in queues:
+            if queue in self._queue_errors:
+                return None, Stall(
+                    Reason.RABBITMQ_QUEUE_UNAVAILABLE,
+                    f"{self._queue_errors[queue]}: demand unknown, no scale-down, at least minWorkers kept",
+                )
+        if any(q not in self._ready for q in queues):
+            return None, None  # not read yet
+        return QueueStatus(depth=sum(self._ready[q] for q in queues)), None
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                connection = await aio_pika.connect(self.url, timeout=TIMEOUT_SECONDS)
+            except FAILURES as exc:
+                self._set_error(f"cannot connect: {type(exc).__name__}: {scrub(str(exc), self.url)}")
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
+            try:
+                async with connection:
+                    await self._poll_forever(connection)
+            except FAILURES as exc:
+                self._set_error(f"connection lost: {type(exc).__name__}: {scrub(str(exc), self.url)}")
+                await asyncio.sleep(RETRY_SECONDS)
+
+    async def _poll_forever(self, connection: AbstractConnection) -> None:
+        channel = await connection.channel()
+        self._set_error(None)
+        while True:
+            channel = await self.poll(connection, channel)
+            await asyncio.sleep(self.poll_seconds)
+
+    async def poll(self, connection: AbstractConnection, channel: AbstractChannel) -> AbstractChannel:
+        """Read every queue in use once; the channel to use next (a 404 closes the one used)."""
+        before = self._snapshot()
+        for queue in sorted({q for sub in self.listening.values() for q in sub.queues}):
+            try:
+                declared = await asyncio.wait_for(channel.declare_queue(queue, passive=True), TIMEOUT_SECONDS)
+            except ChannelNotFoundEntity:
+                self._ready.pop(queue, None)
+                self._queue_errors[queue] = f"RabbitMQ queue {queue!r} not found"
+                channel = await connection.channel()  # the broker closed the channel with the 404
+                continue
+            result: Any = declared.declaration_result
+            self._ready[queue] = int(result.message_count)
+            self._queue_errors.pop(queue, None)
+        if self._snapshot() != before:
+            self._notify()
+        return channel
+
+    def _snapshot(self) -> tuple[Any, ...]:
+        return tuple(sorted(self._ready.items())), tuple(sorted(self._queue_errors.items())), self.error
+
+    def _set_error(self, error: str | None) -> None:
+        if error == self.error:
+            return
+        if error:
+            log.warning("%s unavailable: %s", self.label, error)
+            self._ready.clear()  # a reading from before the outage is not current
+        else:
+            log.info("%s reachable", self.label)
+        self.error = error
+        metrics.RABBITMQ_UP.labels(broker=self.label).set(0 if error else 1)
+        self._notify()
+
+    def _notify(self) -> None:
+        for sub in list(self.listening.values()):
+            sub.listener.on_health()

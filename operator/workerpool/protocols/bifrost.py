@@ -1,0 +1,247 @@
+"""The wire of the worker the Bifrost platform ships (DESIGN §6; the observed facts
+and recorded samples are `notes/bifrost-wire.md` and `bifrost/` in the shared docs).
+
+- registration: hash `bifrost:pool:{id}` (no counts, no pool), TTL 30 s;
+- heartbeat snapshot: string `bifrost:pool:{id}:heartbeat`, TTL 60 s: the report;
+- heartbeats and other events on `bifrost:platform_workers` (`worker_offline`
+  removes a worker; `pool_scaling`, `pool_progress`, ... are not used);
+- commands `{"action": "recycle_process" | "recycle_all", ...}` on
+  `bifrost:pool:{id}:commands`; a recycle restarts the worker's process pool
+  and kills what runs, so only a worker that runs nothing is sent one;
+- no retire handshake: a worker is removed only when a fresh heartbeat shows
+  nothing running, re-checked against the snapshot just before the delete.
+- the env it reads: `BIFROST_*` (pydantic-settings), none of the seed's names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, ValidationError
+
+from ..contracts.report import ExecutionReport, ProcessReport, WorkerReport
+from ..contracts.resource import WorkerPoolSpec
+from ..contracts.wire import ContractModel, WireFormatError, describe_validation_error
+from .base import Heard, Heartbeat, Ignored, Offline, PoolRef, RetireHandshake, env_value, fresh_window
+
+KEY_PREFIX = "bifrost:pool:"
+SNAPSHOT_SUFFIX = ":heartbeat"
+EVENTS_CHANNEL = "bifrost:platform_workers"
+REGISTRATION_TTL_SECONDS = 30
+SNAPSHOT_TTL_SECONDS = 60
+# Bifrost's SIGTERM waits for in-flight dispatches, then stops its pool; the pod gets
+# this much beyond the drain deadline to finish that and exit (idle: ~2.6 s measured).
+TERMINATION_MARGIN_SECONDS = 30
+
+
+def registration_key(worker_id: str) -> str:
+    return f"{KEY_PREFIX}{worker_id}"
+
+
+def snapshot_key(worker_id: str) -> str:
+    return f"{KEY_PREFIX}{worker_id}{SNAPSHOT_SUFFIX}"
+
+
+def commands_channel(worker_id: str) -> str:
+    return f"{KEY_PREFIX}{worker_id}:commands"
+
+
+# --- the heartbeat, as Bifrost sends it (extra fields ignored) -----------------------------
+
+
+class BifrostExecution(ContractModel):
+    execution_id: str = Field(min_length=1)
+    started_at: dt.datetime
+    elapsed_seconds: NonNegativeFloat
+
+
+class BifrostProcess(ContractModel):
+    pid: int = Field(gt=0)
+    process_id: str
+    # Bifrost reports busy and killed (a child exists only while it runs); idle is accepted
+    # so a later Bifrost that keeps idle children does not make every heartbeat malformed.
+    state: Literal["idle", "busy", "killed"]
+    memory_mb: NonNegativeFloat = 0.0
+    uptime_seconds: NonNegativeFloat = 0.0
+    executions_completed: NonNegativeInt = 0
+    execution: BifrostExecution | None = None  # also on a killed process, during its kill
+
+
+class BifrostHeartbeat(ContractModel):
+    type: Literal["worker_heartbeat"]
+    worker_id: str = Field(min_length=1)
+    hostname: str = "unknown"
+    started_at: dt.datetime
+    timestamp: dt.datetime
+    processes: list[BifrostProcess] = Field(default_factory=list)
+    pool_size: NonNegativeInt = 0
+    idle_count: NonNegativeInt = 0
+    busy_count: NonNegativeInt = 0
+
+
+class BifrostOffline(ContractModel):
+    type: Literal["worker_offline"]
+    worker_id: str = Field(min_length=1)
+
+
+def _report(hb: BifrostHeartbeat) -> WorkerReport:
+    return WorkerReport(
+        worker_id=hb.worker_id,
+        started_at=hb.started_at,
+        hostname=hb.hostname,
+        pool_size=hb.pool_size,
+        idle_count=hb.idle_count,
+        busy_count=hb.busy_count,
+        processes=tuple(
+            ProcessReport(
+                pid=p.pid,
+                process_id=p.process_id,
+                state=p.state,
+                memory_mb=p.memory_mb,
+                uptime_seconds=p.uptime_seconds,
+                executions_completed=p.executions_completed,
+                execution=ExecutionReport(p.execution.execution_id, p.execution.started_at, p.execution.elapsed_seconds)
+                if p.execution is not None
+                else None,
+            )
+            for p in hb.processes
+        ),
+        reported_at=hb.timestamp,
+    )
+
+
+def _json_object(raw: bytes | str, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise WireFormatError(f"{what}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise WireFormatError(f"{what}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _validate(model: type[ContractModel], data: Mapping[str, Any], what: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise WireFormatError(f"{what}: {describe_validation_error(exc)}") from None
+
+
+def parse_heartbeat(raw: bytes | str, what: str = "heartbeat") -> BifrostHeartbeat:
+    hb: BifrostHeartbeat = _validate(BifrostHeartbeat, _json_object(raw, what), what)
+    return hb
+
+
+def _decode(value: Any) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+class BifrostProtocol:
+    name = "bifrost"
+    heartbeat_channel = EVENTS_CHANNEL
+    # Both the registrations and the snapshots: a worker whose registration lapsed (Bifrost
+    # never re-creates it) still heartbeats, and must not read as a pod with no worker.
+    registration_match = f"{KEY_PREFIX}*"
+    recycle_kills_running = True
+    has_retire_handshake = False
+
+    def worker_id_from_key(self, key: str) -> str | None:
+        if not key.startswith(KEY_PREFIX):
+            return None
+        rest = key[len(KEY_PREFIX) :]
+        rest = rest.removesuffix(SNAPSHOT_SUFFIX)
+        return rest if rest and ":" not in rest else None
+
+    def parse_message(self, raw: bytes | str) -> Heard:
+        data = _json_object(raw, "event")
+        kind = data.get("type")
+        if kind == "worker_heartbeat":
+            return Heartbeat(_report(_validate(BifrostHeartbeat, data, "heartbeat")))
+        if kind == "worker_offline":
+            offline: BifrostOffline = _validate(BifrostOffline, data, "worker_offline")
+            return Offline(offline.worker_id)
+        return Ignored(str(kind))
+
+    def worker_reads(self, worker_id: str) -> Sequence[tuple[str, str]]:
+        return (("hgetall", registration_key(worker_id)), ("get", snapshot_key(worker_id)))
+
+    def parse_reads(self, worker_id: str, replies: Sequence[Any]) -> WorkerReport | None:
+        fields, snapshot = replies
+        if snapshot is not None:
+            hb = parse_heartbeat(snapshot, what=f"{snapshot_key(worker_id)}")
+            if hb.worker_id != worker_id:
+                raise WireFormatError(f"{snapshot_key(worker_id)}: worker_id {hb.worker_id!r} does not match the key")
+            return _report(hb)
+        if not fields:
+            return None
+        # Registered, but no heartbeat snapshot: a worker whose counts are unknown
+        # (never idle, never ready) until its next heartbeat.
+        data = {_decode(k): _decode(v) for k, v in fields.items()}
+        if "started_at" not in data:
+            raise WireFormatError(f"{registration_key(worker_id)}: started_at: field required")
+        try:
+            started = dt.datetime.fromisoformat(data["started_at"])
+        except ValueError:
+            raise WireFormatError(
+                f"{registration_key(worker_id)}: started_at: not an ISO-8601 time (got {data['started_at'][:40]!r})"
+            ) from None
+        return WorkerReport(
+            worker_id=worker_id,
+            started_at=started,
+            hostname=data.get("hostname", "unknown"),
+            pool_size=0,
+            idle_count=0,
+            busy_count=0,
+            complete=False,
+        )
+
+    def handshake(self, worker_id: str, queue_key: str) -> RetireHandshake | None:
+        return None  # Bifrost's worker has none: see the module docstring
+
+    def recycle_message(self, worker_id: str, pid: int | None, reason: str) -> tuple[str, str]:
+        if pid is None:
+            message: dict[str, Any] = {"action": "recycle_all", "reason": reason}
+        else:
+            message = {"action": "recycle_process", "pid": pid, "reason": reason}
+        return commands_channel(worker_id), json.dumps(message)
+
+    def fresh_window(self, heartbeat_interval: float) -> float:
+        return fresh_window(heartbeat_interval)
+
+    def pod_env(self, pool: PoolRef, spec: WorkerPoolSpec) -> list[dict[str, Any]]:
+        """The `BIFROST_*` settings the worker reads; its worker_id is HOSTNAME (the pod name)."""
+        rabbitmq = spec.rabbitmq
+        capacity = spec.processes.max
+        plain: dict[str, object] = {
+            "BIFROST_MAX_WORKERS": capacity,
+            "BIFROST_MAX_CONCURRENCY": capacity,
+            "BIFROST_EXECUTION_TIMEOUT_SECONDS": spec.execution_timeout_seconds,
+            "BIFROST_GRACEFUL_SHUTDOWN_SECONDS": spec.graceful_shutdown_seconds,
+            "BIFROST_WORKER_HEARTBEAT_INTERVAL_SECONDS": spec.heartbeat_interval_seconds,
+            "BIFROST_DRAIN_DEADLINE_SECONDS": drain_deadline_seconds(spec),
+        }
+        return [
+            env_value("BIFROST_REDIS_URL", spec.redis.url, spec.redis.url_secret_ref),
+            env_value(
+                "BIFROST_RABBITMQ_URL",
+                rabbitmq.url if rabbitmq is not None else None,
+                rabbitmq.url_secret_ref if rabbitmq is not None else None,
+            ),
+            *({"name": k, "value": str(v)} for k, v in plain.items()),
+        ]
+
+    def default_container(self, image: str) -> dict[str, Any] | None:
+        return None  # Bifrost's image and command come from the template (admission requires a container)
+
+    def termination_grace_seconds(self, spec: WorkerPoolSpec) -> int:
+        return drain_deadline_seconds(spec) + TERMINATION_MARGIN_SECONDS
+
+
+def drain_deadline_seconds(spec: WorkerPoolSpec) -> int:
+    return spec.execution_timeout_seconds + spec.graceful_shutdown_seconds
+
+
+BIFROST = BifrostProtocol()
