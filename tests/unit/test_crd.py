@@ -49,10 +49,19 @@ def test_cel_rules_are_declared() -> None:
     rules = {r["rule"] for r in spec["x-kubernetes-validations"]}
     rules |= {r["rule"] for r in spec["properties"]["processes"]["x-kubernetes-validations"]}
     rules |= {r["rule"] for r in spec["properties"]["redis"]["x-kubernetes-validations"]}
+    rules |= {r["rule"] for r in spec["properties"]["rabbitmq"]["x-kubernetes-validations"]}
     assert rules == {
         "self.maxWorkers >= self.minWorkers",
         "self.max >= self.min",
         "has(self.url) != has(self.urlSecretRef)",
+        "self.protocol == 'bifrost' ? has(self.rabbitmq) : !has(self.rabbitmq)",
+        "self.protocol != 'bifrost' || (has(self.template.spec) && size(self.template.spec.containers) > 0)",
+    }
+    assert spec["properties"]["protocol"] == {
+        "type": "string",
+        "enum": ["seed", "bifrost"],
+        "default": "seed",
+        "description": spec["properties"]["protocol"]["description"],
     }
 
 

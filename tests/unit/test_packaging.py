@@ -53,5 +53,5 @@ def test_the_wheel_holds_only_what_users_run(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
     subpackages = {n.split("/")[1] for n in names if n.startswith("workerpool/") and n.count("/") >= 2}
-    assert subpackages == {"contracts", "controller", "decide", "plugin", "worker"}
+    assert subpackages == {"contracts", "controller", "decide", "plugin", "protocols", "worker"}
     assert not [n for n in names if n.startswith(("tests/", "testbed/", "bench/", "devcluster/"))]

@@ -23,6 +23,7 @@ from workerpool.controller.kube import ApiException
 from workerpool.controller.pool import PoolController
 from workerpool.controller.ports import PoolDeps
 from workerpool.controller.redis_hub import Subscriber
+from workerpool.protocols.seed import heartbeat_report
 
 NS, POOL, UID = "team", "p", "pool-uid"
 QUEUE = "bifrost:queue:pending"
@@ -95,6 +96,8 @@ class FakeKube:
 
 
 class FakeCommands:
+    has_handshake = True
+
     def __init__(self) -> None:
         self.retired: list[str] = []
         self.published: list[list[tuple[str, int | None]]] = []
@@ -104,22 +107,26 @@ class FakeCommands:
         self.retired.append(worker_id)
         return True
 
-    async def unretire(self, worker_id: str) -> None:
+    async def unretire(self, worker_id: str, queue_key: str) -> None:
         self.retired.remove(worker_id)
 
     async def publish_once(
-        self, dedupe_key: str, record: str, commands: list[tuple[str, int | None]], ttl_seconds: int
+        self, dedupe_key: str, record: str, messages: list[tuple[str, str]], ttl_seconds: int
     ) -> tuple[bool, str]:
         if dedupe_key in self.dedupe:
             return False, self.dedupe[dedupe_key]
         self.dedupe[dedupe_key] = record
-        self.published.append(commands)
+        # The seed's command, decoded: (the worker its channel names, the pid).
+        self.published.append(
+            [(channel.split(":")[1], json.loads(message)["pid"]) for channel, message in messages]
+        )
         return True, record
 
 
 class FakeHub:
     def __init__(self) -> None:
         self.error: str | None = None
+        self.queue_error: str | None = None
         self.depth: int | None = None
         self.commands = FakeCommands()
         self.sub: Subscriber | None = None
@@ -127,16 +134,30 @@ class FakeHub:
     def subscribe(self, sub: Subscriber) -> None:
         self.sub = sub
 
+    @property
+    def worker_error(self) -> str | None:
+        return self.error
+
     def queue(self, key: str) -> QueueStatus | None:
         if self.error is not None or self.depth is None:
             return None
         return QueueStatus(depth=self.depth, oldest_age_seconds=0.0)
 
-    def hub_for(self, url: str) -> FakeHub:
+    def hub_for(self, url: str, protocol: str) -> FakeHub:
         return self
 
-    def release_hub(self, url: str, namespace: str, name: str) -> None:
+    def release_hub(self, url: str, protocol: str, namespace: str, name: str) -> None:
         self.sub = None
+
+
+class NoBrokers:
+    """A seed pool asks no broker."""
+
+    def broker_for(self, url: str) -> Any:
+        raise AssertionError("a seed pool asked for a RabbitMQ broker")
+
+    def release_broker(self, url: str, namespace: str, name: str) -> None:
+        raise AssertionError("a seed pool released a RabbitMQ broker")
 
 
 class World:
@@ -163,6 +184,7 @@ class World:
         deps = PoolDeps(
             kube=self.kube,
             hubs=self.hub,
+            brokers=NoBrokers(),
             worker_image="img",
             status_min_interval=1.0,
             status_volatile_refresh=30.0,
@@ -187,7 +209,7 @@ class World:
     def beat(self, busy: set[str] = frozenset()) -> None:  # type: ignore[assignment]
         """Every live pod's worker reports (as pub/sub would deliver it now)."""
         for name in self.kube.pods:
-            self.sub.listener.on_heartbeat(heartbeat(name, name in busy, STARTED, POOL, NS))
+            self.sub.listener.on_heartbeat(heartbeat_report(heartbeat(name, name in busy, STARTED, POOL, NS)))
 
     def watch_deletions(self) -> None:
         for name in self.kube.deleted:

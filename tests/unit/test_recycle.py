@@ -10,12 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from workerpool.contracts.wire import ExecutionInfo, ProcessInfo, WorkerInfo
+from workerpool.decide.observation import WorkerView
+from workerpool.protocols.seed import report_of
 from workerpool.decide.recycle import RecycleRequestError, Target, parse_request, resolve
 
 T = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
-def info(wid: str, pids: dict[int, str]) -> WorkerInfo:
+def info(wid: str, pids: dict[int, str], fresh: bool = True) -> WorkerView:
     procs = [
         ProcessInfo(
             pid=pid,
@@ -28,7 +30,11 @@ def info(wid: str, pids: dict[int, str]) -> WorkerInfo:
         )
         for pid, state in pids.items()
     ]
-    return WorkerInfo(worker_id=wid, started_at=T, hostname=wid, pool_size=len(procs), idle_count=0, processes=procs)
+    busy = sum(1 for s in pids.values() if s == "busy")
+    report = WorkerInfo(
+        worker_id=wid, started_at=T, hostname=wid, pool_size=len(procs), idle_count=0, busy_count=busy, processes=procs
+    )
+    return WorkerView(report_of(report, None, None, T), fresh)
 
 
 @pytest.mark.parametrize(

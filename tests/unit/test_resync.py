@@ -6,7 +6,9 @@ import datetime as dt
 
 import pytest
 
+from workerpool.contracts.report import WorkerReport
 from workerpool.contracts.wire import Registration, WorkerInfo
+from workerpool.protocols.seed import registration_report
 from workerpool.decide.resync import Tracked, merge_resync
 from workerpool.decide.status import merge_patch
 
@@ -31,12 +33,12 @@ def info(worker: str, busy: int = 0) -> WorkerInfo:
     )
 
 
-def reg(worker: str, at: float, busy: int = 0) -> Registration:
-    return Registration(info=info(worker, busy), heartbeat_at=T0 + dt.timedelta(seconds=at))
+def reg(worker: str, at: float, busy: int = 0) -> WorkerReport:
+    return registration_report(Registration(info=info(worker, busy), heartbeat_at=T0 + dt.timedelta(seconds=at)))
 
 
 def known(worker: str, at: float, busy: int = 0, seen: float = NOW_MONO - 1) -> Tracked:
-    return Tracked(info(worker, busy), seen, T0 + dt.timedelta(seconds=at))
+    return Tracked(reg(worker, at, busy), seen, T0 + dt.timedelta(seconds=at))
 
 
 def test_a_worker_heard_lately_is_kept_as_is() -> None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from workerpool.contracts.resource import WorkerPoolSpec
 from workerpool.contracts.wire import ExecutionInfo, ProcessInfo, QueueStatus, WorkerInfo
+from workerpool.protocols.seed import report_of
 from workerpool.decide.observation import Observation, PodView, WorkerView
 from workerpool.decide.scaling import ScaleMemory, decide_scale, recommend
 
@@ -72,7 +73,7 @@ def worker(name: str, busy: int = 0, idle: int = 1, fresh: bool = True) -> Worke
         busy_count=busy,
         processes=procs,
     )
-    return WorkerView(info, fresh)
+    return WorkerView(report_of(info, None, None, t), fresh)
 
 
 def observe(pods: list[PodView], workers: dict[str, WorkerView], depth: int | None = 0, **kw: Any) -> Observation:

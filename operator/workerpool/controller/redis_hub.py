@@ -128,7 +128,7 @@ class RedisHub:
         self._queues: dict[str, QueueStatus] = {}  # empty until the first reading
         self._resync_now = asyncio.Event()
         # worker id -> (when its last heartbeat arrived by pub/sub, its pool, its namespace)
-        self._heard: dict[str, tuple[float, str | None, str | None]] = {}
+        self._heard: Heard = {}
         self._full_next = True
         self._new_pools: set[tuple[str, str]] = set()  # subscribed since the last resync
         self._loops = LoopHealth()
@@ -185,9 +185,6 @@ class RedisHub:
 
     # --- heartbeats ---------------------------------------------------------------------------
 
-    def _route(self, worker_id: str, pool: str | None, namespace: str | None) -> Iterable[Subscriber]:
-        return route(self.subscribers, worker_id, pool, namespace)
-
     async def _heartbeats(self) -> None:
         reconnect = False
         while True:
@@ -222,11 +219,11 @@ class RedisHub:
         if isinstance(heard, Heartbeat):
             report = heard.report
             self._heard[report.worker_id] = (time.monotonic(), report.pool, report.namespace)
-            for sub in self._route(report.worker_id, report.pool, report.namespace):
+            for sub in route(self.subscribers, report.worker_id, report.pool, report.namespace):
                 sub.listener.on_heartbeat(report)
         elif isinstance(heard, Offline):
             self._heard.pop(heard.worker_id, None)
-            for sub in self._route(heard.worker_id, None, None):
+            for sub in route(self.subscribers, heard.worker_id, None, None):
                 sub.listener.on_offline(heard.worker_id)
         # Ignored: other event types share the channel (Bifrost's pool_scaling, ...): no log line each.
 
@@ -293,14 +290,11 @@ class RedisHub:
         full, self._full_next = self._full_next, False
         new, self._new_pools = self._new_pools, set()
         now = time.monotonic()
-        stale = ids if full else [i for i in ids if not self._heard_lately(i, now) or self._heard_for(i, new)]
-        reads = [proto.worker_reads(worker_id) for worker_id in stale]
-        async with self.client.pipeline(transaction=False) as p:
-            for per_worker in reads:
-                for command, redis_key in per_worker:
-                    getattr(p, command)(redis_key)
-            replies = await p.execute() if stale else []
-        regs = parse_reports(self.label, proto, stale, [len(r) for r in reads], replies)
+        stale = ids
+        if not full:
+            subs, heard, default = self.subscribers, self._heard, self.resync_seconds
+            stale = [i for i in ids if not heard_lately(heard, subs, i, now, default) or heard_for(heard, i, new)]
+        regs = await read_reports(self.client, proto, self.label, stale)
         present, grouped = group_by_pool(self.subscribers, ids, set(stale), regs, self._heard)
         known = set(ids)
         self._heard = {i: h for i, h in self._heard.items() if i in known}
@@ -311,20 +305,43 @@ class RedisHub:
             if n % RESYNC_BATCH == 0:
                 await asyncio.sleep(0)  # let heartbeats, watches and rounds run between batches
 
-    def _heard_for(self, worker_id: str, pools: set[tuple[str, str]]) -> bool:
-        """Whether the worker's last heartbeat may belong to one of `pools` (unlabelled: it may)."""
-        if not pools:
-            return False
-        _, pool, namespace = self._heard[worker_id]
-        return pool is None or namespace is None or (namespace, pool) in pools
 
-    def _heard_lately(self, worker_id: str, now: float) -> bool:
-        heard = self._heard.get(worker_id)
-        if heard is None:
-            return False
-        at, pool, namespace = heard
-        sub = self.subscribers.get((namespace, pool)) if pool is not None and namespace is not None else None
-        return now - at < (sub.trust_seconds if sub is not None else self.resync_seconds)
+Heard = dict[str, tuple[float, str | None, str | None]]  # worker id -> (when, its pool, its namespace)
+
+
+def heard_for(heard: Heard, worker_id: str, pools: set[tuple[str, str]]) -> bool:
+    """Whether the worker's last heartbeat may belong to one of `pools` (unlabelled: it may)."""
+    if not pools:
+        return False
+    _, pool, namespace = heard[worker_id]
+    return pool is None or namespace is None or (namespace, pool) in pools
+
+
+def heard_lately(
+    heard: Heard, subscribers: dict[tuple[str, str], Subscriber], worker_id: str, now: float, default: float
+) -> bool:
+    """Heard by pub/sub within its pool's trust window (`default` for a worker of no known pool)."""
+    last = heard.get(worker_id)
+    if last is None:
+        return False
+    at, pool, namespace = last
+    sub = subscribers.get((namespace, pool)) if pool is not None and namespace is not None else None
+    return now - at < (sub.trust_seconds if sub is not None else default)
+
+
+async def read_reports(
+    client: aioredis.Redis, protocol: WorkerProtocol, label: str, ids: list[str]
+) -> dict[str, WorkerReport]:
+    """The workers' reports, read in one pipelined round trip (the protocol names the reads)."""
+    if not ids:
+        return {}
+    reads = [protocol.worker_reads(worker_id) for worker_id in ids]
+    async with client.pipeline(transaction=False) as p:
+        for per_worker in reads:
+            for command, key in per_worker:
+                getattr(p, command)(key)
+        replies = await p.execute()
+    return parse_reports(label, protocol, ids, [len(r) for r in reads], replies)
 
 
 def parse_reports(
@@ -351,7 +368,7 @@ def group_by_pool(
     ids: list[str],
     read: set[str],
     regs: dict[str, WorkerReport],
-    heard: dict[str, tuple[float, str | None, str | None]],
+    heard: Heard,
 ) -> tuple[dict[tuple[str, str], set[str]], dict[tuple[str, str], dict[str, WorkerReport]]]:
     """Per pool: the workers present (the ones not `read`, by their last heartbeat; the read
     ones, by their registration) and the registrations read."""

@@ -93,64 +93,70 @@ def resolve(
     sent one only when a fresh heartbeat shows it runs nothing, and any pid is taken
     as named (such a worker has no idle processes to list).
     """
-    commands: list[Command] = []
-    results: list[RecycleResult] = []
-    seen: set[tuple[str, int | None]] = set()
-
-    def add(worker_id: str, pid: int | None, reason: str = "") -> None:
-        if (worker_id, pid) in seen:
-            return
-        seen.add((worker_id, pid))
-        commands.append(Command(worker_id, pid))
-        results.append(RecycleResult(worker_id=worker_id, pid=pid, status="recycle_requested", reason=reason))
-
-    def reject(worker_id: str, pid: int | None, reason: str) -> None:
-        results.append(RecycleResult(worker_id=worker_id, pid=pid, status="rejected", reason=reason))
-
-    def unsafe(worker_id: str, pid: int | None) -> bool:
-        """Rejects a target whose recycle would kill running work (or whose report cannot say)."""
-        view = live[worker_id]
-        if not view.fresh:
-            reject(worker_id, pid, f"{KILLS_RUNNING}; no fresh heartbeat shows that it runs nothing")
-        elif not view.info.runs_nothing:
-            running = ", ".join(view.info.running[:3]) or f"{view.info.busy_count} busy"
-            reject(worker_id, pid, f"{KILLS_RUNNING}; it is running {running}")
-        else:
-            return False
-        return True
-
+    out = _Resolution(live, kills_running)
     for target in request.targets:
         if target.worker_id == "*":
             if not live:
-                reject("*", None, "the pool has no live workers")
+                out.reject("*", None, "the pool has no live workers")
             for worker_id in sorted(live):
-                if not (kills_running and unsafe(worker_id, None)):
-                    add(worker_id, None)
-            continue
-        view = live.get(target.worker_id)
-        if view is None:
-            reject(
+                out.target(worker_id, None)
+        elif target.worker_id not in live:
+            out.reject(
                 target.worker_id,
                 target.pid,
                 "not a live worker of this pool (no such pod, or no current registration)",
             )
-            continue
-        if kills_running:
-            if not unsafe(target.worker_id, target.pid):
-                add(target.worker_id, target.pid)
-            continue
-        if target.pid is None:
-            add(target.worker_id, None)
-            continue
-        process = next((p for p in view.info.processes if p.pid == target.pid), None)
-        if process is None:
-            reject(target.worker_id, target.pid, f"worker {target.worker_id} has no process with pid {target.pid}")
-            continue
-        reason = ""
-        if process.state == "busy":
-            reason = "busy at the last heartbeat: the worker recycles it only if it is idle when the command arrives"
-        add(target.worker_id, target.pid, reason)
-    return commands, results
+        else:
+            out.target(target.worker_id, target.pid)
+    return out.commands, out.results
+
+
+class _Resolution:
+    """The commands and results of one request, built target by target."""
+
+    def __init__(self, live: Mapping[str, WorkerView], kills_running: bool) -> None:
+        self.live, self.kills_running = live, kills_running
+        self.commands: list[Command] = []
+        self.results: list[RecycleResult] = []
+        self.seen: set[tuple[str, int | None]] = set()
+
+    def add(self, worker_id: str, pid: int | None, reason: str = "") -> None:
+        if (worker_id, pid) in self.seen:
+            return
+        self.seen.add((worker_id, pid))
+        self.commands.append(Command(worker_id, pid))
+        self.results.append(RecycleResult(worker_id=worker_id, pid=pid, status="recycle_requested", reason=reason))
+
+    def reject(self, worker_id: str, pid: int | None, reason: str) -> None:
+        self.results.append(RecycleResult(worker_id=worker_id, pid=pid, status="rejected", reason=reason))
+
+    def target(self, worker_id: str, pid: int | None) -> None:
+        """A live worker of the pool (pid None: any process, or all)."""
+        view = self.live[worker_id]
+        if self.kills_running:
+            self._only_if_it_runs_nothing(worker_id, pid, view)
+        elif pid is None:
+            self.add(worker_id, None)
+        else:
+            process = next((p for p in view.info.processes if p.pid == pid), None)
+            if process is None:
+                self.reject(worker_id, pid, f"worker {worker_id} has no process with pid {pid}")
+                return
+            reason = ""
+            if process.state == "busy":
+                reason = (
+                    "busy at the last heartbeat: the worker recycles it only if it is idle when the command arrives"
+                )
+            self.add(worker_id, pid, reason)
+
+    def _only_if_it_runs_nothing(self, worker_id: str, pid: int | None, view: WorkerView) -> None:
+        if not view.fresh:
+            self.reject(worker_id, pid, f"{KILLS_RUNNING}; no fresh heartbeat shows that it runs nothing")
+        elif not view.info.runs_nothing:
+            running = ", ".join(view.info.running[:3]) or f"{view.info.busy_count} busy"
+            self.reject(worker_id, pid, f"{KILLS_RUNNING}: it is running {running}")
+        else:
+            self.add(worker_id, pid)
 
 
 @dataclass(frozen=True)
