@@ -21,8 +21,10 @@ from devcluster.heartbeats import heartbeat_payload
 from devcluster.redis_server import RedisServer
 from devcluster.waiting import async_wait_until
 from workerpool.contracts.names import HEARTBEAT_CHANNEL
-from workerpool.contracts.wire import QueueStatus, Registration, WorkerHeartbeat
+from workerpool.contracts.report import WorkerReport
+from workerpool.contracts.wire import QueueStatus
 from workerpool.controller.redis_hub import RedisHub, Subscriber
+from workerpool.protocols import SEED
 
 pytestmark = pytest.mark.redis
 
@@ -34,20 +36,24 @@ TRUST = 0.5  # s: heartbeats heard this recently are not re-read
 class Recorder:
     pool: str = POOL
     prefix: str = "w-"  # the pod names its pool owns
-    heartbeats: list[WorkerHeartbeat] = field(default_factory=list)
-    resyncs: list[tuple[set[str], dict[str, Registration]]] = field(default_factory=list)
+    heartbeats: list[WorkerReport] = field(default_factory=list)
+    resyncs: list[tuple[set[str], dict[str, WorkerReport]]] = field(default_factory=list)
+    offline: list[str] = field(default_factory=list)
     queues: list[QueueStatus] = field(default_factory=list)
 
     def subscriber(self) -> Subscriber:
         return Subscriber(NS, self.pool, "q", TRUST, self)
 
-    def on_heartbeat(self, hb: WorkerHeartbeat) -> None:
-        self.heartbeats.append(hb)
+    def on_heartbeat(self, report: WorkerReport) -> None:
+        self.heartbeats.append(report)
+
+    def on_offline(self, worker_id: str) -> None:
+        self.offline.append(worker_id)
 
     def on_queue(self, status: QueueStatus) -> None:
         self.queues.append(status)
 
-    def on_resync(self, present: set[str], regs: dict[str, Registration]) -> None:
+    def on_resync(self, present: set[str], regs: dict[str, WorkerReport]) -> None:
         self.resyncs.append((set(present), dict(regs)))
 
     def on_health(self) -> None:
@@ -62,7 +68,7 @@ class Recorder:
 
 @pytest.fixture
 async def hub(redis_server: RedisServer) -> AsyncIterator[RedisHub]:
-    h = RedisHub(redis_server.url, resync_seconds=3600, queue_poll_seconds=0.05)
+    h = RedisHub(redis_server.url, SEED, resync_seconds=3600, queue_poll_seconds=0.05)
     try:
         yield h
     finally:
@@ -102,7 +108,7 @@ async def test_resync_rereads_only_what_pubsub_missed(redis_server: RedisServer,
     present, regs = rec.resyncs[-1]
     assert present == {"w-a", "w-b", "w-c"}
     assert set(regs) == {"w-c"}, "only the worker pub/sub did not deliver is re-read"
-    assert regs["w-c"].info.busy_count == 1, "the re-read carries its latest report"
+    assert regs["w-c"].busy_count == 1, "the re-read carries its latest report"
 
     # A worker whose key expired (or was deleted) is gone from `present`.
     r.delete("worker:w-c")

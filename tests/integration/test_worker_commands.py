@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from devcluster.redis_server import RedisServer
 from workerpool.contracts.names import held_key, worker_retiring_key
 from workerpool.controller.worker_commands import WorkerCommands
+from workerpool.protocols import SEED
 
 pytestmark = pytest.mark.redis
 
@@ -21,7 +22,7 @@ async def test_retiring_for_an_eviction_keeps_a_busy_worker_retired_and_says_wha
 ) -> None:
     r = redis.Redis.from_url(redis_server.url)
     client = aioredis.Redis.from_url(redis_server.url)
-    commands = WorkerCommands(client)
+    commands = WorkerCommands(client, SEED)
     try:
         r.sadd(held_key(QUEUE, "w"), "e-2", "e-1")
         assert await commands.retire_for_eviction("w", QUEUE, 60) == ["e-1", "e-2"]
