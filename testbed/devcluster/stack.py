@@ -17,6 +17,7 @@ from .binaries import REPO_ROOT
 from .controlplane import LocalCluster
 from .node import NODE_NAME, LocalNode
 from .procs import pid_alive
+from .rabbitmq_server import RabbitMQServer
 from .redis_server import RedisServer
 from .waiting import wait_until
 
@@ -86,6 +87,10 @@ class DevStack:
     def new_redis(self, workdir: Path) -> RedisServer:
         """Another redis-server that pods can reach (the tests' own, one per test)."""
         return RedisServer(workdir, host=network.GATEWAY)
+
+    def new_rabbitmq(self, workdir: Path) -> RabbitMQServer:
+        """A rabbitmq-server that pods can reach (the tests' own, one per test that needs one)."""
+        return RabbitMQServer(workdir, host=network.GATEWAY)
 
     def pids(self) -> list[int]:
         pids = self.cluster.pids() + self.node.pids()
