@@ -1,4 +1,5 @@
-"""Fixtures: a real redis-server per test; one real local cluster per session
+"""Fixtures: a real redis-server per test, a real rabbitmq-server per test that needs one;
+one real local cluster per session
 (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, and a real node:
 containerd, kubelet, kube-proxy on a CNI bridge) with a fresh namespace per test.
 Nothing here is a mock."""
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from devcluster.procs import pid_alive
+from devcluster.rabbitmq_server import RabbitMQServer
 from devcluster.redis_server import RedisServer
 from devcluster.stack import DevStack
 
@@ -30,6 +32,21 @@ def redis_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Red
     finally:
         server.stop()
         assert not pid_alive(server.proc.pid if server.proc else -1), "redis-server leaked"
+
+
+@pytest.fixture
+def rabbitmq_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RabbitMQServer]:
+    """A real rabbitmq-server of this test's own (its own ports, epmd and data); pods reach it with a cluster."""
+    if "stack" in request.fixturenames:
+        server = request.getfixturevalue("stack").new_rabbitmq(tmp_path / "rabbitmq").start()
+    else:
+        server = RabbitMQServer(tmp_path / "rabbitmq").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        for proc in (server.proc, server.epmd):
+            assert not pid_alive(proc.pid if proc else -1), "rabbitmq-server or its epmd leaked"
 
 
 @pytest.fixture(scope="session")

@@ -181,7 +181,7 @@ class BifrostWireWorker:
             "started_at": self.started_at.isoformat(),
         }
         async with self.redis.pipeline(transaction=True) as p:
-            p.hset(self.key, mapping=fields)
+            p.hset(self.key, mapping=fields)  # type: ignore[arg-type]
             p.expire(self.key, self.s.registration_ttl)
             await p.execute()
 
@@ -276,9 +276,9 @@ class BifrostWireWorker:
 
     async def recycle(self) -> None:
         """Bifrost's recycle, whatever the pid: wait for running children, kill the rest, restart the pool."""
-        deadline = time.monotonic() + self.s.recycle_wait
-        while self.children and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        running = [asyncio.ensure_future(c.proc.wait()) for c in self.children.values()]
+        if running:
+            await asyncio.wait(running, timeout=self.s.recycle_wait)
         for child in list(self.children.values()):
             child.stopping = True
             await self.kill(child)

@@ -158,9 +158,9 @@ def test_the_pod_gets_the_env_bifrost_reads_and_none_of_the_seeds() -> None:
 def test_admission_rules_for_the_protocol() -> None:
     with pytest.raises(ValueError, match="rabbitmq is required"):
         bifrost_spec(rabbitmq=None)
-    with pytest.raises(ValueError, match="needs template.spec.containers"):
+    with pytest.raises(ValueError, match=r"needs template\.spec\.containers"):
         bifrost_spec(template={})
-    with pytest.raises(ValueError, match="exactly one of rabbitmq.url"):
+    with pytest.raises(ValueError, match=r"exactly one of rabbitmq\.url"):
         bifrost_spec(rabbitmq={"url": "amqp://h/", "urlSecretRef": {"name": "s"}, "queues": ["q"]})
     with pytest.raises(ValueError, match="queues"):
         bifrost_spec(rabbitmq={"url": "amqp://h/", "queues": []})

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from workerpool.contracts.wire import ExecutionInfo, ProcessInfo, WorkerInfo
 from workerpool.decide.observation import WorkerView
-from workerpool.protocols.seed import report_of
 from workerpool.decide.recycle import RecycleRequestError, Target, parse_request, resolve
+from workerpool.protocols.seed import report_of
 
 T = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 

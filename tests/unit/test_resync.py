@@ -8,9 +8,9 @@ import pytest
 
 from workerpool.contracts.report import WorkerReport
 from workerpool.contracts.wire import Registration, WorkerInfo
-from workerpool.protocols.seed import registration_report
 from workerpool.decide.resync import Tracked, merge_resync
 from workerpool.decide.status import merge_patch
+from workerpool.protocols.seed import registration_report
 
 T0 = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 NOW_WALL = T0.timestamp() + 10

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from workerpool.contracts.resource import WorkerPoolSpec
 from workerpool.contracts.wire import ExecutionInfo, ProcessInfo, QueueStatus, WorkerInfo
-from workerpool.protocols.seed import report_of
 from workerpool.decide.observation import Observation, PodView, WorkerView
 from workerpool.decide.scaling import ScaleMemory, decide_scale, recommend
+from workerpool.protocols.seed import report_of
 
 NOW = 10_000.0
 HASH = "h1"

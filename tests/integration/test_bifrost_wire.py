@@ -1,0 +1,216 @@
+"""Bifrost's wire against real servers: the test bed's Bifrost-wire worker checked
+against the recorded samples (keys, channel, field names, JSON types), and the
+operator's side of it: the Redis hub under `protocol: bifrost`, and the RabbitMQ
+broker that reads the demand (passively), both on a real redis-server and a real
+rabbitmq-server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from aiormq.exceptions import ChannelNotFoundEntity
+
+from devcluster.bifrost_wire import BifrostWireProcess, Ledger, execution, publish_executions, ready_messages
+from devcluster.rabbitmq_server import RabbitMQServer
+from devcluster.redis_server import RedisServer
+from devcluster.waiting import async_wait_until, wait_until
+from workerpool.contracts.report import WorkerReport
+from workerpool.contracts.wire import QueueStatus
+from workerpool.controller.rabbitmq import RabbitBroker
+from workerpool.controller.redis_hub import RedisHub, Subscriber
+from workerpool.decide.reasons import Reason
+from workerpool.protocols import BIFROST, Heartbeat, Offline
+from workerpool.protocols.bifrost import EVENTS_CHANNEL
+
+pytestmark = pytest.mark.redis
+
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "bifrost"
+START = 30.0
+BEAT = 10.0
+
+
+def sample(name: str) -> Any:
+    return json.loads((SAMPLES / name).read_text())
+
+
+def shape(value: Any) -> Any:
+    """Field names and JSON types, recursively (a list by its first element)."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    return type(value).__name__
+
+
+class Channel:
+    """Everything published on Bifrost's events channel, as the operator's subscription sees it."""
+
+    def __init__(self, url: str) -> None:
+        self.pubsub = redis.Redis.from_url(url).pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(EVENTS_CHANNEL)
+        self.seen: list[dict[str, Any]] = []
+
+    def next(self, what: str, match: Any, timeout: float = BEAT) -> dict[str, Any]:
+        def found() -> dict[str, Any] | None:
+            while (message := self.pubsub.get_message(timeout=0.05)) is not None:
+                self.seen.append(json.loads(message["data"]))
+            return next((m for m in self.seen if match(m)), None)
+
+        return wait_until(found, timeout=timeout, what=what)
+
+
+@pytest.fixture
+def worker(redis_server: RedisServer, rabbitmq_server: RabbitMQServer, tmp_path: Path) -> Iterator[BifrostWireProcess]:
+    w = BifrostWireProcess(redis_server.url, rabbitmq_server.local_url, tmp_path)
+    yield w
+    w.stop()
+
+
+def test_the_test_beds_worker_speaks_the_recorded_wire(
+    redis_server: RedisServer, rabbitmq_server: RabbitMQServer, worker: BifrostWireProcess
+) -> None:
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    channel = Channel(redis_server.url)
+    worker.start()
+    key = f"bifrost:pool:{worker.worker_id}"
+    registration = wait_until(lambda: r.hgetall(key), timeout=START, what="the registration hash")
+    assert set(registration) == set(sample("registration.json"))
+    assert shape(json.loads(registration["packages"])) == shape(json.loads(sample("registration.json")["packages"]))
+    assert 0 < r.ttl(key) <= 30  # type: ignore[operator]
+
+    idle = channel.next("an idle heartbeat", lambda m: m["type"] == "worker_heartbeat")
+    assert shape(idle) == shape(sample("heartbeat-idle.json"))
+    assert shape(json.loads(r.get(f"{key}:heartbeat"))) == shape(sample("heartbeat-idle.json"))  # type: ignore[arg-type]
+    assert 0 < r.ttl(f"{key}:heartbeat") <= 60  # type: ignore[operator]
+    assert any(m["type"] == "pool_progress" for m in channel.seen), "other event types share the channel"
+
+    running = [execution(60), execution(60)]
+    publish_executions(rabbitmq_server.local_url, running)
+    busy = channel.next("a heartbeat of two executions", lambda m: m.get("busy_count") == 2)
+    assert shape(busy) == shape(sample("heartbeat-busy.json"))
+    assert {p["execution"]["execution_id"] for p in busy["processes"]} == {e["execution_id"] for e in running}
+    for message in (idle, busy):  # and the operator's parser reads each as Bifrost's own
+        assert isinstance(BIFROST.parse_message(json.dumps(message)), Heartbeat)
+
+    worker.terminate()
+    offline = channel.next("worker_offline", lambda m: m["type"] == "worker_offline", timeout=START)
+    assert shape(offline) == shape(sample("worker-offline.json"))
+    assert BIFROST.parse_message(json.dumps(offline)) == Offline(worker.worker_id)
+    assert worker.proc is not None and worker.proc.wait(20) == 0
+    assert not r.exists(key) and r.exists(f"{key}:heartbeat"), "registration deleted, snapshot left to expire"
+    # Stopped 'mid-execution', like Bifrost's worker: both executions are lost, nothing is requeued.
+    assert Ledger(redis_server.url).results() == []
+    assert ready_messages(rabbitmq_server.local_url) == 0
+
+
+def test_the_worker_honours_both_recycle_actions_and_ignores_the_seeds(
+    redis_server: RedisServer, worker: BifrostWireProcess
+) -> None:
+    r = redis.Redis.from_url(redis_server.url)
+    worker.start()
+    commands = f"bifrost:pool:{worker.worker_id}:commands"
+    wait_until(lambda: dict(r.pubsub_numsub(commands)).get(commands.encode()), timeout=START, what="its subscription")
+    for message in (
+        {"type": "recycle", "pid": None},
+        {"action": "recycle_all", "reason": "*"},
+        {"action": "recycle_process", "pid": 1, "reason": "w:1"},
+    ):
+        r.publish(commands, json.dumps(message))
+    ledger = Ledger(redis_server.url)
+    got = wait_until(lambda: len(ledger.commands()) == 3 and ledger.commands(), timeout=BEAT, what="3 commands")
+    assert [c["handled"] for c in got] == [False, True, True]
+
+
+@dataclass
+class Recorder:
+    owned: set[str]
+    reports: list[WorkerReport] = field(default_factory=list)
+    offline: list[str] = field(default_factory=list)
+    resyncs: list[dict[str, WorkerReport]] = field(default_factory=list)
+
+    def on_heartbeat(self, report: WorkerReport) -> None:
+        self.reports.append(report)
+
+    def on_offline(self, worker_id: str) -> None:
+        self.offline.append(worker_id)
+
+    def on_queue(self, status: QueueStatus) -> None:
+        pass
+
+    def on_resync(self, present: set[str], regs: dict[str, WorkerReport]) -> None:
+        self.resyncs.append(dict(regs))
+
+    def on_health(self) -> None:
+        pass
+
+    def owns(self, worker_id: str) -> bool:
+        return worker_id in self.owned
+
+
+async def test_a_bifrost_hub_routes_by_pod_name_resyncs_from_snapshots_and_drops_an_offline_worker(
+    redis_server: RedisServer, worker: BifrostWireProcess
+) -> None:
+    ours, theirs = Recorder({worker.worker_id}), Recorder({"someone-else"})
+    hub = RedisHub(redis_server.url, BIFROST, resync_seconds=0.2, queue_poll_seconds=0.05)
+    hub.subscribe(Subscriber("ns", "ours", None, 5.0, ours))
+    hub.subscribe(Subscriber("ns", "theirs", None, 5.0, theirs))
+    hub.start()
+    try:
+        await asyncio.to_thread(worker.start)
+        await async_wait_until(lambda: ours.reports, within=START, what="a heartbeat routed to its pool")
+        await async_wait_until(
+            lambda: any(worker.worker_id in regs for regs in ours.resyncs), within=BEAT, what="a resync from its keys"
+        )
+        (report,) = {r.worker_id: r for regs in ours.resyncs for r in regs.values()}.values()
+        assert report.complete and report.runs_nothing
+        await asyncio.to_thread(worker.terminate)
+        await async_wait_until(lambda: ours.offline == [worker.worker_id], within=START, what="worker_offline")
+        assert not theirs.reports and not theirs.offline and not any(theirs.resyncs[-1:])
+        assert hub.queue_error is None and hub.worker_error is None
+    finally:
+        await hub.stop()
+
+
+async def test_the_broker_reads_ready_messages_passively_and_says_when_it_cannot(
+    rabbitmq_server: RabbitMQServer,
+) -> None:
+    url = rabbitmq_server.local_url
+    await asyncio.to_thread(publish_executions, url, [execution(1) for _ in range(3)])
+    broker = RabbitBroker(url, poll_seconds=0.05)
+    listener = Recorder(set())
+    broker.subscribe("ns", "p", ("workflow-executions",), listener)
+    broker.subscribe("ns", "q", ("no-such-queue",), listener)
+    broker.start()
+    try:
+        depth = await async_wait_until(
+            lambda: (broker.reading(("workflow-executions",))[0] or QueueStatus()).depth, within=BEAT, what="3 ready"
+        )
+        assert depth == 3
+        queue, stall = broker.reading(("no-such-queue",))
+        assert queue is None and stall is not None and stall.reason == Reason.RABBITMQ_QUEUE_UNAVAILABLE
+        assert "no-such-queue" in stall.message
+        with pytest.raises(ChannelNotFoundEntity):  # read, never declared
+            await asyncio.to_thread(ready_messages, url, "no-such-queue")
+
+        await asyncio.to_thread(rabbitmq_server.stop_broker)
+        await async_wait_until(lambda: broker.error, within=BEAT, what="the broker's outage")
+        queue, stall = broker.reading(("workflow-executions",))
+        assert queue is None and stall is not None and stall.reason == Reason.RABBITMQ_UNAVAILABLE
+        assert "guest" not in stall.message and url not in stall.message  # no credentials, no URL
+
+        await asyncio.to_thread(rabbitmq_server.start)
+        depth = await async_wait_until(
+            lambda: (broker.reading(("workflow-executions",))[0] or QueueStatus()).depth,
+            within=START,
+            what="the reading after the broker came back",
+        )
+        assert depth == 3  # persistent messages on a durable queue survived the restart
+    finally:
+        await broker.stop()
