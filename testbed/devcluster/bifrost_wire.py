@@ -165,3 +165,29 @@ def worker_template(image: str, **env: Any) -> dict[str, Any]:
             "volumes": [{"name": "bifrost-wire", "configMap": {"name": CONFIGMAP}}],
         }
     }
+
+
+def pool_manifest(name: str, redis_url: str, image: str, **spec: Any) -> dict[str, Any]:
+    """A `protocol: bifrost` WorkerPool whose RabbitMQ URL is in the Secret `rabbitmq` (key `url`)."""
+    body: dict[str, Any] = {
+        "protocol": "bifrost",
+        "minWorkers": 1,
+        "maxWorkers": 3,
+        "processes": {"max": 2},
+        "heartbeatIntervalSeconds": 1,
+        "gracefulShutdownSeconds": 1,
+        "executionTimeoutSeconds": 60,
+        "scaling": {"scaleDownDelaySeconds": 3},
+        "redis": {"url": redis_url},
+        "rabbitmq": {"urlSecretRef": {"name": "rabbitmq", "key": "url"}, "queues": [QUEUE]},
+        "template": worker_template(image),
+    }
+    body.update(spec)
+    return {"apiVersion": "bifrost.dev/v1alpha1", "kind": "WorkerPool", "metadata": {"name": name}, "spec": body}
+
+
+def lost(ledger: Ledger, workers: set[str] | None = None) -> list[dict[str, Any]]:
+    """Deliveries (to `workers`, or any) that never got a result: executions lost."""
+    finished = ledger.finished()
+    mine = [d for d in ledger.deliveries() if workers is None or d["worker_id"] in workers]
+    return [d for d in mine if d["execution_id"] not in finished]

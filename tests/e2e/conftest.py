@@ -10,8 +10,10 @@ import pytest
 
 from devcluster.client import Client
 from devcluster.harness import OperatorProcess, Pools
+from devcluster.procs import free_port
 from devcluster.redis_server import RedisServer
 from devcluster.stack import DevStack
+from devcluster.webhooks import apply_configuration, wait_served, webhook_env
 
 
 @pytest.fixture
@@ -29,3 +31,16 @@ def operator(stack: DevStack, namespace: str, tmp_path: Path) -> Iterator[Operat
 @pytest.fixture
 def client(redis_server: RedisServer) -> Client:
     return Client(redis_server.url)
+
+
+@pytest.fixture
+def webhook_operator(stack: DevStack, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    port, name = free_port(), f"wpo-evictions-{namespace}"
+    apply_configuration(stack, name, namespace, port, tmp_path)
+    op = OperatorProcess(stack, namespace, tmp_path, **webhook_env(name, port)).start()
+    try:
+        wait_served(stack, name, port)
+        yield op
+    finally:
+        op.stop()
+        stack.cluster.kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found")

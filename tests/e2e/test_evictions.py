@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +15,9 @@ import pytest
 from devcluster import binaries
 from devcluster.client import Client
 from devcluster.harness import READY, OperatorProcess, Pools, pool_manifest, wait_until
-from devcluster.procs import free_port
 from devcluster.redis_server import RedisServer
 from devcluster.stack import DevStack
-from devcluster.webhooks import apply_configuration, evict, wait_served, webhook_env
+from devcluster.webhooks import evict
 
 from .helpers import get_json
 
@@ -27,19 +25,6 @@ pytestmark = pytest.mark.cluster
 
 NODE = "wpo-node"
 DRAIN_TIMEOUT = 90
-
-
-@pytest.fixture
-def webhook_operator(stack: DevStack, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    port, name = free_port(), f"wpo-evictions-{namespace}"
-    apply_configuration(stack, name, namespace, port, tmp_path)
-    op = OperatorProcess(stack, namespace, tmp_path, **webhook_env(name, port)).start()
-    try:
-        wait_served(stack, name, port)
-        yield op
-    finally:
-        op.stop()
-        stack.cluster.kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found")
 
 
 def workers(pools: Pools, name: str, count: int) -> list[str]:

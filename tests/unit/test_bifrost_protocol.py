@@ -169,6 +169,9 @@ def test_admission_rules_for_the_protocol() -> None:
             {"redis": {"url": "redis://r/0"}, "rabbitmq": {"url": "amqp://h/", "queues": ["q"]}}
         )
     assert WorkerPoolSpec.model_validate({"redis": {"url": "redis://r/0"}}).protocol == "seed"
+    assert bifrost_spec(processes={"max": 1}).processes.max == 1  # no minimum of processes in Bifrost's worker
+    with pytest.raises(ValueError, match="processes.max must be >= processes.min"):
+        WorkerPoolSpec.model_validate({"redis": {"url": "redis://r/0"}, "processes": {"max": 1}})
 
 
 def test_the_status_detail_takes_the_bounds_bifrost_does_not_send_from_the_spec() -> None:

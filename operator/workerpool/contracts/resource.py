@@ -53,7 +53,9 @@ POD_TEMPLATE_SCHEMA_MARK = "x-workerpool-pod-template-spec"
 class ProcessesSpec(ResourceModel):
     """The process pool inside each worker pod (the seed's min_workers/max_workers)."""
 
-    min: int = Field(2, ge=1, le=256, description="Processes kept alive in each worker (MIN_WORKERS).")
+    min: int = Field(
+        2, ge=1, le=256, description="Processes kept alive in each worker (MIN_WORKERS; protocol seed only)."
+    )
     max: int = Field(
         10,
         ge=1,
@@ -61,7 +63,7 @@ class ProcessesSpec(ResourceModel):
         description="Most processes in each worker (MAX_WORKERS); also a worker's capacity when scaling.",
     )
 
-    cel_rules = (CelRule("self.max >= self.min", "processes.max must be >= processes.min", lambda s: s.max >= s.min),)
+    # max >= min is the pool's rule (WorkerPoolSpec): Bifrost's worker has no minimum of processes.
 
 
 class SecretKeyRef(ResourceModel):
@@ -183,6 +185,11 @@ class WorkerPoolSpec(ResourceModel):
             "self.maxWorkers >= self.minWorkers",
             "maxWorkers must be >= minWorkers",
             lambda s: s.max_workers >= s.min_workers,
+        ),
+        CelRule(
+            "self.protocol == 'bifrost' || self.processes.max >= self.processes.min",
+            "processes.max must be >= processes.min",
+            lambda s: s.protocol == "bifrost" or s.processes.max >= s.processes.min,
         ),
         CelRule(
             "self.protocol == 'bifrost' ? has(self.rabbitmq) : !has(self.rabbitmq)",
