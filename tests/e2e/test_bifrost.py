@@ -148,7 +148,8 @@ def test_kubectl_drain_of_busy_bifrost_workers_is_held_until_their_executions_fi
     assert lost(ledger) == []
     assert "Too Many Requests" in out or "will retry" in out, out  # the drain was told to wait
     held = [e["message"] for e in pools.events("b") if e["reason"] == "EvictionHeld"]
-    assert held and all("running 1 execution" in m for m in held), held
+    assert held and all("1 running execution" in m for m in held), held
+    assert any(e["execution_id"] in out for e in running), out  # the drain was told what it waits for
 
 
 def terminating(stack: DevStack, namespace: str, pod: str) -> bool:
