@@ -170,7 +170,7 @@ def test_admission_rules_for_the_protocol() -> None:
         )
     assert WorkerPoolSpec.model_validate({"redis": {"url": "redis://r/0"}}).protocol == "seed"
     assert bifrost_spec(processes={"max": 1}).processes.max == 1  # no minimum of processes in Bifrost's worker
-    with pytest.raises(ValueError, match="processes.max must be >= processes.min"):
+    with pytest.raises(ValueError, match=r"processes\.max must be >= processes\.min"):
         WorkerPoolSpec.model_validate({"redis": {"url": "redis://r/0"}, "processes": {"max": 1}})
 
 
