@@ -36,12 +36,15 @@ def up(directory: Path) -> int:
         print(f"{workdir} still has mounts (a previous run did not stop cleanly): make cluster-down", file=sys.stderr)
         return 1
     shutil.rmtree(workdir, ignore_errors=True)  # a fresh cluster each time: no objects from the last one
-    with DevStack(workdir) as stack:
-        assert stack.redis is not None
+    with DevStack(workdir, rabbitmq=True) as stack:
+        assert stack.redis is not None and stack.rabbitmq is not None
         pids = stack.pids()
         (directory / "pid").write_text(str(os.getpid()))
         (directory / "containerd.sock.path").write_text(str(stack.node.containerd_socket))
-        env_file.write_text(f"export KUBECONFIG={stack.cluster.kubeconfig}\nexport REDIS_URL={stack.redis.url}\n")
+        env_file.write_text(
+            f"export KUBECONFIG={stack.cluster.kubeconfig}\nexport REDIS_URL={stack.redis.url}\n"
+            f"export RABBITMQ_URL={stack.rabbitmq.url}\n"
+        )
         logging.info("local stack ready; logs in %s", stack.workdir)
         while not stop.wait(1):
             pass

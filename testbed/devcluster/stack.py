@@ -35,7 +35,7 @@ def project_image(*, build: bool = True) -> tuple[str, Path]:
 
 
 class DevStack:
-    def __init__(self, workdir: Path | None = None, *, redis: bool = True) -> None:
+    def __init__(self, workdir: Path | None = None, *, redis: bool = True, rabbitmq: bool = False) -> None:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="wpo-stack-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.network = network.NodeNetwork(self.workdir / "cni")
@@ -48,6 +48,7 @@ class DevStack:
         )
         self.node = LocalNode(self.workdir / "node", self.cluster, self.network)
         self.redis = RedisServer(self.workdir / "redis", host=network.GATEWAY) if redis else None
+        self.rabbitmq = RabbitMQServer(self.workdir / "rabbitmq", host=network.GATEWAY) if rabbitmq else None
         self.image, self.image_tar = project_image()
 
     def start(self) -> DevStack:
@@ -58,6 +59,8 @@ class DevStack:
             self.node.start(images=[self.image_tar])
             if self.redis is not None:
                 self.redis.start()
+            if self.rabbitmq is not None:
+                self.rabbitmq.start()
         except BaseException:
             self.stop()
             raise
@@ -69,6 +72,8 @@ class DevStack:
         self.node.stop()
         if self.redis is not None:
             self.redis.stop()
+        if self.rabbitmq is not None:
+            self.rabbitmq.stop()
         self.cluster.stop()
         self.network.down()
 
@@ -96,6 +101,8 @@ class DevStack:
         pids = self.cluster.pids() + self.node.pids()
         if self.redis is not None and self.redis.proc is not None:
             pids.append(self.redis.proc.pid)
+        if self.rabbitmq is not None:
+            pids += [p.pid for p in (self.rabbitmq.proc, self.rabbitmq.epmd) if p is not None]
         return pids
 
     def leftovers(self, pids: list[int]) -> list[str]:

@@ -297,3 +297,30 @@ def test_a_seed_pool_and_a_bifrost_pool_share_one_operator_and_one_redis(
     wait_until(lambda: job["execution_id"] in ledger.finished(), timeout=30, what="the Bifrost execution")
     assert {d["worker_id"] for d in ledger.deliveries()} <= mine["b"]
     assert pools.status("s")["workerDetails"][0]["minWorkers"] == 1  # the seed's own bounds, from its wire
+
+
+def test_the_api_server_admits_the_example_and_refuses_what_a_bifrost_pool_cannot_run(
+    pools: Pools, stack: DevStack, namespace: str
+) -> None:
+    example = (Path(__file__).resolve().parents[2] / "examples" / "bifrost-workerpool.yaml").read_text()
+    example = example.replace("namespace: bifrost", f"namespace: {namespace}")
+    stack.cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=example)
+
+    def refused(spec: dict[str, Any]) -> str:
+        body = {"apiVersion": "bifrost.dev/v1alpha1", "kind": "WorkerPool", "metadata": {"name": "x"}, "spec": spec}
+        out = stack.cluster.kubectl(
+            "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=json.dumps(body), check=False
+        )
+        assert out.returncode != 0, f"admitted: {spec}"
+        return out.stderr
+
+    redis = {"url": "redis://r:6379/0"}
+    rabbitmq = {"url": "amqp://r:5672/", "queues": ["workflow-executions"]}
+    containers = {"spec": {"containers": [{"name": "worker", "image": "bifrost"}]}}
+    assert "rabbitmq is required" in refused({"protocol": "bifrost", "redis": redis, "template": containers})
+    assert "not allowed otherwise" in refused({"redis": redis, "rabbitmq": rabbitmq})
+    assert "needs template.spec.containers" in refused({"protocol": "bifrost", "redis": redis, "rabbitmq": rabbitmq})
+    assert "queues" in refused(
+        {"protocol": "bifrost", "redis": redis, "rabbitmq": {**rabbitmq, "queues": []}, "template": containers}
+    )
+    assert "Unsupported value" in refused({"protocol": "celery", "redis": redis})

@@ -89,6 +89,9 @@ def test_a_recycle_waits_for_redis_then_is_decided_once() -> None:
     p = pool(recycle=f"w0:{pid}")
     waiting = decide(p, observation(redis_error="down"), Context("h"), PoolMemory(), NOW)
     assert waiting.recycle is None and waiting.memory.handled_recycle is None
+    # A replica that just took over has not read the workers yet: it would reject every target.
+    unread = decide(p, observation(), Context("h", status_known=False), PoolMemory(), NOW)
+    assert unread.recycle is None and unread.memory.handled_recycle is None
     plan = decide(p, observation(), Context("h"), waiting.memory, NOW)
     assert plan.recycle is not None
     assert [(c.worker_id, c.pid) for c in plan.recycle.publish or ()] == [("w0", pid)]

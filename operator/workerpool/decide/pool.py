@@ -96,7 +96,7 @@ def decide(pool: WorkerPool, obs: Observation, ctx: Context, memory: PoolMemory,
     scale = decide_scale(pool.spec, obs, memory.scale, ctx.template_hash)
     events.extend(scale.events)
     memory = replace(memory, scale=scale.memory)
-    recycle = _recycle(pool, obs, memory, now)
+    recycle = _recycle(pool, obs, memory, now) if ctx.status_known else None
     if recycle is not None:
         memory = replace(memory, handled_recycle=recycle.value, last_recycle=recycle.record)
     stall = ctx.stall
@@ -133,7 +133,8 @@ def _earliest(*delays: float | None) -> float | None:
 
 
 def _recycle(pool: WorkerPool, obs: Observation, memory: PoolMemory, now: dt.datetime) -> RecycleDecision | None:
-    """A new annotation value is handled once Redis is readable (its targets are resolved against live workers)."""
+    """A new annotation value is handled once Redis is readable and the workers were read from it
+    (the caller waits for the first resync): its targets are resolved against the live workers."""
     value = pool.annotations.get(names.RECYCLE_ANNOTATION)
     if value is None or value == memory.handled_recycle or obs.redis_error is not None:
         return None
