@@ -310,6 +310,8 @@ def report(a: dict[str, tuple[int, int]], b: dict[str, tuple[int, int]], races: 
             f"{r['delivered in the last interval']:>17.0f} {r['lost']:>6.0f}"
         )
     ms = [x * 1000 for x in reaction]
+    if not ms:
+        return
     print(f"\nscale-up reaction, RabbitMQ message -> pod ADDED, {len(ms)} trials: p50 {pct(ms, 50):.0f} ms, "
           f"p99 {pct(ms, 99):.0f} ms; KEDA's RabbitMQ scaler polls every {KEDA_POLLING_DEFAULT:.0f} s by default "
           f"(mean wait {KEDA_POLLING_DEFAULT / 2:.0f} s before its HPA even sees the message): "
@@ -320,6 +322,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--race-seconds", type=float, default=90)
+    ap.add_argument("--only", choices=("lost", "race", "reaction"), help="one part (default: all, in one run)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wpo-bench-bifrost-"))
     with DevStack(work / "stack") as stack, stack.new_rabbitmq(work / "rabbitmq") as rabbit:
@@ -333,10 +336,11 @@ def main() -> int:
         try:
             wait_served(stack, hook, port)
             bench = Bench(stack, rabbit, project_image(build=False)[0])
-            lost_a = bench.deployment_scenarios()
-            lost_b = bench.pool_scenarios()
-            races = {hb: bench.race(hb, args.race_seconds) for hb in (10, 2)}
-            reaction = bench.reaction(args.trials)
+            part = args.only
+            lost_a = bench.deployment_scenarios() if part in (None, "lost") else {}
+            lost_b = bench.pool_scenarios() if part in (None, "lost") else {}
+            races = {hb: bench.race(hb, args.race_seconds) for hb in (10, 2)} if part in (None, "race") else {}
+            reaction = bench.reaction(args.trials) if part in (None, "reaction") else []
         finally:
             op.stop()
         report(lost_a, lost_b, races, reaction)

@@ -5,14 +5,17 @@ Commands and KubeApi ports; the real Redis side is in the e2e tests)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
 import pytest
 
+from devcluster.waiting import async_wait_until
 from workerpool.contracts.report import ExecutionReport, ProcessReport, WorkerReport
 from workerpool.contracts.resource import WorkerPool
 from workerpool.contracts.wire import WireFormatError
+from workerpool.controller import pod_actions
 from workerpool.controller.pod_actions import PodActions
 from workerpool.controller.pool_io import EventEmitter
 from workerpool.controller.pool_state import PoolState
@@ -82,24 +85,44 @@ POOL = WorkerPool.from_body(
 )
 
 
-@pytest.mark.parametrize(
-    ("snapshot", "deleted"),
-    [
-        (report(running=False), True),  # idle now, by a fresh heartbeat
-        (None, True),  # no registration, no snapshot: runs nothing
-        (report(running=True), False),  # turned busy since the decision
-        (report(running=False, age=60), False),  # idle, but too old to trust
-        (WireFormatError("bifrost:pool:b-1:heartbeat: not valid JSON"), False),
-    ],
-)
-async def test_a_worker_without_the_handshake_is_deleted_only_if_its_snapshot_says_it_runs_nothing(
-    snapshot: WorkerReport | Exception | None, deleted: bool
-) -> None:
+async def delete_one(snapshot: WorkerReport | Exception | None, then: Any) -> list[str]:
+    """Run one scale-down deletion; `then(state)` plays what arrives while it waits (a heartbeat...)."""
     clock, kube = FakeClock(), FakeKube()
     clock.wall = NOW.timestamp()
     kube.pods["b-1"] = {"metadata": {"name": "b-1"}}
     state = PoolState("u", lambda: None, clock)
     actions = PodActions(kube, state, EventEmitter(kube, "ns", "b", clock), "img")
     plan = ScalePlan(desired=0, demand=0, delete=[Deletion("b-1", "pod-uid", DeletionReason.SCALE_DOWN)])
-    await actions.apply(POOL, PoolRef("b", "ns", "u"), plan, SnapshotCommands(snapshot), None)
-    assert kube.deleted == (["b-1"] if deleted else [])
+    task = asyncio.create_task(actions.apply(POOL, PoolRef("b", "ns", "u"), plan, SnapshotCommands(snapshot), None))
+    if then is not None:
+        await async_wait_until(lambda: state.waiting.get("b-1") or task.done(), within=5, what="the wait")
+        assert not kube.deleted, "deleted before the next heartbeat"
+        then(state)
+    await asyncio.wait_for(task, timeout=10)
+    return kube.deleted
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "then", "deleted"),
+    [
+        # Idle by its snapshot, and by the heartbeat it sends next: deleted right after that one.
+        (report(running=False), lambda s: s.on_heartbeat(report(running=False, age=0)), True),
+        # Idle by its snapshot, busy by its next heartbeat (a delivery since): kept.
+        (report(running=False), lambda s: s.on_heartbeat(report(running=True, age=0)), False),
+        # It said it went offline meanwhile: nothing runs there.
+        (report(running=False), lambda s: s.on_offline("b-1"), True),
+        (None, None, True),  # no registration, no snapshot: runs nothing
+        (report(running=True), None, False),  # turned busy since the decision
+        (report(running=False, age=60), None, False),  # idle, but too old to trust
+        (WireFormatError("bifrost:pool:b-1:heartbeat: not valid JSON"), None, False),
+    ],
+)
+async def test_a_worker_without_the_handshake_is_deleted_only_when_it_runs_nothing_by_its_latest_word(
+    snapshot: WorkerReport | Exception | None, then: Any, deleted: bool
+) -> None:
+    assert await delete_one(snapshot, then) == (["b-1"] if deleted else [])
+
+
+async def test_no_next_heartbeat_keeps_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pod_actions, "NEXT_HEARTBEAT_SLACK", -1.5)  # wait 0.5 s (interval 2 s), not 4 s
+    assert await delete_one(report(running=False), lambda s: None) == []

@@ -1,11 +1,16 @@
 """Carrying out a scale plan's pod changes: create what it adds, and delete what
 it removes only after a last check in Redis: for a worker with the retire
 handshake, retiring it (no claim can slip in between the idle heartbeat and the
-deletion); for one without (Bifrost's), re-reading its heartbeat snapshot (it
-must still run nothing, by a fresh heartbeat)."""
+deletion); for one without (Bifrost's), its heartbeat snapshot read now must
+show it runs nothing, and then so must its *next* heartbeat, after which the
+pod is deleted at once. Waiting for that heartbeat moves the delete to just
+after the worker last said what it runs: the window for a delivery to slip in
+shrinks from up to one heartbeat interval to the time one delete call takes
+(docs/bifrost.md, "The race"); it delays the removal by up to one interval."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -25,6 +30,7 @@ from .ports import Commands, KubeApi
 log = logging.getLogger(__name__)
 
 RETIRE_TTL = 120  # s; longer than a pod deletion takes, short enough to undo a lost one
+NEXT_HEARTBEAT_SLACK = 2.0  # s beyond one heartbeat interval: a heartbeat later than that is a missed one
 
 
 class PodActions:
@@ -40,6 +46,10 @@ class PodActions:
         `since`: when the round's first trigger came (the scale-up reaction is measured from it).
         """
         if await self._create(pool, ref, plan.create, since):
+            if commands is not None and not commands.has_handshake:
+                # Each waits for its worker's next heartbeat: together, not one interval each.
+                await asyncio.gather(*(self._delete(pool, d, commands) for d in plan.delete))
+                return
             for deletion in plan.delete:
                 await self._delete(pool, deletion, commands)
 
@@ -93,18 +103,32 @@ class PodActions:
         return False
 
     async def _still_idle(self, pool: WorkerPool, worker_id: str, commands: Commands) -> bool:
-        """No handshake: the worker's heartbeat snapshot, read now, must show it runs nothing."""
-        window = protocol_for(pool.spec.protocol).fresh_window(pool.spec.heartbeat_interval_seconds)
+        """No handshake: its snapshot read now, then its next heartbeat, must show it runs nothing."""
+        interval = pool.spec.heartbeat_interval_seconds
+        window = protocol_for(pool.spec.protocol).fresh_window(interval)
+        next_report = self.state.next_report(worker_id)  # asked before the read: no heartbeat slips between
         try:
             report = await commands.report(worker_id)
         except WireFormatError as exc:
-            log.warning("%s/%s: %s kept: its snapshot is unreadable: %s", self.namespace, self.name, worker_id, exc)
-            return False
+            next_report.cancel()
+            return self._kept(worker_id, f"its snapshot is unreadable: {exc}")
         held, why = snapshot_holds(report, self.state.clock.time(), window)
-        if held is not None and not held:
-            return True
-        detail = why or f"running {', '.join((held or [])[:3])}"
-        log.info("%s/%s: %s kept: its snapshot before the delete: %s", self.namespace, self.name, worker_id, detail)
+        if held is None or held:
+            next_report.cancel()
+            return self._kept(worker_id, why or f"running {', '.join((held or [])[:3])}")
+        if report is None:
+            next_report.cancel()
+            return True  # no registration and no snapshot: nothing to wait for
+        try:
+            latest = await asyncio.wait_for(next_report, timeout=interval + NEXT_HEARTBEAT_SLACK)
+        except TimeoutError:
+            return self._kept(worker_id, f"no heartbeat within {interval + NEXT_HEARTBEAT_SLACK:.0f} s")
+        if latest is not None and not latest.runs_nothing:
+            return self._kept(worker_id, f"its next heartbeat shows {', '.join(latest.running[:3]) or 'it busy'}")
+        return True  # idle (or offline) by the heartbeat it just sent: delete now
+
+    def _kept(self, worker_id: str, why: str) -> bool:
+        log.info("%s/%s: %s kept: %s", self.namespace, self.name, worker_id, why)
         metrics.DELETES_AVERTED.labels(self.namespace, self.name).inc()
         return False
 
