@@ -68,9 +68,9 @@ SETTLE = 120.0
 
 
 class Bench:
-    def __init__(self, stack: DevStack, rabbit: RabbitMQServer, image: str) -> None:
+    def __init__(self, stack: DevStack, rabbit: RabbitMQServer, image: str, op: OperatorProcess) -> None:
         assert stack.redis is not None
-        self.stack, self.rabbit, self.image = stack, rabbit, image
+        self.stack, self.rabbit, self.image, self.op = stack, rabbit, image, op
         self.redis_url = stack.redis.url
         self.ledger = Ledger(self.redis_url)
         self.pools = Pools(stack, NS)
@@ -224,8 +224,9 @@ class Bench:
 
     # --- the race ----------------------------------------------------------------------------------
 
-    def race(self, heartbeat: int, seconds: float) -> dict[str, float]:
-        name = f"race{heartbeat}"
+    def race(self, heartbeat: int, seconds: float, every: float = 0.7, size: int = 1) -> dict[str, float]:
+        """`size` executions of 1 s every `every` s for `seconds` s, on a pool that scales down at once."""
+        name = f"race{heartbeat}-{size}"
         sel = f"bifrost.dev/pool={name}"
         watch = Watch(self.stack.cluster, NS, "pods", "-l", sel)
         offset = time.time() - time.monotonic()
@@ -241,11 +242,11 @@ class Bench:
         before = {d["execution_id"] for d in self.ledger.deliveries()}
         sent: set[str] = set()
         end = time.monotonic() + seconds
-        while time.monotonic() < end:  # a trickle: demand between 1 and 2 workers, moving all the time
-            job = execution(1.0)
-            sent.add(job["execution_id"])
-            publish_executions(self.rabbit.local_url, [job])
-            time.sleep(0.7)
+        while time.monotonic() < end:  # demand moving between 1 and 2 workers all the time
+            jobs = [execution(1.0) for _ in range(size)]
+            sent |= {job["execution_id"] for job in jobs}
+            publish_executions(self.rabbit.local_url, jobs)
+            time.sleep(every)
         wait_until(lambda: ready_messages(self.rabbit.local_url) == 0, timeout=SETTLE, what="the trickle consumed")
         time.sleep(3)  # the last executions (1 s) finish or are lost
         watch.stop()
@@ -260,9 +261,11 @@ class Bench:
         )
         finished = self.ledger.finished()
         lost = sum(1 for d in deliveries if d["execution_id"] not in finished and d["worker_id"] in deleted)
+        averted = self.op.metric("workerpool_deletes_averted_total", namespace=NS, pool=name)
         self.kubectl("delete", "wp", name, "-n", NS, "--wait=true")
         wait_until(lambda: not self.all_pods(sel), timeout=SETTLE, what="the race pool's pods gone")
         return {
+            "averted": averted,
             "executions": len(sent),
             "deletions": len(deleted),
             "delivered in the last interval": in_window,
@@ -296,17 +299,21 @@ class Bench:
         return out
 
 
-def report(a: dict[str, tuple[int, int]], b: dict[str, tuple[int, int]], races: dict[int, dict[str, float]],
+def report(a: dict[str, tuple[int, int]], b: dict[str, tuple[int, int]], races: dict[str, dict[str, float]],
            reaction: list[float]) -> None:
     print(f"\nexecutions lost ({BURST} executions of {LENGTH:.0f} s running at the change)")
     print(f"{'change':<36} {'Deployment (Bifrost today)':>27} {'WorkerPool protocol: bifrost':>29}")
     for (what_a, (lost_a, n_a)), (what_b, (lost_b, n_b)) in zip(a.items(), b.items(), strict=True):
         print(f"{what_a:<36} {f'{lost_a} of {n_a}':>27}   ({what_b}) {f'{lost_b} of {n_b}':>10}")
     print("\nthe race (a delivery after the last heartbeat, before the delete), trickle of 1 s executions")
-    print(f"{'heartbeat':<10} {'executions':>10} {'deletions':>10} {'in last interval':>17} {'lost':>6}")
-    for hb, r in races.items():
+    print("(trickle: one 1 s execution every 0.7 s; pairs: two every 3 s)")
+    print(
+        f"{'heartbeat, load':<18} {'executions':>10} {'deletions':>10} {'called off':>10} "
+        f"{'in last interval':>17} {'lost':>6}"
+    )
+    for what, r in races.items():
         print(
-            f"{hb:>7} s  {r['executions']:>10.0f} {r['deletions']:>10.0f} "
+            f"{what:<18} {r['executions']:>10.0f} {r['deletions']:>10.0f} {r['averted']:>10.0f} "
             f"{r['delivered in the last interval']:>17.0f} {r['lost']:>6.0f}"
         )
     ms = [x * 1000 for x in reaction]
@@ -335,11 +342,15 @@ def main() -> int:
         op = OperatorProcess(stack, NS, work, **webhook_env(hook, port)).start()
         try:
             wait_served(stack, hook, port)
-            bench = Bench(stack, rabbit, project_image(build=False)[0])
+            bench = Bench(stack, rabbit, project_image(build=False)[0], op)
             part = args.only
             lost_a = bench.deployment_scenarios() if part in (None, "lost") else {}
             lost_b = bench.pool_scenarios() if part in (None, "lost") else {}
-            races = {hb: bench.race(hb, args.race_seconds) for hb in (10, 2)} if part in (None, "race") else {}
+            races = {}
+            if part in (None, "race"):
+                for hb in (10, 2):
+                    races[f"{hb} s, trickle"] = bench.race(hb, args.race_seconds)
+                    races[f"{hb} s, pairs"] = bench.race(hb, args.race_seconds, every=3.0, size=2)
             reaction = bench.reaction(args.trials) if part in (None, "reaction") else []
         finally:
             op.stop()
