@@ -23,4 +23,9 @@ if ((${#need[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get install -y --no-install-recommends "${need[@]}" >/dev/null 2>&1 \
     || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends "${need[@]}" >/dev/null; }
+  # The package starts its own broker (and an epmd) where it can: the test bed runs its own.
+  if [[ " ${need[*]} " == *" rabbitmq-server "* ]]; then
+    $SUDO service rabbitmq-server stop >/dev/null 2>&1 || true
+    $SUDO pkill -x epmd >/dev/null 2>&1 || true
+  fi
 fi

@@ -62,6 +62,25 @@ def test_a_password_in_the_url_is_warned_about_once_per_generation() -> None:
     assert "secret" not in repr(edited.status)
 
 
+def test_a_password_in_the_rabbitmq_url_is_warned_about_too() -> None:
+    p = WorkerPool.from_body(
+        {
+            "metadata": {"name": "b", "namespace": "ns", "uid": "u", "generation": 1},
+            "spec": {
+                "protocol": "bifrost",
+                "redis": {"url": "redis://redis:6379/0"},
+                "rabbitmq": {"url": "amqp://bifrost:hunter2@rabbitmq:5672/", "queues": ["workflow-executions"]},
+                "template": {"spec": {"containers": [{"name": "worker", "image": "bifrost"}]}},
+            },
+        }
+    )
+    plan = decide(p, observation(), Context("h"), PoolMemory(), NOW)
+    warned = [e.message for e in plan.events if e.reason == "PasswordInURL"]
+    assert len(warned) == 1 and "spec.rabbitmq.url" in warned[0] and "hunter2" not in warned[0]
+    again = decide(p, observation(), Context("h"), plan.memory, NOW)
+    assert not [e for e in again.events if e.reason == "PasswordInURL"]
+
+
 @pytest.mark.parametrize(
     ("ctx", "expected"),
     [
