@@ -36,6 +36,7 @@ from ..protocols import WorkerProtocol, protocol_for
 from . import metrics
 from .kube import ApiException
 from .pool import PoolController
+from .pool_sources import url_stall
 from .ports import Clock, Commands, KubeApi
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,9 @@ async def redis_target(ctl: PoolController) -> RedisTarget | None:
     if ctl.sources.hub_url is not None:
         return RedisTarget(ctl.sources.hub_url, ctl.sources.queue_key, protocol, window)
     url, _ = await ctl.sources.redis_url.get(pool.spec.redis.url, pool.spec.redis.url_secret_ref)
-    return RedisTarget(url, pool.spec.redis.queue_key, protocol, window) if url is not None else None
+    if url is None or url_stall(url, pool) is not None:
+        return None  # unknown: the eviction is held (Redis cannot be asked)
+    return RedisTarget(url, pool.spec.redis.queue_key, protocol, window)
 
 
 async def _report(commands: Commands, worker_id: str) -> WorkerReport | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..contracts.redis_url import RedisUrlError, parse_redis_url
 from ..contracts.resource import WorkerPool
 from ..contracts.wire import QueueStatus
 from ..decide.reasons import Reason
@@ -49,6 +50,8 @@ class SourceResolver:
         """The pool's Redis hub and demand source (subscribed to), and why either is stalled."""
         protocol = protocol_for(pool.spec.protocol)
         url, stall = await self.redis_url.get(pool.spec.redis.url, pool.spec.redis.url_secret_ref)
+        if url is not None and (refused := url_stall(url, pool)) is not None:
+            url, stall = None, refused
         hub = None
         if url is not None:
             self._subscribe(url, pool, protocol)
@@ -107,6 +110,29 @@ def demand(pool: WorkerPool, sources: Sources) -> tuple[QueueStatus | None, str 
         return None, sources.stall.message if sources.stall else "no Redis URL", None
     queue = hub.queue(pool.spec.redis.queue_key)
     return queue, hub.queue_error or (None if queue is not None else "waiting for the first queue reading"), None
+
+
+def url_stall(url: str, pool: WorkerPool) -> Stall | None:
+    """Why this pool cannot use this Redis URL (None: it can). Never repeats the URL or its password."""
+    ref = pool.spec.redis.url_secret_ref
+    where = f"the Redis URL in Secret {ref.name} key {ref.key}" if ref is not None else "spec.redis.url"
+    try:
+        target = parse_redis_url(url)
+    except RedisUrlError as exc:
+        return Stall(Reason.REDIS_URL_INVALID, f"{where} cannot be used: {exc}")
+    if target.sentinel and pool.spec.protocol == "bifrost":
+        return Stall(
+            Reason.REDIS_URL_REFUSED,
+            f"{where} is a Sentinel URL: Bifrost's worker takes one Redis URL and cannot follow a failover;"
+            " give it a redis:// or rediss:// URL",
+        )
+    if target.sentinel:
+        return Stall(
+            Reason.REDIS_URL_REFUSED,
+            f"{where} is a Sentinel URL, which this version of the operator does not follow yet;"
+            " give a redis:// or rediss:// URL",
+        )
+    return None
 
 
 def redis_error(sources: Sources) -> str | None:

@@ -93,6 +93,8 @@ def decide(pool: WorkerPool, obs: Observation, ctx: Context, memory: PoolMemory,
         if warnings:
             events.extend(warnings)
             memory = replace(memory, password_warned_generation=pool.generation)
+    if ctx.stall is not None and ctx.stall.reason in (Reason.REDIS_URL_INVALID, Reason.REDIS_URL_REFUSED):
+        events.append(Event("Warning", ctx.stall.reason, ctx.stall.message))  # posted at most once a minute
     scale = decide_scale(pool.spec, obs, memory.scale, ctx.template_hash)
     events.extend(scale.events)
     memory = replace(memory, scale=scale.memory)

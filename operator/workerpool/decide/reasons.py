@@ -29,6 +29,8 @@ class Reason(StrEnum):
     REPLACING_OUTDATED_PODS = "ReplacingOutdatedPods"
     REDIS_UNAVAILABLE = "RedisUnavailable"
     REDIS_SECRET_NOT_FOUND = "RedisSecretNotFound"
+    REDIS_URL_INVALID = "RedisURLInvalid"  # a URL that cannot be used (its scheme, its shape)
+    REDIS_URL_REFUSED = "RedisURLRefused"  # a valid URL this pool cannot use (Sentinel for Bifrost's worker)
     RABBITMQ_UNAVAILABLE = "RabbitMQUnavailable"
     RABBITMQ_QUEUE_UNAVAILABLE = "RabbitMQQueueUnavailable"
     RABBITMQ_SECRET_NOT_FOUND = "RabbitMQSecretNotFound"
