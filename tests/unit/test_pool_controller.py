@@ -18,11 +18,13 @@ import pytest
 from prometheus_client import REGISTRY
 
 from devcluster.heartbeats import heartbeat
+from workerpool.contracts.resource import LastRecycle, RecycleResult
 from workerpool.contracts.wire import QueueStatus
 from workerpool.controller.kube import ApiException
 from workerpool.controller.pool import PoolController
 from workerpool.controller.ports import PoolDeps
 from workerpool.controller.redis_hub import Subscriber
+from workerpool.decide.recycle import dedupe_key
 from workerpool.protocols.seed import heartbeat_report
 
 NS, POOL, UID = "team", "p", "pool-uid"
@@ -442,3 +444,30 @@ async def test_cold_start_and_scale_up_reaction_are_measured(world: World) -> No
     assert cold[1] - cold0[1] == pytest.approx(8.0)
     assert reaction[0] - reaction0[0] == 1  # the burst's round (the first round had no trigger to time)
     assert reaction[1] - reaction0[1] == pytest.approx(0.25)
+
+
+async def test_a_recycle_a_previous_run_handled_never_shows_this_runs_record(world: World) -> None:
+    """Killed after publishing, before writing the status: the next run decides the same value
+    (here: rejected, its target gone), finds the previous run's record in Redis, and the
+    status shows that record from its first write on, never its own rejection."""
+    await world.reconcile()
+    world.hub.depth = 0
+    world.sub.listener.on_resync(set(), {})
+    world.beat()
+    await world.reconcile()
+    value = "gone-worker@1"
+    previous = LastRecycle(
+        request=value,
+        handled_at=STARTED,
+        results=[RecycleResult(worker_id="gone-worker", pid=None, status="recycle_requested")],
+    )
+    world.hub.commands.dedupe[dedupe_key(UID, value)] = previous.model_dump_json()
+    world.body["metadata"]["annotations"] = {"bifrost.dev/recycle": value}
+    world.body["metadata"]["generation"] = 2
+    world.ctl.on_body(copy.deepcopy(world.body) | {"status": copy.deepcopy(world.kube.status)})
+    world.clock.advance(2)  # past the status write interval: this round writes
+    await world.reconcile()
+    written = [p["lastRecycle"] for p in world.kube.patches if p.get("lastRecycle", {}).get("request") == value]
+    assert written, "the record was written"
+    assert all(r["results"][0]["status"] == "recycle_requested" for r in written), written
+    assert world.hub.commands.published == []  # and nothing published again

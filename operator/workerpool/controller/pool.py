@@ -211,10 +211,14 @@ class PoolController:
             )
             if record != plan.recycle.record:
                 memory = replace(memory, last_recycle=record)
-                self.poke()  # a previous run's record: the next round's status shows it
         self.memory = memory
-        if plan.status is not None:
-            await self.status.write(plan.status, lambda: self._current_status(pool, sources))
+        rendered = plan.status
+        if rendered is not None and memory.last_recycle != plan.memory.last_recycle:
+            # A previous run handled this request first: this round's status shows that run's
+            # record, never (even briefly) the one this round decided and did not publish.
+            rendered = self._current_status(pool, sources) or rendered
+        if rendered is not None:
+            await self.status.write(rendered, lambda: self._current_status(pool, sources))
         self.next_scale_check_at = (
             self.clock.monotonic() + plan.recheck_after + 0.05 if plan.recheck_after is not None else None
         )
