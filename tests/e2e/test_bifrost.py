@@ -26,7 +26,7 @@ from devcluster.rabbitmq_server import RabbitMQServer
 from devcluster.redis_server import RedisServer
 from devcluster.stack import DevStack, project_image
 
-from .helpers import get_json
+from .helpers import ready_workers, terminating
 
 pytestmark = pytest.mark.cluster
 
@@ -50,16 +50,6 @@ def manifest(name: str, redis_server: RedisServer, image: str, **spec: Any) -> d
     return pool_manifest(name, redis_server.url, image, **spec)
 
 
-def ready(pools: Pools, name: str, count: int) -> list[str]:
-    status = pools.wait_status(
-        name,
-        lambda s: s.get("readyWorkers") == count and len(s.get("workerDetails", [])) == count,
-        f"{count} ready Bifrost-wire workers",
-        timeout=READY,
-    )
-    return sorted(w["workerId"] for w in status["workerDetails"])
-
-
 def processes(status: dict[str, Any]) -> list[dict[str, Any]]:
     return [p for w in status.get("workerDetails", []) for p in w.get("processes", [])]
 
@@ -73,7 +63,7 @@ def test_bifrost_workers_are_mirrored_scale_with_rabbitmq_and_only_idle_ones_are
     namespace: str,
 ) -> None:
     pools.apply(manifest("b", redis_server, bifrost, executionTimeoutSeconds=6, gracefulShutdownSeconds=3))
-    ready(pools, "b", 1)
+    ready_workers(pools, "b", 1)
     detail = pools.status("b")["workerDetails"][0]
     assert (detail["minWorkers"], detail["maxWorkers"], detail["busyCount"], detail["processes"]) == (0, 2, 0, [])
     pools.wait_status("b", lambda s: s.get("queue", {}).get("depth") == 0, "the queue read: empty")
@@ -111,7 +101,7 @@ def test_kubectl_drain_of_busy_bifrost_workers_is_held_until_their_executions_fi
     namespace: str,
 ) -> None:
     pools.apply(manifest("b", redis_server, bifrost, minWorkers=2, maxWorkers=2, processes={"max": 1}))
-    names = ready(pools, "b", 2)
+    names = ready_workers(pools, "b", 2)
     running = [execution(8) for _ in names]
     publish_executions(rabbitmq_server.local_url, running)
     pools.wait_status("b", lambda s: s.get("busyCount") == 2, "both workers busy", timeout=SCALE)
@@ -135,7 +125,7 @@ def test_kubectl_drain_of_busy_bifrost_workers_is_held_until_their_executions_fi
         deadline = time.monotonic() + 90
         while drain.poll() is None:
             assert time.monotonic() < deadline, "the drain did not finish"
-            going = {w for w in names if terminating(stack, namespace, w)}
+            going = {w for w in names if terminating(stack.cluster, namespace, w)}
             assert not lost(ledger, going), f"evicted while busy: {lost(ledger, going)}"
             time.sleep(0.2)
         out = drain.communicate()[0]
@@ -152,11 +142,6 @@ def test_kubectl_drain_of_busy_bifrost_workers_is_held_until_their_executions_fi
     assert any(e["execution_id"] in out for e in running), out  # the drain was told what it waits for
 
 
-def terminating(stack: DevStack, namespace: str, pod: str) -> bool:
-    body = get_json(stack.cluster, "pod", pod, "-n", namespace)
-    return body is None or body["metadata"].get("deletionTimestamp") is not None
-
-
 def test_a_template_change_replaces_only_workers_with_nothing_running(
     pools: Pools,
     operator: OperatorProcess,
@@ -166,7 +151,7 @@ def test_a_template_change_replaces_only_workers_with_nothing_running(
 ) -> None:
     spec: dict[str, Any] = {"minWorkers": 2, "maxWorkers": 2, "processes": {"max": 1}}
     pools.apply(manifest("b", redis_server, bifrost, **spec))
-    old = set(ready(pools, "b", 2))
+    old = set(ready_workers(pools, "b", 2))
     job = execution(10)
     publish_executions(rabbitmq_server.local_url, [job])
     status = pools.wait_status("b", lambda s: s.get("busyCount") == 1, "one worker busy", timeout=SCALE)
@@ -188,7 +173,7 @@ def test_a_template_change_replaces_only_workers_with_nothing_running(
         timeout=RUN,
         what="every outdated worker replaced",
     )
-    ready(pools, "b", 2)
+    ready_workers(pools, "b", 2)
     assert ledger.finished() == {job["execution_id"]} and lost(ledger) == []
 
 
@@ -204,7 +189,7 @@ def test_a_recycle_goes_once_to_an_idle_worker_also_across_a_restart_and_a_busy_
     op = OperatorProcess(stack, namespace, tmp_path).start()
     try:
         pools.apply(manifest("b", redis_server, bifrost, minWorkers=2, maxWorkers=2, processes={"max": 1}))
-        ready(pools, "b", 2)
+        ready_workers(pools, "b", 2)
         publish_executions(rabbitmq_server.local_url, [execution(20)])
         status = pools.wait_status("b", lambda s: s.get("busyCount") == 1, "one worker busy", timeout=SCALE)
         (busy,) = [w["workerId"] for w in status["workerDetails"] if w["busyCount"] == 1]
@@ -245,7 +230,7 @@ def test_rabbitmq_down_during_a_burst_stalls_without_scale_down_and_converges_af
     window = 2
     spec = {"maxWorkers": 3, "processes": {"max": 1}, "scaling": {"scaleDownDelaySeconds": window}}
     pools.apply(manifest("b", redis_server, bifrost, **spec))
-    ready(pools, "b", 1)
+    ready_workers(pools, "b", 1)
     burst = [execution(6) for _ in range(3)]
     publish_executions(rabbitmq_server.local_url, burst)
     pools.wait_status("b", lambda s: s.get("workers") == 3 and s.get("busyCount") == 3, "3 busy workers", SCALE)
@@ -285,7 +270,7 @@ def test_a_seed_pool_and_a_bifrost_pool_share_one_operator_and_one_redis(
 ) -> None:
     pools.apply(manifest("b", redis_server, bifrost, minWorkers=2, maxWorkers=2))
     pools.apply(seed_pool_manifest("s", redis_server.url, minWorkers=2, maxWorkers=2))
-    mine = {name: set(ready(pools, name, 2)) for name in ("b", "s")}
+    mine = {name: set(ready_workers(pools, name, 2)) for name in ("b", "s")}
     for name in ("b", "s"):
         pods = {p["metadata"]["name"] for p in pools.live_pods(name)}
         assert mine[name] == pods, f"{name} reports only its own workers"

@@ -19,27 +19,12 @@ from devcluster.redis_server import RedisServer
 from devcluster.stack import DevStack
 from devcluster.webhooks import evict
 
-from .helpers import get_json
+from .helpers import get_json, ready_workers, terminating
 
 pytestmark = pytest.mark.cluster
 
 NODE = "wpo-node"
 DRAIN_TIMEOUT = 90
-
-
-def workers(pools: Pools, name: str, count: int) -> list[str]:
-    status = pools.wait_status(
-        name,
-        lambda s: s.get("readyWorkers") == count and len(s.get("workerDetails", [])) == count,
-        f"{count} ready workers",
-        timeout=READY,
-    )
-    return sorted(w["workerId"] for w in status["workerDetails"])
-
-
-def terminating(stack: DevStack, namespace: str, pod: str) -> bool:
-    body = get_json(stack.cluster, "pod", pod, "-n", namespace)
-    return body is None or body["metadata"].get("deletionTimestamp") is not None
 
 
 def events(stack: DevStack, namespace: str, reason: str) -> list[str]:
@@ -57,7 +42,7 @@ def test_an_idle_worker_is_evicted_at_once_and_a_busy_one_is_held_with_429_and_r
     tmp_path: Path,
 ) -> None:
     pools.apply(pool_manifest("p", redis_server.url, minWorkers=2, maxWorkers=3, processes={"min": 1, "max": 1}))
-    names = workers(pools, "p", 2)
+    names = ready_workers(pools, "p", 2)
     eid = client.submit("sleep", {"seconds": 8})
     status = pools.wait_status("p", lambda s: s.get("busyCount") == 1, "one worker busy")
     busy = next(w["workerId"] for w in status["workerDetails"] if w["busyCount"] == 1)
@@ -67,11 +52,11 @@ def test_an_idle_worker_is_evicted_at_once_and_a_busy_one_is_held_with_429_and_r
     assert held.returncode != 0
     assert "429 Too Many Requests" in held.stderr, held.stderr
     assert eid in held.stderr and "running 1 execution" in held.stderr
-    assert not terminating(stack, namespace, busy)
+    assert not terminating(stack.cluster, namespace, busy)
 
     allowed = evict(stack, namespace, idle)
     assert allowed.returncode == 0, allowed.stderr
-    assert terminating(stack, namespace, idle)
+    assert terminating(stack.cluster, namespace, idle)
 
     # The held worker counts as leaving: a replacement is created while it finishes.
     wait_until(
@@ -101,7 +86,7 @@ def test_kubectl_drain_waits_for_running_executions_and_never_deletes_a_busy_wor
     namespace: str,
 ) -> None:
     pools.apply(pool_manifest("p", redis_server.url, minWorkers=2, maxWorkers=2, processes={"min": 1, "max": 1}))
-    names = workers(pools, "p", 2)
+    names = ready_workers(pools, "p", 2)
     ids = [client.submit("sleep", {"seconds": 6}) for _ in names]
     pools.wait_status("p", lambda s: s.get("busyCount") == 2, "both workers busy")
     drain = subprocess.Popen(
@@ -126,7 +111,7 @@ def test_kubectl_drain_waits_for_running_executions_and_never_deletes_a_busy_wor
             assert time.monotonic() < deadline, "executions did not finish"
             # The pod first, then the results: a pod seen going while its execution has no
             # result yet was evicted while busy.
-            going = {w for w in names if terminating(stack, namespace, w)}
+            going = {w for w in names if terminating(stack.cluster, namespace, w)}
             for eid in ids:
                 if eid not in finished and (result := client.result(eid)) is not None:
                     finished[eid] = result
@@ -156,7 +141,7 @@ def test_with_the_webhook_down_evictions_go_through_and_the_worker_still_drains(
 ) -> None:
     """failurePolicy Ignore: an operator outage never blocks a drain; the worker's SIGTERM drain remains."""
     pools.apply(pool_manifest("p", redis_server.url, processes={"min": 1, "max": 1}))
-    (worker,) = workers(pools, "p", 1)
+    (worker,) = ready_workers(pools, "p", 1)
     eid = client.submit("sleep", {"seconds": 4})
     pools.wait_status("p", lambda s: s.get("busyCount") == 1, "the worker busy")
     webhook_operator.stop()

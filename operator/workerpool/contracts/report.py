@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 ProcessState = Literal["idle", "busy", "killed"]
 PROCESS_STATES: tuple[ProcessState, ...] = ("idle", "busy", "killed")
@@ -39,6 +39,48 @@ class ProcessReport:
     uptime_seconds: float
     executions_completed: int
     execution: ExecutionReport | None = None  # a killed process may still carry the one it is being killed in
+
+
+class _WireExecution(Protocol):
+    @property
+    def execution_id(self) -> str: ...
+    @property
+    def started_at(self) -> dt.datetime: ...
+    @property
+    def elapsed_seconds(self) -> float: ...
+
+
+class _WireProcess(Protocol):
+    """A process entry as a protocol's wire model has it (the seed's and Bifrost's share these names)."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def process_id(self) -> str: ...
+    @property
+    def state(self) -> ProcessState: ...
+    @property
+    def memory_mb(self) -> float: ...
+    @property
+    def uptime_seconds(self) -> float: ...
+    @property
+    def executions_completed(self) -> int: ...
+    @property
+    def execution(self) -> _WireExecution | None: ...
+
+
+def process_report(p: _WireProcess) -> ProcessReport:
+    """A validated wire process entry as a report."""
+    e = p.execution
+    return ProcessReport(
+        pid=p.pid,
+        process_id=p.process_id,
+        state=p.state,
+        memory_mb=p.memory_mb,
+        uptime_seconds=p.uptime_seconds,
+        executions_completed=p.executions_completed,
+        execution=ExecutionReport(e.execution_id, e.started_at, e.elapsed_seconds) if e is not None else None,
+    )
 
 
 @dataclass(frozen=True)

@@ -188,13 +188,22 @@ def parse_json_message(model: type[_M], raw: bytes | str, *, what: str) -> _M:
         return model.model_validate_json(raw)
     except ValidationError:
         pass  # parse again below, for an error message that says what is wrong
-    text = _decode(raw)
+    return validate_message(model, json_object(raw, what=what), what=what)
+
+
+def json_object(raw: bytes | str, *, what: str) -> dict[str, Any]:
+    """A JSON object from Redis, or WireFormatError saying why it is not one."""
     try:
-        data = json.loads(text)
+        data = json.loads(_decode(raw))
     except (ValueError, RecursionError) as exc:
         raise WireFormatError(f"{what}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise WireFormatError(f"{what}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def validate_message(model: type[_M], data: Mapping[str, Any], *, what: str) -> _M:
+    """`data` as `model`, or WireFormatError naming the offending fields."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:

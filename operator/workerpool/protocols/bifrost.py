@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, ValidationError
+from pydantic import Field, NonNegativeFloat, NonNegativeInt
 
-from ..contracts.report import ExecutionReport, ProcessReport, WorkerReport
+from ..contracts.report import WorkerReport, process_report
 from ..contracts.resource import WorkerPoolSpec
-from ..contracts.wire import ContractModel, WireFormatError, describe_validation_error
+from ..contracts.wire import ContractModel, WireFormatError, json_object, validate_message
 from .base import Heard, Heartbeat, Ignored, Offline, PoolRef, RetireHandshake, env_value, fresh_window
 
 KEY_PREFIX = "bifrost:pool:"
@@ -95,44 +95,13 @@ def _report(hb: BifrostHeartbeat) -> WorkerReport:
         pool_size=hb.pool_size,
         idle_count=hb.idle_count,
         busy_count=hb.busy_count,
-        processes=tuple(
-            ProcessReport(
-                pid=p.pid,
-                process_id=p.process_id,
-                state=p.state,
-                memory_mb=p.memory_mb,
-                uptime_seconds=p.uptime_seconds,
-                executions_completed=p.executions_completed,
-                execution=ExecutionReport(p.execution.execution_id, p.execution.started_at, p.execution.elapsed_seconds)
-                if p.execution is not None
-                else None,
-            )
-            for p in hb.processes
-        ),
+        processes=tuple(process_report(p) for p in hb.processes),
         reported_at=hb.timestamp,
     )
 
 
-def _json_object(raw: bytes | str, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise WireFormatError(f"{what}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise WireFormatError(f"{what}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
-def _validate(model: type[ContractModel], data: Mapping[str, Any], what: str) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise WireFormatError(f"{what}: {describe_validation_error(exc)}") from None
-
-
 def parse_heartbeat(raw: bytes | str, what: str = "heartbeat") -> BifrostHeartbeat:
-    hb: BifrostHeartbeat = _validate(BifrostHeartbeat, _json_object(raw, what), what)
-    return hb
+    return validate_message(BifrostHeartbeat, json_object(raw, what=what), what=what)
 
 
 def _decode(value: Any) -> str:
@@ -156,13 +125,12 @@ class BifrostProtocol:
         return rest if rest and ":" not in rest else None
 
     def parse_message(self, raw: bytes | str) -> Heard:
-        data = _json_object(raw, "event")
+        data = json_object(raw, what="event")
         kind = data.get("type")
         if kind == "worker_heartbeat":
-            return Heartbeat(_report(_validate(BifrostHeartbeat, data, "heartbeat")))
+            return Heartbeat(_report(validate_message(BifrostHeartbeat, data, what="heartbeat")))
         if kind == "worker_offline":
-            offline: BifrostOffline = _validate(BifrostOffline, data, "worker_offline")
-            return Offline(offline.worker_id)
+            return Offline(validate_message(BifrostOffline, data, what="worker_offline").worker_id)
         return Ignored(str(kind))
 
     def worker_reads(self, worker_id: str) -> Sequence[tuple[str, str]]:

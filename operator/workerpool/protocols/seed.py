@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..contracts import names
-from ..contracts.report import ExecutionReport, ProcessReport, WorkerReport
+from ..contracts.report import WorkerReport, process_report
 from ..contracts.resource import WorkerPoolSpec
 from ..contracts.wire import (
-    ProcessInfo,
     RecycleCommand,
     Registration,
     WorkerHeartbeat,
@@ -30,21 +29,6 @@ from .base import DEFAULT_CONTAINER_NAME, Heard, Heartbeat, PoolRef, RetireHands
 WORKER_COMMAND = ["workerpool", "worker"]
 
 
-def _process(p: ProcessInfo) -> ProcessReport:
-    execution = p.execution
-    return ProcessReport(
-        pid=p.pid,
-        process_id=p.process_id,
-        state=p.state,
-        memory_mb=p.memory_mb,
-        uptime_seconds=p.uptime_seconds,
-        executions_completed=p.executions_completed,
-        execution=ExecutionReport(execution.execution_id, execution.started_at, execution.elapsed_seconds)
-        if execution is not None
-        else None,
-    )
-
-
 def report_of(
     info: WorkerInfo, pool: str | None, namespace: str | None, reported_at: Any
 ) -> WorkerReport:
@@ -55,7 +39,7 @@ def report_of(
         pool_size=info.pool_size,
         idle_count=info.idle_count,
         busy_count=info.busy_count,
-        processes=tuple(_process(p) for p in info.processes),
+        processes=tuple(process_report(p) for p in info.processes),
         min_processes=info.min_workers,
         max_processes=info.max_workers,
         pool=pool,
