@@ -173,7 +173,7 @@ async def test_a_bifrost_hub_routes_by_pod_name_resyncs_from_snapshots_and_drops
         await asyncio.to_thread(worker.terminate)
         await async_wait_until(lambda: ours.offline == [worker.worker_id], within=START, what="worker_offline")
         assert not theirs.reports and not theirs.offline and not any(theirs.resyncs[-1:])
-        assert hub.queue_error is None and hub.worker_error is None
+        assert hub.queue_error is None and hub.worker_fault is None
     finally:
         await hub.stop()
 

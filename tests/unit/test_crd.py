@@ -55,6 +55,7 @@ def test_cel_rules_are_declared() -> None:
         "has(self.url) != has(self.urlSecretRef)",
         "self.protocol == 'bifrost' ? has(self.rabbitmq) : !has(self.rabbitmq)",
         "self.protocol != 'bifrost' || (has(self.template.spec) && size(self.template.spec.containers) > 0)",
+        "self.protocol != 'bifrost' || !has(self.redis.tls) || !has(self.redis.tls.caSecretRef)",
     }
     assert spec["properties"]["protocol"] == {
         "type": "string",

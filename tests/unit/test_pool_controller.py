@@ -23,9 +23,10 @@ from workerpool.contracts.wire import QueueStatus
 from workerpool.controller.kube import ApiException
 from workerpool.controller.pool import PoolController
 from workerpool.controller.ports import PoolDeps
-from workerpool.controller.redis_hub import Subscriber
+from workerpool.controller.redis_hub import Fault, Subscriber
 from workerpool.decide.recycle import dedupe_key
 from workerpool.protocols.seed import heartbeat_report
+from workerpool.redis_connect import Problem, RedisAccess
 
 NS, POOL, UID = "team", "p", "pool-uid"
 QUEUE = "bifrost:queue:pending"
@@ -137,18 +138,22 @@ class FakeHub:
         self.sub = sub
 
     @property
-    def worker_error(self) -> str | None:
-        return self.error
+    def fault(self) -> Fault | None:
+        return Fault(Problem.UNAVAILABLE, self.error) if self.error is not None else None
+
+    @property
+    def worker_fault(self) -> Fault | None:
+        return self.fault
 
     def queue(self, key: str) -> QueueStatus | None:
         if self.error is not None or self.depth is None:
             return None
         return QueueStatus(depth=self.depth, oldest_age_seconds=0.0)
 
-    def hub_for(self, url: str, protocol: str) -> FakeHub:
+    def hub_for(self, access: RedisAccess, protocol: str) -> FakeHub:
         return self
 
-    def release_hub(self, url: str, protocol: str, namespace: str, name: str) -> None:
+    def release_hub(self, access: RedisAccess, protocol: str, namespace: str, name: str) -> None:
         self.sub = None
 
 

@@ -12,9 +12,9 @@ from workerpool.contracts.redis_url import RedisUrl, RedisUrlError, parse_redis_
 @pytest.mark.parametrize(
     ("url", "parsed"),
     [
-        ("redis://redis:6379/0", RedisUrl("redis", tls=False, db=0)),
-        ("rediss://:pw@redis.example:6380/3", RedisUrl("rediss", tls=True, db=3)),
-        ("unix:///run/redis.sock", RedisUrl("unix", tls=False)),
+        ("redis://redis:6379/0", RedisUrl("redis", tls=False, db=0, host="redis")),
+        ("rediss://:pw@redis.example:6380/3", RedisUrl("rediss", tls=True, db=3, host="redis.example", port=6380)),
+        ("unix:///run/redis.sock", RedisUrl("unix", tls=False, path="/run/redis.sock")),
         (
             "redis+sentinel://:pw@s1:26379,s2:26379,s3:26379/mymaster/2",
             RedisUrl("redis+sentinel", False, (("s1", 26379), ("s2", 26379), ("s3", 26379)), "mymaster", 2),

@@ -70,3 +70,9 @@ def worker_retiring_key(worker_id: str) -> str:
 def held_key(queue_key: str, worker_id: str) -> str:
     """The set of execution ids a worker holds a lease on (empty = it runs nothing)."""
     return f"{queue_key}:held:{worker_id}"
+
+
+# Where a pool's Redis CA bundle (spec.redis.tls.caSecretRef) is mounted in its worker pods.
+REDIS_CA_VOLUME = "workerpool-redis-ca"
+REDIS_CA_DIR = "/etc/workerpool/redis-ca"
+REDIS_CA_FILE = f"{REDIS_CA_DIR}/ca.crt"

@@ -3,19 +3,21 @@
 `redis://`, `rediss://` (TLS) and `unix://` name one server;
 `redis+sentinel://` and `rediss+sentinel://` name Sentinels and a master:
 `redis+sentinel://[[user]:password@]host:port[,host:port...]/<master-name>[/<db>]`.
+The same credentials are used for the Sentinels and the master.
 
 Errors say what is wrong without repeating the URL or its password (they go
-into conditions, Events and logs).
+into conditions, Events and logs); the parsed URL's repr leaves the password out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, unquote, urlsplit
 
 SINGLE = ("redis", "rediss", "unix")
 SENTINEL = ("redis+sentinel", "rediss+sentinel")
 SCHEMES = SINGLE + SENTINEL
+DEFAULT_PORT = 6379
 
 
 class RedisUrlError(ValueError):
@@ -29,6 +31,11 @@ class RedisUrl:
     sentinels: tuple[tuple[str, int], ...] = ()  # empty: a single server
     master: str | None = None
     db: int = 0
+    host: str = ""  # a single server's (empty for unix:// and Sentinel)
+    port: int = DEFAULT_PORT
+    path: str = ""  # unix:// only: the socket
+    username: str | None = field(default=None, compare=False)
+    password: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def sentinel(self) -> bool:
@@ -46,10 +53,27 @@ def parse_redis_url(url: str) -> RedisUrl:
         known = ", ".join(f"{s}://" for s in SCHEMES)
         raise RedisUrlError(f"unknown scheme {scheme[:20]!r}:// (expected one of {known})")
     if scheme == "unix":
-        return RedisUrl(scheme, tls=False)
+        return _unix(text)
     if scheme in SINGLE:
         return _single(scheme, text)
     return _sentinel(scheme, rest)
+
+
+def _credentials(userinfo: str) -> tuple[str | None, str | None]:
+    """`user:password`, `:password` or `user` -> (user or None, password or None), percent-decoded."""
+    if not userinfo:
+        return None, None
+    user, colon, password = userinfo.partition(":")
+    return unquote(user) or None, (unquote(password) if colon else None) or None
+
+
+def _unix(text: str) -> RedisUrl:
+    parts = urlsplit(text)
+    if not parts.path:
+        raise RedisUrlError("no socket path (unix:///path/to/redis.sock)")
+    user, password = _credentials(parts.netloc.rpartition("@")[0])
+    db = parse_qs(parts.query).get("db", ["0"])[0]
+    return RedisUrl("unix", tls=False, db=_db(db), path=parts.path, username=user, password=password)
 
 
 def _single(scheme: str, text: str) -> RedisUrl:
@@ -60,13 +84,21 @@ def _single(scheme: str, text: str) -> RedisUrl:
         raise RedisUrlError("the port is not a number") from None
     if not parts.hostname:
         raise RedisUrlError("no host")
-    del port
-    return RedisUrl(scheme, tls=scheme == "rediss", db=_db(parts.path.strip("/") or "0"))
+    user, password = _credentials(parts.netloc.rpartition("@")[0])
+    return RedisUrl(
+        scheme,
+        tls=scheme == "rediss",
+        db=_db(parts.path.strip("/") or "0"),
+        host=parts.hostname,
+        port=port or DEFAULT_PORT,
+        username=user,
+        password=password,
+    )
 
 
 def _sentinel(scheme: str, rest: str) -> RedisUrl:
     netloc, _, path = rest.partition("/")
-    hosts = netloc.rpartition("@")[2]  # the user info is the part before the last '@'
+    userinfo, _, hosts = netloc.rpartition("@")  # the user info is the part before the last '@'
     if not hosts:
         raise RedisUrlError("no Sentinel host")
     sentinels = []
@@ -75,13 +107,22 @@ def _sentinel(scheme: str, rest: str) -> RedisUrl:
         if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise RedisUrlError("each Sentinel must be host:port")
         sentinels.append((host.strip("[]"), int(port)))
-    segments = [unquote(s) for s in path.split("/") if s]
+    segments = [unquote(s) for s in path.split("?")[0].split("/") if s]
     if not segments:
         raise RedisUrlError("no master name (redis+sentinel://host:port,.../<master-name>[/<db>])")
     if len(segments) > 2:
         raise RedisUrlError("too many path segments (expected /<master-name>[/<db>])")
     db = _db(segments[1]) if len(segments) == 2 else 0
-    return RedisUrl(scheme, tls=scheme.startswith("rediss"), sentinels=tuple(sentinels), master=segments[0], db=db)
+    user, password = _credentials(userinfo)
+    return RedisUrl(
+        scheme,
+        tls=scheme.startswith("rediss"),
+        sentinels=tuple(sentinels),
+        master=segments[0],
+        db=db,
+        username=user,
+        password=password,
+    )
 
 
 def _db(text: str) -> int:

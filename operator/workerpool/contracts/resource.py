@@ -73,19 +73,42 @@ class SecretKeyRef(ResourceModel):
     key: str = Field("url", min_length=1, max_length=253, description="Key in the Secret that holds the Redis URL.")
 
 
+class CaSecretRef(SecretKeyRef):
+    """A key of a Secret in the WorkerPool's namespace that holds a PEM CA bundle."""
+
+    key: str = Field("ca.crt", min_length=1, max_length=253, description="Key in the Secret that holds the PEM bundle.")
+
+
+class RedisTLSSpec(ResourceModel):
+    """TLS to Redis (rediss://, rediss+sentinel://): what verifies the server's certificate."""
+
+    ca_secret_ref: CaSecretRef | None = Field(
+        None,
+        description="CA bundle the operator verifies Redis with, mounted into worker pods (REDIS_TLS_CA_FILE);"
+        " unset: the system CAs.",
+    )
+
+
 class RedisSpec(ResourceModel):
     """Where the pool's queue and heartbeats live. Exactly one of url / urlSecretRef."""
 
     url: str | None = Field(
         None,
-        pattern=r"^(redis|rediss|unix)://",
+        pattern=r"^(redis|rediss|unix|redis\+sentinel|rediss\+sentinel)://",
         max_length=2048,
-        description="Redis URL. Put a URL with a password in a Secret and use urlSecretRef instead.",
+        description="Redis URL: redis://, rediss:// (TLS), unix://, or redis+sentinel://[[user]:password@]host:port"
+        "[,host:port...]/<master>[/<db>] (rediss+sentinel:// with TLS). Put a URL with a password in a Secret"
+        " and use urlSecretRef instead.",
     )
     url_secret_ref: SecretKeyRef | None = Field(None, description="Secret key holding the Redis URL.")
     queue_key: str = Field(
         DEFAULT_QUEUE_KEY, min_length=1, max_length=512, description="Sorted set of pending execution ids."
     )
+    tls: RedisTLSSpec | None = Field(None, description="TLS settings for rediss:// and rediss+sentinel:// URLs.")
+
+    @property
+    def ca_secret_ref(self) -> CaSecretRef | None:
+        return self.tls.ca_secret_ref if self.tls is not None else None
 
     cel_rules = (
         CelRule(
@@ -195,6 +218,12 @@ class WorkerPoolSpec(ResourceModel):
             "self.protocol == 'bifrost' ? has(self.rabbitmq) : !has(self.rabbitmq)",
             "rabbitmq is required when protocol is bifrost and not allowed otherwise",
             lambda s: (s.protocol == "bifrost") == (s.rabbitmq is not None),
+        ),
+        CelRule(
+            "self.protocol != 'bifrost' || !has(self.redis.tls) || !has(self.redis.tls.caSecretRef)",
+            "redis.tls.caSecretRef is for the reference worker (REDIS_TLS_CA_FILE): Bifrost's worker verifies"
+            " Redis with its image's CAs",
+            lambda s: s.protocol != "bifrost" or s.redis.ca_secret_ref is None,
         ),
         CelRule(
             "self.protocol != 'bifrost' || (has(self.template.spec) && size(self.template.spec.containers) > 0)",

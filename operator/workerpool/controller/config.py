@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, PositiveFloat, ValidationError, field_validator
+from pydantic import AliasChoices, Field, PositiveFloat, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ..decide.shards import Shard
+from ..redis_connect import Identity
 from ..settings_errors import describe
 
 PREFIX = "WORKERPOOL_"
@@ -59,6 +60,18 @@ class OperatorConfig(BaseSettings):
     lease_duration_seconds: PositiveFloat = 15.0
     lease_renew_deadline_seconds: PositiveFloat = 10.0
     lease_retry_period_seconds: PositiveFloat = 2.0
+
+    # The operator's own Redis user (DESIGN §3, the ACLs in docs/redis.md): replaces the user and
+    # password of every pool's URL for the operator's connections. Empty: the URL's.
+    redis_username: str = ""
+    redis_password: SecretStr | None = None
+
+    @property
+    def redis_identity(self) -> Identity | None:
+        if not self.redis_username:
+            return None
+        password = self.redis_password.get_secret_value() if self.redis_password is not None else None
+        return Identity(self.redis_username, password)
 
     @field_validator("namespaces", "webhook_hosts", mode="before")
     @classmethod

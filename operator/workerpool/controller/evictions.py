@@ -33,10 +33,10 @@ from ..decide.eviction import EvictionVerdict, judge_eviction
 from ..decide.observation import EVICTION_MARK_SECONDS
 from ..decide.snapshot import snapshot_holds
 from ..protocols import WorkerProtocol, protocol_for
+from ..redis_connect import RedisAccess
 from . import metrics
 from .kube import ApiException
 from .pool import PoolController
-from .pool_sources import url_stall
 from .ports import Clock, Commands, KubeApi
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class EvictionGate:
         self,
         pools: Mapping[tuple[str, str], PoolController],
         pod_pools: Mapping[tuple[str, str], tuple[str, str]],
-        commands_for: Callable[[str, str], Commands],
+        commands_for: Callable[[RedisAccess, str], Commands],
         kube: KubeApi,
         clock: Clock,
     ) -> None:
@@ -91,7 +91,7 @@ class EvictionGate:
             # A standby replica answers too: it resolves the pool's Redis itself.
             target = await redis_target(ctl)
             if target is not None:
-                commands = self.commands_for(target.url, target.protocol.name)
+                commands = self.commands_for(target.access, target.protocol.name)
                 handshake = commands.has_handshake
                 if handshake:
                     held = await commands.retire_for_eviction(pod, target.queue_key, EVICTION_RETIRE_TTL)
@@ -144,7 +144,7 @@ class _Answer:
 
 @dataclass(frozen=True)
 class RedisTarget:
-    url: str
+    access: RedisAccess
     queue_key: str
     protocol: WorkerProtocol
     window: float  # the fresh window of the pool's heartbeats
@@ -158,12 +158,12 @@ async def redis_target(ctl: PoolController) -> RedisTarget | None:
         return None
     protocol = protocol_for(pool.spec.protocol)
     window = protocol.fresh_window(pool.spec.heartbeat_interval_seconds)
-    if ctl.sources.hub_url is not None:
-        return RedisTarget(ctl.sources.hub_url, ctl.sources.queue_key, protocol, window)
-    url, _ = await ctl.sources.redis_url.get(pool.spec.redis.url, pool.spec.redis.url_secret_ref)
-    if url is None or url_stall(url, pool) is not None:
+    if ctl.sources.hub_access is not None:
+        return RedisTarget(ctl.sources.hub_access, ctl.sources.queue_key, protocol, window)
+    access, _ = await ctl.sources.access(pool)
+    if access is None:
         return None  # unknown: the eviction is held (Redis cannot be asked)
-    return RedisTarget(url, pool.spec.redis.queue_key, protocol, window)
+    return RedisTarget(access, pool.spec.redis.queue_key, protocol, window)
 
 
 async def _report(commands: Commands, worker_id: str) -> WorkerReport | None:

@@ -24,13 +24,14 @@ from ..contracts import names
 from ..decide.shards import Shard
 from ..decide.topology import yields
 from ..protocols import protocol_for
+from ..redis_connect import RedisAccess
 from .config import OperatorConfig
 from .evictions import EvictionGate
 from .kube import Kube
 from .pool import PoolController
 from .ports import SYSTEM_CLOCK, PoolDeps
 from .rabbitmq import RabbitBroker
-from .redis_hub import RedisHub, redis_client
+from .redis_hub import RedisHub, operator_client
 from .worker_commands import WorkerCommands
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class Manager:
         self.config = config
         self.kube = kube
         self.pools: dict[Key, PoolController] = {}
-        self.hubs: dict[tuple[str, str], RedisHub] = {}  # (url, protocol) -> its hub
+        self.hubs: dict[tuple[RedisAccess, str], RedisHub] = {}  # (Redis, protocol) -> its hub
         self.brokers: dict[str, RabbitBroker] = {}
         self.last_progress = time.monotonic()
         self.acting = False  # pool loops run only while this replica leads
@@ -67,7 +68,7 @@ class Manager:
         self.pod_pools: dict[tuple[str, str], Key] = {}
         self.evictions = EvictionGate(self.pools, self.pod_pools, self.commands_for, kube, SYSTEM_CLOCK)
         # Command-only Redis clients for a replica that is not acting (no hub, no subscriptions).
-        self._command_clients: dict[tuple[str, str], WorkerCommands] = {}
+        self._command_clients: dict[tuple[RedisAccess, str], WorkerCommands] = {}
 
     def _progress(self) -> None:
         self.last_progress = time.monotonic()
@@ -142,32 +143,36 @@ class Manager:
 
     # --- Redis hubs ---------------------------------------------------------------------------
 
-    def hub_for(self, url: str, protocol: str) -> RedisHub:
-        hub = self.hubs.get((url, protocol))
+    def hub_for(self, access: RedisAccess, protocol: str) -> RedisHub:
+        hub = self.hubs.get((access, protocol))
         if hub is None:
-            hub = RedisHub(url, protocol_for(protocol), self.config.resync_seconds, self.config.queue_poll_seconds)
-            self.hubs[(url, protocol)] = hub
+            config = self.config
+            hub = RedisHub(
+                access, protocol_for(protocol), config.resync_seconds, config.queue_poll_seconds, config.redis_identity
+            )
+            self.hubs[(access, protocol)] = hub
             hub.start()
         return hub
 
-    def commands_for(self, url: str, protocol: str) -> WorkerCommands:
+    def commands_for(self, access: RedisAccess, protocol: str) -> WorkerCommands:
         """Commands to the workers of a Redis: through its hub when there is one."""
-        hub = self.hubs.get((url, protocol))
+        hub = self.hubs.get((access, protocol))
         if hub is not None:
             return hub.commands
-        commands = self._command_clients.get((url, protocol))
+        commands = self._command_clients.get((access, protocol))
         if commands is None:
-            commands = WorkerCommands(redis_client(url), protocol_for(protocol))
-            self._command_clients[(url, protocol)] = commands
+            client = operator_client(access, self.config.redis_identity)
+            commands = WorkerCommands(client, protocol_for(protocol), durable=access.target.sentinel)
+            self._command_clients[(access, protocol)] = commands
         return commands
 
-    def release_hub(self, url: str, protocol: str, namespace: str, name: str) -> None:
-        hub = self.hubs.get((url, protocol))
+    def release_hub(self, access: RedisAccess, protocol: str, namespace: str, name: str) -> None:
+        hub = self.hubs.get((access, protocol))
         if hub is None:
             return
         hub.unsubscribe(namespace, name)
         if not hub.subscribers:
-            del self.hubs[(url, protocol)]
+            del self.hubs[(access, protocol)]
             self._close_later(hub.stop())
 
     def broker_for(self, url: str) -> RabbitBroker:
@@ -228,7 +233,7 @@ class Manager:
             "acting": self.acting,
             "pools": len(self.pools),
             "redis_hubs": len(self.hubs),
-            "redis_down": sum(1 for h in self.hubs.values() if h.error),
+            "redis_down": sum(1 for h in self.hubs.values() if h.fault),
             "rabbitmq_brokers": len(self.brokers),
             "rabbitmq_down": sum(1 for b in self.brokers.values() if b.error),
         }

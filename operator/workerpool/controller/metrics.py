@@ -50,6 +50,11 @@ RECONCILE = Histogram(
 STATUS_WRITES = Counter("workerpool_status_writes_total", "Status subresource writes", ["namespace", "pool"])
 MALFORMED = Counter("workerpool_malformed_redis_data_total", "Malformed Redis data skipped", ["kind"])
 REDIS_UP = Gauge("workerpool_redis_up", "Whether a Redis (by URL hash) is reachable", ["hub"])
+UNREPLICATED_WRITES = Counter(
+    "workerpool_redis_unreplicated_writes_total",
+    "Durable writes (recycle record, retire mark) no replica acknowledged in time",
+    ["write"],
+)
 DELETES_AVERTED = Counter(
     "workerpool_deletes_averted_total",
     "Pod deletions called off because the worker turned busy between the decision and the delete",

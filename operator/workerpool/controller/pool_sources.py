@@ -12,9 +12,19 @@ from ..contracts.wire import QueueStatus
 from ..decide.reasons import Reason
 from ..decide.status import Stall
 from ..protocols import WorkerProtocol, protocol_for
+from ..redis_connect import Problem, RedisAccess
 from .pool_io import UrlSource
 from .ports import Broker, Hub, PoolDeps
 from .redis_hub import PoolListener, Subscriber
+
+# The Stalled reason of each kind of hub fault.
+FAULT_REASONS = {
+    Problem.UNAVAILABLE: Reason.REDIS_UNAVAILABLE,
+    Problem.FAILOVER: Reason.REDIS_FAILOVER,
+    Problem.TLS: Reason.REDIS_TLS_FAILED,
+    Problem.AUTH: Reason.REDIS_AUTH_FAILED,
+    Problem.PERMISSION: Reason.REDIS_PERMISSION_DENIED,
+}
 
 
 @dataclass(frozen=True)
@@ -33,33 +43,47 @@ class SourceResolver:
 
     def __init__(self, deps: PoolDeps, namespace: str, name: str, listener: PoolListener) -> None:
         self.deps, self.namespace, self.name, self.listener = deps, namespace, name, listener
-        self.hub_url: str | None = None
+        self.hub_access: RedisAccess | None = None
         self.protocol_name = "seed"  # the protocol of the hub subscribed to
         self.queue_key = ""  # the pool's queue, as last subscribed
         self.broker_url: str | None = None
         self.redis_url = UrlSource(deps.kube, namespace, deps.clock)
+        self.redis_ca = UrlSource(deps.kube, namespace, deps.clock, Reason.REDIS_CA_SECRET_NOT_FOUND)
         self.rabbitmq_url = UrlSource(deps.kube, namespace, deps.clock, Reason.RABBITMQ_SECRET_NOT_FOUND)
 
     def release(self) -> None:
-        if self.hub_url is not None:
-            self.deps.hubs.release_hub(self.hub_url, self.protocol_name, self.namespace, self.name)
+        if self.hub_access is not None:
+            self.deps.hubs.release_hub(self.hub_access, self.protocol_name, self.namespace, self.name)
         if self.broker_url is not None:
             self.deps.brokers.release_broker(self.broker_url, self.namespace, self.name)
+
+    async def access(self, pool: WorkerPool) -> tuple[RedisAccess | None, Stall | None]:
+        """How to reach the pool's Redis (its URL, inline or from a Secret, and its CA bundle), or why not."""
+        redis = pool.spec.redis
+        url, stall = await self.redis_url.get(redis.url, redis.url_secret_ref)
+        if url is None:
+            return None, stall
+        if (refused := url_stall(url, pool)) is not None:
+            return None, refused
+        ca_pem = None
+        if redis.ca_secret_ref is not None:
+            ca_pem, stall = await self.redis_ca.get(None, redis.ca_secret_ref)
+            if ca_pem is None:
+                return None, stall
+        return RedisAccess(url, ca_pem), None
 
     async def resolve(self, pool: WorkerPool) -> Sources:
         """The pool's Redis hub and demand source (subscribed to), and why either is stalled."""
         protocol = protocol_for(pool.spec.protocol)
-        url, stall = await self.redis_url.get(pool.spec.redis.url, pool.spec.redis.url_secret_ref)
-        if url is not None and (refused := url_stall(url, pool)) is not None:
-            url, stall = None, refused
+        access, stall = await self.access(pool)
         hub = None
-        if url is not None:
-            self._subscribe(url, pool, protocol)
-            hub = self.deps.hubs.hub_for(url, protocol.name)
-            if hub.error is not None and stall is None:
+        if access is not None:
+            self._subscribe(access, pool, protocol)
+            hub = self.deps.hubs.hub_for(access, protocol.name)
+            if (fault := hub.worker_fault or hub.fault) is not None:
                 stall = Stall(
-                    Reason.REDIS_UNAVAILABLE,
-                    f"Redis unavailable ({hub.error}): no scale-down, at least minWorkers kept",
+                    FAULT_REASONS[fault.problem],
+                    f"{fault.message}: no scale-down, no eviction, at least minWorkers kept",
                 )
         rabbitmq = pool.spec.rabbitmq
         if rabbitmq is None:
@@ -73,17 +97,17 @@ class SourceResolver:
             broker = self._subscribe_broker(broker_url, tuple(rabbitmq.queues))
         return Sources(protocol, hub, stall, broker, broker_stall)
 
-    def _subscribe(self, url: str, pool: WorkerPool, protocol: WorkerProtocol) -> None:
-        if self.hub_url != url or self.protocol_name != protocol.name:
-            if self.hub_url is not None:
-                self.deps.hubs.release_hub(self.hub_url, self.protocol_name, self.namespace, self.name)
-            self.hub_url, self.protocol_name = url, protocol.name
+    def _subscribe(self, access: RedisAccess, pool: WorkerPool, protocol: WorkerProtocol) -> None:
+        if self.hub_access != access or self.protocol_name != protocol.name:
+            if self.hub_access is not None:
+                self.deps.hubs.release_hub(self.hub_access, self.protocol_name, self.namespace, self.name)
+            self.hub_access, self.protocol_name = access, protocol.name
         trust = protocol.fresh_window(pool.spec.heartbeat_interval_seconds)
         self.queue_key = pool.spec.redis.queue_key
         # The seed's demand is the queue sorted set, read by the hub; another protocol's is not in Redis.
         queue_key = self.queue_key if pool.spec.rabbitmq is None else None
         sub = Subscriber(self.namespace, self.name, queue_key, trust, self.listener)
-        self.deps.hubs.hub_for(url, protocol.name).subscribe(sub)
+        self.deps.hubs.hub_for(access, protocol.name).subscribe(sub)
 
     def _subscribe_broker(self, url: str, queues: tuple[str, ...]) -> Broker:
         if self.broker_url != url:
@@ -126,11 +150,11 @@ def url_stall(url: str, pool: WorkerPool) -> Stall | None:
             f"{where} is a Sentinel URL: Bifrost's worker takes one Redis URL and cannot follow a failover;"
             " give it a redis:// or rediss:// URL",
         )
-    if target.sentinel:
+    if pool.spec.redis.ca_secret_ref is not None and not target.tls:
         return Stall(
             Reason.REDIS_URL_REFUSED,
-            f"{where} is a Sentinel URL, which this version of the operator does not follow yet;"
-            " give a redis:// or rediss:// URL",
+            f"spec.redis.tls.caSecretRef is set but {where} is not a TLS URL: use rediss:// or"
+            " rediss+sentinel:// (the operator never falls back to plaintext)",
         )
     return None
 
@@ -139,4 +163,5 @@ def redis_error(sources: Sources) -> str | None:
     """Why the pool's workers cannot be read from Redis now (None: they can)."""
     if sources.hub is None:
         return sources.stall.message if sources.stall else "no Redis URL"
-    return sources.hub.worker_error
+    fault = sources.hub.worker_fault
+    return fault.message if fault else None

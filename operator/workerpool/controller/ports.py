@@ -13,7 +13,8 @@ from typing import Any, Protocol
 from ..contracts.report import WorkerReport
 from ..contracts.wire import QueueStatus
 from ..decide.status import Stall
-from .redis_hub import PoolListener, Subscriber
+from ..redis_connect import RedisAccess
+from .redis_hub import Fault, PoolListener, Subscriber
 
 
 class KubeApi(Protocol):
@@ -40,9 +41,9 @@ class Commands(Protocol):
 
 class Hub(Protocol):
     @property
-    def error(self) -> str | None: ...
+    def fault(self) -> Fault | None: ...
     @property
-    def worker_error(self) -> str | None: ...
+    def worker_fault(self) -> Fault | None: ...
     @property
     def queue_error(self) -> str | None: ...
     @property
@@ -52,8 +53,8 @@ class Hub(Protocol):
 
 
 class HubRegistry(Protocol):
-    def hub_for(self, url: str, protocol: str) -> Hub: ...
-    def release_hub(self, url: str, protocol: str, namespace: str, name: str) -> None: ...
+    def hub_for(self, access: RedisAccess, protocol: str) -> Hub: ...
+    def release_hub(self, access: RedisAccess, protocol: str, namespace: str, name: str) -> None: ...
 
 
 class Broker(Protocol):

@@ -11,16 +11,19 @@ uses both (the protocol, `workerpool.protocols`, names the keys and parses them)
   commands published with a dedupe record in one Lua script, so a request is
   published exactly once even across restarts.
 The URL may carry a password: it is never logged; logs name the hub by a hash.
+
+After an outage (a failover, a restart) the hub's reports are not trusted again
+until a full resync has re-read every worker: the pools see the outage's fault
+until then, so no scale-down is decided on what the outage left behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,14 +32,18 @@ from redis.exceptions import RedisError
 
 from ..contracts.report import WorkerReport
 from ..contracts.wire import QueueStatus, WireFormatError
-from ..decide.pods import redact
 from ..protocols import Heartbeat, Offline, WorkerProtocol
+from ..redis_connect import Identity, Problem, RedisAccess, classify, describe, redis_client
 from . import metrics
 from .worker_commands import WorkerCommands
 
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 1.0
+# After a reconnect the full resync starts this much later, so the workers' own
+# reconnects (they retry every 0.5 s) and heartbeats land first: the resync then
+# reads what they report now, not what the outage left in Redis.
+SETTLE_SECONDS = 1.0
 # A resync hands its findings to this many pools, then lets the event loop run
 # (at 1000 pools, one go stalled every pool's round; docs/performance.md).
 RESYNC_BATCH = 100
@@ -71,32 +78,63 @@ class Subscriber:
     listener: PoolListener
 
 
+@dataclass(frozen=True)
+class Fault:
+    """Why a loop cannot read Redis: the kind (the condition's reason) and a message without secrets."""
+
+    problem: Problem
+    message: str
+
+
 @dataclass
 class LoopHealth:
-    """Each loop's last error, cleared only by that loop's next success."""
+    """Each loop's last fault, cleared only by that loop's next success; the hub's fault (the
+    first failing loop's, in LOOPS order) logged, exported and told to the pools when it changes."""
 
-    errors: dict[str, str] = field(default_factory=dict)
+    label: str = "redis"
+    sentinel: bool = False  # the URL names Sentinels: a lost primary reads as a failover
+    on_change: Callable[[], None] = lambda: None
+    errors: dict[str, Fault] = field(default_factory=dict)
+    fault: Fault | None = None
 
-    def record(self, loop: str, error: str | None) -> str | None:
-        """Record one loop's outcome; the hub's error: the first failing loop's, in LOOPS order."""
-        if error is None:
+    def record(self, loop: str, fault: Fault | None) -> Fault | None:
+        """Record one loop's outcome; the hub's fault after it."""
+        if fault is None:
             self.errors.pop(loop, None)
         else:
-            self.errors[loop] = error
-        return self.first(LOOPS)
+            self.errors[loop] = fault
+        now = self.first(LOOPS)
+        if now != self.fault:
+            if now:
+                log.warning("%s unavailable: %s", self.label, now.message)
+            else:
+                log.info("%s reachable", self.label)
+            self.fault = now
+            metrics.REDIS_UP.labels(hub=self.label).set(0 if now else 1)
+            self.on_change()
+        return now
 
-    def first(self, loops: Iterable[str]) -> str | None:
+    def first(self, loops: Iterable[str]) -> Fault | None:
         return next((self.errors[name] for name in loops if name in self.errors), None)
 
+    def fault_of(self, exc: BaseException, what: str, access: RedisAccess) -> Fault:
+        """The fault an error means (`what`: the loop's doing), its message free of secrets."""
+        problem = classify(exc, self.sentinel)
+        if problem is Problem.FAILOVER:
+            return Fault(problem, f"{what}: the Redis primary is unreachable or being replaced (Sentinel failover?)")
+        return Fault(problem, f"{what}: {describe(exc, access)}")
 
-def redis_client(url: str) -> aioredis.Redis:
+
+def operator_client(access: RedisAccess, identity: Identity | None = None) -> aioredis.Redis:
     """A client that fails fast (a hung Redis must not hang a pool's round or an eviction's answer)."""
-    return aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=15)
-
-
-def describe_error(exc: BaseException, url: str) -> str:
-    """An error's text for conditions and logs, with the hub's URL redacted should it appear."""
-    return f"{type(exc).__name__}: {exc}".replace(url, redact(url))[:200]
+    return redis_client(
+        access,
+        name="workerpool-operator",
+        identity=identity,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=15,
+    )
 
 
 def route(
@@ -111,27 +149,51 @@ def route(
 
 
 @dataclass
+class ResyncGate:
+    """Which resync is full, and which one may clear a reconnect's fault: a full one that started
+    SETTLE_SECONDS or more after the reconnect."""
+
+    full_next: bool = True  # the first resync reads every worker
+    trust_after: float = 0.0  # (monotonic)
+
+    def reconnected(self, now: float) -> None:
+        self.full_next, self.trust_after = True, now + SETTLE_SECONDS
+
+    def take(self, now: float) -> bool:
+        """Starting a resync now: whether it is full (one too early after a reconnect owes another)."""
+        full, self.full_next = self.full_next, now < self.trust_after
+        return full
+
+    def failed(self, full: bool) -> None:
+        self.full_next = self.full_next or full  # a failed full resync is still owed
+
+    def trusts(self, started: float) -> bool:
+        """A resync that started then and succeeded: may it clear the fault?"""
+        return started >= self.trust_after and not self.full_next
+
+
+@dataclass
 class RedisHub:
-    url: str
+    access: RedisAccess
     protocol: WorkerProtocol
     resync_seconds: float
     queue_poll_seconds: float
+    identity: Identity | None = None  # the operator's own Redis user (None: the URL's)
     subscribers: dict[tuple[str, str], Subscriber] = field(default_factory=dict)
-    error: str | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        digest = hashlib.sha256(self.url.encode()).hexdigest()[:8]
-        self.label = f"redis-{digest}" + ("" if self.protocol.name == "seed" else f"-{self.protocol.name}")
-        self.client = redis_client(self.url)
-        self.commands = WorkerCommands(self.client, self.protocol)
+        self.label = self.access.label + ("" if self.protocol.name == "seed" else f"-{self.protocol.name}")
+        self.sentinel = self.access.target.sentinel
+        self.client = operator_client(self.access, self.identity)
+        self.commands = WorkerCommands(self.client, self.protocol, durable=self.sentinel)
         self._queues: dict[str, QueueStatus] = {}  # empty until the first reading
         self._resync_now = asyncio.Event()
         # worker id -> (when its last heartbeat arrived by pub/sub, its pool, its namespace)
         self._heard: Heard = {}
-        self._full_next = True
+        self._gate = ResyncGate()
         self._new_pools: set[tuple[str, str]] = set()  # subscribed since the last resync
-        self._loops = LoopHealth()
+        self._loops = LoopHealth(self.label, self.sentinel, self._tell_pools)
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -159,29 +221,24 @@ class RedisHub:
     def unsubscribe(self, namespace: str, name: str) -> None:
         self.subscribers.pop((namespace, name), None)
 
-    def _loop_health(self, loop: str, error: str | None) -> None:
-        self._health(self._loops.record(loop, error))
+    def _tell_pools(self) -> None:
+        for sub in list(self.subscribers.values()):
+            sub.listener.on_health()
 
     @property
-    def worker_error(self) -> str | None:
+    def fault(self) -> Fault | None:
+        return self._loops.fault
+
+    @property
+    def worker_fault(self) -> Fault | None:
         """Why the workers' reports cannot be trusted now (None: they can)."""
         return self._loops.first(WORKER_LOOPS)
 
     @property
     def queue_error(self) -> str | None:
         """Why the queue sorted sets could not be read (None: the last reading is current)."""
-        return self._loops.first(("queues",))
-
-    def _health(self, error: str | None) -> None:
-        if error != self.error:
-            if error:
-                log.warning("%s unavailable: %s", self.label, error)
-            else:
-                log.info("%s reachable", self.label)
-            self.error = error
-            metrics.REDIS_UP.labels(hub=self.label).set(0 if error else 1)
-            for sub in list(self.subscribers.values()):
-                sub.listener.on_health()
+        fault = self._loops.first(("queues",))
+        return fault.message if fault else None
 
     # --- heartbeats ---------------------------------------------------------------------------
 
@@ -192,19 +249,28 @@ class RedisHub:
             try:
                 await pubsub.subscribe(self.protocol.heartbeat_channel)
                 if reconnect:
-                    # Heartbeats published while unsubscribed are lost: re-read every worker now.
-                    self._full_next = True
-                    self._resync_now.set()
+                    self._await_full_resync()
                 reconnect = True
-                self._loop_health("heartbeats", None)
+                self._loops.record("heartbeats", None)
                 async for message in pubsub.listen():
                     self.handle_message(message.get("data"))
             except (RedisError, OSError) as exc:
-                self._loop_health("heartbeats", f"heartbeat subscription failed: {type(exc).__name__}")
+                fault = self._loops.fault_of(exc, "heartbeat subscription failed", self.access)
+                self._loops.record("heartbeats", fault)
                 await asyncio.sleep(RETRY_SECONDS)
             finally:
                 with contextlib.suppress(RedisError, RuntimeError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _await_full_resync(self) -> None:
+        """Heartbeats published while unsubscribed are lost (and a failover or a restart may have
+        lost keys): re-read every worker now, and trust nothing until that resync is done."""
+        outage = self._loops.errors.get("heartbeats")
+        problem = outage.problem if outage else Problem.UNAVAILABLE
+        self._gate.reconnected(time.monotonic())
+        waiting = "reconnected to Redis: re-reading every worker before trusting them"
+        self._loops.record("resync", Fault(problem, waiting))
+        asyncio.get_running_loop().call_later(SETTLE_SECONDS, self._resync_now.set)
 
     def handle_message(self, raw: object) -> None:
         """A message on the heartbeat channel: a heartbeat, a worker going offline, or ignored."""
@@ -234,21 +300,13 @@ class RedisHub:
             keys = sorted({s.queue_key for s in self.subscribers.values() if s.queue_key is not None})
             if keys:
                 try:
-                    async with self.client.pipeline(transaction=False) as p:
-                        for key in keys:
-                            p.zcard(key)
-                            p.zrange(key, 0, 0, withscores=True)
-                        replies = await p.execute()
+                    readings = await read_queues(self.client, keys)
                 except (RedisError, OSError) as exc:
-                    self._loop_health("queues", describe_error(exc, self.url))
+                    self._loops.record("queues", self._loops.fault_of(exc, "queue reading failed", self.access))
                     await asyncio.sleep(RETRY_SECONDS)
                     continue
-                now = time.time()
-                self._loop_health("queues", None)
-                for i, key in enumerate(keys):
-                    depth, oldest = int(replies[2 * i]), replies[2 * i + 1]
-                    age = max(0.0, now - float(oldest[0][1])) if oldest else 0.0
-                    status = QueueStatus(depth=depth, oldest_age_seconds=round(age, 1))
+                self._loops.record("queues", None)
+                for key, status in readings.items():
                     previous = self._queues.get(key)
                     self._queues[key] = status
                     for sub in list(self.subscribers.values()):
@@ -264,13 +322,15 @@ class RedisHub:
 
     async def _resync_loop(self) -> None:
         while True:
+            started = time.monotonic()
             try:
                 await self.resync()
             except (RedisError, OSError) as exc:
-                self._loop_health("resync", f"resync failed: {type(exc).__name__}")
+                self._loops.record("resync", self._loops.fault_of(exc, "resync failed", self.access))
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
-            self._loop_health("resync", None)
+            if self._gate.trusts(started):  # else a reconnect asked for a later full resync
+                self._loops.record("resync", None)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._resync_now.wait(), timeout=self.resync_seconds)
             self._resync_now.clear()
@@ -283,17 +343,20 @@ class RedisHub:
         the resync costs one SCAN, and the full reads go to the workers pub/sub missed.
         """
         self._resync_now.clear()
+        full = self._gate.take(time.monotonic())
+        try:
+            await self._resync(full)
+        except BaseException:
+            self._gate.failed(full)
+            raise
+
+    async def _resync(self, full: bool) -> None:
         proto = self.protocol
         keys = [k async for k in self.client.scan_iter(match=proto.registration_match, count=1000)]
         found = (proto.worker_id_from_key(k.decode() if isinstance(k, bytes) else k) for k in keys)
         ids = list(dict.fromkeys(i for i in found if i))  # a worker may have several keys (Bifrost's)
-        full, self._full_next = self._full_next, False
         new, self._new_pools = self._new_pools, set()
-        now = time.monotonic()
-        stale = ids
-        if not full:
-            subs, heard, default = self.subscribers, self._heard, self.resync_seconds
-            stale = [i for i in ids if not heard_lately(heard, subs, i, now, default) or heard_for(heard, i, new)]
+        stale = ids if full else self._not_heard_lately(ids, new)
         regs = await read_reports(self.client, proto, self.label, stale)
         present, grouped = group_by_pool(self.subscribers, ids, set(stale), regs, self._heard)
         known = set(ids)
@@ -305,8 +368,29 @@ class RedisHub:
             if n % RESYNC_BATCH == 0:
                 await asyncio.sleep(0)  # let heartbeats, watches and rounds run between batches
 
+    def _not_heard_lately(self, ids: list[str], new_pools: set[tuple[str, str]]) -> list[str]:
+        """The workers whose reports are re-read: not heard within their trust window, or of a new pool."""
+        now, subs, heard, default = time.monotonic(), self.subscribers, self._heard, self.resync_seconds
+        return [i for i in ids if not heard_lately(heard, subs, i, now, default) or heard_for(heard, i, new_pools)]
+
 
 Heard = dict[str, tuple[float, str | None, str | None]]  # worker id -> (when, its pool, its namespace)
+
+
+async def read_queues(client: aioredis.Redis, keys: list[str]) -> dict[str, QueueStatus]:
+    """The depth and oldest entry's age of each queue sorted set, in one pipelined round trip."""
+    async with client.pipeline(transaction=False) as p:
+        for key in keys:
+            p.zcard(key)
+            p.zrange(key, 0, 0, withscores=True)
+        replies = await p.execute()
+    now = time.time()
+    readings = {}
+    for i, key in enumerate(keys):
+        depth, oldest = int(replies[2 * i]), replies[2 * i + 1]
+        age = max(0.0, now - float(oldest[0][1])) if oldest else 0.0
+        readings[key] = QueueStatus(depth=depth, oldest_age_seconds=round(age, 1))
+    return readings
 
 
 def heard_for(heard: Heard, worker_id: str, pools: set[tuple[str, str]]) -> bool:

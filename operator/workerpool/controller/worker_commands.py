@@ -4,10 +4,18 @@ and publishing a recycle exactly once; and reading one worker's report now."""
 
 from __future__ import annotations
 
+import logging
+
 import redis.asyncio as aioredis
 
 from ..contracts.report import WorkerReport
 from ..protocols import RetireHandshake, WorkerProtocol
+from . import metrics
+
+log = logging.getLogger(__name__)
+
+# How long a durable write waits for a replica's acknowledgement (WAIT).
+REPLICA_ACK_MS = 1000
 
 # KEYS[1] = worker:{id}:retiring, KEYS[2] = {queue}:held:{id}; ARGV[1] = TTL s.
 # After this returns 1 the worker holds no execution and can claim none (its claim
@@ -43,9 +51,15 @@ class NoHandshake(RuntimeError):
 
 
 class WorkerCommands:
-    def __init__(self, client: aioredis.Redis, protocol: WorkerProtocol) -> None:
+    """`durable`: the Redis has replicas (a Sentinel URL): the writes a promise rests on (the
+    recycle dedupe record, a retire mark) wait for one replica to hold them, so a failover right
+    after cannot lose them. A write no replica acknowledged in time is counted and logged, not
+    failed: the primary holds it, and failing would only retry what already happened."""
+
+    def __init__(self, client: aioredis.Redis, protocol: WorkerProtocol, durable: bool = False) -> None:
         self.client = client
         self.protocol = protocol
+        self.durable = durable
         self._publish_once = client.register_script(_PUBLISH_ONCE)
         self._retire = client.register_script(_RETIRE)
         self._retire_for_eviction = client.register_script(_RETIRE_FOR_EVICTION)
@@ -64,12 +78,14 @@ class WorkerCommands:
         """Stop a worker from claiming; True if it holds no execution (its pod may go)."""
         keys = self._handshake(worker_id, queue_key)
         res = await self._retire(keys=[keys.retiring_key, keys.held_key], args=[ttl_seconds])
+        await self._replicated("retire")
         return bool(int(res))
 
     async def retire_for_eviction(self, worker_id: str, queue_key: str, ttl_seconds: int) -> list[str]:
         """Stop a worker from claiming (for `ttl_seconds`, even if busy); the executions it still holds."""
         keys = self._handshake(worker_id, queue_key)
         held = await self._retire_for_eviction(keys=[keys.retiring_key, keys.held_key], args=[ttl_seconds])
+        await self._replicated("retire")
         return sorted(h.decode() if isinstance(h, bytes) else str(h) for h in held or ())
 
     async def report(self, worker_id: str) -> WorkerReport | None:
@@ -93,4 +109,15 @@ class WorkerCommands:
             args += [channel, message]
         res = await self._publish_once(keys=[dedupe_key], args=args)
         published, stored = int(res[0]), res[1]
+        if published:
+            await self._replicated("recycle")
         return bool(published), stored.decode() if isinstance(stored, bytes) else str(stored)
+
+    async def _replicated(self, write: str) -> None:
+        """Wait for one replica to hold the writes made so far on this connection pool's primary."""
+        if not self.durable:
+            return
+        acked = int(await self.client.wait(1, REPLICA_ACK_MS))
+        if acked < 1:
+            metrics.UNREPLICATED_WRITES.labels(write=write).inc()
+            log.warning("a %s write was not acknowledged by a replica within %d ms", write, REPLICA_ACK_MS)

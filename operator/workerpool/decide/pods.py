@@ -76,6 +76,7 @@ def render_template(pool: PoolRef, spec: WorkerPoolSpec, default_image: str) -> 
     ours = protocol.pod_env(pool, spec)
     taken = {e["name"] for e in ours}
     worker["env"] = [e for e in worker.get("env", []) if e.get("name") not in taken] + ours
+    _mount_redis_ca(pod_spec, worker, spec)
     if spec.metrics_port is not None:
         ports = [p for p in worker.get("ports", []) if p.get("name") != METRICS_PORT_NAME]
         worker["ports"] = [*ports, {"name": METRICS_PORT_NAME, "containerPort": spec.metrics_port, "protocol": "TCP"}]
@@ -85,6 +86,21 @@ def render_template(pool: PoolRef, spec: WorkerPoolSpec, default_image: str) -> 
     pod_spec.setdefault("automountServiceAccountToken", False)
     _restricted_defaults(pod_spec)
     return template
+
+
+def _mount_redis_ca(pod_spec: dict[str, Any], worker: dict[str, Any], spec: WorkerPoolSpec) -> None:
+    """The pool's Redis CA bundle, read-only at names.REDIS_CA_FILE in the worker container."""
+    ref = spec.redis.ca_secret_ref
+    if ref is None:
+        return
+    volume = {
+        "name": names.REDIS_CA_VOLUME,
+        "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": "ca.crt"}], "defaultMode": 0o444},
+    }
+    pod_spec["volumes"] = [v for v in pod_spec.get("volumes", []) if v.get("name") != names.REDIS_CA_VOLUME] + [volume]
+    mounts = [m for m in worker.get("volumeMounts", []) if m.get("name") != names.REDIS_CA_VOLUME]
+    mount = {"name": names.REDIS_CA_VOLUME, "mountPath": names.REDIS_CA_DIR, "readOnly": True}
+    worker["volumeMounts"] = [*mounts, mount]
 
 
 def template_hash(template: dict[str, Any]) -> str:

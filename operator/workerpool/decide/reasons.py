@@ -28,6 +28,11 @@ class Reason(StrEnum):
     WAITING_FOR_IDLE_WORKERS = "WaitingForIdleWorkers"
     REPLACING_OUTDATED_PODS = "ReplacingOutdatedPods"
     REDIS_UNAVAILABLE = "RedisUnavailable"
+    REDIS_FAILOVER = "RedisFailover"  # a Sentinel URL's primary unreachable or being replaced
+    REDIS_TLS_FAILED = "RedisTLSFailed"  # the server's certificate does not verify
+    REDIS_AUTH_FAILED = "RedisAuthFailed"  # the credentials are refused
+    REDIS_PERMISSION_DENIED = "RedisPermissionDenied"  # the ACL user may not run a command (named)
+    REDIS_CA_SECRET_NOT_FOUND = "RedisCASecretNotFound"
     REDIS_SECRET_NOT_FOUND = "RedisSecretNotFound"
     REDIS_URL_INVALID = "RedisURLInvalid"  # a URL that cannot be used (its scheme, its shape)
     REDIS_URL_REFUSED = "RedisURLRefused"  # a valid URL this pool cannot use (Sentinel for Bifrost's worker)

@@ -29,9 +29,7 @@ from .base import DEFAULT_CONTAINER_NAME, Heard, Heartbeat, PoolRef, RetireHands
 WORKER_COMMAND = ["workerpool", "worker"]
 
 
-def report_of(
-    info: WorkerInfo, pool: str | None, namespace: str | None, reported_at: Any
-) -> WorkerReport:
+def report_of(info: WorkerInfo, pool: str | None, namespace: str | None, reported_at: Any) -> WorkerReport:
     return WorkerReport(
         worker_id=info.worker_id,
         started_at=info.started_at,
@@ -100,6 +98,8 @@ class SeedProtocol:
         }
         if spec.metrics_port is not None:
             plain["WORKER_METRICS_PORT"] = spec.metrics_port
+        if spec.redis.ca_secret_ref is not None:
+            plain["REDIS_TLS_CA_FILE"] = names.REDIS_CA_FILE  # the bundle render_template mounts
         return [
             {"name": "WORKER_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "POOL_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},

@@ -1,0 +1,135 @@
+"""Redis clients of the operator and the reference worker, built in one place
+from a contract URL (contracts/redis_url.py), and what their errors mean.
+
+Sentinel (DESIGN §3, "Redis in production"): redis-py's asyncio Sentinel client
+asks the Sentinels for the master on every new connection (since redis-py 6.x
+also on connection retries: redis-py #3874 is about 7.1's `_connect` retry, 8.x
+reconnects through `connect_to`), drops a connection that answers READONLY (a
+demoted primary) and re-asks, so a failover is followed by reconnecting. We
+do not subscribe to Sentinel's `+switch-master` as well: a killed or
+partitioned primary breaks or times out our connections first, and the next
+connection asks the Sentinels; every caller here retries on its own loop (the
+hub's loops, the worker's) after at most about a second. Lua scripts are
+`register_script` objects: they re-load themselves on NOSCRIPT (a promoted
+replica has an empty script cache).
+
+TLS: `rediss://` and `rediss+sentinel://` (the Sentinels too) verify the server
+with the system CAs or a given bundle (the operator: the pool's CA Secret, as
+PEM; the worker: REDIS_TLS_CA_FILE); a certificate that does not verify is an
+error, never a plaintext retry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
+from redis.exceptions import AuthenticationError, NoPermissionError, ReadOnlyError
+
+from .contracts.redis_url import RedisUrl, parse_redis_url
+
+
+@dataclass(frozen=True)
+class RedisAccess:
+    """How to reach one Redis: its contract URL (may carry a password: never shown) and the CA
+    bundle (PEM) that verifies its certificate (None: the system CAs)."""
+
+    url: str = field(repr=False)
+    ca_pem: str | None = field(default=None, repr=False)
+
+    @property
+    def label(self) -> str:
+        """A stable name for logs and metrics that reveals neither the URL nor the password."""
+        digest = hashlib.sha256(f"{self.url}\n{self.ca_pem or ''}".encode()).hexdigest()[:8]
+        return f"redis-{digest}"
+
+    @property
+    def target(self) -> RedisUrl:
+        return parse_redis_url(self.url)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Credentials that replace the URL's (the operator's own Redis user, DESIGN §3 ACLs)."""
+
+    username: str
+    password: str | None = field(default=None, repr=False)
+
+
+class SentinelRedis(aioredis.Redis):
+    """A master client that also closes its Sentinel connections when closed."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        if manager is not None:
+            await manager.aclose()
+
+
+def redis_client(
+    access: RedisAccess,
+    *,
+    name: str,
+    identity: Identity | None = None,
+    ca_file: str | None = None,
+    **options: Any,
+) -> aioredis.Redis:
+    """A client of the URL's server, or of the master its Sentinels name; `name` is its CLIENT SETNAME
+    (so a server's CLIENT LIST says who is connected); `options` go to every connection."""
+    target = access.target
+    username, password = (identity.username, identity.password) if identity else (target.username, target.password)
+    conn: dict[str, Any] = {"username": username, "password": password, **options}
+    if target.tls:
+        conn.update(ssl=True, ssl_cert_reqs="required")
+        if access.ca_pem is not None:
+            conn["ssl_ca_data"] = access.ca_pem
+        if ca_file is not None:
+            conn["ssl_ca_certs"] = ca_file
+    if target.sentinel:
+        assert target.master is not None  # the parser requires one with Sentinels
+        sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=dict(conn), **conn)  # type: ignore[no-untyped-call]
+        master: aioredis.Redis = sentinel.master_for(
+            target.master, redis_class=SentinelRedis, db=target.db, client_name=name
+        )
+        return master
+    if target.scheme == "unix":
+        return aioredis.Redis(unix_socket_path=target.path, db=target.db, client_name=name, **conn)
+    return aioredis.Redis(host=target.host, port=target.port, db=target.db, client_name=name, **conn)
+
+
+class Problem(StrEnum):
+    """What kind of Redis error stops the operator from trusting what it reads."""
+
+    UNAVAILABLE = "unavailable"  # the server cannot be reached or answered in time
+    FAILOVER = "failover"  # a Sentinel URL's primary is unreachable or being replaced
+    TLS = "tls"  # the server's certificate does not verify (or TLS does not start)
+    AUTH = "auth"  # the credentials are refused
+    PERMISSION = "permission"  # the ACL user may not run a command
+
+
+def classify(exc: BaseException, sentinel: bool) -> Problem:
+    """The kind of an error from a client of `redis_client` (`sentinel`: its URL names Sentinels)."""
+    text = str(exc)
+    if isinstance(exc, NoPermissionError):
+        return Problem.PERMISSION
+    if isinstance(exc, AuthenticationError) or "WRONGPASS" in text or "NOAUTH" in text:
+        return Problem.AUTH
+    if "SSL" in text or "CERTIFICATE" in text.upper():
+        return Problem.TLS
+    if isinstance(exc, MasterNotFoundError | ReadOnlyError) or sentinel:
+        return Problem.FAILOVER
+    return Problem.UNAVAILABLE
+
+
+def describe(exc: BaseException, access: RedisAccess) -> str:
+    """An error's text for conditions, Events and logs: the URL and password never in it."""
+    text = f"{type(exc).__name__}: {exc}"
+    target = access.target
+    for secret in (access.url, target.password):
+        if secret:
+            text = text.replace(secret, "***")
+    return text[:200]
