@@ -101,3 +101,35 @@ def make_pki(directory: Path, *, server_ips: tuple[str, ...] = ("127.0.0.1",), n
     _openssl("genrsa", "-out", str(pki.sa_key), "2048")
     _openssl("rsa", "-in", str(pki.sa_key), "-pubout", "-out", str(pki.sa_pub))
     return pki
+
+
+class RedisTls:
+    """A CA and a Redis server certificate it signed (valid for `ips` and localhost)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.ca, self.ca_key = directory / "redis-ca.crt", directory / "redis-ca.key"
+        self.cert, self.key = directory / "redis.crt", directory / "redis.key"
+
+
+def make_redis_tls(directory: Path, ips: tuple[str, ...], name: str = "workerpool-redis-ca") -> RedisTls:
+    """The test bed's Redis TLS: its own CA (`name`) and a serving certificate for `ips`."""
+    tls = RedisTls(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _certificate(f"/CN={name}", tls.ca_key, tls.ca)
+    _certificate(
+        "/CN=redis",
+        tls.key,
+        tls.cert,
+        "-CA",
+        str(tls.ca),
+        "-CAkey",
+        str(tls.ca_key),
+        "-addext",
+        "subjectAltName=" + ",".join([f"IP:{ip}" for ip in dict.fromkeys((*ips, "127.0.0.1"))] + ["DNS:localhost"]),
+        "-addext",
+        "extendedKeyUsage=serverAuth",
+    )
+    for path in (tls.key, tls.ca_key):
+        path.chmod(0o600)
+    return tls

@@ -363,7 +363,7 @@ def test_poison_execution_is_abandoned_after_max_attempts(client: Client, start_
         ({"MIN_WORKERS": "two"}, "MIN_WORKERS='two': Input should be a valid integer"),
         ({"MIN_WORKERS": "5", "MAX_WORKERS": "2"}, "MAX_WORKERS=2 must be >= MIN_WORKERS=5"),
         ({"REDIS_URL": ""}, "REDIS_URL is required"),
-        ({"REDIS_URL": "http://user:secret@host"}, "REDIS_URL: expected a redis://"),
+        ({"REDIS_URL": "http://user:secret@host"}, "REDIS_URL: unknown scheme"),
         (
             {"WORKER_HEARTBEAT_INTERVAL_SECONDS": "-1"},
             "WORKER_HEARTBEAT_INTERVAL_SECONDS='-1': Input should be greater than or equal to 0.1",

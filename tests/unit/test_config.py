@@ -56,7 +56,7 @@ def test_worker_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     ("env", "message"),
     [
         ({}, "REDIS_URL is required"),
-        ({"REDIS_URL": "http://:s3cret@r/0"}, "REDIS_URL: expected a redis://"),
+        ({"REDIS_URL": "http://:s3cret@r/0"}, "REDIS_URL: unknown scheme"),
         ({"MIN_WORKERS": "4", "MAX_WORKERS": "2"}, "MAX_WORKERS=2 must be >= MIN_WORKERS=4"),
         ({"MIN_WORKERS": "two"}, "MIN_WORKERS='two': Input should be a valid integer"),
         ({"REGISTRATION_TTL_SECONDS": "5", "WORKER_HEARTBEAT_INTERVAL_SECONDS": "5"}, "must be longer than"),

@@ -9,9 +9,8 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, Valid
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ..contracts.names import DEFAULT_QUEUE_KEY, DEFAULT_REGISTRATION_TTL_SECONDS
+from ..contracts.redis_url import RedisUrlError, parse_redis_url
 from ..settings_errors import describe
-
-URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class WorkerConfigError(ValueError):
@@ -23,6 +22,8 @@ class WorkerConfig(BaseSettings):
 
     worker_id: str = Field(default_factory=socket.gethostname)
     redis_url: str
+    # The CA bundle that verifies a rediss:// server (the operator mounts the pool's caSecretRef here).
+    redis_tls_ca_file: str | None = None
     pool_name: str | None = None
     pool_namespace: str | None = None
     min_workers: PositiveInt = 2
@@ -44,8 +45,10 @@ class WorkerConfig(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if not self.redis_url.strip().startswith(URL_SCHEMES):
-            raise ValueError("REDIS_URL: expected a redis://, rediss:// or unix:// URL")
+        try:
+            parse_redis_url(self.redis_url)
+        except RedisUrlError as exc:  # its message never repeats the URL
+            raise ValueError(f"REDIS_URL: {exc}") from None
         if self.max_workers < self.min_workers:
             raise ValueError(f"MAX_WORKERS={self.max_workers} must be >= MIN_WORKERS={self.min_workers}")
         if self.registration_ttl_seconds is None:

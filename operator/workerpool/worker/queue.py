@@ -123,11 +123,21 @@ class Claimed:
     enqueued_at: float | None = None  # its score: when it was enqueued (epoch seconds)
 
 
-class Queue:
-    """One Redis client per worker; blocking waits use a connection of their own."""
+# How long a durable write (an enqueue, a result) waits for a replica's acknowledgement (WAIT).
+REPLICA_ACK_MS = 1000
 
-    def __init__(self, client: aioredis.Redis, queue_key: str) -> None:
+
+class Queue:
+    """One Redis client per worker; blocking waits use a connection of their own.
+
+    `durable` (the Redis has replicas: a Sentinel URL): an enqueue and a result
+    count as written once one replica holds them too (WAIT), so a failover right
+    after cannot lose them; a failover before that is an error the caller retries.
+    """
+
+    def __init__(self, client: aioredis.Redis, queue_key: str, durable: bool = False) -> None:
         self.r = client
+        self.durable = durable
         self.key = queue_key
         self.leases = f"{queue_key}:leases"
         self.lease_info = f"{queue_key}:lease-info"
@@ -146,6 +156,7 @@ class Queue:
             p.lpush(self.notify, "1")
             p.ltrim(self.notify, 0, NOTIFY_CAP - 1)
             await p.execute()
+        await self.replicated()
 
     async def claim(self, worker_id: str, lease_seconds: float) -> Claimed | None:
         now_ms = int(time.time() * 1000)
@@ -174,12 +185,20 @@ class Queue:
         """
         await blocking.blpop([self.notify], timeout=block_seconds)
 
-    async def finish(self, result: ExecutionResult, ttl_seconds: int) -> None:
+    async def finish(self, result: ExecutionResult, ttl_seconds: int) -> bool:
+        """Write the result; False: no replica acknowledged it in time (the primary holds it)."""
         payload = json.dumps(to_wire(result))
         await self._finish(
             keys=[self.key, self.leases, self.lease_info, exec_result_key(result.execution_id)],
             args=[result.execution_id, payload, ttl_seconds, RESULTS_CHANNEL, self.held_prefix],
         )
+        return await self.replicated()
+
+    async def replicated(self) -> bool:
+        """Wait for one replica to hold this connection's writes (True at once without replicas)."""
+        if not self.durable:
+            return True
+        return int(await self.r.wait(1, REPLICA_ACK_MS)) >= 1
 
     async def renew(self, execution_ids: list[str], lease_seconds: float) -> None:
         if not execution_ids:

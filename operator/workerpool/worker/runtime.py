@@ -23,7 +23,6 @@ import signal
 import time
 from collections import deque
 
-import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import RedisError, ResponseError
 
@@ -38,6 +37,7 @@ from ..contracts.wire import (
     registration_fields,
     to_wire,
 )
+from ..redis_connect import RedisAccess, redis_client
 from . import metrics
 from .config import WorkerConfig
 from .pool import ProcessPool
@@ -75,9 +75,11 @@ class Worker:
             on_result=self._on_result,
             on_change=self._on_change,
         )
-        self.redis = aioredis.Redis.from_url(config.redis_url, health_check_interval=30)
-        self.blocking = aioredis.Redis.from_url(config.redis_url)
-        self.queue = Queue(self.redis, config.queue_key)
+        access, ca_file = RedisAccess(config.redis_url), config.redis_tls_ca_file
+        self.redis = redis_client(access, name="workerpool-worker", ca_file=ca_file, health_check_interval=30)
+        self.blocking = redis_client(access, name="workerpool-worker-wait", ca_file=ca_file)
+        # With replicas (Sentinel), a result counts as written once one replica holds it too.
+        self.queue = Queue(self.redis, config.queue_key, durable=access.target.sentinel)
 
     # --- pool callbacks -------------------------------------------------------------------
 
@@ -259,7 +261,8 @@ class Worker:
     async def _drain_locked(self) -> None:
         while self.outbox:
             try:
-                await self.queue.finish(self.outbox[0], self.config.result_ttl_seconds)
+                if not await self.queue.finish(self.outbox[0], self.config.result_ttl_seconds):
+                    log.warning("result of %s: no replica acknowledged it in time", self.outbox[0].execution_id)
             except RedisError as exc:
                 # Keep it: a result is never dropped because Redis blinked.
                 log.warning(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
@@ -14,6 +15,7 @@ import redis.asyncio as aioredis
 
 from ..contracts.names import DEFAULT_QUEUE_KEY, RESULTS_CHANNEL, exec_result_key
 from ..contracts.wire import ExecutionContext, ExecutionResult, WireFormatError, parse_json_message
+from ..redis_connect import RedisAccess, redis_client
 from .queue import Queue
 
 
@@ -35,8 +37,9 @@ def parse_params(pairs: list[str], params_json: str | None) -> dict[str, Any]:
 async def submit(args: argparse.Namespace) -> int:
     params = parse_params(args.param, args.params_json)
     context = ExecutionContext(function=args.function, parameters=params, timeout_seconds=args.timeout)
-    client = aioredis.Redis.from_url(args.redis_url)
-    queue = Queue(client, args.queue_key)
+    access = RedisAccess(args.redis_url)
+    client = redis_client(access, name="workerpool-submit", ca_file=os.environ.get("REDIS_TLS_CA_FILE"))
+    queue = Queue(client, args.queue_key, durable=access.target.sentinel)
     ids = [f"{args.id_prefix}{uuid.uuid4().hex[:12]}" for _ in range(args.count)]
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     if args.wait:
