@@ -22,13 +22,16 @@ error, never a plaintext retry.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
-from redis.exceptions import AuthenticationError, NoPermissionError, ReadOnlyError
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, NoPermissionError, ReadOnlyError, RedisError
 
 from .contracts.redis_url import RedisUrl, parse_redis_url
 
@@ -82,7 +85,10 @@ def redis_client(
     (so a server's CLIENT LIST says who is connected); `options` go to every connection."""
     target = access.target
     username, password = (identity.username, identity.password) if identity else (target.username, target.password)
-    conn: dict[str, Any] = {"username": username, "password": password, **options}
+    # No retries inside redis-py (its default since 6.x: 3, silently): every caller retries on its
+    # own loop and must see each break (a pub/sub reconnect loses messages; the hub then re-reads);
+    # and no retry can go to a stale address (redis-py #3874, #3560).
+    conn: dict[str, Any] = {"username": username, "password": password, "retry": Retry(NoBackoff(), 0), **options}
     if target.tls:
         conn.update(ssl=True, ssl_cert_reqs="required")
         if access.ca_pem is not None:
@@ -118,18 +124,39 @@ def classify(exc: BaseException, sentinel: bool) -> Problem:
         return Problem.PERMISSION
     if isinstance(exc, AuthenticationError) or "WRONGPASS" in text or "NOAUTH" in text:
         return Problem.AUTH
-    if "SSL" in text or "CERTIFICATE" in text.upper():
+    if _TLS_ERROR.search(text):
         return Problem.TLS
     if isinstance(exc, MasterNotFoundError | ReadOnlyError) or sentinel:
         return Problem.FAILOVER
     return Problem.UNAVAILABLE
 
 
+# What a TLS failure says (not the name of an SSL connection class in some repr).
+_TLS_ERROR = re.compile(r"\[SSL|SSL:|certificate verify|CERTIFICATE_VERIFY|WRONG_VERSION_NUMBER|tlsv1 alert")
+
+
+async def diagnose(client: aioredis.Redis, exc: BaseException) -> BaseException:
+    """The error behind a MasterNotFoundError (redis-py 8 keeps only each Sentinel's error class):
+    the first Sentinel that fails a PING says why (TLS, credentials, unreachable); when every
+    Sentinel answers, they know no healthy primary (a failover): the error itself."""
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    if not isinstance(exc, MasterNotFoundError) or manager is None:
+        return exc
+    for sentinel in manager.sentinels:
+        try:
+            await sentinel.ping()
+        except (RedisError, OSError) as why:
+            return why
+    return exc
+
+
 def describe(exc: BaseException, access: RedisAccess) -> str:
     """An error's text for conditions, Events and logs: the URL and password never in it."""
     text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, MasterNotFoundError):  # its text is every Sentinel client's repr
+        text = f"no Sentinel names a healthy primary for {access.target.master!r}"
     target = access.target
     for secret in (access.url, target.password):
         if secret:
             text = text.replace(secret, "***")
-    return text[:200]
+    return text[:300]

@@ -28,8 +28,11 @@ FUNCS = "workerpool.worker.functions"
 class Client:
     """A test's view of Redis: submit, read registrations and results, send commands."""
 
-    def __init__(self, url: str) -> None:
-        self.r = redis.Redis.from_url(url)
+    def __init__(self, url: str | redis.Redis, durable: bool = False) -> None:
+        """`url`, or a client of one's own (a Sentinel master client); `durable`: each submit waits
+        for a replica to hold it (WAIT), so a failover right after cannot lose it."""
+        self.r = redis.Redis.from_url(url) if isinstance(url, str) else url
+        self.durable = durable
         self.queue = "bifrost:queue:pending"
 
     def submit(
@@ -52,7 +55,14 @@ class Client:
             p.lpush(f"{self.queue}:notify", "1")
             p.ltrim(f"{self.queue}:notify", 0, NOTIFY_CAP - 1)
             p.execute()
+        if self.durable:
+            assert int(self.r.wait(1, 5000)) >= 1, f"no replica acknowledged the enqueue of {eid}"
         return eid
+
+    def runs(self, worker_ids: list[str]) -> int:
+        """Executions the workers finished, by their registrations' process counters (a rerun counts twice)."""
+        regs = [self.registration(w) for w in worker_ids]
+        return sum(p.executions_completed for r in regs if r is not None for p in r.info.processes)
 
     def result(self, eid: str) -> ExecutionResult | None:
         raw = self.r.get(f"bifrost:exec:{eid}:result")

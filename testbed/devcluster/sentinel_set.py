@@ -102,6 +102,16 @@ class SentinelSet:
         """A direct client of one data node, as the administrator."""
         return redis.Redis(self.host, node.port, socket_timeout=2, **self._tls_kwargs(), **self._auth_kwargs())  # type: ignore[arg-type]
 
+    def master_client(self) -> redis.Redis:
+        """The administrator's client of whichever node is primary (asks the Sentinels on each connect)."""
+        from redis.sentinel import Sentinel
+
+        kwargs = {"socket_timeout": 2, **self._tls_kwargs()}
+        hosts = [(self.host, s.port) for s in self.sentinels]
+        sentinel = Sentinel(hosts, sentinel_kwargs=kwargs, **kwargs)  # type: ignore[no-untyped-call]
+        master: redis.Redis = sentinel.master_for(MASTER, **self._auth_kwargs())  # type: ignore[no-untyped-call]
+        return master
+
     def sentinel_client(self, sentinel: Node) -> redis.Redis:
         return redis.Redis(self.host, sentinel.port, socket_timeout=2, **self._tls_kwargs())  # type: ignore[arg-type]
 
@@ -115,7 +125,7 @@ class SentinelSet:
                 addr = self.sentinel_client(sentinel).sentinel_get_master_addr_by_name(MASTER)
             except redis.RedisError:
                 continue
-            if addr:
+            if isinstance(addr, tuple | list):
                 seen[int(addr[1])] = seen.get(int(addr[1]), 0) + 1
         best = max(seen.items(), key=lambda kv: kv[1], default=None)
         return best[0] if best is not None and best[1] >= 2 else None
@@ -156,6 +166,15 @@ class SentinelSet:
     def pids(self) -> list[int]:
         return [n.proc.pid for n in [*self.nodes, *self.sentinels] if n.alive and n.proc is not None]
 
+    def add_user(self, user: str, password: str, rules: str) -> None:
+        """One more ACL user on every data node (ACL SETUSER is not replicated) and every Sentinel."""
+        asks = [f"+{c}" for c in SENTINEL_CLIENT]
+        for node in self.nodes:
+            if node.alive:
+                _setuser(self.node_client(node), user, password, rules.split())
+        for sentinel in self.sentinels:
+            _setuser(self.sentinel_client(sentinel), user, password, ["-@all", *asks])
+
     # --- failover ------------------------------------------------------------------------------
 
     def kill_primary(self) -> Node:
@@ -186,7 +205,7 @@ class SentinelSet:
 
     def _role(self, node: Node) -> str | None:
         try:
-            role = self.node_client(node).execute_command("ROLE")
+            role = self.node_client(node).role()
         except redis.RedisError:
             return None
         return (role[0].decode() if isinstance(role[0], bytes) else str(role[0])) if role else None
@@ -204,6 +223,7 @@ class SentinelSet:
                 state = self.sentinel_client(sentinel).sentinel_master(MASTER)
             except redis.RedisError:
                 return False
+            assert isinstance(state, dict)
             if int(state.get("num-other-sentinels", 0)) < 2 or int(state.get("num-slaves", 0)) < 1:
                 return False
         return True
@@ -272,7 +292,8 @@ class SentinelSet:
         ]
         if self.acl:
             pw = self.passwords
-            lines += [f"sentinel auth-user {MASTER} {SENTINEL_USER}", f"sentinel auth-pass {MASTER} {pw[SENTINEL_USER]}"]
+            lines.append(f"sentinel auth-user {MASTER} {SENTINEL_USER}")
+            lines.append(f"sentinel auth-pass {MASTER} {pw[SENTINEL_USER]}")
             # The contract's users ask Sentinel for the primary with their own credentials (DESIGN §3).
             rules = " ".join(f"+{c}" for c in SENTINEL_CLIENT)
             lines += [f"user {r.user} on >{pw[r.user]} -@all {rules}" for r in ROLES]
@@ -287,3 +308,8 @@ class SentinelSet:
             raise ProcessExited(f"redis exited: see {node.directory}")
         with socket.create_connection(("127.0.0.1", node.port), timeout=1):
             return True
+
+
+def _setuser(client: redis.Redis, user: str, password: str, rules: list[str]) -> None:
+    """ACL SETUSER with raw rules (redis-py's acl_setuser takes them apart; these are the docs' own)."""
+    client.execute_command("ACL", "SETUSER", user, "on", f">{password}", *rules)  # type: ignore[no-untyped-call]

@@ -24,14 +24,14 @@ def put_secret(stack: DevStack, namespace: str, url: str) -> None:
 def test_a_secrets_unusable_url_stalls_the_pool_with_the_reason_and_recovers_when_fixed(
     pools: Pools, operator: OperatorProcess, redis_server: RedisServer, stack: DevStack, namespace: str
 ) -> None:
-    put_secret(stack, namespace, f"redis+sentinel://:{PASSWORD}@sentinel:26379/mymaster")
+    put_secret(stack, namespace, f"redis-sentinel://:{PASSWORD}@sentinel:26379/mymaster")  # a typo of the scheme
     manifest = pool_manifest("p")
     manifest["spec"]["redis"] = {"urlSecretRef": {"name": "redis", "key": "url"}}
     pools.apply(manifest)
     stalled = pools.wait_condition("p", "Stalled", timeout=READY)
-    assert stalled["reason"] == "RedisURLRefused" and "Sentinel URL" in stalled["message"], stalled
+    assert stalled["reason"] == "RedisURLInvalid" and "unknown scheme" in stalled["message"], stalled
     assert "Secret redis key url" in stalled["message"]
-    events = [e for e in pools.events("p") if e["reason"] == "RedisURLRefused"]
+    events = [e for e in pools.events("p") if e["reason"] == "RedisURLInvalid"]
     assert events and events[0]["type"] == "Warning"
 
     put_secret(stack, namespace, redis_server.url)

@@ -28,6 +28,7 @@ from workerpool.controller.redis_hub import RedisHub, Subscriber
 from workerpool.decide.reasons import Reason
 from workerpool.protocols import BIFROST, Heartbeat, Offline
 from workerpool.protocols.bifrost import EVENTS_CHANNEL
+from workerpool.redis_connect import RedisAccess
 
 pytestmark = pytest.mark.redis
 
@@ -158,7 +159,7 @@ async def test_a_bifrost_hub_routes_by_pod_name_resyncs_from_snapshots_and_drops
     redis_server: RedisServer, worker: BifrostWireProcess
 ) -> None:
     ours, theirs = Recorder({worker.worker_id}), Recorder({"someone-else"})
-    hub = RedisHub(redis_server.url, BIFROST, resync_seconds=0.2, queue_poll_seconds=0.05)
+    hub = RedisHub(RedisAccess(redis_server.url), BIFROST, resync_seconds=0.2, queue_poll_seconds=0.05)
     hub.subscribe(Subscriber("ns", "ours", None, 5.0, ours))
     hub.subscribe(Subscriber("ns", "theirs", None, 5.0, theirs))
     hub.start()

@@ -25,6 +25,7 @@ from workerpool.contracts.report import WorkerReport
 from workerpool.contracts.wire import QueueStatus
 from workerpool.controller.redis_hub import RedisHub, Subscriber
 from workerpool.protocols import SEED
+from workerpool.redis_connect import RedisAccess
 
 pytestmark = pytest.mark.redis
 
@@ -68,7 +69,7 @@ class Recorder:
 
 @pytest.fixture
 async def hub(redis_server: RedisServer) -> AsyncIterator[RedisHub]:
-    h = RedisHub(redis_server.url, SEED, resync_seconds=3600, queue_poll_seconds=0.05)
+    h = RedisHub(RedisAccess(redis_server.url), SEED, resync_seconds=3600, queue_poll_seconds=0.05)
     try:
         yield h
     finally:

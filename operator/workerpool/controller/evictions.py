@@ -30,7 +30,7 @@ from ..contracts import names
 from ..contracts.report import WorkerReport
 from ..contracts.wire import WireFormatError
 from ..decide.eviction import EvictionVerdict, judge_eviction
-from ..decide.observation import EVICTION_MARK_SECONDS
+from ..decide.observation import EVICTION_MARK_SECONDS, PodView
 from ..decide.snapshot import snapshot_holds
 from ..protocols import WorkerProtocol, protocol_for
 from ..redis_connect import RedisAccess
@@ -87,6 +87,12 @@ class EvictionGate:
         """What the worker holds, asked of Redis now (by the retire script, or its snapshot)."""
         view = ctl.state.pods.get(pod)
         handshake = True
+        hub = ctl.sources.hub
+        if hub is not None and (fault := hub.worker_fault) is not None:
+            # A failover or an outage (or the resync after it): what Redis says now may miss what
+            # the old primary took with it. Unknown, so held (a pod that never ran holds nothing).
+            log.warning("%s/%s: eviction of %s: %s", ctl.namespace, ctl.name, pod, fault.message)
+            return _unknown(view, handshake)
         try:
             # A standby replica answers too: it resolves the pool's Redis itself.
             target = await redis_target(ctl)
@@ -102,8 +108,7 @@ class EvictionGate:
         except (RedisError, OSError, ApiException, WireFormatError) as exc:
             error = type(exc).__name__
             log.warning("%s/%s: eviction of %s: Redis unavailable: %s", ctl.namespace, ctl.name, pod, error)
-        # No Redis to ask: only a pod whose containers never ran can hold nothing for sure.
-        return _Answer([] if view is not None and view.phase != "Running" else None, None, handshake)
+        return _unknown(view, handshake)
 
     async def _tell(self, ctl: PoolController, pod: str, verdict: EvictionVerdict) -> None:
         outcome = "allowed" if verdict.allowed else "held"
@@ -131,6 +136,11 @@ class EvictionGate:
             await self.kube.annotate_pod(ctl.namespace, pod, {names.EVICTING_ANNOTATION: stamp})
         except ApiException as exc:  # the answer stands; only the replacement may come later
             log.warning("%s/%s: could not mark %s as leaving: %s", ctl.namespace, ctl.name, pod, exc.reason)
+
+
+def _unknown(view: PodView | None, handshake: bool) -> _Answer:
+    """No Redis to trust: only a pod whose containers never ran can hold nothing for sure."""
+    return _Answer([] if view is not None and view.phase != "Running" else None, None, handshake)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ class SourceResolver:
     def __init__(self, deps: PoolDeps, namespace: str, name: str, listener: PoolListener) -> None:
         self.deps, self.namespace, self.name, self.listener = deps, namespace, name, listener
         self.hub_access: RedisAccess | None = None
+        self.hub: Hub | None = None  # the hub subscribed to (its faults hold evictions too)
         self.protocol_name = "seed"  # the protocol of the hub subscribed to
         self.queue_key = ""  # the pool's queue, as last subscribed
         self.broker_url: str | None = None
@@ -79,7 +80,7 @@ class SourceResolver:
         hub = None
         if access is not None:
             self._subscribe(access, pool, protocol)
-            hub = self.deps.hubs.hub_for(access, protocol.name)
+            hub = self.hub = self.deps.hubs.hub_for(access, protocol.name)
             if (fault := hub.worker_fault or hub.fault) is not None:
                 stall = Stall(
                     FAULT_REASONS[fault.problem],

@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 from ..contracts.report import WorkerReport
 from ..contracts.wire import QueueStatus, WireFormatError
 from ..protocols import Heartbeat, Offline, WorkerProtocol
-from ..redis_connect import Identity, Problem, RedisAccess, classify, describe, redis_client
+from ..redis_connect import Identity, Problem, RedisAccess, classify, describe, diagnose, redis_client
 from . import metrics
 from .worker_commands import WorkerCommands
 
@@ -116,6 +116,12 @@ class LoopHealth:
 
     def first(self, loops: Iterable[str]) -> Fault | None:
         return next((self.errors[name] for name in loops if name in self.errors), None)
+
+    def awaiting_resync(self) -> None:
+        """Reconnected: the resync loop's fault (of the outage's kind) until a full resync clears it."""
+        outage = self.errors.get("heartbeats")
+        waiting = "reconnected to Redis: re-reading every worker before trusting them"
+        self.record("resync", Fault(outage.problem if outage else Problem.UNAVAILABLE, waiting))
 
     def fault_of(self, exc: BaseException, what: str, access: RedisAccess) -> Fault:
         """The fault an error means (`what`: the loop's doing), its message free of secrets."""
@@ -221,6 +227,9 @@ class RedisHub:
     def unsubscribe(self, namespace: str, name: str) -> None:
         self.subscribers.pop((namespace, name), None)
 
+    async def _failed(self, loop: str, exc: BaseException, what: str) -> None:
+        self._loops.record(loop, self._loops.fault_of(await diagnose(self.client, exc), what, self.access))
+
     def _tell_pools(self) -> None:
         for sub in list(self.subscribers.values()):
             sub.listener.on_health()
@@ -255,8 +264,7 @@ class RedisHub:
                 async for message in pubsub.listen():
                     self.handle_message(message.get("data"))
             except (RedisError, OSError) as exc:
-                fault = self._loops.fault_of(exc, "heartbeat subscription failed", self.access)
-                self._loops.record("heartbeats", fault)
+                await self._failed("heartbeats", exc, "heartbeat subscription failed")
                 await asyncio.sleep(RETRY_SECONDS)
             finally:
                 with contextlib.suppress(RedisError, RuntimeError, OSError):
@@ -265,12 +273,9 @@ class RedisHub:
     def _await_full_resync(self) -> None:
         """Heartbeats published while unsubscribed are lost (and a failover or a restart may have
         lost keys): re-read every worker now, and trust nothing until that resync is done."""
-        outage = self._loops.errors.get("heartbeats")
-        problem = outage.problem if outage else Problem.UNAVAILABLE
         self._gate.reconnected(time.monotonic())
-        waiting = "reconnected to Redis: re-reading every worker before trusting them"
-        self._loops.record("resync", Fault(problem, waiting))
-        asyncio.get_running_loop().call_later(SETTLE_SECONDS, self._resync_now.set)
+        self._loops.awaiting_resync()
+        asyncio.get_running_loop().call_later(SETTLE_SECONDS + 0.01, self._resync_now.set)
 
     def handle_message(self, raw: object) -> None:
         """A message on the heartbeat channel: a heartbeat, a worker going offline, or ignored."""
@@ -302,7 +307,7 @@ class RedisHub:
                 try:
                     readings = await read_queues(self.client, keys)
                 except (RedisError, OSError) as exc:
-                    self._loops.record("queues", self._loops.fault_of(exc, "queue reading failed", self.access))
+                    await self._failed("queues", exc, "queue reading failed")
                     await asyncio.sleep(RETRY_SECONDS)
                     continue
                 self._loops.record("queues", None)
@@ -326,7 +331,7 @@ class RedisHub:
             try:
                 await self.resync()
             except (RedisError, OSError) as exc:
-                self._loops.record("resync", self._loops.fault_of(exc, "resync failed", self.access))
+                await self._failed("resync", exc, "resync failed")
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
             if self._gate.trusts(started):  # else a reconnect asked for a later full resync

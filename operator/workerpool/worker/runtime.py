@@ -304,7 +304,10 @@ class Worker:
             p.expire(key, int(self.config.ttl + 0.999))
             p.publish(HEARTBEAT_CHANNEL, payload)
             await p.execute()
-        await self.queue.renew(self.pool.running_execution_ids(), self.config.lease_seconds)
+        # Held: what runs, and what finished but whose result is not written yet (Redis was away):
+        # a lease left to expire there would re-run an execution that already ran.
+        held = self.pool.running_execution_ids() + [r.execution_id for r in self.outbox]
+        await self.queue.renew(held, self.config.lease_seconds)
 
     async def _heartbeat_loop(self) -> None:
         while not self.finished:

@@ -1,0 +1,178 @@
+"""Redis as production runs it, on the local cluster: a primary, a replica and three
+Sentinels on the bridge gateway, TLS from the test bed's CA (mounted into the pods
+from `spec.redis.tls.caSecretRef`), and the contract's ACL users (`user default off`:
+the operator runs as `workerpool-operator`, the pods as `workerpool-worker`).
+
+A burst runs; a recycle is annotated; the primary is `kill -9`ed. Asserted on the
+events themselves: every execution ends with a result (re-runs counted), no pod of
+the pool is deleted while the primary is away (the operator's delete counter), the
+status goes Stalled (RedisFailover) then Ready, the recycle is published exactly
+once in total (the PUBLISH commands the scripts ran, read from both servers'
+MONITOR), and the old primary, back as a replica, gets no client and no write."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from devcluster import network
+from devcluster.certs import RedisTls, make_redis_tls
+from devcluster.client import Client
+from devcluster.harness import READY, STATUS, OperatorProcess, Pools, pool_manifest
+from devcluster.sentinel_set import SentinelSet
+from devcluster.stack import DevStack
+from devcluster.waiting import wait_until
+from workerpool.contracts.redis_acl import OPERATOR, WORKER
+
+pytestmark = pytest.mark.cluster
+
+BURST = 16
+FOLLOW = 30.0  # s: Sentinel's promotion (1 s down-after) and everyone following it
+
+
+class PublishCounter:
+    """Counts the recycle commands our Lua scripts PUBLISH on one server (its MONITOR)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.count = 0
+        self._monitor = client.monitor()
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        with contextlib.suppress(redis.RedisError, OSError, ValueError):
+            for entry in self._monitor.listen():
+                command = entry.get("command", "")
+                # Scripts' commands show as client "lua"; the replica also shows what it replicates.
+                if entry.get("client_type") == "lua" and command.startswith("PUBLISH worker:"):
+                    self.count += 1
+
+
+def put_secret(stack: DevStack, namespace: str, name: str, **data: str) -> None:
+    args = [f"--from-literal={k}={v}" for k, v in data.items() if not v.startswith("@")]
+    args += [f"--from-file={k}={v[1:]}" for k, v in data.items() if v.startswith("@")]
+    stack.cluster.kubectl("create", "secret", "generic", name, "-n", namespace, *args)
+
+
+def our_clients(client: redis.Redis) -> list[str]:
+    return [c["name"] for c in client.client_list() if c.get("name", "").startswith("workerpool-")]
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> RedisTls:
+    return make_redis_tls(tmp_path / "tls", (network.GATEWAY,))
+
+
+@pytest.fixture
+def sentinels(tmp_path: Path, tls: RedisTls) -> Iterator[SentinelSet]:
+    s = SentinelSet(tmp_path / "sentinel", host=network.GATEWAY, tls=tls, acl=True).start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def acl_operator(stack: DevStack, namespace: str, tmp_path: Path, sentinels: SentinelSet) -> Iterator[OperatorProcess]:
+    """The operator as its own ACL user (replacing the URL's, which is the workers')."""
+    env = {"WORKERPOOL_REDIS_USERNAME": OPERATOR.user, "WORKERPOOL_REDIS_PASSWORD": sentinels.passwords[OPERATOR.user]}
+    op = OperatorProcess(stack, namespace, tmp_path, **env).start()
+    yield op
+    op.stop()
+
+
+def sentinel_pool(name: str, ca_secret: str, **spec: object) -> dict[str, object]:
+    manifest = pool_manifest(name, **spec)
+    manifest["spec"]["redis"] = {  # type: ignore[index]
+        "urlSecretRef": {"name": "redis", "key": "url"},
+        "tls": {"caSecretRef": {"name": ca_secret}},
+    }
+    return manifest
+
+
+def test_a_failover_under_a_burst_loses_nothing_deletes_nothing_and_publishes_a_recycle_once(
+    pools: Pools,
+    acl_operator: OperatorProcess,
+    sentinels: SentinelSet,
+    tls: RedisTls,
+    stack: DevStack,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    put_secret(stack, namespace, "redis", url=sentinels.url(WORKER.user))
+    put_secret(stack, namespace, "redis-ca", **{"ca.crt": f"@{tls.ca}"})
+    # Two workers, never fewer: every deletion would be the operator's choice, and none is due
+    # (the queue drains long before scaleDownDelaySeconds); registrations kept 15 s (leases too).
+    env = [{"name": "REGISTRATION_TTL_SECONDS", "value": "15"}]
+    manifest = sentinel_pool("p", "redis-ca", minWorkers=2, maxWorkers=3, scaling={"scaleDownDelaySeconds": 300})
+    manifest["spec"]["template"]["spec"]["containers"][0]["env"] = env  # type: ignore[index]
+    pools.apply(manifest)
+    status = pools.wait_status("p", lambda s: s.get("readyWorkers") == 2, "2 ready workers", timeout=READY)
+    workers = [w["workerId"] for w in status["workerDetails"]]
+
+    client = Client(sentinels.master_client(), durable=True)
+    primary, replica = sentinels.primary(), sentinels.replica()
+    counters = [PublishCounter(sentinels.node_client(n)) for n in (primary, replica)]
+    ids = [client.submit("sleep", {"seconds": 1.0}) for _ in range(BURST)]
+    wait_until(lambda: sum(1 for e in ids if client.result(e)) >= 2, timeout=30, what="the burst to be under way")
+
+    deletes = acl_operator.metric("workerpool_scale_events_total", namespace=namespace, pool="p", action="delete")
+    pools.annotate("p", "*@before-the-kill")  # handled before, during or after the outage: once
+    old = sentinels.kill_primary()
+    assert old.port == primary.port
+    stalled = pools.wait_condition("p", "Stalled", timeout=FOLLOW)
+    assert stalled["reason"] == "RedisFailover", stalled
+    sentinels.wait_promoted(old, timeout=FOLLOW)
+    pools.wait_condition("p", "Stalled", status="False", timeout=FOLLOW)
+    pools.wait_condition("p", "Ready", timeout=FOLLOW)
+    after = acl_operator.metric("workerpool_scale_events_total", namespace=namespace, pool="p", action="delete")
+    assert after == deletes, "a pod was deleted while the primary was away"
+
+    results = {e: client.wait_result(e, timeout=FOLLOW + 30) for e in ids}
+    assert all(r.success for r in results.values()), [r for r in results.values() if not r.success]
+    names = {p["metadata"]["name"] for p in pools.live_pods("p")}
+    runs = wait_until(lambda: (n if (n := client.runs(sorted(names))) >= BURST else None), timeout=15, what="runs")
+    print(f"\n{BURST} executions, {runs} runs ({runs - BURST} re-runs from at-least-once delivery)")
+
+    # The recycle: handled once (the record), published once in total (both servers' scripts).
+    request = "*@before-the-kill"
+    last = pools.wait_status("p", lambda s: (s.get("lastRecycle") or {}).get("request") == request, "the recycle")
+    requested = [r for r in last["lastRecycle"]["results"] if r["status"] == "recycle_requested"]
+    assert len(requested) == len(workers) >= 2, last["lastRecycle"]
+    assert sum(c.count for c in counters) == len(requested), [c.count for c in counters]
+
+    # The old primary comes back: no client of ours, no write tried on it, while the pool lives on.
+    sentinels.rejoin(old)
+    client.wait_result(client.submit("noop"), timeout=FOLLOW)
+    gen = pools.status("p")["observedGeneration"]
+    pools.apply({**manifest, "spec": {**manifest["spec"], "maxWorkers": 4}})  # type: ignore[dict-item]
+    pools.wait_status("p", lambda s: s.get("observedGeneration", 0) > gen, "a reconcile after the rejoin", STATUS)
+    stale = sentinels.node_client(old)
+    assert our_clients(stale) == [], "a client of ours connected to the demoted primary"
+    assert "errorstat_READONLY" not in stale.info("errorstats"), "a write reached the demoted primary"
+    everything = acl_operator.logs() + str(pools.get("p")) + str(pools.events("p"))
+    assert all(pw not in everything for pw in sentinels.passwords.values())
+    assert "Traceback" not in acl_operator.logs()
+
+
+def test_a_ca_that_does_not_verify_the_server_stalls_the_pool_with_the_reason(
+    pools: Pools,
+    acl_operator: OperatorProcess,
+    sentinels: SentinelSet,
+    stack: DevStack,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    wrong = make_redis_tls(tmp_path / "wrong", (network.GATEWAY,), name="not-the-test-beds-ca")
+    put_secret(stack, namespace, "redis", url=sentinels.url(WORKER.user))
+    put_secret(stack, namespace, "wrong-ca", **{"ca.crt": f"@{wrong.ca}"})
+    pools.apply(sentinel_pool("q", "wrong-ca", minWorkers=0))
+    stalled = pools.wait_condition("q", "Stalled", timeout=READY)
+    assert stalled["reason"] == "RedisTLSFailed" and "certificate verify failed" in stalled["message"], stalled
+    assert sentinels.passwords[WORKER.user] not in str(pools.get("q"))
+    assert not pools.live_pods("q")
