@@ -88,7 +88,14 @@ def redis_client(
     # No retries inside redis-py (its default since 6.x: 3, silently): every caller retries on its
     # own loop and must see each break (a pub/sub reconnect loses messages; the hub then re-reads);
     # and no retry can go to a stale address (redis-py #3874, #3560).
-    conn: dict[str, Any] = {"username": username, "password": password, "retry": Retry(NoBackoff(), 0), **options}
+    # RESP2, said once: the replies' shapes and the ACL's command list (no HELLO) rest on it.
+    conn: dict[str, Any] = {
+        "username": username,
+        "password": password,
+        "retry": Retry(NoBackoff(), 0),
+        "protocol": 2,
+        **options,
+    }
     if target.tls:
         conn.update(ssl=True, ssl_cert_reqs="required")
         if access.ca_pem is not None:

@@ -40,16 +40,17 @@ class PublishCounter:
 
     def __init__(self, client: redis.Redis) -> None:
         self.count = 0
-        self._monitor = client.monitor()
-        self._thread = threading.Thread(target=self._listen, daemon=True)
-        self._thread.start()
+        self._client = client
+        self._listening = threading.Event()
+        threading.Thread(target=self._listen, daemon=True).start()
+        assert self._listening.wait(10), "MONITOR did not start"
 
     def _listen(self) -> None:
-        with contextlib.suppress(redis.RedisError, OSError, ValueError):
-            for entry in self._monitor.listen():
-                command = entry.get("command", "")
-                # Scripts' commands show as client "lua"; the replica also shows what it replicates.
-                if entry.get("client_type") == "lua" and command.startswith("PUBLISH worker:"):
+        with contextlib.suppress(redis.RedisError, OSError, ValueError), self._client.monitor() as monitor:
+            self._listening.set()
+            for entry in monitor.listen():
+                # Scripts' commands show as client "lua"; a replica also shows what it replicates.
+                if entry.get("client_type") == "lua" and entry.get("command", "").startswith("PUBLISH worker:"):
                     self.count += 1
 
 
