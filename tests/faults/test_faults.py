@@ -185,6 +185,39 @@ def test_redis_restart_recovers_within_one_resync(
     assert client.wait_result(client.submit("noop"), timeout=30).success
 
 
+def test_redis_restarted_empty_under_a_live_pool_deletes_no_pod_and_the_workers_come_back(
+    pools: Pools,
+    operator: OperatorProcess,
+    client: Client,
+    redis_server: RedisServer,
+) -> None:
+    """A Redis with no persistence (or a new managed instance) restarts at once: every
+    registration, lease and queued execution is gone. No fresh heartbeat is not idle:
+    no pod is deleted (the operator's delete counter), the same workers re-register,
+    and the status is back to Ready with them."""
+    manifest = pool_manifest("p", redis_server.url, minWorkers=2, maxWorkers=3)
+    manifest["spec"]["scaling"] = {"scaleDownDelaySeconds": 300}  # no scale-down is ever due here
+    pools.apply(manifest)
+    status = pools.wait_status("p", lambda s: s.get("readyWorkers") == 2, "2 ready workers", timeout=READY)
+    before = sorted(w["workerId"] for w in status["workerDetails"])
+    deletes = operator.metric("workerpool_scale_events_total", pool="p", action="delete")
+    redis_server.restart()
+    back = pools.wait_status(
+        "p",
+        lambda s: (
+            s.get("readyWorkers") == 2
+            and sorted(w["workerId"] for w in s.get("workerDetails", [])) == before
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in s.get("conditions", []))
+        ),
+        "the same two workers re-registered and Ready",
+        timeout=STATUS + READY,
+    )
+    assert back["workers"] == 2
+    assert operator.metric("workerpool_scale_events_total", pool="p", action="delete") == deletes
+    assert sorted(p["metadata"]["name"] for p in pools.live_pods("p")) == before
+    assert client.wait_result(client.submit("noop"), timeout=30).success
+
+
 def test_apiserver_restart_operator_reconnects(
     stack: DevStack,
     pools: Pools,
