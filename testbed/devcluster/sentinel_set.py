@@ -198,9 +198,10 @@ class SentinelSet:
         wait_until(lambda: self._role(node) == "master", timeout=timeout, what="the promoted node to be primary")
         return node, promoted_at
 
-    def rejoin(self, node: Node, timeout: float = 30) -> None:
-        """Start a killed node again (empty: no persistence) and wait until it is a synced replica."""
-        self._start_node(node, replica_of=None)  # as it was: Sentinel has to turn it into a replica
+    def rejoin(self, node: Node, timeout: float = 30, replica_of: Node | None = None) -> None:
+        """Start a killed node again (empty: no persistence) and wait until it is a synced replica:
+        as it was (a primary Sentinel has to demote, about 10 s), or configured as `replica_of`'s."""
+        self._start_node(node, replica_of=replica_of.port if replica_of is not None else None)
         wait_until(lambda: self._linked(node), timeout=timeout, what="the old primary to rejoin as a replica")
 
     def _role(self, node: Node) -> str | None:
