@@ -3,7 +3,7 @@
 and the workers claim again, next to Celery workers on the same kind of Sentinel set-up.
 
 One Sentinel topology (a primary, a replica, three Sentinels on the bridge gateway,
-down-after 1 s). Each trial: `kill -9` of the primary while executions trickle in
+down-after 2 s). Each trial: `kill -9` of the primary while executions trickle in
 (one every 50 ms, submitted through Sentinel); the Sentinels promote the replica
 (the anchor: the moment a majority names the new primary); the killed node comes
 back as a replica of the new one before the next trial.
@@ -40,7 +40,6 @@ sys.path.insert(0, str(ROOT / "testbed"))
 
 from bench.stats import pct  # noqa: E402
 from bench.watch import Watch  # noqa: E402
-from devcluster import network  # noqa: E402
 from devcluster.client import Client  # noqa: E402
 from devcluster.harness import READY, OperatorProcess, Pools, pool_manifest, wait_until  # noqa: E402
 from devcluster.sentinel_set import MASTER, SentinelSet  # noqa: E402
@@ -99,8 +98,9 @@ def first_correct_write(watch: Watch, after: float, workers: int) -> float | Non
     return None
 
 
-def ours(s: SentinelSet, failovers: int, deadline: float, work: Path) -> dict[str, Any]:
-    with DevStack(work / "stack") as stack:
+def ours(failovers: int, deadline: float, work: Path) -> dict[str, Any]:
+    # The Sentinels on the bridge gateway (pods reach them): it exists once the stack is up.
+    with DevStack(work / "stack") as stack, stack.new_sentinel_set(work / "sentinel-ours", tls=False, acl=False) as s:
         stack.restricted_namespace(NS)
         stack.cluster.kubectl("create", "secret", "generic", "redis", "-n", NS, f"--from-literal=url={s.url(None)}")
         op = OperatorProcess(stack, NS, work).start()
@@ -240,8 +240,7 @@ def main() -> int:
     ap.add_argument("--deadline", type=float, default=30.0)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wpo-bench-redis-failover-"))
-    with SentinelSet(work / "sentinel-ours", host=network.GATEWAY) as s:
-        a = ours(s, args.failovers, args.deadline, work)
+    a = ours(args.failovers, args.deadline, work)
     with SentinelSet(work / "sentinel-celery", host="127.0.0.1") as s:
         b = celery(s, args.failovers, args.deadline, work)
     print(f"\nSentinel failover (kill -9 of the primary), {args.failovers} trials, from the promotion; p50 / p99 s")

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -112,6 +114,36 @@ def redis_client(
     if target.scheme == "unix":
         return aioredis.Redis(unix_socket_path=target.path, db=target.db, client_name=name, **conn)
     return aioredis.Redis(host=target.host, port=target.port, db=target.db, client_name=name, **conn)
+
+
+class ReplicaAck:
+    """`WAIT 1` after a durable write (the Redis has replicas: a Sentinel URL), so a failover right
+    after cannot lose it. When no replica answers in time (the primary lost its only one, say to
+    a failover), the next writes skip the wait for `skip_seconds` instead of each paying the
+    timeout: the writes are not failed (the primary holds them), only less durable meanwhile."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        enabled: bool,
+        timeout_ms: int = 500,
+        skip_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client, self.enabled, self.timeout_ms, self.skip_seconds = client, enabled, timeout_ms, skip_seconds
+        self.clock = clock
+        self._skip_until = 0.0
+
+    async def __call__(self) -> bool:
+        """True: one replica holds this connection's writes so far (or no replicas are expected)."""
+        if not self.enabled:
+            return True
+        if self.clock() < self._skip_until:
+            return False
+        acked = int(await self.client.wait(1, self.timeout_ms)) >= 1
+        if not acked:
+            self._skip_until = self.clock() + self.skip_seconds
+        return acked
 
 
 class Problem(StrEnum):

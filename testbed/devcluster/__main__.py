@@ -24,7 +24,7 @@ from .procs import pid_alive
 from .stack import DevStack
 
 
-def up(directory: Path) -> int:
+def up(directory: Path, sentinel: bool = False) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     env_file = directory / "env"
     env_file.unlink(missing_ok=True)
@@ -36,14 +36,14 @@ def up(directory: Path) -> int:
         print(f"{workdir} still has mounts (a previous run did not stop cleanly): make cluster-down", file=sys.stderr)
         return 1
     shutil.rmtree(workdir, ignore_errors=True)  # a fresh cluster each time: no objects from the last one
-    with DevStack(workdir, rabbitmq=True) as stack:
+    with DevStack(workdir, rabbitmq=True, sentinel=sentinel) as stack:
         assert stack.redis is not None and stack.rabbitmq is not None
         pids = stack.pids()
         (directory / "pid").write_text(str(os.getpid()))
         (directory / "containerd.sock.path").write_text(str(stack.node.containerd_socket))
         env_file.write_text(
             f"export KUBECONFIG={stack.cluster.kubeconfig}\nexport REDIS_URL={stack.redis.url}\n"
-            f"export RABBITMQ_URL={stack.rabbitmq.url}\n"
+            f"export RABBITMQ_URL={stack.rabbitmq.url}\n" + sentinel_exports(stack)
         )
         logging.info("local stack ready; logs in %s", stack.workdir)
         while not stop.wait(1):
@@ -57,6 +57,21 @@ def up(directory: Path) -> int:
         return 1
     logging.info("stopped; nothing left behind")
     return 0
+
+
+def sentinel_exports(stack: DevStack) -> str:
+    """The Sentinel topology's URLs (the workers' ACL user; the operator's own), CA and users."""
+    s = stack.sentinel
+    if s is None:
+        return ""
+    from workerpool.contracts.redis_acl import OPERATOR, WORKER
+
+    ca = f"export REDIS_TLS_CA_FILE={s.tls.ca}\n" if s.tls is not None else ""
+    return (
+        f"export REDIS_SENTINEL_URL={s.url(WORKER.user)}\n{ca}"
+        f"export WORKERPOOL_REDIS_USERNAME={OPERATOR.user}\n"
+        f"export WORKERPOOL_REDIS_PASSWORD={s.passwords[OPERATOR.user]}\n"
+    )
 
 
 def down(directory: Path) -> int:
@@ -84,9 +99,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m devcluster")
     ap.add_argument("action", choices=["up", "down"])
     ap.add_argument("--dir", type=Path, default=Path(".cluster"))
+    ap.add_argument("--sentinel", action="store_true", help="also Redis behind Sentinel (TLS, ACL users)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    return up(args.dir.resolve()) if args.action == "up" else down(args.dir.resolve())
+    return up(args.dir.resolve(), args.sentinel) if args.action == "up" else down(args.dir.resolve())
 
 
 if __name__ == "__main__":

@@ -36,8 +36,10 @@ from .procs import ProcessExited, free_port, spawn, stop, wait_for
 from .waiting import wait_until
 
 MASTER = "wpo-primary"
-DOWN_AFTER_MS = 1000  # how long a primary may be silent before a Sentinel calls it down
-FAILOVER_TIMEOUT_MS = 3000
+# How long a primary may be silent before a Sentinel calls it down. 1 s made Sentinel call a
+# just-promoted primary down now and then, and fail over again (to an empty replica).
+DOWN_AFTER_MS = 2000
+FAILOVER_TIMEOUT_MS = 6000
 # Test-bed users beside the contract's: the Sentinels' own on the data nodes, the
 # replication link's, and an administrator for the tests' own reads and writes.
 SENTINEL_USER = "wpo-sentinel"
@@ -267,6 +269,7 @@ class SentinelSet:
             "protected-mode no",
             'save ""',
             "appendonly no",
+            "repl-diskless-sync-delay 0",  # a rejoining replica syncs at once (not 5 s later)
             f"dir {node.directory}",
             f"replica-announce-ip {self.host}",
             *self._acl_lines(),

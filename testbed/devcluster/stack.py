@@ -14,11 +14,13 @@ from types import TracebackType
 
 from . import network
 from .binaries import REPO_ROOT
+from .certs import make_redis_tls
 from .controlplane import LocalCluster
 from .node import NODE_NAME, LocalNode
 from .procs import pid_alive
 from .rabbitmq_server import RabbitMQServer
 from .redis_server import RedisServer
+from .sentinel_set import SentinelSet
 from .waiting import wait_until
 
 CRD_PATH = REPO_ROOT / "crds" / "workerpool.yaml"
@@ -35,7 +37,9 @@ def project_image(*, build: bool = True) -> tuple[str, Path]:
 
 
 class DevStack:
-    def __init__(self, workdir: Path | None = None, *, redis: bool = True, rabbitmq: bool = False) -> None:
+    def __init__(
+        self, workdir: Path | None = None, *, redis: bool = True, rabbitmq: bool = False, sentinel: bool = False
+    ) -> None:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="wpo-stack-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.network = network.NodeNetwork(self.workdir / "cni")
@@ -49,6 +53,8 @@ class DevStack:
         self.node = LocalNode(self.workdir / "node", self.cluster, self.network)
         self.redis = RedisServer(self.workdir / "redis", host=network.GATEWAY) if redis else None
         self.rabbitmq = RabbitMQServer(self.workdir / "rabbitmq", host=network.GATEWAY) if rabbitmq else None
+        # Redis as production runs it: Sentinel, TLS from its own CA, the contract's ACL users.
+        self.sentinel = self.new_sentinel_set(self.workdir / "sentinel") if sentinel else None
         self.image, self.image_tar = project_image()
 
     def start(self) -> DevStack:
@@ -61,6 +67,8 @@ class DevStack:
                 self.redis.start()
             if self.rabbitmq is not None:
                 self.rabbitmq.start()
+            if self.sentinel is not None:
+                self.sentinel.start()
         except BaseException:
             self.stop()
             raise
@@ -74,6 +82,8 @@ class DevStack:
             self.redis.stop()
         if self.rabbitmq is not None:
             self.rabbitmq.stop()
+        if self.sentinel is not None:
+            self.sentinel.stop()
         self.cluster.stop()
         self.network.down()
 
@@ -97,12 +107,19 @@ class DevStack:
         """A rabbitmq-server that pods can reach (the tests' own, one per test that needs one)."""
         return RabbitMQServer(workdir, host=network.GATEWAY)
 
+    def new_sentinel_set(self, workdir: Path, *, tls: bool = True, acl: bool = True) -> SentinelSet:
+        """A primary, a replica and three Sentinels that pods reach (TLS from a CA of its own)."""
+        pem = make_redis_tls(workdir / "tls", (network.GATEWAY,)) if tls else None
+        return SentinelSet(workdir, host=network.GATEWAY, tls=pem, acl=acl)
+
     def pids(self) -> list[int]:
         pids = self.cluster.pids() + self.node.pids()
         if self.redis is not None and self.redis.proc is not None:
             pids.append(self.redis.proc.pid)
         if self.rabbitmq is not None:
             pids += [p.pid for p in (self.rabbitmq.proc, self.rabbitmq.epmd) if p is not None]
+        if self.sentinel is not None:
+            pids += self.sentinel.pids()
         return pids
 
     def leftovers(self, pids: list[int]) -> list[str]:

@@ -32,7 +32,7 @@ from workerpool.contracts.redis_acl import OPERATOR, WORKER
 pytestmark = pytest.mark.cluster
 
 BURST = 16
-FOLLOW = 30.0  # s: Sentinel's promotion (1 s down-after) and everyone following it
+FOLLOW = 30.0  # s: Sentinel's promotion (2 s down-after) and everyone following it
 
 
 class PublishCounter:

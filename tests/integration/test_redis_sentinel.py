@@ -28,7 +28,7 @@ from workerpool.redis_connect import Identity, Problem, RedisAccess
 pytestmark = pytest.mark.redis
 
 BURST = 24
-FOLLOW = 30.0  # s: a failover (Sentinel: 1 s down-after) and the clients following it
+FOLLOW = 30.0  # s: a failover (Sentinel: 2 s down-after) and the clients following it
 
 
 @pytest.fixture

@@ -10,12 +10,11 @@ import redis.asyncio as aioredis
 
 from ..contracts.report import WorkerReport
 from ..protocols import RetireHandshake, WorkerProtocol
+from ..redis_connect import ReplicaAck
 from . import metrics
 
 log = logging.getLogger(__name__)
 
-# How long a durable write waits for a replica's acknowledgement (WAIT).
-REPLICA_ACK_MS = 1000
 
 # KEYS[1] = worker:{id}:retiring, KEYS[2] = {queue}:held:{id}; ARGV[1] = TTL s.
 # After this returns 1 the worker holds no execution and can claim none (its claim
@@ -59,7 +58,7 @@ class WorkerCommands:
     def __init__(self, client: aioredis.Redis, protocol: WorkerProtocol, durable: bool = False) -> None:
         self.client = client
         self.protocol = protocol
-        self.durable = durable
+        self.replica_ack = ReplicaAck(client, durable)
         self._publish_once = client.register_script(_PUBLISH_ONCE)
         self._retire = client.register_script(_RETIRE)
         self._retire_for_eviction = client.register_script(_RETIRE_FOR_EVICTION)
@@ -115,9 +114,6 @@ class WorkerCommands:
 
     async def _replicated(self, write: str) -> None:
         """Wait for one replica to hold the writes made so far on this connection pool's primary."""
-        if not self.durable:
-            return
-        acked = int(await self.client.wait(1, REPLICA_ACK_MS))
-        if acked < 1:
+        if not await self.replica_ack():
             metrics.UNREPLICATED_WRITES.labels(write=write).inc()
-            log.warning("a %s write was not acknowledged by a replica within %d ms", write, REPLICA_ACK_MS)
+            log.warning("a %s write was not acknowledged by a replica (none answered in time)", write)

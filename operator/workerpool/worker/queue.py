@@ -40,6 +40,7 @@ from ..contracts.names import (
     worker_retiring_key,
 )
 from ..contracts.wire import ExecutionResult, to_wire
+from ..redis_connect import ReplicaAck
 
 _CLAIM = """
 if redis.call('EXISTS', KEYS[4]) == 1 then return false end
@@ -123,10 +124,6 @@ class Claimed:
     enqueued_at: float | None = None  # its score: when it was enqueued (epoch seconds)
 
 
-# How long a durable write (an enqueue, a result) waits for a replica's acknowledgement (WAIT).
-REPLICA_ACK_MS = 1000
-
-
 class Queue:
     """One Redis client per worker; blocking waits use a connection of their own.
 
@@ -137,7 +134,7 @@ class Queue:
 
     def __init__(self, client: aioredis.Redis, queue_key: str, durable: bool = False) -> None:
         self.r = client
-        self.durable = durable
+        self.replicated = ReplicaAck(client, durable)
         self.key = queue_key
         self.leases = f"{queue_key}:leases"
         self.lease_info = f"{queue_key}:lease-info"
@@ -193,12 +190,6 @@ class Queue:
             args=[result.execution_id, payload, ttl_seconds, RESULTS_CHANNEL, self.held_prefix],
         )
         return await self.replicated()
-
-    async def replicated(self) -> bool:
-        """Wait for one replica to hold this connection's writes (True at once without replicas)."""
-        if not self.durable:
-            return True
-        return int(await self.r.wait(1, REPLICA_ACK_MS)) >= 1
 
     async def renew(self, execution_ids: list[str], lease_seconds: float) -> None:
         if not execution_ids:
