@@ -22,6 +22,7 @@ error, never a plaintext retry.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -36,6 +37,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError, ReadOnlyError, RedisError
 
 from .contracts.redis_url import RedisUrl, parse_redis_url
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,11 @@ class ReplicaAck:
         acked = int(await self.client.wait(1, self.timeout_ms)) >= 1
         if not acked:
             self._skip_until = self.clock() + self.skip_seconds
+            log.warning(
+                "no replica acknowledged a write within %d ms: durable writes go unconfirmed for %.0f s",
+                self.timeout_ms,
+                self.skip_seconds,
+            )
         return acked
 
 

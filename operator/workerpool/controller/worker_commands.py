@@ -4,17 +4,12 @@ and publishing a recycle exactly once; and reading one worker's report now."""
 
 from __future__ import annotations
 
-import logging
-
 import redis.asyncio as aioredis
 
 from ..contracts.report import WorkerReport
 from ..protocols import RetireHandshake, WorkerProtocol
 from ..redis_connect import ReplicaAck
 from . import metrics
-
-log = logging.getLogger(__name__)
-
 
 # KEYS[1] = worker:{id}:retiring, KEYS[2] = {queue}:held:{id}; ARGV[1] = TTL s.
 # After this returns 1 the worker holds no execution and can claim none (its claim
@@ -114,6 +109,5 @@ class WorkerCommands:
 
     async def _replicated(self, write: str) -> None:
         """Wait for one replica to hold the writes made so far on this connection pool's primary."""
-        if not await self.replica_ack():
+        if not await self.replica_ack():  # logged by ReplicaAck, once per miss
             metrics.UNREPLICATED_WRITES.labels(write=write).inc()
-            log.warning("a %s write was not acknowledged by a replica (none answered in time)", write)

@@ -261,8 +261,7 @@ class Worker:
     async def _drain_locked(self) -> None:
         while self.outbox:
             try:
-                if not await self.queue.finish(self.outbox[0], self.config.result_ttl_seconds):
-                    log.warning("result of %s: no replica acknowledged it in time", self.outbox[0].execution_id)
+                await self.queue.finish(self.outbox[0], self.config.result_ttl_seconds)  # unconfirmed: logged once
             except RedisError as exc:
                 # Keep it: a result is never dropped because Redis blinked.
                 log.warning(
