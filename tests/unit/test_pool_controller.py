@@ -20,6 +20,7 @@ from prometheus_client import REGISTRY
 from devcluster.heartbeats import heartbeat
 from workerpool.contracts.resource import LastRecycle, RecycleResult
 from workerpool.contracts.wire import QueueStatus
+from workerpool.controller.evictions import EvictionGate
 from workerpool.controller.kube import ApiException
 from workerpool.controller.pool import PoolController
 from workerpool.controller.ports import PoolDeps
@@ -476,3 +477,34 @@ async def test_a_recycle_a_previous_run_handled_never_shows_this_runs_record(wor
     assert written, "the record was written"
     assert all(r["results"][0]["status"] == "recycle_requested" for r in written), written
     assert world.hub.commands.published == []  # and nothing published again
+
+
+async def test_an_eviction_while_redis_cannot_be_trusted_is_held_without_asking_it(world: World) -> None:
+    """During a failover (or the resync after it) what Redis says now may miss what the old
+    primary took with it: the eviction of a running worker is held, and Redis is not asked."""
+    await world.reconcile()
+    world.hub.depth = 0
+    world.sub.listener.on_resync(set(), {})
+    world.beat()
+    await world.reconcile()
+    (pod,) = world.kube.pods
+    world.ctl.state.on_pod("MODIFIED", copy.deepcopy(world.kube.pods[pod]) | {"status": {"phase": "Running"}})
+    asked: list[str] = []
+
+    async def retire_for_eviction(worker_id: str, queue_key: str, ttl_seconds: int) -> list[str]:
+        asked.append(worker_id)
+        return []  # Redis (the new primary) says: holds nothing
+
+    world.hub.commands.retire_for_eviction = retire_for_eviction  # type: ignore[attr-defined]
+    commands = world.hub.commands
+    pools, pod_pools = {(NS, POOL): world.ctl}, {(NS, pod): (NS, POOL)}
+    gate = EvictionGate(pools, pod_pools, lambda a, p: commands, world.kube, world.clock)  # type: ignore[arg-type]
+
+    world.hub.error = "heartbeat subscription failed: the Redis primary is unreachable or being replaced"
+    verdict = await gate.review(NS, pod, dry_run=False)
+    assert verdict is not None and not verdict.allowed, verdict
+    assert asked == [], "Redis was asked while it could not be trusted"
+
+    world.hub.error = None  # trusted again: Redis is asked, and an idle worker may go
+    verdict = await gate.review(NS, pod, dry_run=False)
+    assert verdict is not None and verdict.allowed and asked == [pod]
