@@ -64,14 +64,15 @@ def our_clients(client: redis.Redis) -> list[str]:
     return [c["name"] for c in client.client_list() if c.get("name", "").startswith("workerpool-")]
 
 
-@pytest.fixture
-def tls(tmp_path: Path) -> RedisTls:
-    return make_redis_tls(tmp_path / "tls", (network.GATEWAY,))
+@pytest.fixture(scope="module")
+def tls(stack: DevStack, tmp_path_factory: pytest.TempPathFactory) -> RedisTls:
+    return make_redis_tls(tmp_path_factory.mktemp("tls"), (network.GATEWAY,))
 
 
-@pytest.fixture
-def sentinels(tmp_path: Path, tls: RedisTls) -> Iterator[SentinelSet]:
-    s = SentinelSet(tmp_path / "sentinel", host=network.GATEWAY, tls=tls, acl=True).start()
+@pytest.fixture(scope="module")
+def sentinels(stack: DevStack, tmp_path_factory: pytest.TempPathFactory, tls: RedisTls) -> Iterator[SentinelSet]:
+    """One set for the module (the failover test leaves it whole: the old primary rejoins)."""
+    s = SentinelSet(tmp_path_factory.mktemp("sentinel"), host=network.GATEWAY, tls=tls, acl=True).start()
     try:
         yield s
     finally:

@@ -31,14 +31,16 @@ BURST = 24
 FOLLOW = 30.0  # s: a failover (Sentinel: 2 s down-after) and the clients following it
 
 
-@pytest.fixture
-def tls(tmp_path: Path) -> RedisTls:
-    return make_redis_tls(tmp_path / "tls", ("127.0.0.1",))
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> RedisTls:
+    return make_redis_tls(tmp_path_factory.mktemp("tls"), ("127.0.0.1",))
 
 
-@pytest.fixture
-def sentinels(tmp_path: Path, tls: RedisTls) -> Iterator[SentinelSet]:
-    s = SentinelSet(tmp_path / "sentinel", tls=tls, acl=True).start()
+@pytest.fixture(scope="module")
+def sentinels(tmp_path_factory: pytest.TempPathFactory, tls: RedisTls) -> Iterator[SentinelSet]:
+    """One set for the module (about 7 s to start): a test that fails the primary over brings
+    the killed node back as a replica before it ends, so each test starts from a full set."""
+    s = SentinelSet(tmp_path_factory.mktemp("sentinel"), tls=tls, acl=True).start()
     try:
         yield s
     finally:
@@ -148,6 +150,7 @@ async def test_the_hub_reports_a_failover_and_trusts_again_only_after_a_full_res
     again, _ = await hub.commands.publish_once("bifrost:operator:recycle:u:1", "{}", [], 60)
     assert not again, "the record written (and acknowledged by the replica) before the failover was lost"
     assert our_clients(sentinels.node_client(new)), "the hub should be connected to the new primary"
+    await asyncio.to_thread(sentinels.rejoin, old, FOLLOW, new)
 
 
 async def test_a_certificate_that_does_not_verify_is_a_tls_fault_never_plaintext(
