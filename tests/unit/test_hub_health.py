@@ -11,7 +11,7 @@ from redis.asyncio.sentinel import MasterNotFoundError
 from redis.exceptions import AuthenticationError, NoPermissionError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from workerpool.controller.redis_hub import Fault, LoopHealth
+from workerpool.controller.redis_hub import SETTLE_SECONDS, Fault, LoopHealth, ResyncGate
 from workerpool.redis_connect import Problem, RedisAccess, classify, describe
 
 REFUSED = Fault(Problem.UNAVAILABLE, "queue reading failed: ConnectionError: refused")
@@ -77,3 +77,23 @@ def test_each_error_is_classified_by_what_went_wrong(exc: BaseException, sentine
 def test_a_permission_error_names_the_command() -> None:
     text = describe(NoPermissionError("User op has no permissions to run the 'zcard' command"), RedisAccess("redis://r"))
     assert "'zcard'" in text
+
+
+def test_after_a_reconnect_only_a_full_resync_started_after_the_settle_clears_the_fault() -> None:
+    gate = ResyncGate(full_next=False)
+    gate.reconnected(now=100.0)
+    # A resync that starts too early (the timer's) is full but does not count...
+    assert gate.take(now=100.5) is True and not gate.trusts(started=100.5)
+    # ...and owes a full one after the settle, which does.
+    assert gate.full_next and gate.take(now=100.0 + SETTLE_SECONDS) is True
+    assert gate.trusts(started=100.0 + SETTLE_SECONDS)
+    # Later resyncs read only what pub/sub missed.
+    assert gate.take(now=200.0) is False
+
+
+def test_a_failed_full_resync_is_still_owed() -> None:
+    gate = ResyncGate(full_next=False)
+    gate.reconnected(now=0.0)
+    full = gate.take(now=SETTLE_SECONDS)
+    gate.failed(full)
+    assert gate.full_next and not gate.trusts(started=SETTLE_SECONDS)
