@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "testbed"))
 from bench.stats import pct  # noqa: E402
 from bench.watch import Watch  # noqa: E402
 from devcluster.controlplane import LocalCluster  # noqa: E402
-from devcluster.harness import OperatorProcess, wait_until  # noqa: E402
+from devcluster.harness import OperatorProcess, parse_series, wait_until  # noqa: E402
 from devcluster.heartbeats import heartbeat_payload  # noqa: E402
 from devcluster.redis_server import RedisServer  # noqa: E402
 from devcluster.stack import CRD_PATH  # noqa: E402
@@ -241,14 +241,12 @@ def api_requests(cluster: LocalCluster) -> dict[tuple[str, str], float]:
     """apiserver_request_total summed by (verb, resource[/subresource])."""
     text = cluster.kubectl("get", "--raw", "/metrics", timeout=60).stdout
     out: dict[tuple[str, str], float] = {}
-    for line in text.splitlines():
-        if not line.startswith("apiserver_request_total{"):
+    for name, labels, value in parse_series(text):
+        if name != "apiserver_request_total":
             continue
-        labels = dict(kv.split("=", 1) for kv in line[line.index("{") + 1 : line.rindex("}")].split(","))
-        labels = {k: v.strip('"') for k, v in labels.items()}
         resource = labels.get("resource", "") + (f"/{labels['subresource']}" if labels.get("subresource") else "")
         key = (labels.get("verb", ""), resource)
-        out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+        out[key] = out.get(key, 0.0) + value
     return out
 
 

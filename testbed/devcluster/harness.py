@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from . import waiting
 from .cli_process import start_cli
 from .procs import free_port
@@ -75,35 +77,45 @@ class OperatorProcess:
                 self.kill()
 
     def samples(self) -> dict[str, float]:
-        """Every sample of the operator's /metrics (empty when it is not serving yet)."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
-                return parse_samples(r.read().decode())
-        except OSError:
-            return {}
+        """Every sample of the operator's /metrics by `name{labels}` (empty when it is not serving yet)."""
+        return {series_key(name, labels): value for name, labels, value in self.series()}
 
     def metric(self, name: str, **labels: str) -> float:
-        """A sample from the operator's /metrics (0 when absent or not serving yet)."""
-        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        for series, value in self.samples().items():
-            if series == name or series.startswith(name + "{"):
-                got = series[len(name) :].strip("{}")
-                if all(part in got.split(",") for part in want.split(",") if part):
-                    return value
+        """A sample from the operator's /metrics whose labels include `labels` (0 when absent)."""
+        for series, have, value in self.series():
+            if series == name and all(have.get(k) == v for k, v in labels.items()):
+                return value
         return 0.0
+
+    def series(self) -> list[Series]:
+        """Every sample of the operator's /metrics, parsed (empty when it is not serving yet)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+                return parse_series(r.read().decode())
+        except OSError:
+            return []
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")
 
 
+Series = tuple[str, dict[str, str], float]  # (sample name, labels, value)
+
+
+def parse_series(text: str) -> list[Series]:
+    """Prometheus text exposition, parsed by prometheus_client's own parser (label values may
+    hold commas, quotes and escapes)."""
+    return [(s.name, dict(s.labels), s.value) for f in text_string_to_metric_families(text) for s in f.samples]
+
+
+def series_key(name: str, labels: dict[str, str]) -> str:
+    """`name{a="1",b="2"}`, labels sorted: how the tests name one series."""
+    return name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
+
+
 def parse_samples(text: str) -> dict[str, float]:
-    """Prometheus text exposition -> {series as exposed, `name{labels}`: value}."""
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            series, _, value = line.rpartition(" ")
-            samples[series] = float(value)
-    return samples
+    """Prometheus text exposition -> {`name{labels}` (labels sorted): value}."""
+    return {series_key(name, labels): value for name, labels, value in parse_series(text)}
 
 
 # Shorter than the chart's 15/10/2 s so that failover tests take seconds, in the same ratios.

@@ -12,6 +12,7 @@ pod to another pod is DNATed and forwarded); its previous value is restored.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,7 +140,8 @@ def remove_kube_chains() -> None:
     for table in _TABLES:
         for line in _run("iptables", "-t", table, "-S", check=False).stdout.splitlines():
             if line.startswith("-A ") and " -j KUBE-" in line and not line.split()[1].startswith("KUBE-"):
-                _run("iptables", "-t", table, "-D", *line.split()[1:], check=False)
+                # shlex: the rules carry quoted comments ("kubernetes service portals").
+                _run("iptables", "-t", table, "-D", *shlex.split(line)[1:], check=False)
         chains = _kube_chains(table)
         for chain in chains:
             _run("iptables", "-t", table, "-F", chain, check=False)

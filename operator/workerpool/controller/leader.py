@@ -1,9 +1,12 @@
 """Leader election on a `coordination.k8s.io/v1` Lease: only the holder acts.
 
 The same protocol as client-go's leaderelection (which kube-controller-manager
-and kube-scheduler use), written here because no maintained asyncio Python
-library offers it (the sync `kubernetes` client's elector uses threads and a
-ConfigMap lock; Kopf's peering is not leader election):
+and kube-scheduler use). `kubernetes_asyncio` ships an elector with a LeaseLock
+(`kubernetes_asyncio.leaderelection`); it is not used because it judges expiry
+by the wall clock (`time.time()`), never releases the lease on shutdown (a
+standby then waits out the whole lease duration), and takes no injectable
+clock, so its timing cannot be tested in virtual time. Kopf's peering is not
+leader election. This elector:
 
 - expiry is judged by the *local* clock from when a holder's record was last
   seen to change, never by comparing the remote renewTime with our clock;

@@ -32,6 +32,7 @@ from ..decide.reasons import Reason
 from ..decide.status import Stall
 from . import metrics
 from .redis_hub import PoolListener
+from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,7 @@ class RabbitBroker:
 
     async def stop(self) -> None:
         if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+            await cancel_and_wait([self.task])
 
     def subscribe(self, namespace: str, name: str, queues: tuple[str, ...], listener: PoolListener) -> None:
         self.listening[(namespace, name)] = _Listening(queues, listener)

@@ -35,6 +35,7 @@ from ..contracts.wire import QueueStatus, WireFormatError
 from ..protocols import Heartbeat, Offline, WorkerProtocol
 from ..redis_connect import Identity, Problem, RedisAccess, classify, describe, diagnose, redis_client
 from . import metrics
+from .tasks import cancel_and_wait
 from .worker_commands import WorkerCommands
 
 log = logging.getLogger(__name__)
@@ -211,9 +212,7 @@ class RedisHub:
         ]
 
     async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await cancel_and_wait(self.tasks)
         await self.client.aclose()
 
     def subscribe(self, sub: Subscriber) -> None:
