@@ -124,10 +124,22 @@ class LocalCluster:
             self.kubectl(*args, "-f", "-", input=manifest)
 
     def install_crd(self, path: Path) -> None:
-        """Apply a CRD and wait until it is Established."""
+        """Apply a CRD and wait until it is Established and its objects can be listed.
+
+        Established is not enough: the first request for the new resource right after it
+        could get `429 Too Many Requests: storage is (re)initializing` (its watch cache is
+        still filling), which is what a user's first `kubectl get` after `make cluster-up` met.
+        """
         self.apply(path)
-        name = yaml.safe_load(path.read_text())["metadata"]["name"]
+        crd = yaml.safe_load(path.read_text())
+        name, plural = crd["metadata"]["name"], crd["spec"]["names"]["plural"]
         self.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+        wait_for(
+            lambda: self.kubectl("get", plural, "-A", "--request-timeout=5s", check=False).returncode == 0,
+            timeout=READY_TIMEOUT,
+            what=f"{plural} to be listable",
+            interval=0.2,
+        )
 
     def write_kubeconfig(self, path: Path, *, user: dict[str, Any], name: str = "local") -> Path:
         """A kubeconfig for this cluster with the given user entry (cert or token)."""
