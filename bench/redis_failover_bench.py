@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,9 @@ TRICKLE = 0.05  # s between submissions
 class Trickle:
     """Submits one execution every TRICKLE s through `submit` (retrying through a failover)."""
 
-    def __init__(self, submit: Any) -> None:
-        self.submit, self.ids = submit, []  # type: ignore[var-annotated]
+    def __init__(self, submit: Callable[[], str]) -> None:
+        self.submit = submit
+        self.ids: list[str] = []
         self.stopped = threading.Event()
         threading.Thread(target=self._run, daemon=True).start()
 

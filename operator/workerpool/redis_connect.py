@@ -59,6 +59,12 @@ class RedisAccess:
     def target(self) -> RedisUrl:
         return parse_redis_url(self.url)
 
+    @property
+    def has_replicas(self) -> bool:
+        """Whether durable writes wait for a replica (WAIT): a Sentinel URL names a primary with
+        replicas; a single server may have none, and WAIT would then only time out."""
+        return self.target.sentinel
+
 
 @dataclass(frozen=True)
 class Identity:

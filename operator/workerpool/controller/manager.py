@@ -162,7 +162,7 @@ class Manager:
         commands = self._command_clients.get((access, protocol))
         if commands is None:
             client = operator_client(access, self.config.redis_identity)
-            commands = WorkerCommands(client, protocol_for(protocol), durable=access.target.sentinel)
+            commands = WorkerCommands(client, protocol_for(protocol), durable=access.has_replicas)
             self._command_clients[(access, protocol)] = commands
         return commands
 

@@ -193,7 +193,7 @@ class RedisHub:
         self.label = self.access.label + ("" if self.protocol.name == "seed" else f"-{self.protocol.name}")
         self.sentinel = self.access.target.sentinel
         self.client = operator_client(self.access, self.identity)
-        self.commands = WorkerCommands(self.client, self.protocol, durable=self.sentinel)
+        self.commands = WorkerCommands(self.client, self.protocol, durable=self.access.has_replicas)
         self._queues: dict[str, QueueStatus] = {}  # empty until the first reading
         self._resync_now = asyncio.Event()
         # worker id -> (when its last heartbeat arrived by pub/sub, its pool, its namespace)

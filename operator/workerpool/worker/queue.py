@@ -182,14 +182,14 @@ class Queue:
         """
         await blocking.blpop([self.notify], timeout=block_seconds)
 
-    async def finish(self, result: ExecutionResult, ttl_seconds: int) -> bool:
-        """Write the result; False: no replica acknowledged it in time (the primary holds it)."""
+    async def finish(self, result: ExecutionResult, ttl_seconds: int) -> None:
+        """Write the result (with replicas, then wait for one: ReplicaAck logs a miss)."""
         payload = json.dumps(to_wire(result))
         await self._finish(
             keys=[self.key, self.leases, self.lease_info, exec_result_key(result.execution_id)],
             args=[result.execution_id, payload, ttl_seconds, RESULTS_CHANNEL, self.held_prefix],
         )
-        return await self.replicated()
+        await self.replicated()
 
     async def renew(self, execution_ids: list[str], lease_seconds: float) -> None:
         if not execution_ids:

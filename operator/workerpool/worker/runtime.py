@@ -79,7 +79,7 @@ class Worker:
         self.redis = redis_client(access, name="workerpool-worker", ca_file=ca_file, health_check_interval=30)
         self.blocking = redis_client(access, name="workerpool-worker-wait", ca_file=ca_file)
         # With replicas (Sentinel), a result counts as written once one replica holds it too.
-        self.queue = Queue(self.redis, config.queue_key, durable=access.target.sentinel)
+        self.queue = Queue(self.redis, config.queue_key, durable=access.has_replicas)
 
     # --- pool callbacks -------------------------------------------------------------------
 
@@ -261,7 +261,7 @@ class Worker:
     async def _drain_locked(self) -> None:
         while self.outbox:
             try:
-                await self.queue.finish(self.outbox[0], self.config.result_ttl_seconds)  # unconfirmed: logged once
+                await self.queue.finish(self.outbox[0], self.config.result_ttl_seconds)
             except RedisError as exc:
                 # Keep it: a result is never dropped because Redis blinked.
                 log.warning(

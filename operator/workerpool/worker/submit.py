@@ -39,7 +39,7 @@ async def submit(args: argparse.Namespace) -> int:
     context = ExecutionContext(function=args.function, parameters=params, timeout_seconds=args.timeout)
     access = RedisAccess(args.redis_url)
     client = redis_client(access, name="workerpool-submit", ca_file=os.environ.get("REDIS_TLS_CA_FILE"))
-    queue = Queue(client, args.queue_key, durable=access.target.sentinel)
+    queue = Queue(client, args.queue_key, durable=access.has_replicas)
     ids = [f"{args.id_prefix}{uuid.uuid4().hex[:12]}" for _ in range(args.count)]
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     if args.wait:
