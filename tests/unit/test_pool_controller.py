@@ -60,6 +60,7 @@ class FakeKube:
         self.patches: list[dict[str, Any]] = []
         self.status_turn: Callable[[], Awaitable[None]] | None = None
         self.events: list[tuple[str, str]] = []
+        self.marks: list[tuple[str, dict[str, str | None]]] = []  # every annotation patch, in order
         self._ids = itertools.count(1)
 
     async def list_pods(self, namespace: str, pool: str) -> list[dict[str, Any]]:
@@ -94,6 +95,19 @@ class FakeKube:
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
         return None
+
+    async def mark_pod(self, namespace: str, name: str, patch: dict[str, str | None]) -> dict[str, Any] | None:
+        self.marks.append((name, dict(patch)))
+        pod = self.pods.get(name)
+        if pod is None:
+            return None
+        annotations = pod["metadata"].setdefault("annotations", {})
+        for key, value in patch.items():
+            if value is None:
+                annotations.pop(key, None)
+            else:
+                annotations[key] = value
+        return copy.deepcopy(pod)
 
     async def event(self, pool: dict[str, str], type_: str, reason: str, message: str) -> None:
         self.events.append((reason, message))
@@ -508,3 +522,68 @@ async def test_an_eviction_while_redis_cannot_be_trusted_is_held_without_asking_
     world.hub.error = None  # trusted again: Redis is asked, and an idle worker may go
     verdict = await gate.review(NS, pod, dry_run=False)
     assert verdict is not None and verdict.allowed and asked == [pod]
+
+
+MARKED = {"karpenter.sh/do-not-disrupt": "true", "cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
+UNMARKED = dict.fromkeys(MARKED)
+
+
+async def beat_and_reconcile(world: World, seconds: int, busy: Callable[[int], bool]) -> None:
+    """`seconds` rounds a second apart, each after a heartbeat of the one pod (busy when `busy(i)`)."""
+    (pod,) = world.kube.pods
+    for i in range(seconds):
+        world.clock.advance(1)
+        world.beat(busy={pod} if busy(i) else set())
+        await world.reconcile()
+
+
+async def test_a_busy_worker_is_marked_at_once_and_unmarked_after_the_hold_down(world: World) -> None:
+    await ready_pool(world)
+    await world.reconcile()
+    (pod,) = world.kube.pods
+    assert world.kube.marks == []  # idle from the start: never marked
+    world.beat(busy={pod})
+    await world.reconcile()
+    assert world.kube.marks == [(pod, MARKED)]
+    assert world.kube.pods[pod]["metadata"]["annotations"].items() >= MARKED.items()
+    # Work that comes and goes every second for five minutes: no write at all.
+    await beat_and_reconcile(world, 300, busy=lambda i: i % 2 == 0)
+    assert world.kube.marks == [(pod, MARKED)]
+    # Idle for one second short of the hold-down (60 s): still marked; then removed once.
+    await beat_and_reconcile(world, 59, busy=lambda i: False)
+    assert len(world.kube.marks) == 1
+    due = world.ctl.next_scale_check_at
+    assert due is not None and due - world.clock.mono <= 1.1  # the pool wakes for it by itself
+    await beat_and_reconcile(world, 2, busy=lambda i: False)
+    assert world.kube.marks == [(pod, MARKED), (pod, UNMARKED)]
+    assert not MARKED.keys() & world.kube.pods[pod]["metadata"]["annotations"].keys()
+
+
+async def test_an_unknown_worker_keeps_its_mark(world: World) -> None:
+    """Redis cannot be trusted, then heartbeats stop: neither is idle, whatever the hold-down."""
+    await ready_pool(world)
+    (pod,) = world.kube.pods
+    world.beat(busy={pod})
+    await world.reconcile()
+    world.hub.error = "connection refused"
+    for _ in range(120):
+        world.clock.advance(1)
+        await world.reconcile()
+    assert world.kube.marks == [(pod, MARKED)]
+    world.hub.error = None
+    world.sub.listener.on_resync({pod}, {})
+    await beat_and_reconcile(world, 59, busy=lambda i: False)  # the hold-down starts again here
+    assert world.kube.marks == [(pod, MARKED)]
+
+
+async def test_marks_the_pod_template_sets_are_the_templates(world: World) -> None:
+    world.body["spec"]["template"] = {"metadata": {"annotations": {"karpenter.sh/do-not-disrupt": "true"}}}
+    world.ctl = world.new_controller()
+    await ready_pool(world)
+    (pod,) = world.kube.pods
+    world.beat(busy={pod})
+    await world.reconcile()
+    assert world.kube.marks == [(pod, {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"})]
+    await beat_and_reconcile(world, 61, busy=lambda i: False)
+    assert world.kube.marks[-1] == (pod, {"cluster-autoscaler.kubernetes.io/safe-to-evict": None})
+    assert world.kube.pods[pod]["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"

@@ -18,6 +18,7 @@ ALLOWED = {
         "GROUP", "VERSION", "API_VERSION", "KIND", "PLURAL", "SINGULAR", "SHORT_NAMES", "POOL_LABEL",
         "MANAGED_BY_LABEL", "MANAGED_BY_VALUE", "TEMPLATE_HASH_LABEL", "RECYCLE_ANNOTATION",
         "EVICTING_ANNOTATION", "KOPF_PREFIX", "DEFAULT_QUEUE_KEY",
+        "DO_NOT_DISRUPT_ANNOTATION", "SAFE_TO_EVICT_ANNOTATION", "BUSY_MARKS",  # node autoscalers: Kubernetes names
         "REDIS_CA_VOLUME", "REDIS_CA_DIR",  # the pool's CA bundle in its pods: any protocol's
     },
     "wire": {

@@ -52,7 +52,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: ["workerpools/status"]
   verbs: ["get", "patch"]
 # Worker pods: created, watched, deleted (never updated: replaced instead);
-# patched only to mark one whose eviction is held (bifrost.dev/evicting).
+# patched only in annotations: one whose eviction is held (bifrost.dev/evicting), and
+# a busy worker's node-autoscaler marks (karpenter.sh/do-not-disrupt, safe-to-evict).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "create", "delete", "patch"]

@@ -24,6 +24,12 @@ EVICTING_ANNOTATION: Final = f"{GROUP}/evicting"
 # Kopf's own bookkeeping gets a prefix of its own: a Kopf storage prefix is
 # dropped from Kopf's diff-base, and our user-facing annotations must stay in it.
 KOPF_PREFIX: Final = f"kopf.{GROUP}"
+# Set on a worker pod while it runs an execution, removed once it is idle
+# (decide/disruption.py): node autoscalers leave such a pod's node alone.
+DO_NOT_DISRUPT_ANNOTATION: Final = "karpenter.sh/do-not-disrupt"
+SAFE_TO_EVICT_ANNOTATION: Final = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+# The value each has while the pod is marked.
+BUSY_MARKS: Final = ((DO_NOT_DISRUPT_ANNOTATION, "true"), (SAFE_TO_EVICT_ANNOTATION, "false"))
 
 # --- Redis (DESIGN §3) ----------------------------------------------------
 DEFAULT_QUEUE_KEY: Final = "bifrost:queue:pending"

@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, PositiveFloat, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ..decide.disruption import MarkPolicy
 from ..decide.shards import Shard
 from ..redis_connect import Identity
 from ..settings_errors import describe
@@ -35,6 +36,11 @@ class OperatorConfig(BaseSettings):
     # about 50 status writes a second, so half the budget is left for bursts (docs/performance.md).
     api_writes_per_second: PositiveFloat = 100.0
     api_write_burst: int = Field(200, ge=1)
+
+    # Busy workers' pods carry karpenter.sh/do-not-disrupt and cluster-autoscaler's
+    # safe-to-evict=false (decide/disruption.py); idle this long before they are removed.
+    busy_marks: bool = True
+    busy_marks_hold_down_seconds: float = Field(60.0, ge=0)
 
     # Freeze the objects alive every this many seconds, so automatic garbage collections
     # skip them (controller/gc_policy.py); 0: CPython's own collections only.
@@ -72,6 +78,10 @@ class OperatorConfig(BaseSettings):
             return None
         password = self.redis_password.get_secret_value() if self.redis_password is not None else None
         return Identity(self.redis_username, password)
+
+    @property
+    def mark_policy(self) -> MarkPolicy:
+        return MarkPolicy(self.busy_marks, self.busy_marks_hold_down_seconds)
 
     @field_validator("namespaces", "webhook_hosts", mode="before")
     @classmethod

@@ -143,30 +143,10 @@ class Kube:
     async def event(self, pool: dict[str, str], type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on the WorkerPool (what `kubectl describe` shows)."""
         await self._write(Priority.EVENT)
-        now = dt.datetime.now(dt.UTC)
-        body = {
-            "metadata": {"name": f"{pool['name']}.{uuid.uuid4().hex[:12]}", "namespace": pool["namespace"]},
-            "involvedObject": {
-                "apiVersion": names.API_VERSION,
-                "kind": names.KIND,
-                "name": pool["name"],
-                "namespace": pool["namespace"],
-                "uid": pool["uid"],
-            },
-            "type": type_,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": "workerpool-operator"},
-            "reportingComponent": "workerpool-operator",
-            "reportingInstance": "workerpool-operator",
-            "action": reason,
-            "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "count": 1,
-        }
         try:
-            await self.core.create_namespaced_event(pool["namespace"], cast(Any, body))
+            await self.core.create_namespaced_event(
+                pool["namespace"], cast(Any, event_body(pool, type_, reason, message))
+            )
         except ApiException as exc:  # an event is worth a log line, not a failed reconcile
             log.warning("event %s on %s/%s not posted: %s", reason, pool["namespace"], pool["name"], exc.reason)
 
@@ -174,8 +154,27 @@ class Kube:
 
     async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         # Not rate-limited: it marks a pod whose eviction was just held (one per held pod a minute).
-        body = {"metadata": {"annotations": annotations}}
-        await self.core.patch_namespaced_pod(name, namespace, body)
+        await self._patch_annotations(namespace, name, dict(annotations))
+
+    async def mark_pod(self, namespace: str, name: str, patch: dict[str, str | None]) -> dict[str, Any] | None:
+        """Set (a value) or remove (None) a worker pod's node-autoscaler annotations: the patched pod,
+        or None when the pod is gone."""
+        await self._write(Priority.MARK)
+        try:
+            return await self._patch_annotations(namespace, name, patch)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def _patch_annotations(self, namespace: str, name: str, patch: dict[str, str | None]) -> dict[str, Any]:
+        patched = await self.core.patch_namespaced_pod(
+            name,
+            namespace,
+            {"metadata": {"annotations": patch}},
+            _content_type="application/merge-patch+json",  # type: ignore[call-arg]
+        )
+        return dict(self.api.sanitize_for_serialization(patched))
 
     async def read_secret(self, namespace: str, name: str) -> tuple[dict[str, bytes], str] | None:
         """The decoded data and resourceVersion, or None when there is no such Secret."""
@@ -246,3 +245,29 @@ class Kube:
             await self.coordination.create_namespaced_lease(namespace, cast(Any, body))
         else:
             await self.coordination.replace_namespaced_lease(name, namespace, cast(Any, body))
+
+
+def event_body(pool: dict[str, str], type_: str, reason: str, message: str) -> dict[str, Any]:
+    """A core/v1 Event on the WorkerPool `pool` (its name, namespace and uid)."""
+    now = dt.datetime.now(dt.UTC)
+    return {
+        "metadata": {"name": f"{pool['name']}.{uuid.uuid4().hex[:12]}", "namespace": pool["namespace"]},
+        "involvedObject": {
+            "apiVersion": names.API_VERSION,
+            "kind": names.KIND,
+            "name": pool["name"],
+            "namespace": pool["namespace"],
+            "uid": pool["uid"],
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": "workerpool-operator"},
+        "reportingComponent": "workerpool-operator",
+        "reportingInstance": "workerpool-operator",
+        "action": reason,
+        "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "count": 1,
+    }

@@ -63,6 +63,7 @@ class Manager:
             status_min_interval=config.status_min_interval,
             status_volatile_refresh=config.status_volatile_refresh,
             progress=self._progress,
+            marks=config.mark_policy,
         )
         # (namespace, pod name) -> its pool's key: an eviction names only the pod.
         self.pod_pools: dict[tuple[str, str], Key] = {}

@@ -47,6 +47,11 @@ RECONCILE = Histogram(
     ["namespace", "pool"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+MARK_WRITES = Counter(
+    "workerpool_busy_mark_writes_total",
+    "Writes of busy workers' node-autoscaler annotations",
+    ["namespace", "pool", "change"],
+)
 STATUS_WRITES = Counter("workerpool_status_writes_total", "Status subresource writes", ["namespace", "pool"])
 MALFORMED = Counter("workerpool_malformed_redis_data_total", "Malformed Redis data skipped", ["kind"])
 REDIS_UP = Gauge("workerpool_redis_up", "Whether a Redis (by URL hash) is reachable", ["hub"])
@@ -90,6 +95,9 @@ def forget_pool(namespace: str, pool: str) -> None:
         for state in (*PROCESS_STATES, *POD_STATES):
             with contextlib.suppress(KeyError):
                 metric.remove(namespace, pool, state)
+    for change in ("mark", "unmark"):
+        with contextlib.suppress(KeyError):
+            MARK_WRITES.remove(namespace, pool, change)
     for gauge in (QUEUE_DEPTH, DESIRED, RETRY_DELAY, SCALE_UP_REACTION, COLD_START, DELETES_AVERTED):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, pool)

@@ -16,6 +16,7 @@ import logging
 
 from ..contracts.resource import WorkerPool
 from ..contracts.wire import WireFormatError
+from ..decide.disruption import MarkChange
 from ..decide.pods import PoolRef, render_pod
 from ..decide.reasons import DeletionReason
 from ..decide.scaling import Deletion, Event, ScalePlan
@@ -52,6 +53,14 @@ class PodActions:
                 return
             for deletion in plan.delete:
                 await self._delete(pool, deletion, commands)
+
+    async def mark(self, changes: tuple[MarkChange, ...]) -> None:
+        """Set or remove busy workers' node-autoscaler annotations (after the round's pod changes)."""
+        for change in changes:
+            patched = await self.kube.mark_pod(self.namespace, change.pod, change.patch)
+            if patched is not None:
+                self.state.patched(patched)
+            metrics.MARK_WRITES.labels(self.namespace, self.name, "mark" if change.mark else "unmark").inc()
 
     async def _create(self, pool: WorkerPool, ref: PoolRef, count: int, since: float | None) -> bool:
         """False when the API server refused a create (then nothing more this round)."""

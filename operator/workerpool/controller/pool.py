@@ -184,6 +184,7 @@ class PoolController:
             create_error=self.state.create_error,
             status_known=self.state.resynced,
             previous_conditions=self.stored_conditions.of(self.body.get("status")),
+            marks=self.deps.marks,
         )
         return obs, ctx
 
@@ -199,6 +200,7 @@ class PoolController:
             await self.events.emit(event)
         since, self.triggered_at = self.triggered_at, None
         await self.actions.apply(pool, PoolRef(pool.name, pool.namespace, pool.uid), plan.scale, commands, since)
+        await self.actions.mark(plan.marks)
         memory = plan.memory
         if plan.recycle is not None and commands is not None:
             record = await apply_recycle(

@@ -83,6 +83,12 @@ class PoolState:
         self.starting[body["metadata"]["name"]] = self.clock.monotonic()
         self._set_create_error(None)
 
+    def patched(self, body: dict[str, Any]) -> None:
+        """A pod this controller patched, as the API server returned it (the watch event may lag)."""
+        name = body["metadata"]["name"]
+        if name in self.pods:
+            self.pods[name] = pod_view(body, self.clock.time())
+
     def create_rejected(self, message: str) -> None:
         self._set_create_error(message)
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..contracts.report import WorkerReport
 from ..contracts.wire import QueueStatus
+from ..decide.disruption import MarkPolicy
 from ..decide.status import Stall
 from ..redis_connect import RedisAccess
 from .redis_hub import Fault, PoolListener, Subscriber
@@ -25,6 +26,7 @@ class KubeApi(Protocol):
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None: ...
     async def event(self, pool: dict[str, str], type_: str, reason: str, message: str) -> None: ...
     async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None: ...
+    async def mark_pod(self, namespace: str, name: str, patch: dict[str, str | None]) -> dict[str, Any] | None: ...
 
 
 class Commands(Protocol):
@@ -98,4 +100,5 @@ class PoolDeps:
     status_min_interval: float
     status_volatile_refresh: float
     clock: Clock = SYSTEM_CLOCK
+    marks: MarkPolicy = field(default_factory=MarkPolicy)
     progress: Callable[[], None] = lambda: None  # called after every reconcile (the liveness check)

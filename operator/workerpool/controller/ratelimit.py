@@ -29,8 +29,9 @@ class Priority(IntEnum):
     """Lower goes first."""
 
     POD = 0  # creating and deleting workers: what users and executions wait for
-    EVENT = 1
-    STATUS = 2  # rendered when its turn comes, so waiting only coalesces
+    MARK = 1  # a busy worker's node-autoscaler annotations (decide/disruption.py)
+    EVENT = 2
+    STATUS = 3  # rendered when its turn comes, so waiting only coalesces
 
 
 @dataclass

@@ -28,6 +28,8 @@ class PodView:
     template_hash: str | None
     owners: tuple[str, ...] = ()  # the uids in its ownerReferences
     evicting_at: float | None = None  # epoch seconds its eviction was last held
+    # The node-autoscaler annotations it carries (names.BUSY_MARKS keys only), as (key, value).
+    marks: tuple[tuple[str, str], ...] = ()
 
     @property
     def active(self) -> bool:
@@ -36,6 +38,7 @@ class PodView:
     @classmethod
     def from_body(cls, body: Mapping[str, Any], created: float) -> PodView:
         meta, status = body.get("metadata", {}), body.get("status") or {}
+        annotations = meta.get("annotations") or {}
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
         return cls(
             name=meta.get("name", ""),
@@ -46,7 +49,8 @@ class PodView:
             created=created,
             template_hash=(meta.get("labels") or {}).get(names.TEMPLATE_HASH_LABEL),
             owners=tuple(str(o.get("uid", "")) for o in meta.get("ownerReferences") or []),
-            evicting_at=_epoch((meta.get("annotations") or {}).get(names.EVICTING_ANNOTATION)),
+            evicting_at=_epoch(annotations.get(names.EVICTING_ANNOTATION)),
+            marks=tuple((k, annotations[k]) for k, _ in names.BUSY_MARKS if k in annotations),
         )
 
     def leaving(self, now: float) -> bool:

@@ -2,7 +2,7 @@
 
 `decide()` reads plain values (the pool, what was observed, what earlier rounds
 remembered) and returns a Plan: the Events to post, the pods to create and
-delete, the recycle request to publish or reject, the status to write, and
+delete, the node-autoscaler marks to set or remove, the recycle request to publish or reject, the status to write, and
 when to look again. It does no I/O; the controller applies the Plan, and what
 applying returns (a refused create, a recycle a previous run already handled)
 becomes part of the next round's observation.
@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from ..contracts import names
 from ..contracts.resource import Condition, LastRecycle, WorkerPool
 from ..protocols import protocol_for
+from .disruption import MarkChange, MarkMemory, MarkPolicy, decide_marks, managed_keys
 from .observation import Observation, WorkerView
 from .pods import has_password
 from .reasons import Reason
@@ -49,6 +50,7 @@ class PoolMemory:
     handled_recycle: str | None = None  # the last annotation value handled
     last_recycle: LastRecycle | None = None
     password_warned_generation: int | None = None
+    marks: MarkMemory = field(default_factory=MarkMemory)
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any] | None) -> PoolMemory:
@@ -70,6 +72,7 @@ class Context:
     create_error: str | None = None  # the API server refused the last pod create
     status_known: bool = True  # False until the first resync from Redis: no status before it
     previous_conditions: Sequence[Condition] = ()
+    marks: MarkPolicy = field(default_factory=MarkPolicy)  # the node-autoscaler marks on busy workers
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class Plan:
     scale: ScalePlan  # the pods to create and delete
     recycle: RecycleDecision | None  # the recycle request to publish or reject
     recycle_events: tuple[Event, ...]  # posted when the request is first handled
+    marks: tuple[MarkChange, ...]  # node-autoscaler annotations to set or remove on pods
     status: dict[str, Any] | None  # rendered; written through the write policy
     memory: PoolMemory  # for the next round, once this plan is applied
     recheck_after: float | None  # seconds until a time-based decision is due
@@ -101,6 +105,9 @@ def decide(pool: WorkerPool, obs: Observation, ctx: Context, memory: PoolMemory,
     recycle = _recycle(pool, obs, memory, now) if ctx.status_known else None
     if recycle is not None:
         memory = replace(memory, handled_recycle=recycle.value, last_recycle=recycle.record)
+    template_annotations = (pool.spec.template.get("metadata") or {}).get("annotations") or {}
+    marks = decide_marks(obs.pods, obs.workers, obs.now, memory.marks, ctx.marks, managed_keys(template_annotations))
+    memory = replace(memory, marks=marks.memory)
     stall = ctx.stall
     if stall is None and ctx.create_error is not None:
         stall = Stall(Reason.PODS_REJECTED, ctx.create_error)
@@ -123,9 +130,10 @@ def decide(pool: WorkerPool, obs: Observation, ctx: Context, memory: PoolMemory,
         scale=scale,
         recycle=recycle,
         recycle_events=tuple(recycle_events(recycle)) if recycle is not None else (),
+        marks=marks.changes,
         status=status,
         memory=memory,
-        recheck_after=_earliest(scale.recheck_after, obs.stale_in),
+        recheck_after=_earliest(scale.recheck_after, obs.stale_in, marks.recheck_after),
     )
 
 
