@@ -5,7 +5,9 @@
 #   kubelet, kube-proxy, kubectl                      (k8s.io/kubernetes)
 #   pause (the sandbox image's binary)                (k8s.io/kubernetes build/pause)
 #   etcd                                             (go.etcd.io/etcd/server/v3)
-#   helm                                             (helm.sh/helm/v3)
+#   helm (v4) and helm3 (v3: the chart is tested with both) (helm.sh/helm/v4, /v3)
+#   kwok, and its upstream stages                    (sigs.k8s.io/kwok)
+#   karpenter-kwok, and its CRDs                      (sigs.k8s.io/karpenter/kwok)
 # into $WPO_CACHE/bin/<component>-<version>/.  Idempotent: a component whose
 # binaries exist is skipped, so a second run takes about a second.
 #
@@ -21,11 +23,14 @@ ETCD_DIR="$CACHE/bin/etcd-$ETCD_VERSION"
 # cluster, e.g. `helm template`) is a link-time variable; a plain `go install`
 # leaves it at v1.20 and the chart's `kubeVersion: >=1.30` is refused.
 HELM_KUBE_MINOR=$(cut -d. -f2 <<<"$KUBERNETES_VERSION")
-HELM_DIR="$CACHE/bin/helm-$HELM_VERSION-kube1.$HELM_KUBE_MINOR"
+HELM3_DIR="$CACHE/bin/helm-$HELM3_VERSION-kube1.$HELM_KUBE_MINOR"
+HELM_DIR="$CACHE/bin/helm-$HELM_VERSION"
+KWOK_DIR="$CACHE/bin/kwok-$KWOK_VERSION"
+KARPENTER_DIR="$CACHE/bin/karpenter-$KARPENTER_VERSION"
 K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 
 if [[ "${1:-}" == "--print-bin-dirs" ]]; then
-  echo "$K8S_DIR:$ETCD_DIR:$HELM_DIR"
+  echo "$K8S_DIR:$ETCD_DIR:$HELM_DIR:$HELM3_DIR:$KWOK_DIR:$KARPENTER_DIR"
   exit 0
 fi
 
@@ -129,25 +134,81 @@ GO
   log "etcd $ETCD_VERSION: built in $((SECONDS - t0)) s"
 }
 
+# helm v3 as `helm3`. Its default Kubernetes version (.Capabilities.KubeVersion
+# without a cluster, e.g. `helm template`) is a link-time variable; a plain `go
+# install` leaves it at v1.20 and the chart's `kubeVersion: >=1.30` is refused.
+build_helm3() {
+  if have_all "$HELM3_DIR" helm3; then log "helm $HELM3_VERSION: cached in $HELM3_DIR"; return; fi
+  local t0=$SECONDS
+  log "helm $HELM3_VERSION: go install"
+  mkdir -p "$HELM3_DIR.tmp"
+  local kv="-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
+-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$HELM_KUBE_MINOR \
+-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 \
+-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$HELM_KUBE_MINOR"
+  GOBIN="$HELM3_DIR.tmp" GOFLAGS= go install -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM3_VERSION $kv" \
+    "helm.sh/helm/v3/cmd/helm@$HELM3_VERSION"
+  mv "$HELM3_DIR.tmp/helm" "$HELM3_DIR.tmp/helm3"
+  rm -rf "$HELM3_DIR" && mv "$HELM3_DIR.tmp" "$HELM3_DIR"
+  log "helm $HELM3_VERSION: built in $((SECONDS - t0)) s"
+}
+
+# helm v4 as `helm`. v4 takes its default Kubernetes version from the client-go
+# it was built with (the module's build info), so no link-time version is needed.
 build_helm() {
   if have_all "$HELM_DIR" helm; then log "helm $HELM_VERSION: cached in $HELM_DIR"; return; fi
   local t0=$SECONDS
   log "helm $HELM_VERSION: go install"
   mkdir -p "$HELM_DIR.tmp"
-  local kv="-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
--X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$HELM_KUBE_MINOR \
--X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 \
--X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$HELM_KUBE_MINOR"
   GOBIN="$HELM_DIR.tmp" GOFLAGS= go install -trimpath \
-    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION $kv" \
-    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+    -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
+    "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
   rm -rf "$HELM_DIR" && mv "$HELM_DIR.tmp" "$HELM_DIR"
   log "helm $HELM_VERSION: built in $((SECONDS - t0)) s"
+}
+
+# kwok (fake nodes for the tests and benchmarks that need many) and the upstream
+# stages the test bed runs it with: nodes initialised and heart-beating with a
+# Lease, pods Running at once and their deletion finished (testbed/devcluster/kwok.py).
+KWOK_STAGES=(node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease
+  pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete)
+build_kwok() {
+  if have_all "$KWOK_DIR" kwok; then log "kwok $KWOK_VERSION: cached in $KWOK_DIR"; return; fi
+  local t0=$SECONDS src
+  log "kwok $KWOK_VERSION: go install"
+  mkdir -p "$KWOK_DIR.tmp/stages"
+  GOBIN="$KWOK_DIR.tmp" GOFLAGS= go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  src=$(cd "$(new_module)" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  for stage in "${KWOK_STAGES[@]}"; do cp "$src/kustomize/stage/$stage.yaml" "$KWOK_DIR.tmp/stages/"; done
+  rm -rf "$KWOK_DIR" && mv "$KWOK_DIR.tmp" "$KWOK_DIR"
+  log "kwok $KWOK_VERSION: built in $((SECONDS - t0)) s"
+}
+
+# Karpenter with its kwok cloud provider (a node autoscaler for the consolidation
+# benchmark), and the CRDs it needs. Karpenter's go.mod asks for a newer Go than
+# the machine's: the go command fetches the pinned toolchain from the module proxy
+# for this one build (GOTOOLCHAIN), the rest stays on the machine's Go.
+build_karpenter() {
+  if have_all "$KARPENTER_DIR" karpenter-kwok; then log "karpenter $KARPENTER_VERSION: cached in $KARPENTER_DIR"; return; fi
+  local t0=$SECONDS src
+  log "karpenter $KARPENTER_VERSION: go install (toolchain $KARPENTER_GOTOOLCHAIN)"
+  mkdir -p "$KARPENTER_DIR.tmp/crds"
+  GOTOOLCHAIN=$KARPENTER_GOTOOLCHAIN GOBIN="$KARPENTER_DIR.tmp" GOFLAGS= go install -trimpath -ldflags "-s -w" \
+    "sigs.k8s.io/karpenter/kwok@$KARPENTER_VERSION"
+  mv "$KARPENTER_DIR.tmp/kwok" "$KARPENTER_DIR.tmp/karpenter-kwok"
+  src=$(cd "$(new_module)" && GOTOOLCHAIN=$KARPENTER_GOTOOLCHAIN go mod download -json "sigs.k8s.io/karpenter@$KARPENTER_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  cp "$src"/kwok/charts/crds/karpenter.sh_*.yaml "$src"/kwok/apis/crds/*.yaml "$KARPENTER_DIR.tmp/crds/"
+  rm -rf "$KARPENTER_DIR" && mv "$KARPENTER_DIR.tmp" "$KARPENTER_DIR"
+  log "karpenter $KARPENTER_VERSION: built in $((SECONDS - t0)) s"
 }
 
 start=$SECONDS
 build_etcd
 build_helm
+build_helm3
+build_kwok
+build_karpenter
 build_kubernetes
 log "all binaries ready in $((SECONDS - start)) s:"
 {
@@ -156,4 +217,6 @@ log "all binaries ready in $((SECONDS - start)) s:"
   "$K8S_DIR/kubectl" version --client 2>/dev/null | sed -n 1p
   "$ETCD_DIR/etcd" --version | sed -n 1p
   "$HELM_DIR/helm" version --short
+  "$HELM3_DIR/helm3" version --short
+  "$KWOK_DIR/kwok" --version
 } >&2 || true

@@ -29,9 +29,13 @@ CHART = ROOT / "charts" / "workerpool-operator"
 DEPLOYED = 120.0
 
 
-def helm(stack: DevStack, *args: str) -> str:
+# helm v4 is the test bed's `helm`; the chart must keep working with helm v3 (`helm3`) too.
+HELMS = ("helm", "helm3")
+
+
+def helm(stack: DevStack, *args: str, binary: str = "helm") -> str:
     out = subprocess.run(
-        [str(binaries.find("helm")), "--kubeconfig", str(stack.cluster.kubeconfig), *args],
+        [str(binaries.find(binary)), "--kubeconfig", str(stack.cluster.kubeconfig), *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -152,8 +156,9 @@ def can_i(stack: DevStack, sa: str, *args: str) -> bool:
     return out.stdout.strip() == "yes"
 
 
-def test_helm_lint_is_clean(stack: DevStack) -> None:
-    out = helm(stack, "lint", str(CHART), "--strict")
+@pytest.mark.parametrize("binary", HELMS)
+def test_helm_lint_is_clean(stack: DevStack, binary: str) -> None:
+    out = helm(stack, "lint", str(CHART), "--strict", binary=binary)
     assert "0 chart(s) failed" in out
 
 
@@ -168,22 +173,24 @@ def test_helm_lint_is_clean(stack: DevStack) -> None:
         ["--set", "shards=3"],
     ],
 )
-def test_rendered_chart_is_accepted_by_the_api_server(stack: DevStack, values: list[str]) -> None:
+@pytest.mark.parametrize("binary", HELMS)
+def test_rendered_chart_is_accepted_by_the_api_server(stack: DevStack, values: list[str], binary: str) -> None:
     ns = f"dry-{uuid.uuid4().hex[:6]}"
     stack.cluster.kubectl("create", "namespace", ns)
     for extra in ("a", "b"):
         stack.cluster.kubectl("create", "namespace", extra, check=False)
-    # No --kube-version: the project's helm is built to default to the cluster's minor.
-    rendered = helm(stack, "template", "dry", str(CHART), "-n", ns, *values)
+    # No --kube-version: helm v3 is built to default to the cluster's minor, v4 to its client-go's.
+    rendered = helm(stack, "template", "dry", str(CHART), "-n", ns, *values, binary=binary)
     # Every rendered object names its namespace, so no -n: Roles go to the watched namespaces.
     out = stack.cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
     assert "deployment.apps/dry-workerpool-operator" in out.stdout and "created (server dry run)" in out.stdout
 
 
-def test_values_schema_rejects_bad_values(stack: DevStack) -> None:
+@pytest.mark.parametrize("binary", HELMS)
+def test_values_schema_rejects_bad_values(stack: DevStack, binary: str) -> None:
     out = subprocess.run(
         [
-            str(binaries.find("helm")),
+            str(binaries.find(binary)),
             "template",
             "x",
             str(CHART),
