@@ -54,7 +54,7 @@ clean:
 cluster-up: setup image crd-check
 	@mkdir -p .cluster
 	@if [ -f .cluster/pid ] && kill -0 $$(cat .cluster/pid) 2>/dev/null; then cat .cluster/env; exit 0; fi; \
-	$(TESTBED) nohup $(PY) -m devcluster up --dir .cluster $(if $(SENTINEL),--sentinel) > .cluster/up.log 2>&1 & \
+	$(TESTBED) nohup $(PY) -m devcluster up --dir .cluster $(if $(SENTINEL),--sentinel) --kwok-nodes $(or $(KWOK_NODES),0) > .cluster/up.log 2>&1 & \
 	for i in $$(seq 1 240); do [ -f .cluster/env ] && break; \
 	  kill -0 $$! 2>/dev/null || { cat .cluster/up.log; exit 1; }; sleep 0.5; done; \
 	[ -f .cluster/env ] || { echo "local cluster did not come up; see .cluster/up.log"; exit 1; }; \

@@ -43,7 +43,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "testbed"))
 
 from bench.stats import pct  # noqa: E402
-from bench.watch import Watch  # noqa: E402
 from devcluster import binaries  # noqa: E402
 from devcluster.bifrost_wire import (  # noqa: E402
     Ledger,
@@ -58,6 +57,7 @@ from devcluster.harness import OperatorProcess, Pools, wait_until  # noqa: E402
 from devcluster.procs import free_port  # noqa: E402
 from devcluster.rabbitmq_server import RabbitMQServer  # noqa: E402
 from devcluster.stack import DevStack, project_image  # noqa: E402
+from devcluster.watch import Watch  # noqa: E402
 from devcluster.webhooks import apply_configuration, wait_served, webhook_env  # noqa: E402
 
 NS = "bench"

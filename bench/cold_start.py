@@ -36,10 +36,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "testbed"))
 
 from bench.stats import pct  # noqa: E402
-from bench.watch import Watch  # noqa: E402
 from devcluster.client import Client  # noqa: E402
 from devcluster.harness import OperatorProcess, Pools, pool_manifest, wait_until, worker_container  # noqa: E402
 from devcluster.stack import DevStack  # noqa: E402
+from devcluster.watch import Watch  # noqa: E402
 from workerpool.contracts.names import HEARTBEAT_CHANNEL  # noqa: E402
 
 NS = "bench"

@@ -35,10 +35,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "testbed"))
 
 from bench.stats import pct  # noqa: E402
-from bench.watch import Watch  # noqa: E402
 from devcluster.harness import OperatorProcess, Pools, wait_until  # noqa: E402
 from devcluster.heartbeats import heartbeat, heartbeat_payload  # noqa: E402
 from devcluster.stack import DevStack  # noqa: E402
+from devcluster.watch import Watch  # noqa: E402
 from workerpool.contracts.names import HEARTBEAT_CHANNEL  # noqa: E402
 from workerpool.contracts.wire import WorkerHeartbeat  # noqa: E402
 

@@ -40,11 +40,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "testbed"))
 
 from bench.stats import pct  # noqa: E402
-from bench.watch import Watch  # noqa: E402
 from devcluster.client import Client  # noqa: E402
 from devcluster.harness import READY, OperatorProcess, Pools, pool_manifest, wait_until  # noqa: E402
 from devcluster.sentinel_set import MASTER, SentinelSet  # noqa: E402
 from devcluster.stack import DevStack  # noqa: E402
+from devcluster.watch import Watch  # noqa: E402
 
 NS = "bench"
 TRICKLE = 0.05  # s between submissions

@@ -36,12 +36,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "testbed"))
 
 from bench.stats import pct  # noqa: E402
-from bench.watch import Watch  # noqa: E402
 from devcluster.controlplane import LocalCluster  # noqa: E402
 from devcluster.harness import OperatorProcess, parse_series, wait_until  # noqa: E402
 from devcluster.heartbeats import heartbeat_payload  # noqa: E402
 from devcluster.redis_server import RedisServer  # noqa: E402
 from devcluster.stack import CRD_PATH  # noqa: E402
+from devcluster.watch import Watch  # noqa: E402
 
 NS = "scale"
 

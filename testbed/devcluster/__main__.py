@@ -24,7 +24,7 @@ from .procs import pid_alive
 from .stack import DevStack
 
 
-def up(directory: Path, sentinel: bool = False) -> int:
+def up(directory: Path, sentinel: bool = False, kwok_nodes: int = 0) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     env_file = directory / "env"
     env_file.unlink(missing_ok=True)
@@ -36,7 +36,7 @@ def up(directory: Path, sentinel: bool = False) -> int:
         print(f"{workdir} still has mounts (a previous run did not stop cleanly): make cluster-down", file=sys.stderr)
         return 1
     shutil.rmtree(workdir, ignore_errors=True)  # a fresh cluster each time: no objects from the last one
-    with DevStack(workdir, rabbitmq=True, sentinel=sentinel) as stack:
+    with DevStack(workdir, rabbitmq=True, sentinel=sentinel, kwok_nodes=kwok_nodes) as stack:
         assert stack.redis is not None and stack.rabbitmq is not None
         pids = stack.pids()
         (directory / "pid").write_text(str(os.getpid()))
@@ -100,9 +100,12 @@ def main() -> int:
     ap.add_argument("action", choices=["up", "down"])
     ap.add_argument("--dir", type=Path, default=Path(".cluster"))
     ap.add_argument("--sentinel", action="store_true", help="also Redis behind Sentinel (TLS, ACL users)")
+    ap.add_argument("--kwok-nodes", type=int, default=0, help="also this many kwok nodes (devcluster.kwok)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    return up(args.dir.resolve(), args.sentinel) if args.action == "up" else down(args.dir.resolve())
+    if args.action == "up":
+        return up(args.dir.resolve(), args.sentinel, args.kwok_nodes)
+    return down(args.dir.resolve())
 
 
 if __name__ == "__main__":

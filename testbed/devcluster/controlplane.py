@@ -12,6 +12,7 @@ works and pods get their ServiceAccount token.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import logging
 import os
@@ -242,6 +243,9 @@ class LocalCluster:
             f"--service-cluster-ip-range={self.service_range}",
             "--profiling=false",
             "--v=1",
+            # Since v1.37 the `kubernetes` Service's endpoint may not be a loopback address
+            # ("may not be in the loopback range"); without a node nothing uses that endpoint.
+            *(["--endpoint-reconciler-type=none"] if ipaddress.ip_address(self.host).is_loopback else []),
         ]
 
     def _apiserver_ready(self) -> bool:

@@ -12,8 +12,14 @@ from workerpool.contracts.wire import WorkerHeartbeat, registration_fields, to_w
 
 
 def heartbeat(
-    pod: str, busy: bool, started: dt.datetime, pool: str = "bench", namespace: str = "bench"
+    pod: str,
+    busy: bool,
+    started: dt.datetime,
+    pool: str = "bench",
+    namespace: str = "bench",
+    execution: tuple[str, dt.datetime] | None = None,
 ) -> WorkerHeartbeat:
+    """`execution`: the (id, start) a busy worker runs (default: a new id, started now)."""
     now = dt.datetime.now(dt.UTC)
     proc: dict[str, Any] = {
         "pid": 4242,
@@ -25,7 +31,9 @@ def heartbeat(
         "execution": None,
     }
     if busy:
-        proc["execution"] = {"execution_id": uuid.uuid4().hex, "started_at": now.isoformat(), "elapsed_seconds": 0}
+        eid, began = execution or (uuid.uuid4().hex, now)
+        elapsed = max(0.0, (now - began).total_seconds())
+        proc["execution"] = {"execution_id": eid, "started_at": began.isoformat(), "elapsed_seconds": elapsed}
     return WorkerHeartbeat.model_validate(
         {
             "type": "worker_heartbeat",
@@ -46,9 +54,14 @@ def heartbeat(
 
 
 def heartbeat_payload(
-    pod: str, busy: bool, started: dt.datetime, pool: str, namespace: str
+    pod: str,
+    busy: bool,
+    started: dt.datetime,
+    pool: str,
+    namespace: str,
+    execution: tuple[str, dt.datetime] | None = None,
 ) -> tuple[str, dict[str, str], str]:
     """(registration key, its fields, the JSON to publish): what a worker writes per heartbeat."""
-    hb = heartbeat(pod, busy, started, pool, namespace)
+    hb = heartbeat(pod, busy, started, pool, namespace, execution)
     payload = json.dumps(to_wire(hb))
     return worker_key(pod), registration_fields(hb, heartbeat_json=payload), payload

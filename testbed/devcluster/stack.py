@@ -16,6 +16,7 @@ from . import network
 from .binaries import REPO_ROOT
 from .certs import make_redis_tls
 from .controlplane import LocalCluster
+from .kwok import KwokNodes
 from .node import NODE_NAME, LocalNode
 from .procs import pid_alive
 from .rabbitmq_server import RabbitMQServer
@@ -38,7 +39,13 @@ def project_image(*, build: bool = True) -> tuple[str, Path]:
 
 class DevStack:
     def __init__(
-        self, workdir: Path | None = None, *, redis: bool = True, rabbitmq: bool = False, sentinel: bool = False
+        self,
+        workdir: Path | None = None,
+        *,
+        redis: bool = True,
+        rabbitmq: bool = False,
+        sentinel: bool = False,
+        kwok_nodes: int = 0,
     ) -> None:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="wpo-stack-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -55,6 +62,8 @@ class DevStack:
         self.rabbitmq = RabbitMQServer(self.workdir / "rabbitmq", host=network.GATEWAY) if rabbitmq else None
         # Redis as production runs it: Sentinel, TLS from its own CA, the contract's ACL users.
         self.sentinel = self.new_sentinel_set(self.workdir / "sentinel") if sentinel else None
+        # Fake nodes next to the real one, for what needs many (devcluster.kwok); 0: no kwok at all.
+        self.kwok = KwokNodes(self.workdir / "kwok", self.cluster, kwok_nodes) if kwok_nodes else None
         self.image, self.image_tar = project_image()
 
     def start(self) -> DevStack:
@@ -63,6 +72,8 @@ class DevStack:
             self.cluster.start()
             self.cluster.install_crd(CRD_PATH)
             self.node.start(images=[self.image_tar])
+            if self.kwok is not None:
+                self.kwok.start()
             if self.redis is not None:
                 self.redis.start()
             if self.rabbitmq is not None:
@@ -77,6 +88,8 @@ class DevStack:
     def stop(self) -> None:
         # Controllers first: no pod is recreated or bound while the node drains.
         self.cluster.stop_controllers()
+        if self.kwok is not None:
+            self.kwok.stop()
         self.node.stop()
         if self.redis is not None:
             self.redis.stop()
@@ -114,6 +127,8 @@ class DevStack:
 
     def pids(self) -> list[int]:
         pids = self.cluster.pids() + self.node.pids()
+        if self.kwok is not None and self.kwok.proc is not None:
+            pids.append(self.kwok.proc.pid)
         if self.redis is not None and self.redis.proc is not None:
             pids.append(self.redis.proc.pid)
         if self.rabbitmq is not None:

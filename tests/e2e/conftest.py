@@ -3,6 +3,7 @@ an operator process for it, and a Redis client of the test's own redis-server.""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,14 +34,23 @@ def client(redis_server: RedisServer) -> Client:
     return Client(redis_server.url)
 
 
-@pytest.fixture
-def webhook_operator(stack: DevStack, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+@contextlib.contextmanager
+def webhook_serving_operator(
+    stack: DevStack, namespace: str, tmp_path: Path, **env: str
+) -> Iterator[OperatorProcess]:
+    """An operator for `namespace` that serves the eviction webhook, the apiserver calling it."""
     port, name = free_port(), f"wpo-evictions-{namespace}"
     apply_configuration(stack, name, namespace, port, tmp_path)
-    op = OperatorProcess(stack, namespace, tmp_path, **webhook_env(name, port)).start()
+    op = OperatorProcess(stack, namespace, tmp_path, **webhook_env(name, port), **env).start()
     try:
         wait_served(stack, name, port)
         yield op
     finally:
         op.stop()
         stack.cluster.kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found")
+
+
+@pytest.fixture
+def webhook_operator(stack: DevStack, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    with webhook_serving_operator(stack, namespace, tmp_path) as op:
+        yield op
