@@ -39,11 +39,13 @@ from bench.stats import pct  # noqa: E402
 from devcluster.controlplane import LocalCluster  # noqa: E402
 from devcluster.harness import OperatorProcess, parse_series, wait_until  # noqa: E402
 from devcluster.heartbeats import heartbeat_payload  # noqa: E402
+from devcluster.kwok import KwokNodes, tolerate_kwok  # noqa: E402
 from devcluster.redis_server import RedisServer  # noqa: E402
 from devcluster.stack import CRD_PATH  # noqa: E402
 from devcluster.watch import Watch  # noqa: E402
 
 NS = "scale"
+MARK_WRITES = "workerpool_busy_mark_writes_total"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -67,12 +69,14 @@ def main() -> int:
     ap.add_argument("--flip", type=float, default=0.05, help="fraction of heartbeats that change state")
     ap.add_argument("--api-writes", type=float, help="the operator's API write budget a second (default: its own)")
     ap.add_argument("--new-pools", type=int, default=20, help="pools created during the window, one by one")
+    ap.add_argument("--kwok-nodes", type=int, default=100, help="kwok nodes the pods run on (0: left unscheduled)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wpo-scale-"))
     rng = random.Random(7)
     with LocalCluster(work / "cluster") as cluster, RedisServer(work / "redis") as server:
         cluster.install_crd(CRD_PATH)
         cluster.kubectl("create", "namespace", NS)
+        kwok = KwokNodes(work / "kwok", cluster, args.kwok_nodes).start() if args.kwok_nodes else None
         r = redis.Redis.from_url(server.url)
         op = OperatorProcess.__new__(OperatorProcess)
         # Cluster-wide, as the chart installs it by default.
@@ -82,7 +86,8 @@ def main() -> int:
             op.env["WORKERPOOL_API_WRITES_PER_SECOND"] = str(args.api_writes)
         op.start()
         try:
-            docs = [pool_doc(f"p{i:03d}", args.workers, args.interval, server.url) for i in range(args.pools)]
+            on_kwok = kwok is not None
+            docs = [pool_doc(f"p{i:03d}", args.workers, args.interval, server.url, on_kwok) for i in range(args.pools)]
             t0 = time.monotonic()
             cluster.kubectl(
                 "apply",
@@ -108,6 +113,9 @@ def main() -> int:
             total = args.pools * args.workers
             all_pods = wait_until(lambda: (p := pods()) and len(p) >= total and p, timeout=600, what=f"{total} pods")
             print(f"{total} pods created in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+            if on_kwok:
+                wait_until(lambda: running_pods(cluster) >= total, timeout=900, what="every pod Running", interval=2)
+                print(f"{total} pods Running in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
 
             started = dt.datetime.now(dt.UTC)
             state = dict.fromkeys((name for name, _ in all_pods), False)
@@ -145,7 +153,8 @@ def main() -> int:
             cpu0, w0 = cpu_seconds(op.proc.pid), time.monotonic()  # type: ignore[union-attr]
             first_flip = len(flips)
             for name in new_names:  # the window: new pools one by one while the others churn
-                cluster.kubectl("create", "-f", "-", input=json.dumps(pool_doc(name, 1, args.interval, server.url)))
+                new = pool_doc(name, 1, args.interval, server.url, on_kwok)
+                cluster.kubectl("create", "-f", "-", input=json.dumps(new))
                 time.sleep(args.seconds / max(1, len(new_names)))
             time.sleep(max(0.0, w0 + args.seconds - time.monotonic()))
             cpu1, w1 = cpu_seconds(op.proc.pid), time.monotonic()  # type: ignore[union-attr]
@@ -162,6 +171,8 @@ def main() -> int:
             measured = len(flips) - first_flip
         finally:
             op.stop()
+            if kwok is not None:
+                kwok.stop()
     core = (cpu1 - cpu0) / (w1 - w0)
     window = w1 - w0
     writes1, writes0 = (summed(x, "workerpool_status_writes_total") for x in (samples1, samples0))
@@ -170,7 +181,8 @@ def main() -> int:
     full_gcs, full_gc_seconds = (b - a for a, b in zip(gen2(samples0), gen2(samples1), strict=True))
     print(
         f"\none operator, {args.pools} pools x {args.workers} workers, heartbeats every {args.interval:g} s "
-        f"({total / args.interval:.0f}/s), {args.flip:.0%} of them change state, {args.seconds:.0f} s window"
+        f"({total / args.interval:.0f}/s), {args.flip:.0%} of them change state, {args.seconds:.0f} s window; "
+        + (f"pods Running on {args.kwok_nodes} kwok nodes" if args.kwok_nodes else "pods left unscheduled")
     )
     big = args.pools >= 1000
     print(f"{'metric':<44}{'value':>12}{'target':>14}")
@@ -183,6 +195,8 @@ def main() -> int:
     writes = (writes1 - writes0) * 60 / window
     print(f"{'status writes / minute (all pools)':<44}{writes:>12.0f}")
     print(f"{'status writes / minute per pool':<44}{writes / (args.pools + len(new_names)):>12.2f}{'<= 60':>14}")
+    marks = (summed(samples1, MARK_WRITES) - summed(samples0, MARK_WRITES)) * 60 / window
+    print(f"{'busy-mark writes / minute (all pools)':<44}{marks:>12.0f}")
     if first_pod:
         print(f"{'new pool -> first pod p50 (s)':<44}{statistics.median(first_pod):>12.2f}")
         print(f"{'new pool -> first pod p99 (s)':<44}{pct(first_pod, 99):>12.2f}{'< 2':>14}")
@@ -202,7 +216,16 @@ def main() -> int:
     return 0
 
 
-def pool_doc(name: str, workers: int, interval: float, url: str) -> dict[str, Any]:
+def pool_doc(name: str, workers: int, interval: float, url: str, kwok: bool = False) -> dict[str, Any]:
+    container = {"name": "w", "image": "x"}
+    # Without kwok nodes the pods are left unscheduled: no scheduler claims them (the default one
+    # would retry 10,000 unschedulable pods and post FailedScheduling Events, load no real cluster
+    # has). With them, the real scheduler binds every pod to a kwok node and kwok runs it.
+    template = (
+        tolerate_kwok({"spec": {"containers": [container]}})
+        if kwok
+        else {"spec": {"schedulerName": "unscheduled", "containers": [container]}}
+    )
     return {
         "apiVersion": "bifrost.dev/v1alpha1",
         "kind": "WorkerPool",
@@ -213,11 +236,16 @@ def pool_doc(name: str, workers: int, interval: float, url: str) -> dict[str, An
             "processes": {"min": 2, "max": 2},
             "heartbeatIntervalSeconds": int(interval),
             "redis": {"url": url},
-            # Left unscheduled: no scheduler claims them (the default one would retry 10,000
-            # unschedulable pods and post FailedScheduling Events, load no real cluster has).
-            "template": {"spec": {"schedulerName": "unscheduled", "containers": [{"name": "w", "image": "x"}]}},
+            "template": template,
         },
     }
+
+
+def running_pods(cluster: LocalCluster) -> int:
+    out = cluster.kubectl(
+        "get", "pods", "-n", NS, "--field-selector=status.phase=Running", "-o", "name", timeout=120
+    ).stdout  # fmt: skip
+    return len(out.split())
 
 
 def first_pod_delays(

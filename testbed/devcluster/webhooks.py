@@ -4,16 +4,19 @@ and scoped to one namespace, and waiting until it is served."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .harness import READY, wait_until
+from .harness import READY, OperatorProcess, wait_until
 from .network import GATEWAY
+from .procs import free_port
 from .stack import DevStack
 
 
@@ -86,3 +89,19 @@ def evict(stack: DevStack, namespace: str, pod: str) -> subprocess.CompletedProc
     eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": pod, "namespace": namespace}}
     path = f"/api/v1/namespaces/{namespace}/pods/{pod}/eviction"
     return stack.cluster.kubectl("create", "--raw", path, "-f", "-", "-v=6", input=json.dumps(eviction), check=False)
+
+
+@contextlib.contextmanager
+def webhook_serving_operator(
+    stack: DevStack, namespace: str, workdir: Path, **env: str
+) -> Iterator[OperatorProcess]:
+    """An operator for `namespace` that serves the eviction webhook, the apiserver calling it."""
+    port, name = free_port(), f"wpo-evictions-{namespace}"
+    apply_configuration(stack, name, namespace, port, workdir)
+    op = OperatorProcess(stack, namespace, workdir, None, **{**webhook_env(name, port), **env}).start()
+    try:
+        wait_served(stack, name, port)
+        yield op
+    finally:
+        op.stop()
+        stack.cluster.kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found")

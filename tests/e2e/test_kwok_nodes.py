@@ -27,8 +27,8 @@ from devcluster.kwok import KwokNodes, tolerate_kwok
 from devcluster.redis_server import RedisServer
 from devcluster.stack import DevStack
 from devcluster.watch import Watch
+from devcluster.webhooks import webhook_serving_operator
 
-from .conftest import webhook_serving_operator
 from .helpers import get_json
 
 pytestmark = pytest.mark.cluster
