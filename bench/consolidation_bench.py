@@ -47,7 +47,7 @@ from devcluster.harness import OperatorProcess, pool_manifest, wait_until, worke
 from devcluster.karpenter import DISRUPTED_TAINT, Karpenter, node_pool  # noqa: E402
 from devcluster.kwok import KwokNodes, tolerate_kwok  # noqa: E402
 from devcluster.stack import DevStack  # noqa: E402
-from devcluster.watch import Watch  # noqa: E402
+from devcluster.watch import Objects, Watch  # noqa: E402
 from devcluster.webhooks import webhook_serving_operator  # noqa: E402
 
 NS = "consolidation"
@@ -81,34 +81,6 @@ def worker_pool(args: argparse.Namespace, url: str) -> dict[str, Any]:
         scaling={"scaleDownDelaySeconds": 10},
         template=tolerate_kwok({"spec": {"containers": [container]}}),
     )
-
-
-class Objects:
-    """The latest state of each object a watch showed, and when each was first seen going."""
-
-    def __init__(self, watch: Watch) -> None:
-        self.watch, self.seen = watch, 0
-        self.latest: dict[str, dict[str, Any]] = {}
-        self.going: dict[str, float] = {}  # name -> when first seen being deleted
-        self.tainted: dict[str, float] = {}  # name -> when first seen tainted karpenter.sh/disrupted
-
-    def update(self) -> dict[str, dict[str, Any]]:
-        events = self.watch.since(0.0)
-        for at, event in events[self.seen :]:
-            obj = event.get("object") or {}
-            name = obj.get("metadata", {}).get("name")
-            if not name:
-                continue
-            if event.get("type") == "DELETED" or obj["metadata"].get("deletionTimestamp"):
-                self.going.setdefault(name, at)
-            if any(t.get("key") == DISRUPTED_TAINT for t in (obj.get("spec") or {}).get("taints") or []):
-                self.tainted.setdefault(name, at)
-            if event.get("type") == "DELETED":
-                self.latest.pop(name, None)
-            else:
-                self.latest[name] = obj
-        self.seen = len(events)
-        return self.latest
 
 
 def dispatch(r: redis.Redis, workers: FakeWorkers, pods: dict[str, dict[str, Any]]) -> None:
@@ -152,7 +124,7 @@ def measure(
     assert stack.redis is not None
     pods_watch = Watch(stack.cluster, NS, "pods", "-l", "bifrost.dev/pool=work")
     nodes_watch = Watch(stack.cluster, NS, "nodes", "-l", "type=kwok")
-    pods, nodes = Objects(pods_watch), Objects(nodes_watch)
+    pods, nodes = Objects(pods_watch), Objects(nodes_watch, taint=DISRUPTED_TAINT)
     workers = FakeWorkers(r, NS, interval=2).start()
     jobs = {f"job-{i}-{rng.uniform(args.min_seconds, args.max_seconds):.1f}": float(i) for i in range(args.jobs)}
     r.zadd(QUEUE, jobs)

@@ -74,13 +74,9 @@ class KwokNodes:
 
     def __init__(self, workdir: Path, cluster: LocalCluster, count: int = 0, *, prefix: str = "kwok-node") -> None:
         self.workdir, self.cluster, self.initial, self.prefix = workdir, cluster, count, prefix
-        self.created = 0
+        self.names: list[str] = []
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "kwok.log"
-
-    @property
-    def names(self) -> list[str]:
-        return [f"{self.prefix}-{i}" for i in range(self.created)]
 
     def start(self) -> KwokNodes:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -101,10 +97,12 @@ class KwokNodes:
         self.add(self.initial)
         return self
 
-    def add(self, count: int) -> list[str]:
-        """`count` more nodes, returned once all of them are Ready."""
-        names = [f"{self.prefix}-{i}" for i in range(self.created, self.created + count)]
-        self.created += count
+    def add(self, count: int, *, prefix: str | None = None) -> list[str]:
+        """`count` more nodes (named `{prefix}-N`, by default the nodes' prefix), once all are Ready."""
+        prefix = prefix or self.prefix
+        taken = sum(1 for n in self.names if n.rsplit("-", 1)[0] == prefix)
+        names = [f"{prefix}-{i}" for i in range(taken, taken + count)]
+        self.names += names
         if names:
             items = [node_manifest(n) for n in names]
             body = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})

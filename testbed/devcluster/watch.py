@@ -67,3 +67,31 @@ class Watch:
     def stop(self) -> None:
         self.stopped.set()
         self.proc.terminate()
+
+
+class Objects:
+    """The latest state of each object a watch showed, and when each was first seen going."""
+
+    def __init__(self, watch: Watch, taint: str | None = None) -> None:
+        self.watch, self.taint, self.seen = watch, taint, 0
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.going: dict[str, float] = {}  # name -> when first seen being deleted
+        self.tainted: dict[str, float] = {}  # name -> when first seen with the taint `taint`
+
+    def update(self) -> dict[str, dict[str, Any]]:
+        events = self.watch.since(0.0)
+        for at, event in events[self.seen :]:
+            obj = event.get("object") or {}
+            name = obj.get("metadata", {}).get("name")
+            if not name:
+                continue
+            if event.get("type") == "DELETED" or obj["metadata"].get("deletionTimestamp"):
+                self.going.setdefault(name, at)
+            if self.taint and any(t.get("key") == self.taint for t in (obj.get("spec") or {}).get("taints") or []):
+                self.tainted.setdefault(name, at)
+            if event.get("type") == "DELETED":
+                self.latest.pop(name, None)
+            else:
+                self.latest[name] = obj
+        self.seen = len(events)
+        return self.latest

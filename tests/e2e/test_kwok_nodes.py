@@ -26,7 +26,7 @@ from devcluster.harness import READY, OperatorProcess, Pools, pool_manifest, wai
 from devcluster.kwok import KwokNodes, tolerate_kwok
 from devcluster.redis_server import RedisServer
 from devcluster.stack import DevStack
-from devcluster.watch import Watch
+from devcluster.watch import Objects, Watch
 from devcluster.webhooks import webhook_serving_operator
 
 from .helpers import get_json
@@ -157,7 +157,9 @@ def test_draining_a_kwok_node_waits_for_its_busy_workers_and_deletes_none_while_
     watch.stop()
     assert drain.returncode == 0, drain.stdout + drain.stderr
     assert kwok_operator.metric("workerpool_evictions_total", pool="d", outcome="held") >= 1
-    going = first_seen_going(watch)
+    seen = Objects(watch)
+    seen.update()
+    going = seen.going  # pod -> when the watch first showed it being deleted
     assert set(on_node) <= going.keys(), f"not evicted: {set(on_node) - going.keys()}"
     busy_when_deleted = {p: e for p, at in going.items() if (e := workers.running_at(p, at)) is not None}
     assert busy_when_deleted == {}, f"deleted while running: {busy_when_deleted}"
@@ -165,15 +167,3 @@ def test_draining_a_kwok_node_waits_for_its_busy_workers_and_deletes_none_while_
     # Replacements are placed on the other kwok nodes while the drained one is cordoned.
     after = placed_pods(pools, "d", 6, kwok)
     assert node not in after.values()
-
-
-def first_seen_going(watch: Watch) -> dict[str, float]:
-    """pod -> when the watch first showed it being deleted (a deletionTimestamp, or gone)."""
-    going: dict[str, float] = {}
-    for at, event in watch.since(0.0):
-        obj = event.get("object") or {}
-        name = obj.get("metadata", {}).get("name")
-        deleting = event.get("type") == "DELETED" or obj.get("metadata", {}).get("deletionTimestamp")
-        if name and deleting:
-            going.setdefault(name, at)
-    return going
