@@ -4,7 +4,7 @@
 The local stack (control plane, the real node, Redis) plus kwok and Karpenter
 with its kwok provider (devcluster.karpenter): one NodePool of 4-CPU nodes; the
 pool's workers request 1 CPU each, so Karpenter launches about one node per 3
-workers. A queue of executions of known, varied length (devcluster.fake_workers
+workers. A queue of executions of known length, a few long ones first, (devcluster.fake_workers
 runs them in the workers' names, claiming from the queue as the reference
 worker does) drains; the operator scales the idle workers down; Karpenter
 consolidates the nodes left underused. The eviction webhook is on in both runs.
@@ -19,7 +19,7 @@ Each run is measured from the watches (pods, nodes) and the operator's metrics:
 The second run is the peer: the same cluster with the marks off
 (`WORKERPOOL_BUSY_MARKS=false`), as the operator behaved before them.
 
-Usage: python bench/consolidation_bench.py [--workers 24] [--jobs 48] [--min-seconds 20] [--max-seconds 60]
+Usage: python bench/consolidation_bench.py [--workers 24] [--jobs 48] [--long-jobs 12] [--only both|marked|peer]
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Run:
     busy_disrupted: dict[str, str]
     held: float
     allowed: float
-    stuck: list[float]  # taint -> removal, nodes tainted while a busy worker ran there
+    stuck: list[float]  # taint -> gone from the API, nodes tainted while a busy worker ran there
     idle_to_removal: list[float]  # last execution on a node -> its removal
     mark_writes_per_minute: float
 
@@ -126,7 +126,12 @@ def measure(
     nodes_watch = Watch(stack.cluster, NS, "nodes", "-l", "type=kwok")
     pods, nodes = Objects(pods_watch), Objects(nodes_watch, taint=DISRUPTED_TAINT)
     workers = FakeWorkers(r, NS, interval=2).start()
-    jobs = {f"job-{i}-{rng.uniform(args.min_seconds, args.max_seconds):.1f}": float(i) for i in range(args.jobs)}
+    # The long ones are claimed first: when the short ones are done and their workers scaled
+    # down, the nodes are left underused by a busy worker or two each, what consolidation packs.
+    lengths = [rng.uniform(args.long_min, args.long_max) for _ in range(args.long_jobs)] + [
+        rng.uniform(args.min_seconds, args.max_seconds) for _ in range(args.jobs - args.long_jobs)
+    ]
+    jobs = {f"job-{i}-{seconds:.1f}": float(i) for i, seconds in enumerate(lengths)}
     r.zadd(QUEUE, jobs)
     t0 = time.monotonic()
     pool = json.dumps(worker_pool(args, stack.redis.url))
@@ -146,10 +151,24 @@ def measure(
     except AssertionError as exc:
         print(f"[{label}] {exc}", file=sys.stderr)
     elapsed = time.monotonic() - t0
+    print(f"[{label}] Karpenter's events: {karpenter_events(stack)}", file=sys.stderr)
     workers.stop()
     pods_watch.stop()
     nodes_watch.stop()
     return summarize(label, elapsed, peak, pods, nodes, workers, op)
+
+
+def karpenter_events(stack: DevStack) -> dict[str, int]:
+    """Events Karpenter posted (on nodes and NodeClaims), counted by reason and message start."""
+    out = stack.cluster.kubectl("get", "events", "-A", "-o", "json", timeout=60).stdout
+    counts: dict[str, int] = {}
+    for e in json.loads(out)["items"]:
+        if e.get("involvedObject", {}).get("kind") in ("Node", "NodeClaim", "Pod"):
+            source = e.get("reportingComponent") or e.get("source", {}).get("component", "")
+            if "karpenter" in source:
+                key = f"{e['reason']}: {e.get('message', '')[:70]}"
+                counts[key] = counts.get(key, 0) + int(e.get("count") or 1)
+    return counts
 
 
 def summarize(
@@ -165,9 +184,9 @@ def summarize(
     for node, tainted_at in nodes.tainted.items():
         on_node = [p for p, n in node_of.items() if n == node]
         if any(workers.running_at(p, tainted_at) for p in on_node):
-            stuck.append(nodes.going.get(node, time.monotonic()) - tainted_at)
+            stuck.append(nodes.removed.get(node, time.monotonic()) - tainted_at)
     idle_to_removal = []
-    for node, gone_at in nodes.going.items():
+    for node, gone_at in nodes.removed.items():
         ends = [f.at for f in workers.finished if node_of.get(f.pod) == node]
         if ends:
             idle_to_removal.append(gone_at - max(ends))
@@ -202,13 +221,18 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=24)
     ap.add_argument("--jobs", type=int, default=48)
     ap.add_argument("--min-seconds", type=float, default=20)
-    ap.add_argument("--max-seconds", type=float, default=60)
-    ap.add_argument("--deadline", type=float, default=600)
+    ap.add_argument("--max-seconds", type=float, default=40)
+    ap.add_argument("--long-jobs", type=int, default=12, help="of --jobs, this many long ones, claimed first")
+    ap.add_argument("--long-min", type=float, default=180)
+    ap.add_argument("--long-max", type=float, default=240)
+    ap.add_argument("--deadline", type=float, default=900)
+    ap.add_argument("--only", choices=["both", "marked", "peer"], default="both")
     args = ap.parse_args()
-    runs = [one_run(args, marks=True), one_run(args, marks=False)]
+    runs = [one_run(args, marks=m) for m in {"both": (True, False), "marked": (True,), "peer": (False,)}[args.only]]
     print(
         f"\nKarpenter (kwok provider) consolidating 4-CPU nodes under one pool: up to {args.workers} workers "
-        f"of 1 CPU, {args.jobs} executions of {args.min_seconds:g}-{args.max_seconds:g} s"
+        f"of 1 CPU, {args.jobs} executions: {args.long_jobs} of {args.long_min:g}-{args.long_max:g} s first, "
+        f"then {args.min_seconds:g}-{args.max_seconds:g} s"
     )
     row("", *(r.label for r in runs))
     row("executions finished", *(f"{r.executions}/{args.jobs}" for r in runs))

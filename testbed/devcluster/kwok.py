@@ -36,6 +36,7 @@ NODE_LABEL = "type"  # kwok's own examples select their nodes by type=kwok
 TAINT = {"key": ANNOTATION, "value": FAKE, "effect": "NoSchedule"}
 TOLERATION = {"key": ANNOTATION, "operator": "Equal", "value": FAKE, "effect": "NoSchedule"}
 NODE_SELECTOR = {NODE_LABEL: "kwok"}
+NODE_LEASE_SECONDS = 40  # the kubelet's default
 # A node that is not Ready this long after it was created is a broken test bed, not a slow one.
 READY_TIMEOUT = 120.0
 
@@ -89,6 +90,11 @@ class KwokNodes:
                 f"--kubeconfig={self.cluster.kubeconfig}",
                 f"--config={config}",
                 f"--manage-nodes-with-annotation-selector={ANNOTATION}={FAKE}",
+                # kwok renews each node's Lease itself (the heartbeat-with-lease stage updates the
+                # node's status only every 10-20 minutes). Without this the node lifecycle
+                # controller marks every node Unknown 40-50 s after it joined: Karpenter then
+                # treats a draining node as gone and drops it with its pods (docs/local-cluster.md).
+                f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
                 "--cidr=10.250.0.0/16",  # pod IPs nothing routes: these pods run nothing
                 "--node-ip=10.249.0.1",
             ],

@@ -77,6 +77,9 @@ class Objects:
         self.latest: dict[str, dict[str, Any]] = {}
         self.going: dict[str, float] = {}  # name -> when first seen being deleted
         self.tainted: dict[str, float] = {}  # name -> when first seen with the taint `taint`
+        self.added: dict[str, float] = {}  # name -> when first seen at all (creations, in order)
+        self.removed: dict[str, float] = {}  # name -> when its DELETED event came (gone from the API)
+        self.peak_live = 0  # the most objects not being deleted at any one event
 
     def update(self) -> dict[str, dict[str, Any]]:
         events = self.watch.since(0.0)
@@ -85,13 +88,16 @@ class Objects:
             name = obj.get("metadata", {}).get("name")
             if not name:
                 continue
+            self.added.setdefault(name, at)
             if event.get("type") == "DELETED" or obj["metadata"].get("deletionTimestamp"):
                 self.going.setdefault(name, at)
             if self.taint and any(t.get("key") == self.taint for t in (obj.get("spec") or {}).get("taints") or []):
                 self.tainted.setdefault(name, at)
             if event.get("type") == "DELETED":
+                self.removed.setdefault(name, at)
                 self.latest.pop(name, None)
             else:
                 self.latest[name] = obj
+            self.peak_live = max(self.peak_live, sum(1 for n in self.latest if n not in self.going))
         self.seen = len(events)
         return self.latest

@@ -16,8 +16,10 @@ import redis
 
 from devcluster.client import Client
 from devcluster.harness import READY, RECYCLE, SCALE, STATUS, OperatorProcess, Pools, pool_manifest, wait_until
+from devcluster.heartbeat_log import HeartbeatLog, running
 from devcluster.redis_server import RedisServer
 from devcluster.stack import DevStack
+from devcluster.watch import Objects, Watch
 from workerpool.contracts.names import HEARTBEAT_CHANNEL, worker_key
 from workerpool.contracts.wire import WorkerInfo, parse_registration
 
@@ -137,22 +139,42 @@ def test_scales_up_under_a_burst_and_back_to_min_without_killing_work(
     client: Client,
     redis_server: RedisServer,
     stack: DevStack,
+    namespace: str,
 ) -> None:
     pools.apply(pool_manifest("p", redis_server.url, maxWorkers=4))
-    ready_pool(pools, "p")
-    ids = [client.submit("sleep", {"seconds": 1.0 + (i % 4) * 0.7}) for i in range(14)]
-    pools.wait_status("p", lambda s: s.get("desiredWorkers") == 4, "desired 4", timeout=SCALE)
-    wait_until(lambda: len(pools.live_pods("p")) == 4, timeout=SCALE, what="4 pods")
-    results = [client.wait_result(i, timeout=60) for i in ids]
-    assert all(r.success for r in results), [r for r in results if not r.success]
-    status = pools.wait_status(
-        "p", lambda s: s.get("workers") == 1 and s.get("desiredWorkers") == 1, "back to minWorkers", timeout=SCALE
-    )
-    assert status["readyWorkers"] in (0, 1)
+    first = ready_pool(pools, "p")["workerDetails"][0]["workerId"]
+    # Every creation and deletion as the API server streams them (sampling would miss a
+    # short-lived pod), and every heartbeat, both stamped on arrival.
+    watch, beats = Watch(stack.cluster, namespace, "pods", "-l", "bifrost.dev/pool=p"), HeartbeatLog(client.r)
+    try:
+        ids = [client.submit("sleep", {"seconds": 1.0 + (i % 4) * 0.7}) for i in range(14)]
+        pools.wait_status("p", lambda s: s.get("desiredWorkers") == 4, "desired 4", timeout=SCALE)
+        results = [client.wait_result(i, timeout=60) for i in ids]
+        assert all(r.success for r in results), [r for r in results if not r.success]
+        status = pools.wait_status(
+            "p",
+            lambda s: s.get("workers") == 1 and s.get("readyWorkers") == 1 and s.get("desiredWorkers") == 1,
+            "back to minWorkers, that one ready",
+            timeout=SCALE,
+        )
+    finally:
+        watch.stop()
+        beats.stop()
+    seen = Objects(watch)
+    seen.update()
     events = [e["reason"] for e in pools.events("p")]
     assert "ScalingUp" in events and "ScalingDown" in events
-    # The operator never deleted a busy worker: no execution was cut short.
-    assert not [r for r in results if r.error_type in ("ProcessCrashed", "WorkerLost")]
+    created = [n for n in seen.added if n != first]
+    assert len(created) == 3 and seen.peak_live == 4, (created, seen.peak_live)  # 1 -> 4, never more
+    deleted = {n: at for n, at in seen.going.items()}
+    assert len(deleted) == 3 and status["workerDetails"][0]["workerId"] not in deleted
+    # The operator never deleted a busy worker: each pod it deleted was idle by the last
+    # heartbeat its worker sent before the deletion (a busy one would still finish its
+    # execution on SIGTERM, so the results alone could not tell).
+    for pod, at in deleted.items():
+        last = beats.last_before(pod, at)
+        assert last is not None, f"{pod} deleted before its worker ever reported"
+        assert running(last) == [] and last["busy_count"] == 0, f"{pod} deleted while busy: {last}"
 
 
 def test_recycle_annotation_publishes_the_exact_command_and_replaces_the_process(
