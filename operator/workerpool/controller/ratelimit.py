@@ -29,8 +29,10 @@ class Priority(IntEnum):
     """Lower goes first."""
 
     POD = 0  # creating and deleting workers: what users and executions wait for
-    MARK = 1  # a busy worker's node-autoscaler annotations (decide/disruption.py)
-    EVENT = 2
+    # A round posts its Events before it creates pods: behind the marks, a new pool's
+    # ScalingUp Event (and so its first pod) waited for every queued mark (bench/scale_bench.py).
+    EVENT = 1
+    MARK = 2  # a busy worker's node-autoscaler annotations (decide/disruption.py)
     STATUS = 3  # rendered when its turn comes, so waiting only coalesces
 
 
