@@ -85,23 +85,25 @@ def ready_workers(stack: DevStack) -> int:
     return sum(int((p.get("status") or {}).get("readyWorkers") or 0) for p in json.loads(out)["items"])
 
 
-def drain(node: str, env: dict[str, str], timeout: int) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            str(binaries.find("kubectl")),
-            "drain",
-            node,
-            "--pod-selector=app.kubernetes.io/managed-by=workerpool-operator",
-            "--delete-emptydir-data",
-            "--ignore-daemonsets",
-            f"--timeout={timeout}s",
-            "-v=6",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def drain(node: str, env: dict[str, str], timeout: int, log: Path) -> subprocess.Popen[str]:
+    """`kubectl drain` with its -v=6 log in a file (a pipe read after it ends would fill and stall it)."""
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [
+                str(binaries.find("kubectl")),
+                "drain",
+                node,
+                "--pod-selector=app.kubernetes.io/managed-by=workerpool-operator",
+                "--delete-emptydir-data",
+                "--ignore-daemonsets",
+                f"--timeout={timeout}s",
+                "-v=6",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
 
 def main() -> int:
@@ -126,9 +128,8 @@ def main() -> int:
         with webhook_serving_operator(stack, NS, work) as op:
             pods_watch = Watch(stack.cluster, NS, "pods")
             pods = Objects(pods_watch)
-            stack.cluster.kubectl(
-                "apply", "--server-side", "-f", "-", input=json.dumps(pools_manifest(args, stack.redis.url))
-            )
+            manifest = json.dumps(pools_manifest(args, stack.redis.url))
+            stack.cluster.kubectl("apply", "--server-side", "-n", NS, "-f", "-", input=manifest, timeout=300)
             placed = wait_until(
                 lambda: (p := live(pods.update())) and len(p) >= total and p,
                 timeout=600,
@@ -146,17 +147,26 @@ def main() -> int:
             for pod, seconds in lengths.items():
                 workers.run(pod, seconds)
             cpu0, t0 = cpu_seconds(op.proc.pid), time.monotonic()  # type: ignore[union-attr]
-            drains = {n: drain(n, stack.cluster.env(), args.drain_timeout) for n in drained}
-            outputs = {n: d.communicate()[0] for n, d in drains.items()}
-            ended = {n: time.monotonic() - t0 for n in drains}
+            drains = {n: drain(n, stack.cluster.env(), args.drain_timeout, work / f"drain-{n}.log") for n in drained}
+            ended: dict[str, float] = {}
+            while len(ended) < len(drains):
+                ended |= {
+                    n: time.monotonic() - t0 for n, d in drains.items() if n not in ended and d.poll() is not None
+                }
+                time.sleep(0.2)
+            outputs = {n: (work / f"drain-{n}.log").read_text() for n in drains}
             cpu = (cpu_seconds(op.proc.pid) - cpu0) / (time.monotonic() - t0)  # type: ignore[union-attr]
             codes = {n: d.returncode for n, d in drains.items()}
-            after = wait_until(
-                lambda: (p := live(pods.update())) and len(p) >= total and p,
-                timeout=300,
-                what=f"{total} workers Running again",
-                interval=1,
-            )
+            try:
+                wait_until(lambda: len(live(pods.update())) >= total, timeout=300, what="the workers Running again")
+            except AssertionError as exc:
+                print(exc, file=sys.stderr)
+            after = live(pods.update())
+            phases: dict[str, int] = {}
+            for p in pods.latest.values():
+                phase = "Terminating" if p["metadata"].get("deletionTimestamp") else p.get("status", {}).get("phase")
+                phases[str(phase)] = phases.get(str(phase), 0) + 1
+            print(f"pods by phase after the drains: {phases}", file=sys.stderr)
             pods.update()
             pods_watch.stop()
             workers.stop()
