@@ -3,9 +3,10 @@
 `decide()` reads plain values (the pool, what was observed, what earlier rounds
 remembered) and returns a Plan: the Events to post, the pods to create and
 delete, the node-autoscaler marks to set or remove, the recycle request to
-publish or reject, the status to write, and when to look again. It does no I/O; the controller applies the Plan, and what
-applying returns (a refused create, a recycle a previous run already handled)
-becomes part of the next round's observation.
+publish or reject, the status to write, and when to look again. It does no
+I/O; the controller applies the Plan, and what applying returns (a refused
+create, a recycle a previous run already handled) becomes part of the next
+round's observation.
 """
 
 from __future__ import annotations
