@@ -81,6 +81,16 @@ def placed_pods(pools: Pools, pool: str, count: int, nodes: KwokNodes) -> dict[s
     return wait_until(running, timeout=READY, what=f"{count} pods Running on kwok nodes")
 
 
+def started_pool(
+    pools: Pools, workers: FakeWorkers, nodes: KwokNodes, url: str, name: str, count: int
+) -> dict[str, str]:
+    """A pool of `count` workers on kwok nodes, each heart-beating: pod -> its node."""
+    pools.apply(kwok_pool(name, url, count))
+    placed = placed_pods(pools, name, count, nodes)
+    workers.set_pods(dict.fromkeys(placed, name))
+    return placed
+
+
 def marks(stack: DevStack, namespace: str, pod: str) -> dict[str, str]:
     body = get_json(stack.cluster, "pod", pod, "-n", namespace) or {"metadata": {}}
     return {k: v for k, v in (body["metadata"].get("annotations") or {}).items() if k in MARKS}
@@ -95,9 +105,7 @@ def test_pods_on_kwok_nodes_are_reported_and_a_busy_one_is_marked_until_idle(
     stack: DevStack,
     namespace: str,
 ) -> None:
-    pools.apply(kwok_pool("p", redis_server.url, 3))
-    placed = placed_pods(pools, "p", 3, kwok)
-    workers.set_pods(dict.fromkeys(placed, "p"))
+    placed = started_pool(pools, workers, kwok, redis_server.url, "p", 3)
     status = pools.wait_status("p", lambda s: s.get("readyWorkers") == 3 and s.get("idleCount") == 3, "3 idle")
     assert sorted(w["workerId"] for w in status["workerDetails"]) == sorted(placed)
 
@@ -127,9 +135,7 @@ def test_draining_a_kwok_node_waits_for_its_busy_workers_and_deletes_none_while_
     stack: DevStack,
     namespace: str,
 ) -> None:
-    pools.apply(kwok_pool("d", redis_server.url, 6))
-    placed = placed_pods(pools, "d", 6, kwok)
-    workers.set_pods(dict.fromkeys(placed, "d"))
+    placed = started_pool(pools, workers, kwok, redis_server.url, "d", 6)
     pools.wait_status("d", lambda s: s.get("readyWorkers") == 6, "6 ready workers")
     node = max(set(placed.values()), key=lambda n: list(placed.values()).count(n))
     on_node = sorted(p for p, n in placed.items() if n == node)

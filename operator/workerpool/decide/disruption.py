@@ -30,6 +30,7 @@ from ..contracts import names
 from .observation import PodView, WorkerView
 
 DEFAULT_HOLD_DOWN_SECONDS = 60.0
+MARK_VALUES = dict(names.BUSY_MARKS)  # key -> its value while the pod is marked
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,7 @@ class MarkChange:
     @property
     def patch(self) -> dict[str, str | None]:
         """The pod's metadata.annotations merge patch (None removes a key)."""
-        values = dict(names.BUSY_MARKS)
-        return {k: values[k] if self.mark else None for k in self.keys}
+        return {k: MARK_VALUES[k] if self.mark else None for k in self.keys}
 
 
 @dataclass(frozen=True)
@@ -81,22 +81,24 @@ def decide_marks(
     changes: list[MarkChange] = []
     idle_since: dict[str, float] = {}
     due: list[float] = []
+    if not keys:
+        return MarkPlan((), MarkMemory(), None)
     for pod in pods:
-        if not pod.active or not keys:
+        if not pod.active:
             continue
         if not policy.enabled:
-            if _carries(pod, keys, marked=None):
+            if _any_mark(pod, keys):
                 changes.append(MarkChange(pod.name, False, keys))
             continue
         worker = workers.get(pod.name)
         if worker is None or not worker.fresh:
             continue  # unknown: keep what it has, and the hold-down starts again
         if not worker.info.runs_nothing:
-            if not _carries(pod, keys, marked=True):
+            if not _fully_marked(pod, keys):
                 changes.append(MarkChange(pod.name, True, keys))
             continue
         since = memory.idle_since.get(pod.uid, now)
-        if not _carries(pod, keys, marked=None):
+        if not _any_mark(pod, keys):
             continue  # idle and unmarked: nothing to time
         idle_since[pod.uid] = since  # kept until the pod is seen unmarked (a failed write is retried)
         if now - since >= policy.hold_down_seconds:
@@ -106,10 +108,10 @@ def decide_marks(
     return MarkPlan(tuple(changes), MarkMemory(idle_since), min(due) if due else None)
 
 
-def _carries(pod: PodView, keys: tuple[str, ...], marked: bool | None) -> bool:
-    """marked=True: every key has its mark's value; None: any key is present at all."""
+def _fully_marked(pod: PodView, keys: tuple[str, ...]) -> bool:
     present = dict(pod.marks)
-    if marked is None:
-        return any(k in present for k in keys)
-    values = dict(names.BUSY_MARKS)
-    return all(present.get(k) == values[k] for k in keys)
+    return all(present.get(k) == MARK_VALUES[k] for k in keys)
+
+
+def _any_mark(pod: PodView, keys: tuple[str, ...]) -> bool:
+    return any(k in keys for k, _ in pod.marks)
