@@ -299,8 +299,12 @@ class Bench:
         return out
 
 
-def report(a: dict[str, tuple[int, int]], b: dict[str, tuple[int, int]], races: dict[str, dict[str, float]],
-           reaction: list[float]) -> None:
+def report(
+    a: dict[str, tuple[int, int]],
+    b: dict[str, tuple[int, int]],
+    races: dict[str, dict[str, float]],
+    reaction: list[float],
+) -> None:
     print(f"\nexecutions lost ({BURST} executions of {LENGTH:.0f} s running at the change)")
     print(f"{'change':<36} {'Deployment (Bifrost today)':>27} {'WorkerPool protocol: bifrost':>29}")
     for (what_a, (lost_a, n_a)), (what_b, (lost_b, n_b)) in zip(a.items(), b.items(), strict=True):
@@ -319,10 +323,12 @@ def report(a: dict[str, tuple[int, int]], b: dict[str, tuple[int, int]], races: 
     ms = [x * 1000 for x in reaction]
     if not ms:
         return
-    print(f"\nscale-up reaction, RabbitMQ message -> pod ADDED, {len(ms)} trials: p50 {pct(ms, 50):.0f} ms, "
-          f"p99 {pct(ms, 99):.0f} ms; KEDA's RabbitMQ scaler polls every {KEDA_POLLING_DEFAULT:.0f} s by default "
-          f"(mean wait {KEDA_POLLING_DEFAULT / 2:.0f} s before its HPA even sees the message): "
-          f"p50 ratio {KEDA_POLLING_DEFAULT / 2 * 1000 / pct(ms, 50):.0f}x")
+    print(
+        f"\nscale-up reaction, RabbitMQ message -> pod ADDED, {len(ms)} trials: p50 {pct(ms, 50):.0f} ms, "
+        f"p99 {pct(ms, 99):.0f} ms; KEDA's RabbitMQ scaler polls every {KEDA_POLLING_DEFAULT:.0f} s by default "
+        f"(mean wait {KEDA_POLLING_DEFAULT / 2:.0f} s before its HPA even sees the message): "
+        f"p50 ratio {KEDA_POLLING_DEFAULT / 2 * 1000 / pct(ms, 50):.0f}x"
+    )
 
 
 def main() -> int:

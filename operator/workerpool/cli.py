@@ -36,7 +36,7 @@ def _operator(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     from .controller import handlers  # noqa: F401 - registers the handlers
-    from .controller.config import OperatorConfig, OperatorConfigError
+    from .controller.process.config import OperatorConfig, OperatorConfigError
 
     _logging()
     try:

@@ -190,7 +190,7 @@ class SentinelSet:
     def wait_promoted(self, old: Node, timeout: float = 30) -> tuple[Node, float]:
         """The node the Sentinels promoted in place of `old`, and when (time.time()) they agreed."""
         port = wait_until(
-            lambda: (p if (p := self.master_port()) not in (None, old.port) else None),
+            lambda: p if (p := self.master_port()) not in (None, old.port) else None,
             timeout=timeout,
             what="the Sentinels to promote the replica",
             interval=0.02,

@@ -92,9 +92,7 @@ def evict(stack: DevStack, namespace: str, pod: str) -> subprocess.CompletedProc
 
 
 @contextlib.contextmanager
-def webhook_serving_operator(
-    stack: DevStack, namespace: str, workdir: Path, **env: str
-) -> Iterator[OperatorProcess]:
+def webhook_serving_operator(stack: DevStack, namespace: str, workdir: Path, **env: str) -> Iterator[OperatorProcess]:
     """An operator for `namespace` that serves the eviction webhook, the apiserver calling it."""
     port, name = free_port(), f"wpo-evictions-{namespace}"
     apply_configuration(stack, name, namespace, port, workdir)

@@ -245,8 +245,11 @@ def test_rabbitmq_down_during_a_burst_stalls_without_scale_down_and_converges_af
     idle_since = time.monotonic()
     # ...and the operator goes on deciding (rounds), well past the scale-down window, without removing any.
     wait_until(
-        lambda: time.monotonic() - idle_since > 3 * window
-        and operator.metric("workerpool_reconcile_duration_seconds_count", namespace=namespace, pool="b") > rounds + 3,
+        lambda: (
+            time.monotonic() - idle_since > 3 * window
+            and operator.metric("workerpool_reconcile_duration_seconds_count", namespace=namespace, pool="b")
+            > rounds + 3
+        ),
         timeout=RUN,
         what="rounds past the scale-down window",
     )

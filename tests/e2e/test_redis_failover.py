@@ -138,7 +138,7 @@ def test_a_failover_under_a_burst_loses_nothing_deletes_nothing_and_publishes_a_
     results = {e: client.wait_result(e, timeout=FOLLOW + 30) for e in ids}
     assert all(r.success for r in results.values()), [r for r in results.values() if not r.success]
     names = {p["metadata"]["name"] for p in pools.live_pods("p")}
-    runs = wait_until(lambda: (n if (n := client.runs(sorted(names))) >= BURST else None), timeout=15, what="runs")
+    runs = wait_until(lambda: n if (n := client.runs(sorted(names))) >= BURST else None, timeout=15, what="runs")
     print(f"\n{BURST} executions, {runs} runs ({runs - BURST} re-runs from at-least-once delivery)")
 
     # The recycle: handled once (the record), published once in total (both servers' scripts).

@@ -23,8 +23,8 @@ from devcluster.redis_server import RedisServer
 from devcluster.waiting import async_wait_until, wait_until
 from workerpool.contracts.report import WorkerReport
 from workerpool.contracts.wire import QueueStatus
-from workerpool.controller.rabbitmq import RabbitBroker
-from workerpool.controller.redis_hub import RedisHub, Subscriber
+from workerpool.controller.adapters.rabbitmq import RabbitBroker
+from workerpool.controller.adapters.redis_hub import RedisHub, Subscriber
 from workerpool.decide.reasons import Reason
 from workerpool.protocols import BIFROST, Heartbeat, Offline
 from workerpool.protocols.bifrost import EVENTS_CHANNEL

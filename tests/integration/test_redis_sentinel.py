@@ -21,7 +21,7 @@ from tests.integration.test_redis_hub import Recorder, write
 from tests.integration.workers import WorkerProcess
 from workerpool.contracts.names import DEFAULT_QUEUE_KEY
 from workerpool.contracts.redis_acl import OPERATOR, WORKER
-from workerpool.controller.redis_hub import RedisHub, Subscriber
+from workerpool.controller.adapters.redis_hub import RedisHub, Subscriber
 from workerpool.protocols import SEED
 from workerpool.redis_connect import Identity, Problem, RedisAccess
 
@@ -86,7 +86,7 @@ def test_workers_follow_a_failover_and_every_execution_ends_with_a_result(
         assert all(r.success for r in results.values()), [r for r in results.values() if not r.success]
         # At-least-once: a claim the old primary took to its grave runs again. Counted, never hidden.
         runs = wait_until(
-            lambda: (n if (n := client.runs([w.worker_id for w in workers])) >= BURST else None),
+            lambda: n if (n := client.runs([w.worker_id for w in workers])) >= BURST else None,
             timeout=10,
             what="the workers' counters to report every run",
         )

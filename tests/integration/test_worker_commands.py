@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from devcluster.redis_server import RedisServer
 from workerpool.contracts.names import held_key, worker_retiring_key
-from workerpool.controller.worker_commands import WorkerCommands
+from workerpool.controller.adapters.worker_commands import WorkerCommands
 from workerpool.protocols import SEED
 
 pytestmark = pytest.mark.redis

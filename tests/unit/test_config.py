@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from workerpool.controller.config import OperatorConfig, OperatorConfigError
+from workerpool.controller.process.config import OperatorConfig, OperatorConfigError
 from workerpool.worker.config import WorkerConfig, WorkerConfigError
 
 

@@ -12,7 +12,7 @@ import promql_parser
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry
 
-import workerpool.controller.metrics  # noqa: F401  (registers the operator's metrics)
+import workerpool.controller.process.metrics  # noqa: F401  (registers the operator's metrics)
 from workerpool.worker import metrics as worker_metrics
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "charts/workerpool-operator/dashboards/workerpool.json"

@@ -10,7 +10,7 @@ import pytest
 from workerpool.contracts.resource import WorkerPool
 from workerpool.contracts.wire import QueueStatus
 from workerpool.decide.observation import Observation, PodView
-from workerpool.decide.pool import PASSWORD_IN_URL, Context, PoolMemory, decide
+from workerpool.decide.plan import PASSWORD_IN_URL, Context, PoolMemory, decide
 from workerpool.decide.status import Stall
 
 from .test_scaling import worker

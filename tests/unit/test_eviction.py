@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from workerpool.contracts.wire import ExecutionInfo, ProcessInfo, WorkerInfo
-from workerpool.controller.webhook_tls import make_tls, still_good
+from workerpool.controller.admission.tls import make_tls, still_good
 from workerpool.decide.eviction import SHOWN, judge_eviction
 from workerpool.decide.observation import EVICTION_MARK_SECONDS, PodView
 

@@ -8,7 +8,7 @@ import gc
 import pytest
 from prometheus_client import REGISTRY
 
-from workerpool.controller import gc_policy
+from workerpool.controller.process import gc_policy
 
 
 async def test_freezes_every_period_and_collects_everything_every_full_period(monkeypatch: pytest.MonkeyPatch) -> None:

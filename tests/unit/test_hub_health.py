@@ -11,7 +11,7 @@ from redis.asyncio.sentinel import MasterNotFoundError
 from redis.exceptions import AuthenticationError, NoPermissionError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from workerpool.controller.redis_hub import SETTLE_SECONDS, Fault, LoopHealth, ResyncGate
+from workerpool.controller.adapters.redis_hub import SETTLE_SECONDS, Fault, LoopHealth, ResyncGate
 from workerpool.redis_connect import Problem, RedisAccess, classify, describe
 
 REFUSED = Fault(Problem.UNAVAILABLE, "queue reading failed: ConnectionError: refused")
@@ -75,7 +75,9 @@ def test_each_error_is_classified_by_what_went_wrong(exc: BaseException, sentine
 
 
 def test_a_permission_error_names_the_command() -> None:
-    text = describe(NoPermissionError("User op has no permissions to run the 'zcard' command"), RedisAccess("redis://r"))
+    text = describe(
+        NoPermissionError("User op has no permissions to run the 'zcard' command"), RedisAccess("redis://r")
+    )
     assert "'zcard'" in text
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from kubernetes_asyncio import client
 
-from workerpool.controller.kube import resolve_proxy_once
+from workerpool.controller.adapters.kube import resolve_proxy_once
 
 API = "https://10.96.0.1:443"
 

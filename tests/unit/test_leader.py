@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from workerpool.controller.kube import ApiException
-from workerpool.controller.leader import LeaderElector, LeaseTiming
+from workerpool.controller.adapters.kube import ApiException
+from workerpool.controller.ha.leader import LeaderElector, LeaseTiming
 
 TIMING = LeaseTiming(duration=15.0, renew_deadline=10.0, retry_period=2.0)
 

@@ -15,10 +15,10 @@ from devcluster.waiting import async_wait_until
 from workerpool.contracts.report import ExecutionReport, ProcessReport, WorkerReport
 from workerpool.contracts.resource import WorkerPool
 from workerpool.contracts.wire import WireFormatError
-from workerpool.controller import pod_actions
-from workerpool.controller.pod_actions import PodActions
-from workerpool.controller.pool_io import EventEmitter
-from workerpool.controller.pool_state import PoolState
+from workerpool.controller.loop import pod_actions
+from workerpool.controller.loop.api_io import EventEmitter
+from workerpool.controller.loop.pod_actions import PodActions
+from workerpool.controller.loop.state import PoolState
 from workerpool.decide.pods import PoolRef
 from workerpool.decide.reasons import DeletionReason
 from workerpool.decide.scaling import Deletion, ScalePlan
@@ -29,9 +29,7 @@ NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 
 
 def report(*, running: bool, age: float = 1.0) -> WorkerReport:
-    procs = (
-        (ProcessReport(7, "process-1", "busy", 1.0, 1.0, 0, ExecutionReport("e-1", NOW, 1.0)),) if running else ()
-    )
+    procs = (ProcessReport(7, "process-1", "busy", 1.0, 1.0, 0, ExecutionReport("e-1", NOW, 1.0)),) if running else ()
     return WorkerReport(
         worker_id="b-1",
         started_at=NOW,

@@ -20,11 +20,11 @@ from prometheus_client import REGISTRY
 from devcluster.heartbeats import heartbeat
 from workerpool.contracts.resource import LastRecycle, RecycleResult
 from workerpool.contracts.wire import QueueStatus
-from workerpool.controller.evictions import EvictionGate
-from workerpool.controller.kube import ApiException
-from workerpool.controller.pool import PoolController
+from workerpool.controller.adapters.kube import ApiException
+from workerpool.controller.adapters.redis_hub import Fault, Subscriber
+from workerpool.controller.admission.evictions import EvictionGate
+from workerpool.controller.loop.controller import PoolController
 from workerpool.controller.ports import PoolDeps
-from workerpool.controller.redis_hub import Fault, Subscriber
 from workerpool.decide.recycle import dedupe_key
 from workerpool.protocols.seed import heartbeat_report
 from workerpool.redis_connect import Problem, RedisAccess
@@ -135,9 +135,7 @@ class FakeCommands:
             return False, self.dedupe[dedupe_key]
         self.dedupe[dedupe_key] = record
         # The seed's command, decoded: (the worker its channel names, the pid).
-        self.published.append(
-            [(channel.split(":")[1], json.loads(message)["pid"]) for channel, message in messages]
-        )
+        self.published.append([(channel.split(":")[1], json.loads(message)["pid"]) for channel, message in messages])
         return True, record
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from workerpool.contracts.report import WorkerReport
-from workerpool.controller.pool_state import PoolState
+from workerpool.controller.loop.state import PoolState
 
 from .test_pool_controller import FakeClock
 

@@ -32,10 +32,10 @@ WIRE_PARTS = (":held:", ":retiring")
 
 
 def modules() -> list[Path]:
-    return [p for sub in CHECKED for p in sorted((PACKAGE / sub).glob("*.py"))]
+    return [p for sub in CHECKED for p in sorted((PACKAGE / sub).rglob("*.py"))]
 
 
-@pytest.mark.parametrize("path", modules(), ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_only_the_protocols_name_the_wire(path: Path) -> None:
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):

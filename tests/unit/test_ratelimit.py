@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workerpool.controller.ratelimit import Priority, TokenBucket, WriteLimiter
+from workerpool.controller.process.ratelimit import Priority, TokenBucket, WriteLimiter
 
 
 def test_a_burst_goes_at_once_then_writes_are_spaced_at_the_rate() -> None:

@@ -30,7 +30,7 @@ def lua_commands(*modules: str) -> set[str]:
 
 @pytest.mark.parametrize(
     ("role", "modules"),
-    [(OPERATOR, ("controller/worker_commands.py",)), (WORKER, ("worker/queue.py",))],
+    [(OPERATOR, ("controller/adapters/worker_commands.py",)), (WORKER, ("worker/queue.py",))],
     ids=["operator", "worker"],
 )
 def test_every_command_a_script_runs_is_allowed(role: AclRole, modules: tuple[str, ...]) -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workerpool.controller.config import OperatorConfig, OperatorConfigError
+from workerpool.controller.process.config import OperatorConfig, OperatorConfigError
 from workerpool.decide.shards import Shard, shard_of
 
 names = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?", fullmatch=True)

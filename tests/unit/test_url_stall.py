@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from workerpool.contracts.resource import WorkerPool
-from workerpool.controller.pool_sources import url_stall
+from workerpool.controller.loop.sources import url_stall
 from workerpool.decide.reasons import Reason
 
 

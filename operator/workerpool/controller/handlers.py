@@ -17,13 +17,13 @@ from typing import Any
 import kopf
 
 from ..contracts import names
-from .config import OperatorConfig
-from .gc_policy import PauseTimer, keep_collections_short
-from .kube import Kube
-from .leadership import Leadership
-from .loop_lag import watch_loop_lag
-from .manager import Manager
-from .ratelimit import TokenBucket, WriteLimiter
+from .adapters.kube import Kube
+from .fleet.manager import Manager
+from .ha.leadership import Leadership
+from .process.config import OperatorConfig
+from .process.gc_policy import PauseTimer, keep_collections_short
+from .process.loop_lag import watch_loop_lag
+from .process.ratelimit import TokenBucket, WriteLimiter
 
 
 @kopf.on.startup()
@@ -37,7 +37,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.webhook = None
     if config.webhook_port:
         # Imported only when served: `cryptography` costs ~10 MiB of RSS.
-        from .webhook import WebhookKeeper
+        from .admission.webhook import WebhookKeeper
 
         memo.webhook = WebhookKeeper(kube, config)
         await memo.webhook.setup(settings)

@@ -15,7 +15,7 @@ from ..contracts.wire import QueueStatus
 from ..decide.disruption import MarkPolicy
 from ..decide.status import Stall
 from ..redis_connect import RedisAccess
-from .redis_hub import Fault, PoolListener, Subscriber
+from .adapters.redis_hub import Fault, PoolListener, Subscriber
 
 
 class KubeApi(Protocol):

@@ -55,9 +55,8 @@ def judge_eviction(
         else "it can be evicted once a heartbeat shows it runs nothing"
     )
     answer = f"worker {worker} is running {len(held)} execution(s): {running}{more}; {after}"
-    event = (
-        f"eviction of {worker} held: {len(held)} running execution(s); "
-        + ("it claims no new work and is evicted once they finish" if handshake else "evicted once it runs nothing")
+    event = f"eviction of {worker} held: {len(held)} running execution(s); " + (
+        "it claims no new work and is evicted once they finish" if handshake else "evicted once it runs nothing"
     )
     return EvictionVerdict(False, answer, Event("Warning", "EvictionHeld", event))
 

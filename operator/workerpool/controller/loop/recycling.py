@@ -9,13 +9,13 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from pydantic import ValidationError
 
-from ..contracts.resource import LastRecycle
-from ..contracts.wire import WireFormatError
-from ..decide.recycle import RecycleDecision
-from ..decide.scaling import Event
-from ..protocols import WorkerProtocol
-from . import metrics
-from .ports import Commands
+from ...contracts.resource import LastRecycle
+from ...contracts.wire import WireFormatError
+from ...decide.recycle import RecycleDecision
+from ...decide.scaling import Event
+from ...protocols import WorkerProtocol
+from ..ports import Commands
+from ..process import metrics
 
 RECYCLE_DEDUPE_TTL = 7 * 24 * 3600
 

@@ -27,9 +27,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from . import metrics
-from .kube import ApiException
-from .ports import Clock
+from ..adapters.kube import ApiException
+from ..ports import Clock
+from ..process import metrics
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..contracts.resource import Condition, WorkerPool
-from ..decide.pods import PoolRef, render_template, template_hash
-from ..decide.status import previous_conditions
+from ...contracts.resource import Condition, WorkerPool
+from ...decide.pods import PoolRef, render_template, template_hash
+from ...decide.status import previous_conditions
 
 
 class ParsedPool:

@@ -20,19 +20,19 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from ..contracts import names
-from ..decide.shards import Shard
-from ..decide.topology import yields
-from ..protocols import protocol_for
-from ..redis_connect import RedisAccess
-from .config import OperatorConfig
-from .evictions import EvictionGate
-from .kube import Kube
-from .pool import PoolController
-from .ports import SYSTEM_CLOCK, PoolDeps
-from .rabbitmq import RabbitBroker
-from .redis_hub import RedisHub, operator_client
-from .worker_commands import WorkerCommands
+from ...contracts import names
+from ...decide.shards import Shard
+from ...decide.topology import yields
+from ...protocols import protocol_for
+from ...redis_connect import RedisAccess
+from ..adapters.kube import Kube
+from ..adapters.rabbitmq import RabbitBroker
+from ..adapters.redis_hub import RedisHub, operator_client
+from ..adapters.worker_commands import WorkerCommands
+from ..admission.evictions import EvictionGate
+from ..loop.controller import PoolController
+from ..ports import SYSTEM_CLOCK, PoolDeps
+from ..process.config import OperatorConfig
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from ..contracts.report import WorkerReport
-from ..protocols import RetireHandshake, WorkerProtocol
-from ..redis_connect import ReplicaAck
-from . import metrics
+from ...contracts.report import WorkerReport
+from ...protocols import RetireHandshake, WorkerProtocol
+from ...redis_connect import ReplicaAck
+from ..process import metrics
 
 # KEYS[1] = worker:{id}:retiring, KEYS[2] = {queue}:held:{id}; ARGV[1] = TTL s.
 # After this returns 1 the worker holds no execution and can claim none (its claim

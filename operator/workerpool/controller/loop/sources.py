@@ -6,16 +6,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..contracts.redis_url import RedisUrlError, parse_redis_url
-from ..contracts.resource import WorkerPool
-from ..contracts.wire import QueueStatus
-from ..decide.reasons import Reason
-from ..decide.status import Stall
-from ..protocols import WorkerProtocol, protocol_for
-from ..redis_connect import Problem, RedisAccess
-from .pool_io import UrlSource
-from .ports import Broker, Hub, PoolDeps
-from .redis_hub import PoolListener, Subscriber
+from ...contracts.redis_url import RedisUrlError, parse_redis_url
+from ...contracts.resource import WorkerPool
+from ...contracts.wire import QueueStatus
+from ...decide.reasons import Reason
+from ...decide.status import Stall
+from ...protocols import WorkerProtocol, protocol_for
+from ...redis_connect import Problem, RedisAccess
+from ..adapters.redis_hub import PoolListener, Subscriber
+from ..ports import Broker, Hub, PoolDeps
+from .api_io import UrlSource
 
 # The Stalled reason of each kind of hub fault.
 FAULT_REASONS = {

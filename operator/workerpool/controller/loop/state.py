@@ -11,11 +11,11 @@ import datetime as dt
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..contracts.report import WorkerReport
-from ..contracts.wire import QueueStatus
-from ..decide.observation import Observation, PodView, WorkerView
-from ..decide.resync import Tracked, merge_resync, shape
-from .ports import Clock
+from ...contracts.report import WorkerReport
+from ...contracts.wire import QueueStatus
+from ...decide.observation import Observation, PodView, WorkerView
+from ...decide.resync import Tracked, merge_resync, shape
+from ..ports import Clock
 
 DELETING_TIMEOUT = 120.0
 

@@ -17,23 +17,23 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..contracts import names
-from ..contracts.resource import WorkerPool
-from ..contracts.wire import describe_validation_error
-from ..decide.backoff import parse_retry_after
-from ..decide.observation import Observation
-from ..decide.pods import PoolRef
-from ..decide.pool import Context, Plan, PoolMemory, decide
-from ..decide.status import WritePolicy, invalid_status, render
-from . import metrics
+from ...contracts import names
+from ...contracts.resource import WorkerPool
+from ...contracts.wire import describe_validation_error
+from ...decide.backoff import parse_retry_after
+from ...decide.observation import Observation
+from ...decide.plan import Context, Plan, PoolMemory, decide
+from ...decide.pods import PoolRef
+from ...decide.status import WritePolicy, invalid_status, render
+from ..adapters.kube import ApiException
+from ..ports import Clock, PoolDeps
+from ..process import metrics
+from .api_io import EventEmitter, PoolRetry, StatusWriter, export_metrics
 from .derived import ParsedPool, StoredConditions, TemplateHash
-from .kube import ApiException
 from .pod_actions import PodActions
-from .pool_io import EventEmitter, PoolRetry, StatusWriter, export_metrics
-from .pool_sources import SourceResolver, Sources, demand, redis_error
-from .pool_state import PoolState
-from .ports import Clock, PoolDeps
-from .recycle_handler import apply_recycle
+from .recycling import apply_recycle
+from .sources import SourceResolver, Sources, demand, redis_error
+from .state import PoolState
 
 log = logging.getLogger(__name__)
 

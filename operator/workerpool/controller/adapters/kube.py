@@ -15,8 +15,8 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from yarl import URL
 
-from ..contracts import names
-from .ratelimit import Priority, WriteLimiter
+from ...contracts import names
+from ..process.ratelimit import Priority, WriteLimiter
 
 log = logging.getLogger(__name__)
 

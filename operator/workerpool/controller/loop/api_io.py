@@ -9,15 +9,15 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from ..contracts.report import PROCESS_STATES
-from ..contracts.resource import SecretKeyRef
-from ..decide.backoff import Backoff
-from ..decide.observation import Observation
-from ..decide.reasons import Reason
-from ..decide.scaling import Event, ScalePlan
-from ..decide.status import Stall, WritePolicy, merge_patch, should_write
-from . import metrics
-from .ports import Clock, KubeApi
+from ...contracts.report import PROCESS_STATES
+from ...contracts.resource import SecretKeyRef
+from ...decide.backoff import Backoff
+from ...decide.observation import Observation
+from ...decide.reasons import Reason
+from ...decide.scaling import Event, ScalePlan
+from ...decide.status import Stall, WritePolicy, merge_patch, should_write
+from ..ports import Clock, KubeApi
+from ..process import metrics
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from ..decide.shards import Shard
-from ..decide.topology import ShardLease, older_owners, shard_lease
-from .ports import Clock
+from ...decide.shards import Shard
+from ...decide.topology import ShardLease, older_owners, shard_lease
+from ..ports import Clock
 
 
 class LeaseLister(Protocol):

@@ -11,11 +11,11 @@ import logging
 import os
 import socket
 
-from .config import OperatorConfig
-from .kube import ApiException, Kube
+from ..adapters.kube import ApiException, Kube
+from ..fleet.manager import Manager
+from ..ports import SYSTEM_CLOCK
+from ..process.config import OperatorConfig
 from .leader import LeaderElector, LeaseTiming
-from .manager import Manager
-from .ports import SYSTEM_CLOCK
 from .topology_watch import TopologyWatch
 
 log = logging.getLogger(__name__)

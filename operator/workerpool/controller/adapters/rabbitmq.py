@@ -27,10 +27,10 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 
-from ..contracts.wire import QueueStatus
-from ..decide.reasons import Reason
-from ..decide.status import Stall
-from . import metrics
+from ...contracts.wire import QueueStatus
+from ...decide.reasons import Reason
+from ...decide.status import Stall
+from ..process import metrics
 from .redis_hub import PoolListener
 from .tasks import cancel_and_wait
 

@@ -14,19 +14,19 @@ import asyncio
 import json
 import logging
 
-from ..contracts.resource import WorkerPool
-from ..contracts.wire import WireFormatError
-from ..decide.disruption import MarkChange
-from ..decide.pods import PoolRef, render_pod
-from ..decide.reasons import DeletionReason
-from ..decide.scaling import Deletion, Event, ScalePlan
-from ..decide.snapshot import snapshot_holds
-from ..protocols import protocol_for
-from . import metrics
-from .kube import ApiException
-from .pool_io import EventEmitter
-from .pool_state import PoolState
-from .ports import Commands, KubeApi
+from ...contracts.resource import WorkerPool
+from ...contracts.wire import WireFormatError
+from ...decide.disruption import MarkChange
+from ...decide.pods import PoolRef, render_pod
+from ...decide.reasons import DeletionReason
+from ...decide.scaling import Deletion, Event, ScalePlan
+from ...decide.snapshot import snapshot_holds
+from ...protocols import protocol_for
+from ..adapters.kube import ApiException
+from ..ports import Commands, KubeApi
+from ..process import metrics
+from .api_io import EventEmitter
+from .state import PoolState
 
 log = logging.getLogger(__name__)
 

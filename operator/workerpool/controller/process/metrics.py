@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from ..contracts.report import PROCESS_STATES
+from ...contracts.report import PROCESS_STATES
 
 # The `state` label of workerpool_workers (pods): see PoolController._metrics.
 POD_STATES = ("running", "pending", "ready")

@@ -26,18 +26,18 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from ..contracts import names
-from ..contracts.report import WorkerReport
-from ..contracts.wire import WireFormatError
-from ..decide.eviction import EvictionVerdict, judge_eviction
-from ..decide.observation import EVICTION_MARK_SECONDS, PodView
-from ..decide.snapshot import snapshot_holds
-from ..protocols import WorkerProtocol, protocol_for
-from ..redis_connect import RedisAccess
-from . import metrics
-from .kube import ApiException
-from .pool import PoolController
-from .ports import Clock, Commands, KubeApi
+from ...contracts import names
+from ...contracts.report import WorkerReport
+from ...contracts.wire import WireFormatError
+from ...decide.eviction import EvictionVerdict, judge_eviction
+from ...decide.observation import EVICTION_MARK_SECONDS, PodView
+from ...decide.snapshot import snapshot_holds
+from ...protocols import WorkerProtocol, protocol_for
+from ...redis_connect import RedisAccess
+from ..adapters.kube import ApiException
+from ..loop.controller import PoolController
+from ..ports import Clock, Commands, KubeApi
+from ..process import metrics
 
 log = logging.getLogger(__name__)
 

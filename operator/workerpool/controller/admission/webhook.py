@@ -19,9 +19,9 @@ from pathlib import Path
 
 import kopf
 
-from .config import OperatorConfig
-from .kube import ApiException, Kube
-from .webhook_tls import WebhookTLS, make_tls, still_good
+from ..adapters.kube import ApiException, Kube
+from ..process.config import OperatorConfig
+from .tls import WebhookTLS, make_tls, still_good
 
 log = logging.getLogger(__name__)
 

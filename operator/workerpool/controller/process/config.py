@@ -7,10 +7,10 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, PositiveFloat, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from ..decide.disruption import MarkPolicy
-from ..decide.shards import Shard
-from ..redis_connect import Identity
-from ..settings_errors import describe
+from ...decide.disruption import MarkPolicy
+from ...decide.shards import Shard
+from ...redis_connect import Identity
+from ...settings_errors import describe
 
 PREFIX = "WORKERPOOL_"
 

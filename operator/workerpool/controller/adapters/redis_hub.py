@@ -30,11 +30,11 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ..contracts.report import WorkerReport
-from ..contracts.wire import QueueStatus, WireFormatError
-from ..protocols import Heartbeat, Offline, WorkerProtocol
-from ..redis_connect import Identity, Problem, RedisAccess, classify, describe, diagnose, redis_client
-from . import metrics
+from ...contracts.report import WorkerReport
+from ...contracts.wire import QueueStatus, WireFormatError
+from ...protocols import Heartbeat, Offline, WorkerProtocol
+from ...redis_connect import Identity, Problem, RedisAccess, classify, describe, diagnose, redis_client
+from ..process import metrics
 from .tasks import cancel_and_wait
 from .worker_commands import WorkerCommands
 
