@@ -23,6 +23,7 @@ from workerpool.contracts.wire import QueueStatus
 from workerpool.controller.adapters.kube import ApiException
 from workerpool.controller.adapters.redis_hub import Fault, Subscriber
 from workerpool.controller.admission.evictions import EvictionGate
+from workerpool.controller.fleet.pod_index import PodIndex
 from workerpool.controller.loop.controller import PoolController
 from workerpool.controller.ports import PoolDeps
 from workerpool.decide.recycle import dedupe_key
@@ -509,8 +510,9 @@ async def test_an_eviction_while_redis_cannot_be_trusted_is_held_without_asking_
 
     world.hub.commands.retire_for_eviction = retire_for_eviction  # type: ignore[attr-defined]
     commands = world.hub.commands
-    pools, pod_pools = {(NS, POOL): world.ctl}, {(NS, pod): (NS, POOL)}
-    gate = EvictionGate(pools, pod_pools, lambda a, p: commands, world.kube, world.clock)  # type: ignore[arg-type]
+    index = PodIndex({(NS, POOL): world.ctl})
+    index.on_pod("MODIFIED", NS, pod, POOL)
+    gate = EvictionGate(index, lambda a, p: commands, world.kube, world.clock)  # type: ignore[arg-type]
 
     world.hub.error = "heartbeat subscription failed: the Redis primary is unreachable or being replaced"
     verdict = await gate.review(NS, pod, dry_run=False)

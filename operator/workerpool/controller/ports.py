@@ -1,11 +1,15 @@
-"""What a pool controller needs from the world, as small Protocols: the API
-server, the Redis hubs, the demand sources (the queues), a clock. The real ones
-are `Kube`, the `Manager`'s hub and broker registries and `SYSTEM_CLOCK`; unit
-tests drive a controller with in-memory fakes of these in virtual time."""
+"""What the pool loop and the eviction gate need from the world, as small Protocols:
+the API server, the Redis hubs, the demand sources (the queues), a clock, and,
+for the gate, the pool a worker pod belongs to. The real ones are `Kube`, the
+fleet's `Connections` and `PodIndex` (over `loop.eviction_view`) and
+`SYSTEM_CLOCK`; unit tests drive a controller with in-memory fakes of these in
+virtual time.
+
+May import: `adapters/` (the types they hand over), `process/`, and everything
+below the controller (`decide`, `contracts`, `protocols`, `redis_connect`)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -13,9 +17,13 @@ from typing import Any, Protocol
 from ..contracts.report import WorkerReport
 from ..contracts.wire import QueueStatus
 from ..decide.disruption import MarkPolicy
+from ..decide.observation import PodView
+from ..decide.scaling import Event
 from ..decide.status import Stall
+from ..protocols import WorkerProtocol
 from ..redis_connect import RedisAccess
 from .adapters.redis_hub import Fault, PoolListener, Subscriber
+from .process.clock import SYSTEM_CLOCK, Clock
 
 
 class KubeApi(Protocol):
@@ -73,22 +81,6 @@ class BrokerRegistry(Protocol):
     def release_broker(self, url: str, namespace: str, name: str) -> None: ...
 
 
-class Clock(Protocol):
-    def monotonic(self) -> float: ...
-    def time(self) -> float: ...
-
-
-class SystemClock:
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def time(self) -> float:
-        return time.time()
-
-
-SYSTEM_CLOCK = SystemClock()
-
-
 @dataclass(frozen=True)
 class PoolDeps:
     """Everything a PoolController uses, passed in (no service locator)."""
@@ -102,3 +94,39 @@ class PoolDeps:
     clock: Clock = SYSTEM_CLOCK
     marks: MarkPolicy = field(default_factory=MarkPolicy)
     progress: Callable[[], None] = lambda: None  # called after every reconcile (the liveness check)
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where to ask about a pool's workers: also known on a replica that is not acting."""
+
+    access: RedisAccess
+    queue_key: str
+    protocol: WorkerProtocol
+    window: float  # the fresh window of the pool's heartbeats
+
+
+class EvictedPool(Protocol):
+    """The pool of a worker pod being evicted, as the eviction gate sees it."""
+
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    def pod(self, name: str) -> PodView | None: ...
+    def last_report(self, name: str) -> WorkerReport | None:
+        """The pod's worker's last heartbeat (None: none heard, as on a standby replica)."""
+        ...
+
+    def redis_fault(self) -> Fault | None:
+        """Why the hub's reports cannot be trusted now (a failover, an outage, the resync after it)."""
+        ...
+
+    async def redis_target(self) -> RedisTarget | None: ...
+    async def emit(self, event: Event) -> None: ...
+
+
+class PodOwners(Protocol):
+    def pool_of(self, namespace: str, pod: str) -> EvictedPool | None:
+        """The pool of one of our worker pods; None for any other pod."""
+        ...

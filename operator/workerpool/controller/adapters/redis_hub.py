@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -35,6 +34,7 @@ from ...contracts.wire import QueueStatus, WireFormatError
 from ...protocols import Heartbeat, Offline, WorkerProtocol
 from ...redis_connect import Identity, Problem, RedisAccess, classify, describe, diagnose, redis_client
 from ..process import metrics
+from ..process.clock import SYSTEM_CLOCK, Clock
 from .tasks import cancel_and_wait
 from .worker_commands import WorkerCommands
 
@@ -186,6 +186,7 @@ class RedisHub:
     resync_seconds: float
     queue_poll_seconds: float
     identity: Identity | None = None  # the operator's own Redis user (None: the URL's)
+    clock: Clock = SYSTEM_CLOCK  # when heartbeats were heard, and the queues' ages
     subscribers: dict[tuple[str, str], Subscriber] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -272,7 +273,7 @@ class RedisHub:
     def _await_full_resync(self) -> None:
         """Heartbeats published while unsubscribed are lost (and a failover or a restart may have
         lost keys): re-read every worker now, and trust nothing until that resync is done."""
-        self._gate.reconnected(time.monotonic())
+        self._gate.reconnected(self.clock.monotonic())
         self._loops.awaiting_resync()
         asyncio.get_running_loop().call_later(SETTLE_SECONDS + 0.01, self._resync_now.set)
 
@@ -288,7 +289,7 @@ class RedisHub:
             return
         if isinstance(heard, Heartbeat):
             report = heard.report
-            self._heard[report.worker_id] = (time.monotonic(), report.pool, report.namespace)
+            self._heard[report.worker_id] = (self.clock.monotonic(), report.pool, report.namespace)
             for sub in route(self.subscribers, report.worker_id, report.pool, report.namespace):
                 sub.listener.on_heartbeat(report)
         elif isinstance(heard, Offline):
@@ -304,7 +305,7 @@ class RedisHub:
             keys = sorted({s.queue_key for s in self.subscribers.values() if s.queue_key is not None})
             if keys:
                 try:
-                    readings = await read_queues(self.client, keys)
+                    readings = await read_queues(self.client, keys, self.clock.time())
                 except (RedisError, OSError) as exc:
                     await self._failed("queues", exc, "queue reading failed")
                     await asyncio.sleep(RETRY_SECONDS)
@@ -326,7 +327,7 @@ class RedisHub:
 
     async def _resync_loop(self) -> None:
         while True:
-            started = time.monotonic()
+            started = self.clock.monotonic()
             try:
                 await self.resync()
             except (RedisError, OSError) as exc:
@@ -347,7 +348,7 @@ class RedisHub:
         the resync costs one SCAN, and the full reads go to the workers pub/sub missed.
         """
         self._resync_now.clear()
-        full = self._gate.take(time.monotonic())
+        full = self._gate.take(self.clock.monotonic())
         try:
             await self._resync(full)
         except BaseException:
@@ -374,21 +375,20 @@ class RedisHub:
 
     def _not_heard_lately(self, ids: list[str], new_pools: set[tuple[str, str]]) -> list[str]:
         """The workers whose reports are re-read: not heard within their trust window, or of a new pool."""
-        now, subs, heard, default = time.monotonic(), self.subscribers, self._heard, self.resync_seconds
+        now, subs, heard, default = self.clock.monotonic(), self.subscribers, self._heard, self.resync_seconds
         return [i for i in ids if not heard_lately(heard, subs, i, now, default) or heard_for(heard, i, new_pools)]
 
 
 Heard = dict[str, tuple[float, str | None, str | None]]  # worker id -> (when, its pool, its namespace)
 
 
-async def read_queues(client: aioredis.Redis, keys: list[str]) -> dict[str, QueueStatus]:
-    """The depth and oldest entry's age of each queue sorted set, in one pipelined round trip."""
+async def read_queues(client: aioredis.Redis, keys: list[str], now: float) -> dict[str, QueueStatus]:
+    """The depth and oldest entry's age (at `now`, epoch seconds) of each queue sorted set, in one round trip."""
     async with client.pipeline(transaction=False) as p:
         for key in keys:
             p.zcard(key)
             p.zrange(key, 0, 0, withscores=True)
         replies = await p.execute()
-    now = time.time()
     readings = {}
     for i, key in enumerate(keys):
         depth, oldest = int(replies[2 * i]), replies[2 * i + 1]

@@ -20,10 +20,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from ...contracts import names
@@ -32,12 +31,11 @@ from ...contracts.wire import WireFormatError
 from ...decide.eviction import EvictionVerdict, judge_eviction
 from ...decide.observation import EVICTION_MARK_SECONDS, PodView
 from ...decide.snapshot import snapshot_holds
-from ...protocols import WorkerProtocol, protocol_for
 from ...redis_connect import RedisAccess
 from ..adapters.kube import ApiException
-from ..loop.controller import PoolController
-from ..ports import Clock, Commands, KubeApi
+from ..ports import Commands, EvictedPool, KubeApi, PodOwners
 from ..process import metrics
+from ..process.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -50,52 +48,43 @@ MARK_REFRESH = EVICTION_MARK_SECONDS / 2
 class EvictionGate:
     def __init__(
         self,
-        pools: Mapping[tuple[str, str], PoolController],
-        pod_pools: Mapping[tuple[str, str], tuple[str, str]],
+        owners: PodOwners,
         commands_for: Callable[[RedisAccess, str], Commands],
         kube: KubeApi,
         clock: Clock,
     ) -> None:
-        self.pools, self.pod_pools = pools, pod_pools  # (namespace, pod) -> its pool's key, from the pod watch
+        self.owners = owners  # the pool of a worker pod, by the pod watch
         self.commands_for, self.kube, self.clock = commands_for, kube, clock
         self._recording: set[asyncio.Task[None]] = set()  # Events and marks being written (kept referenced)
 
-    def owner(self, namespace: str, pod: str) -> PoolController | None:
-        """The pool controller of a worker pod (by its pool label, then its owner uid), or None."""
-        key = self.pod_pools.get((namespace, pod))
-        ctl = self.pools.get(key) if key is not None else None
-        return ctl if ctl is not None and ctl.state.owns(pod) else None
-
     async def review(self, namespace: str, pod: str, dry_run: bool) -> EvictionVerdict | None:
         """None: not one of our worker pods (allow)."""
-        ctl = self.owner(namespace, pod)
-        if ctl is None:
+        pool = self.owners.pool_of(namespace, pod)
+        if pool is None:
             return None
-        tracked = ctl.state.workers.get(pod)
-        info = tracked.info if tracked is not None else None
+        info = pool.last_report(pod)
         if dry_run:  # no side effects: judged by the last heartbeat alone
             verdict = judge_eviction(pod, list(info.running) if info else [], info)
         else:
-            asked = await self._ask(ctl, pod)
+            asked = await self._ask(pool, pod)
             if info is None and asked.held and asked.commands is not None:
                 info = asked.report or await _report(asked.commands, pod)  # a standby hears no heartbeats
             verdict = judge_eviction(pod, asked.held, info, asked.handshake, asked.why)
-            await self._tell(ctl, pod, verdict)
+            await self._tell(pool, pod, verdict)
         return verdict
 
-    async def _ask(self, ctl: PoolController, pod: str) -> _Answer:
+    async def _ask(self, pool: EvictedPool, pod: str) -> _Answer:
         """What the worker holds, asked of Redis now (by the retire script, or its snapshot)."""
-        view = ctl.state.pods.get(pod)
+        view = pool.pod(pod)
         handshake = True
-        hub = ctl.sources.hub
-        if hub is not None and (fault := hub.worker_fault) is not None:
+        if (fault := pool.redis_fault()) is not None:
             # A failover or an outage (or the resync after it): what Redis says now may miss what
             # the old primary took with it. Unknown, so held (a pod that never ran holds nothing).
-            log.warning("%s/%s: eviction of %s: %s", ctl.namespace, ctl.name, pod, fault.message)
+            log.warning("%s/%s: eviction of %s: %s", pool.namespace, pool.name, pod, fault.message)
             return _unknown(view, handshake)
         try:
             # A standby replica answers too: it resolves the pool's Redis itself.
-            target = await redis_target(ctl)
+            target = await pool.redis_target()
             if target is not None:
                 commands = self.commands_for(target.access, target.protocol.name)
                 handshake = commands.has_handshake
@@ -107,35 +96,35 @@ class EvictionGate:
                 return _Answer(held_now, commands, handshake=False, why=why, report=report)
         except (RedisError, OSError, ApiException, WireFormatError) as exc:
             error = type(exc).__name__
-            log.warning("%s/%s: eviction of %s: Redis unavailable: %s", ctl.namespace, ctl.name, pod, error)
+            log.warning("%s/%s: eviction of %s: Redis unavailable: %s", pool.namespace, pool.name, pod, error)
         return _unknown(view, handshake)
 
-    async def _tell(self, ctl: PoolController, pod: str, verdict: EvictionVerdict) -> None:
+    async def _tell(self, pool: EvictedPool, pod: str, verdict: EvictionVerdict) -> None:
         outcome = "allowed" if verdict.allowed else "held"
-        metrics.EVICTIONS.labels(ctl.namespace, ctl.name, outcome).inc()
-        log.info("%s/%s: eviction of %s %s: %s", ctl.namespace, ctl.name, pod, outcome, verdict.message)
+        metrics.EVICTIONS.labels(pool.namespace, pool.name, outcome).inc()
+        log.info("%s/%s: eviction of %s %s: %s", pool.namespace, pool.name, pod, outcome, verdict.message)
         # The Event and the mark go after the answer: the API server waits for the answer
         # (5 s at most), and the Event's write may wait for the write rate limiter.
-        task = asyncio.create_task(self._record(ctl, pod, verdict), name=f"eviction-{pod}")
+        task = asyncio.create_task(self._record(pool, pod, verdict), name=f"eviction-{pod}")
         self._recording.add(task)
         task.add_done_callback(self._recording.discard)
 
-    async def _record(self, ctl: PoolController, pod: str, verdict: EvictionVerdict) -> None:
-        await ctl.events.emit(verdict.event)
+    async def _record(self, pool: EvictedPool, pod: str, verdict: EvictionVerdict) -> None:
+        await pool.emit(verdict.event)
         if not verdict.allowed:
-            await self._mark_leaving(ctl, pod)
+            await self._mark_leaving(pool, pod)
 
-    async def _mark_leaving(self, ctl: PoolController, pod: str) -> None:
+    async def _mark_leaving(self, pool: EvictedPool, pod: str) -> None:
         """Annotate a held pod (at most every MARK_REFRESH s): the acting replica replaces it."""
-        view = ctl.state.pods.get(pod)
+        view = pool.pod(pod)
         now = self.clock.time()
         if view is not None and view.evicting_at is not None and now - view.evicting_at < MARK_REFRESH:
             return
         stamp = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         try:
-            await self.kube.annotate_pod(ctl.namespace, pod, {names.EVICTING_ANNOTATION: stamp})
+            await self.kube.annotate_pod(pool.namespace, pod, {names.EVICTING_ANNOTATION: stamp})
         except ApiException as exc:  # the answer stands; only the replacement may come later
-            log.warning("%s/%s: could not mark %s as leaving: %s", ctl.namespace, ctl.name, pod, exc.reason)
+            log.warning("%s/%s: could not mark %s as leaving: %s", pool.namespace, pool.name, pod, exc.reason)
 
 
 def _unknown(view: PodView | None, handshake: bool) -> _Answer:
@@ -150,30 +139,6 @@ class _Answer:
     handshake: bool = True
     why: str = ""  # why unknown
     report: WorkerReport | None = None
-
-
-@dataclass(frozen=True)
-class RedisTarget:
-    access: RedisAccess
-    queue_key: str
-    protocol: WorkerProtocol
-    window: float  # the fresh window of the pool's heartbeats
-
-
-async def redis_target(ctl: PoolController) -> RedisTarget | None:
-    """A pool's Redis URL, queue key and protocol, also on a replica that is not acting (None: unknown)."""
-    try:
-        pool = ctl.parsed.of(ctl.body)
-    except ValidationError:
-        return None
-    protocol = protocol_for(pool.spec.protocol)
-    window = protocol.fresh_window(pool.spec.heartbeat_interval_seconds)
-    if ctl.sources.hub_access is not None:
-        return RedisTarget(ctl.sources.hub_access, ctl.sources.queue_key, protocol, window)
-    access, _ = await ctl.sources.access(pool)
-    if access is None:
-        return None  # unknown: the eviction is held (Redis cannot be asked)
-    return RedisTarget(access, pool.spec.redis.queue_key, protocol, window)
 
 
 async def _report(commands: Commands, worker_id: str) -> WorkerReport | None:

@@ -1,5 +1,5 @@
-"""All pools of this operator: one controller per WorkerPool, one Redis hub per URL
-and worker protocol, one RabbitMQ broker connection per AMQP URL.
+"""All pools of this operator: one controller per WorkerPool, over the shared
+connections (connections.py) and the pod index the eviction gate asks (pod_index.py).
 
 Started from Kopf's startup handler as plain asyncio tasks, not Kopf daemons or
 timers: those add a finalizer to every WorkerPool, and deleting a pool would
@@ -14,25 +14,22 @@ pool: any of them can answer an eviction).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ...contracts import names
 from ...decide.shards import Shard
 from ...decide.topology import yields
-from ...protocols import protocol_for
-from ...redis_connect import RedisAccess
 from ..adapters.kube import Kube
-from ..adapters.rabbitmq import RabbitBroker
-from ..adapters.redis_hub import RedisHub, operator_client
-from ..adapters.worker_commands import WorkerCommands
 from ..admission.evictions import EvictionGate
 from ..loop.controller import PoolController
-from ..ports import SYSTEM_CLOCK, PoolDeps
+from ..ports import PoolDeps
+from ..process.clock import SYSTEM_CLOCK
 from ..process.config import OperatorConfig
+from .connections import Connections
+from .pod_index import PodIndex
 
 log = logging.getLogger(__name__)
 
@@ -44,32 +41,27 @@ class Manager:
         self.config = config
         self.kube = kube
         self.pools: dict[Key, PoolController] = {}
-        self.hubs: dict[tuple[RedisAccess, str], RedisHub] = {}  # (Redis, protocol) -> its hub
-        self.brokers: dict[str, RabbitBroker] = {}
+        self.connections = Connections(config)
         self.last_progress = time.monotonic()
         self.acting = False  # pool loops run only while this replica leads
         self.shard = Shard.parse(config.shard)
         # Shards of other counts that act before ours (changing N): their pools wait.
         self.older: Mapping[int, frozenset[int]] = {}
         self.standby_alive: Callable[[], float] | None = None  # the elector's last attempt (monotonic)
-        self._closing: set[asyncio.Task[None]] = set()  # hubs being stopped (kept referenced)
         # Pod events that arrive before their pool's first event.
         self._orphans: dict[Key, dict[str, tuple[str | None, dict[str, Any]]]] = {}
         self.pool_deps = PoolDeps(
             kube=kube,
-            hubs=self,
-            brokers=self,
+            hubs=self.connections,
+            brokers=self.connections,
             worker_image=config.worker_image,
             status_min_interval=config.status_min_interval,
             status_volatile_refresh=config.status_volatile_refresh,
             progress=self._progress,
             marks=config.mark_policy,
         )
-        # (namespace, pod name) -> its pool's key: an eviction names only the pod.
-        self.pod_pools: dict[tuple[str, str], Key] = {}
-        self.evictions = EvictionGate(self.pools, self.pod_pools, self.commands_for, kube, SYSTEM_CLOCK)
-        # Command-only Redis clients for a replica that is not acting (no hub, no subscriptions).
-        self._command_clients: dict[tuple[RedisAccess, str], WorkerCommands] = {}
+        self.pod_index = PodIndex(self.pools)
+        self.evictions = EvictionGate(self.pod_index, self.connections.commands_for, kube, SYSTEM_CLOCK)
 
     def _progress(self) -> None:
         self.last_progress = time.monotonic()
@@ -92,12 +84,7 @@ class Manager:
         self.acting = False
         for pool in list(self.pools.values()):
             await pool.stop()
-        for hub in list(self.hubs.values()):
-            await hub.stop()
-        for broker in list(self.brokers.values()):
-            await broker.stop()
-        for commands in self._command_clients.values():
-            await commands.client.aclose()
+        await self.connections.stop()
         await self.kube.close()
 
     # --- Kopf events ---------------------------------------------------------------------
@@ -130,10 +117,7 @@ class Manager:
         if owner is None:
             return
         key = (meta.get("namespace", ""), owner)
-        if event_type == "DELETED":
-            self.pod_pools.pop((key[0], meta.get("name", "")), None)
-        else:
-            self.pod_pools[(key[0], meta.get("name", ""))] = key
+        self.pod_index.on_pod(event_type, key[0], meta.get("name", ""), owner)
         pool = self.pools.get(key)
         if pool is not None:
             pool.state.on_pod(event_type, body)
@@ -141,62 +125,6 @@ class Manager:
             self._orphans.setdefault(key, {})[meta.get("name", "")] = (event_type, body)
         else:
             self._orphans.get(key, {}).pop(meta.get("name", ""), None)
-
-    # --- Redis hubs ---------------------------------------------------------------------------
-
-    def hub_for(self, access: RedisAccess, protocol: str) -> RedisHub:
-        hub = self.hubs.get((access, protocol))
-        if hub is None:
-            config = self.config
-            hub = RedisHub(
-                access, protocol_for(protocol), config.resync_seconds, config.queue_poll_seconds, config.redis_identity
-            )
-            self.hubs[(access, protocol)] = hub
-            hub.start()
-        return hub
-
-    def commands_for(self, access: RedisAccess, protocol: str) -> WorkerCommands:
-        """Commands to the workers of a Redis: through its hub when there is one."""
-        hub = self.hubs.get((access, protocol))
-        if hub is not None:
-            return hub.commands
-        commands = self._command_clients.get((access, protocol))
-        if commands is None:
-            client = operator_client(access, self.config.redis_identity)
-            commands = WorkerCommands(client, protocol_for(protocol), durable=access.has_replicas)
-            self._command_clients[(access, protocol)] = commands
-        return commands
-
-    def release_hub(self, access: RedisAccess, protocol: str, namespace: str, name: str) -> None:
-        hub = self.hubs.get((access, protocol))
-        if hub is None:
-            return
-        hub.unsubscribe(namespace, name)
-        if not hub.subscribers:
-            del self.hubs[(access, protocol)]
-            self._close_later(hub.stop())
-
-    def broker_for(self, url: str) -> RabbitBroker:
-        broker = self.brokers.get(url)
-        if broker is None:
-            broker = self.brokers[url] = RabbitBroker(url, self.config.queue_poll_seconds)
-            broker.start()
-        return broker
-
-    def release_broker(self, url: str, namespace: str, name: str) -> None:
-        broker = self.brokers.get(url)
-        if broker is None:
-            return
-        broker.unsubscribe(namespace, name)
-        if not broker.listening:
-            del self.brokers[url]
-            self._close_later(broker.stop())
-
-    def _close_later(self, stopping: Coroutine[Any, Any, None]) -> None:
-        self._closing.add(asyncio.get_running_loop().create_task(stopping))
-        for task in list(self._closing):
-            if task.done():
-                self._closing.discard(task)
 
     async def set_older(self, older: Mapping[int, frozenset[int]]) -> None:
         """Another shard count's shards that still act: pause the pools they own, resume the rest."""
@@ -233,8 +161,5 @@ class Manager:
         return {
             "acting": self.acting,
             "pools": len(self.pools),
-            "redis_hubs": len(self.hubs),
-            "redis_down": sum(1 for h in self.hubs.values() if h.fault),
-            "rabbitmq_brokers": len(self.brokers),
-            "rabbitmq_down": sum(1 for b in self.brokers.values() if b.error),
+            **self.connections.health(),
         }

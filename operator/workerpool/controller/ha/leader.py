@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..adapters.kube import ApiException
-from ..ports import Clock
 from ..process import metrics
+from ..process.clock import Clock
 
 log = logging.getLogger(__name__)
 

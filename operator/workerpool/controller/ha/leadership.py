@@ -13,7 +13,7 @@ import socket
 
 from ..adapters.kube import ApiException, Kube
 from ..fleet.manager import Manager
-from ..ports import SYSTEM_CLOCK
+from ..process.clock import SYSTEM_CLOCK
 from ..process.config import OperatorConfig
 from .leader import LeaderElector, LeaseTiming
 from .topology_watch import TopologyWatch

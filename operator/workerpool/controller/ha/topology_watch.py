@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from ...decide.shards import Shard
 from ...decide.topology import ShardLease, older_owners, shard_lease
-from ..ports import Clock
+from ..process.clock import Clock
 
 
 class LeaseLister(Protocol):

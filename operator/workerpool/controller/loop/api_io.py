@@ -16,8 +16,9 @@ from ...decide.observation import Observation
 from ...decide.reasons import Reason
 from ...decide.scaling import Event, ScalePlan
 from ...decide.status import Stall, WritePolicy, merge_patch, should_write
-from ..ports import Clock, KubeApi
+from ..ports import KubeApi
 from ..process import metrics
+from ..process.clock import Clock
 
 log = logging.getLogger(__name__)
 

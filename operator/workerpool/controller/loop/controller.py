@@ -26,8 +26,9 @@ from ...decide.plan import Context, Plan, PoolMemory, decide
 from ...decide.pods import PoolRef
 from ...decide.status import WritePolicy, invalid_status, render
 from ..adapters.kube import ApiException
-from ..ports import Clock, PoolDeps
+from ..ports import PoolDeps
 from ..process import metrics
+from ..process.clock import Clock
 from .api_io import EventEmitter, PoolRetry, StatusWriter, export_metrics
 from .derived import ParsedPool, StoredConditions, TemplateHash
 from .pod_actions import PodActions

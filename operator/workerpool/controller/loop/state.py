@@ -15,7 +15,7 @@ from ...contracts.report import WorkerReport
 from ...contracts.wire import QueueStatus
 from ...decide.observation import Observation, PodView, WorkerView
 from ...decide.resync import Tracked, merge_resync, shape
-from ..ports import Clock
+from ..process.clock import Clock
 
 DELETING_TIMEOUT = 120.0
 

@@ -1,0 +1,58 @@
+"""A pool controller as the eviction gate sees it (`ports.EvictedPool`): the pod,
+its worker's last heartbeat, whether the hub can be trusted, where its Redis is,
+and its Events. The gate never reaches into the controller itself."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from ...contracts.report import WorkerReport
+from ...decide.observation import PodView
+from ...decide.scaling import Event
+from ...protocols import protocol_for
+from ..adapters.redis_hub import Fault
+from ..ports import RedisTarget
+from .controller import PoolController
+
+
+class PoolForEviction:
+    def __init__(self, ctl: PoolController) -> None:
+        self._ctl = ctl
+
+    @property
+    def namespace(self) -> str:
+        return self._ctl.namespace
+
+    @property
+    def name(self) -> str:
+        return self._ctl.name
+
+    def pod(self, name: str) -> PodView | None:
+        return self._ctl.state.pods.get(name)
+
+    def last_report(self, name: str) -> WorkerReport | None:
+        tracked = self._ctl.state.workers.get(name)
+        return tracked.info if tracked is not None else None
+
+    def redis_fault(self) -> Fault | None:
+        hub = self._ctl.sources.hub
+        return hub.worker_fault if hub is not None else None
+
+    async def redis_target(self) -> RedisTarget | None:
+        """The pool's Redis, queue key and protocol, also on a replica that is not acting (None: unknown)."""
+        ctl = self._ctl
+        try:
+            pool = ctl.parsed.of(ctl.body)
+        except ValidationError:
+            return None
+        protocol = protocol_for(pool.spec.protocol)
+        window = protocol.fresh_window(pool.spec.heartbeat_interval_seconds)
+        if ctl.sources.hub_access is not None:
+            return RedisTarget(ctl.sources.hub_access, ctl.sources.queue_key, protocol, window)
+        access, _ = await ctl.sources.access(pool)
+        if access is None:
+            return None  # unknown: the eviction is held (Redis cannot be asked)
+        return RedisTarget(access, pool.spec.redis.queue_key, protocol, window)
+
+    async def emit(self, event: Event) -> None:
+        await self._ctl.events.emit(event)
