@@ -21,13 +21,13 @@ from typing import Any
 import pytest
 
 from devcluster.harness import parse_samples
-from devcluster.procs import free_port, pid_alive
+from devcluster.procs import free_port, listening_ports, pid_alive
 from devcluster.redis_server import RedisServer
 from workerpool.contracts.names import HEARTBEAT_CHANNEL, worker_key
 from workerpool.contracts.wire import parse_heartbeat
 
 from ..shapes import EXECUTION_KEYS, HEARTBEAT_KEYS, PROCESS_KEYS, RESULT_KEYS
-from .workers import CHANGE, START, Client, WorkerProcess, states, wait_until
+from .workers import CHANGE, START, Client, HeartbeatTap, WorkerProcess, pids, states, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -60,6 +60,10 @@ def ready(client: Client, w: WorkerProcess, size: int) -> list[int]:
     return [p.pid for p in reg.info.processes]
 
 
+def completed(heartbeat: dict[str, Any]) -> int:
+    return sum(p["executions_completed"] for p in heartbeat["processes"])
+
+
 def test_pool_starts_with_min(client: Client, start_worker: StartWorker) -> None:
     w = start_worker(MIN_WORKERS=3, MAX_WORKERS=5)
     reg = client.wait_registration(w.worker_id, lambda r: r.info.pool_size == 3, "pool of 3", timeout=START)
@@ -70,12 +74,15 @@ def test_pool_starts_with_min(client: Client, start_worker: StartWorker) -> None
 
 def test_routes_to_idle_process(client: Client, start_worker: StartWorker) -> None:
     w = start_worker()
-    pids = ready(client, w, 2)
+    tap = HeartbeatTap(client, w.worker_id)
+    started = ready(client, w, 2)
     result = client.wait_result(client.submit("pid"))
-    assert result.success and result.result in pids
+    assert result.success and result.result in started
     assert result.worker_id == w.worker_id
-    reg = client.registration(w.worker_id)
-    assert reg is not None and reg.info.pool_size == 2  # no new process was needed
+    tap.until(lambda h: h["busy_count"] == 0 and completed(h) == 1, "the heartbeat after it")
+    seen = {pid for h in tap.read() for pid in pids(h)}
+    assert seen == set(started), "a new process was started although one was idle"
+    tap.close()
 
 
 def test_scales_up_when_all_busy_and_down_when_idle(client: Client, start_worker: StartWorker) -> None:
@@ -89,14 +96,17 @@ def test_scales_up_when_all_busy_and_down_when_idle(client: Client, start_worker
 
 def test_never_more_than_max(client: Client, start_worker: StartWorker) -> None:
     w = start_worker(MIN_WORKERS=1, MAX_WORKERS=2)
+    tap = HeartbeatTap(client, w.worker_id)
     ready(client, w, 1)
     ids = [client.submit("sleep", {"seconds": 0.5}) for _ in range(6)]
-    seen = set()
-    for i in ids:
-        seen.add(client.wait_result(i).worker_id)
-        reg = client.registration(w.worker_id)
-        assert reg is not None and reg.info.pool_size <= 2
+    assert all(client.wait_result(i).success for i in ids)
+    tap.until(lambda h: h["busy_count"] == 0 and completed(h) == 6, "the heartbeat after all six")
+    beats = tap.read()
+    assert max(h["pool_size"] for h in beats) == 2, "it grew to max for the burst"
+    assert all(h["pool_size"] <= 2 and len(h["processes"]) <= 2 for h in beats), [h["pool_size"] for h in beats]
+    assert len({pid for h in beats for pid in pids(h)}) == 2, "a third process existed at some point"
     assert client.r.zcard("bifrost:queue:pending") == 0
+    tap.close()
 
 
 def test_timeout_kills_and_replaces(client: Client, start_worker: StartWorker) -> None:
@@ -167,25 +177,51 @@ def test_recycle_idle_process_by_pid_and_any(client: Client, start_worker: Start
     )
 
 
+def commands_counted(port: int, outcome: str, count: int) -> dict[str, float]:
+    return wait_until(
+        lambda: (m := scrape(port))[f'workerpool_worker_commands_total{{outcome="{outcome}"}}'] >= count and m,
+        timeout=CHANGE,
+        what=f"{count} command(s) counted as {outcome}",
+    )
+
+
 def test_cannot_recycle_busy_process(client: Client, start_worker: StartWorker) -> None:
-    w = start_worker(MIN_WORKERS=1, MAX_WORKERS=1)
+    port = free_port()
+    w = start_worker(MIN_WORKERS=1, MAX_WORKERS=1, WORKER_METRICS_PORT=port)
+    tap = HeartbeatTap(client, w.worker_id)
     ready(client, w, 1)
     # Long enough that both commands below are handled while the only process is busy.
     eid = client.submit("sleep", {"seconds": 5})
     reg = client.wait_registration(w.worker_id, lambda r: states(r) == ["busy"], "busy")
     busy_pid = reg.info.processes[0].pid
     wait_until(lambda: client.recycle(w.worker_id, busy_pid) == 1, timeout=START, what="a subscriber")
-    wait_until(lambda: "refusing to recycle pid" in w.logs(), timeout=CHANGE, what="the refusal in the log")
+    commands_counted(port, "busy", 1)
     client.recycle(w.worker_id, None)  # any idle process: there is none
-    wait_until(lambda: "no idle process to recycle" in w.logs(), timeout=CHANGE, what="'no idle process' in the log")
+    got = commands_counted(port, "no_idle_process", 1)
+    assert got['workerpool_worker_commands_total{outcome="recycling"}'] == 0
     result = client.wait_result(eid)
     assert result.success
-    assert pid_alive(busy_pid)  # neither command touched it
+    # Every heartbeat until the result: the process ran on, busy, never stopping (neither command touched it).
+    beats = tap.read()
+    first_busy = next(i for i, h in enumerate(beats) if h["busy_count"] == 1)
+    done = wait_until(
+        lambda: next((i for i, h in enumerate(tap.read()) if i > first_busy and h["busy_count"] == 0), None),
+        timeout=CHANGE,
+        what="the heartbeat after the result",
+    )
+    beats = tap.read()
+    during = beats[first_busy:done]
+    assert len(during) >= 5 and all(pids(h) == [busy_pid] for h in during), [pids(h) for h in during]
+    assert {h["processes"][0]["state"] for h in during} == {"busy"}
+    assert pids(beats[done]) == [busy_pid] and pid_alive(busy_pid)
+    assert scrape(port)["workerpool_worker_process_recycles_total"] == 0
+    tap.close()
 
 
 def test_malformed_commands_are_ignored(client: Client, start_worker: StartWorker) -> None:
-    w = start_worker()
-    pids = ready(client, w, 2)
+    port = free_port()
+    w = start_worker(WORKER_METRICS_PORT=port)
+    started = ready(client, w, 2)
     channel = f"worker:{w.worker_id}:commands"
     wait_until(lambda: client.r.publish(channel, "{not json") == 1, timeout=START, what="a subscriber")
     for bad in (
@@ -195,14 +231,12 @@ def test_malformed_commands_are_ignored(client: Client, start_worker: StartWorke
         '{"type":"recycle","pid":true}',
     ):
         client.r.publish(channel, bad)
-    wait_until(
-        lambda: w.logs().count("ignoring malformed or unknown command") >= 5,
-        timeout=CHANGE,
-        what="five warnings",
-    )
-    assert client.wait_result(client.submit("pid")).result in pids
+    got = commands_counted(port, "malformed", 5)
+    assert got['workerpool_worker_commands_total{outcome="malformed"}'] == 5
+    assert client.wait_result(client.submit("pid")).result in started  # the worker works on
     reg = client.registration(w.worker_id)
-    assert reg is not None and sorted(p.pid for p in reg.info.processes) == sorted(pids)
+    assert reg is not None and sorted(p.pid for p in reg.info.processes) == sorted(started)
+    assert scrape(port)["workerpool_worker_process_recycles_total"] == 0  # none was taken for a recycle
 
 
 def test_heartbeat_is_published_with_the_exact_schema(client: Client, start_worker: StartWorker) -> None:
@@ -452,6 +486,13 @@ def test_metrics_count_each_outcome_its_duration_the_queue_wait_and_the_processe
 
 
 def test_no_metrics_port_means_no_endpoint(client: Client, start_worker: StartWorker) -> None:
-    w = start_worker(MIN_WORKERS=1, MAX_WORKERS=1)
-    ready(client, w, 1)
-    assert "metrics on port" not in w.logs()
+    port = free_port()
+    serving, silent = (
+        start_worker(MIN_WORKERS=1, MAX_WORKERS=1, WORKER_METRICS_PORT=port),
+        start_worker(MIN_WORKERS=1, MAX_WORKERS=1),
+    )
+    ready(client, serving, 1)
+    ready(client, silent, 1)
+    assert serving.proc is not None and silent.proc is not None
+    assert listening_ports(serving.proc.pid) == {port}  # the check sees an endpoint where there is one
+    assert listening_ports(silent.proc.pid) == set()

@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 
 from ..contracts.names import worker_commands_channel
 from ..contracts.wire import WireFormatError, parse_command
+from . import metrics
 from .process_pool import ProcessPool
 
 log = logging.getLogger(__name__)
@@ -42,15 +43,17 @@ class CommandListener:
                 with contextlib.suppress(RedisError, RuntimeError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    def handle(self, raw: object) -> str | None:
-        """Carry out one command; what came of it (None: not a command)."""
+    def handle(self, raw: object) -> None:
+        """Carry out one command; what came of it is counted (workerpool_worker_commands_total) and logged."""
         if not isinstance(raw, bytes | str):
-            return None
+            return
         try:
             command = parse_command(raw)
         except WireFormatError as exc:
+            metrics.COMMANDS.labels("malformed").inc()
             log.warning("ignoring malformed or unknown command: %s", exc)
-            return None
-        outcome = self.pool.recycle(command.pid)
-        log.info("recycle command (pid %s): %s", command.pid, outcome)
-        return outcome
+            return
+        refused = self.pool.recycle(command.pid)
+        metrics.COMMANDS.labels(refused.outcome if refused else "recycling").inc()
+        if refused is not None:
+            log.info("recycle command (pid %s): %s", command.pid, refused.message)

@@ -43,11 +43,18 @@ RECYCLES = Counter(
     "Processes stopped to be replaced (a recycle command, or recycleAfterExecutions)",
     registry=REGISTRY,
 )
+COMMANDS = Counter(
+    "workerpool_worker_commands_total",
+    "Commands heard on worker:{id}:commands, by what came of them",
+    ["outcome"],
+    registry=REGISTRY,
+)
+COMMAND_OUTCOMES = ("recycling", "busy", "no_idle_process", "no_such_pid", "already_stopping", "malformed")
 CRASHES = Counter(
     "workerpool_worker_process_crashes_total", "Processes that exited without being told to", registry=REGISTRY
 )
 
-# Error types the worker itself gives (worker/pool.py, worker/runtime.py).
+# Error types the worker itself gives (worker/outcomes.py, worker/dispatch.py).
 _OUTCOME_OF_ERROR = {"TimeoutError": "timeout", "ProcessCrashed": "crashed", "WorkerLost": "worker_lost"}
 
 
@@ -68,6 +75,8 @@ def serve(port: int, count: Callable[[ProcessState], int]) -> None:
     for kind in OUTCOMES:  # every outcome is a series from the start (rate() needs the zero)
         EXECUTIONS.labels(kind)
         DURATION.labels(kind)
+    for kind in COMMAND_OUTCOMES:
+        COMMANDS.labels(kind)
     for state in PROCESS_STATES:
         PROCESSES.labels(state).set_function(partial(count, state))
     start_http_server(port, registry=REGISTRY)

@@ -163,17 +163,26 @@ class PoolProcess:
         return exit_code
 
 
-def recycle_target(processes: list[PoolProcess], pid: int | None) -> PoolProcess | str:
+@dataclass(frozen=True)
+class Refusal:
+    """Why a recycle command stops nothing: `outcome` is its metric label, `message` its log line."""
+
+    outcome: str
+    message: str
+
+
+def recycle_target(processes: list[PoolProcess], pid: int | None) -> PoolProcess | Refusal:
     """The process a recycle command means (`pid`, or any idle one), or why there is none."""
     if pid is None:
         idle = next((p for p in processes if p.state == "idle"), None)
-        return idle if idle is not None else "no idle process to recycle"
+        return idle if idle is not None else Refusal("no_idle_process", "no idle process to recycle")
     target = next((p for p in processes if p.pid == pid), None)
     if target is None:
-        return f"no process with pid {pid}"
+        return Refusal("no_such_pid", f"no process with pid {pid}")
     if target.state == "busy":
         running = target.execution.execution_id if target.execution is not None else "an execution"
-        return f"refusing to recycle pid {pid}: it is busy running {running} (a busy process is never recycled)"
+        why = f"refusing to recycle pid {pid}: it is busy running {running} (a busy process is never recycled)"
+        return Refusal("busy", why)
     if target.state == "killed":
-        return f"pid {pid} is already being stopped"
+        return Refusal("already_stopping", f"pid {pid} is already being stopped")
     return target

@@ -30,7 +30,7 @@ from typing import Any
 from ..contracts.wire import ExecutionResult, ProcessInfo, ProcessState
 from . import metrics
 from .outcomes import done_result, lost_result
-from .process import KillReason, PoolProcess, Running, recycle_target
+from .process import KillReason, PoolProcess, Refusal, Running, recycle_target
 
 log = logging.getLogger(__name__)
 
@@ -198,9 +198,8 @@ class ProcessPool:
 
     def _replace(self, gone: PoolProcess) -> None:
         if not self.closing and gone.kill_reason != KillReason.SCALE_DOWN and self.live() < self.max:
-            # Replace what was killed or crashed; demand brings back more when needed. Not
-            # beyond max: while this process took its graceful period to exit it did not
-            # count, and new work may have started a process in its place already.
+            # Replace what was killed or crashed (demand brings back more), not beyond max: while it took
+            # its graceful period to exit it did not count, and new work may have started one in its place.
             self._spawn()
         self.ensure_min()
         if not self.processes:
@@ -209,14 +208,15 @@ class ProcessPool:
 
     # --- operations -------------------------------------------------------------------------
 
-    def recycle(self, pid: int | None) -> str:
-        """Recycle process `pid`, or any idle one when None. A busy process is never recycled."""
+    def recycle(self, pid: int | None) -> Refusal | None:
+        """Recycle `pid`, or any idle one (None: recycling it; else why not). Never a busy one."""
         target = recycle_target(self.processes, pid)
-        if isinstance(target, str):
-            return target  # why nothing is recycled
+        if isinstance(target, Refusal):
+            return target
+        log.info("recycling %s pid %d", target.process_id, target.pid)
         self._stop(target, KillReason.RECYCLE)
         self._notify()
-        return f"recycling {target.process_id} pid {target.pid}"
+        return None
 
     def scale_down_idle(self) -> None:
         """Stop idle processes above min that have been idle for `idle_seconds`."""
