@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.shapes import EXECUTION_KEYS, PROCESS_KEYS, RESULT_KEYS
@@ -222,52 +220,3 @@ def test_execution_result_shape() -> None:
 # --- property tests: arbitrary contents never escape as anything but WireFormatError ---
 
 text_or_bytes = st.one_of(st.text(max_size=30), st.binary(max_size=30))
-field_names = st.sampled_from(
-    [
-        "started_at",
-        "hostname",
-        "min_workers",
-        "max_workers",
-        "pool_size",
-        "idle_count",
-        "busy_count",
-        "heartbeat",
-        "pool",
-        "namespace",
-    ]
-) | st.text(max_size=10)
-
-
-@settings(max_examples=500)
-@given(fields=st.dictionaries(st.one_of(field_names, field_names.map(str.encode)), text_or_bytes, max_size=12))
-def test_any_hash_contents_parse_or_raise_wire_format_error(fields: dict[Any, Any]) -> None:
-    try:
-        reg = parse_registration("w1", fields)
-    except WireFormatError as exc:
-        message = str(exc)
-    else:
-        assert reg.info.worker_id == "w1"
-        return
-    assert message.startswith("worker:w1")
-
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
-    max_leaves=20,
-)
-
-
-@settings(max_examples=500)
-@given(overrides=st.dictionaries(st.sampled_from(sorted(SEED_HEARTBEAT)), json_values, max_size=4))
-def test_any_heartbeat_contents_parse_or_raise_wire_format_error(overrides: dict[str, Any]) -> None:
-    with contextlib.suppress(WireFormatError):
-        parse_heartbeat(json.dumps({**SEED_HEARTBEAT, **overrides}))
-
-
-@settings(max_examples=300)
-@given(raw=st.one_of(st.text(max_size=50), st.binary(max_size=50)))
-def test_any_bytes_as_heartbeat_or_command_raise_only_wire_format_error(raw: str | bytes) -> None:
-    for parse in (parse_heartbeat, parse_command):
-        with contextlib.suppress(WireFormatError):
-            parse(raw)
