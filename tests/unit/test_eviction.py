@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 
 from workerpool.contracts.wire import ExecutionInfo, ProcessInfo, WorkerInfo
-from workerpool.controller.admission.tls import make_tls, still_good
 from workerpool.decide.eviction import SHOWN, judge_eviction
 from workerpool.decide.observation import EVICTION_MARK_SECONDS, PodView
 
@@ -75,12 +74,3 @@ def test_a_held_pods_mark_makes_it_leaving_until_it_runs_out() -> None:
     assert not view.leaving(NOW.timestamp() + EVICTION_MARK_SECONDS + 1)
     junk = PodView.from_body({"metadata": {"annotations": {"bifrost.dev/evicting": "soon"}}}, 0.0)
     assert junk.evicting_at is None and not junk.leaving(NOW.timestamp())
-
-
-def test_the_certificate_serves_its_hosts_and_is_renewed_before_it_expires() -> None:
-    hosts = ["svc.ns.svc", "10.244.0.1"]
-    tls = make_tls(hosts, NOW)
-    assert still_good(tls, hosts, NOW)
-    assert not still_good(tls, ["other.ns.svc"], NOW)
-    assert not still_good(tls, hosts, NOW + dt.timedelta(days=340))
-    assert b"PRIVATE KEY" in tls.key_pem and tls.ca_pem != tls.cert_pem

@@ -9,7 +9,6 @@ import pytest
 from workerpool.contracts.report import WorkerReport
 from workerpool.contracts.wire import Registration, WorkerInfo
 from workerpool.decide.resync import Tracked, merge_resync
-from workerpool.decide.status import merge_patch
 from workerpool.protocols.seed import registration_report
 
 T0 = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
@@ -74,17 +73,3 @@ def test_first_sight_is_as_fresh_as_its_heartbeat() -> None:
     merged, changed = merge_resync({}, {"a"}, {"a": reg("a", at=4)}, NOW_MONO, NOW_WALL)
     assert changed
     assert merged["a"].last_seen == pytest.approx(NOW_MONO - 6)  # heartbeat 6 s before now
-
-
-@pytest.mark.parametrize(
-    ("rendered", "last", "patch"),
-    [
-        ({"workers": 1}, None, {"workers": 1}),
-        ({"workers": 1}, {"workers": 2, "queue": {"depth": 3}}, {"workers": 1, "queue": None}),
-        ({"queue": {"depth": 0}}, {"queue": {"depth": 3, "oldestAgeSeconds": 1}}, {"queue": {"depth": 0}}),
-    ],
-)
-def test_status_merge_patch_removes_what_the_new_status_lacks(
-    rendered: dict[str, object], last: dict[str, object] | None, patch: dict[str, object]
-) -> None:
-    assert merge_patch(rendered, last) == patch

@@ -6,6 +6,7 @@ import copy
 import datetime as dt
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,6 +19,7 @@ from workerpool.decide.status import (
     Stall,
     WritePolicy,
     build_status,
+    merge_patch,
     render,
     should_write,
     significant,
@@ -197,3 +199,17 @@ def test_write_policy() -> None:
     assert should_write(vol, a, 60, 100, p)[0] is True
     assert should_write(sig, a, 99.5, 100, p) == (False, 0.5)  # at most about one write per second
     assert should_write(sig, a, 98, 100, p)[0] is True
+
+
+@pytest.mark.parametrize(
+    ("rendered", "last", "patch"),
+    [
+        ({"workers": 1}, None, {"workers": 1}),
+        ({"workers": 1}, {"workers": 2, "queue": {"depth": 3}}, {"workers": 1, "queue": None}),
+        ({"queue": {"depth": 0}}, {"queue": {"depth": 3, "oldestAgeSeconds": 1}}, {"queue": {"depth": 0}}),
+    ],
+)
+def test_status_merge_patch_removes_what_the_new_status_lacks(
+    rendered: dict[str, object], last: dict[str, object] | None, patch: dict[str, object]
+) -> None:
+    assert merge_patch(rendered, last) == patch
