@@ -4,6 +4,7 @@ and a separate Redis client."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from devcluster.stack import DevStack
 from devcluster.watch import Objects, Watch
 from workerpool.contracts.names import HEARTBEAT_CHANNEL, worker_key
 from workerpool.contracts.wire import WorkerInfo, parse_registration
+from workerpool.protocols.base import fresh_window
 
 from ..shapes import HEARTBEAT_KEYS, WORKER_INFO_KEYS
 
@@ -290,6 +292,7 @@ def test_redis_down_means_no_scale_down_and_stalled_then_recovery(
     operator: OperatorProcess,
     client: Client,
     redis_server: RedisServer,
+    stack: DevStack,
     namespace: str,
 ) -> None:
     pools.apply(pool_manifest("p", redis_server.url, minWorkers=1, maxWorkers=3, scaling={"scaleDownDelaySeconds": 1}))
@@ -298,18 +301,37 @@ def test_redis_down_means_no_scale_down_and_stalled_then_recovery(
     for _ in range(6):
         client.submit("sleep", {"seconds": 3})
     wait_until(lambda: len(pools.live_pods("p")) == 3, timeout=SCALE, what="3 pods")
-    redis_server.stop()
-    stalled = pools.wait_condition("p", "Stalled")
-    assert stalled["reason"] == "RedisUnavailable"
-    assert "redis://" not in json.dumps(pools.status("p"))
-    writes = operator.metric("workerpool_status_writes_total", namespace=namespace, pool="p")
-    # Well past scaleDownDelaySeconds and the heartbeat trust window: still 3 pods
-    # (unknown is not idle), and a stable status: one outage, one stable message,
-    # not a rewrite per failing Redis call.
-    deadline = time.monotonic() + 8
-    while time.monotonic() < deadline:
-        assert len(pools.live_pods("p")) == 3
-        time.sleep(0.5)
+    watch = Watch(stack.cluster, namespace, "pods", "-l", "bifrost.dev/pool=p")  # every deletion, none sampled
+    try:
+        redis_server.stop()
+        stalled = pools.wait_condition("p", "Stalled")
+        assert stalled["reason"] == "RedisUnavailable"
+        assert "redis://" not in json.dumps(pools.status("p"))
+        writes = operator.metric("workerpool_status_writes_total", namespace=namespace, pool="p")
+        # A wrongful scale-down would come once the outage is seen (Stalled, to the second), every
+        # heartbeat is past its trust window and scaleDownDelaySeconds has run: a round after that
+        # moment must run and delete nothing. A pod event (a label, as any controller may set) makes
+        # the pool run one, whatever its timers say.
+        seen_at = dt.datetime.fromisoformat(stalled["lastTransitionTime"].replace("Z", "+00:00")).timestamp() + 1
+        wait_until(
+            lambda: time.time() > seen_at + fresh_window(1) + 1, timeout=SCALE, what="the moment a scale-down is due"
+        )
+        rounds = operator.metric("workerpool_reconcile_duration_seconds_count", namespace=namespace, pool="p")
+        stack.cluster.kubectl("label", "pod", pools.live_pods("p")[0]["metadata"]["name"], "-n", namespace, "poked=1")
+        wait_until(
+            lambda: (
+                operator.metric("workerpool_reconcile_duration_seconds_count", namespace=namespace, pool="p") > rounds
+            ),
+            timeout=STATUS,
+            what="a round after it",
+        )
+    finally:
+        watch.stop()
+    seen = Objects(watch)
+    seen.update()
+    assert seen.going == {}, f"pods deleted during the outage: {seen.going}"  # unknown is not idle
+    assert len(pools.live_pods("p")) == 3
+    # And a stable status: one outage, one stable message, not a rewrite per failing Redis call.
     # At most one more write (the first failure's message, e.g. "connection closed", may
     # give way once to the steady one, "connection refused"); Stalled never flipped back.
     assert operator.metric("workerpool_status_writes_total", namespace=namespace, pool="p") - writes <= 1
