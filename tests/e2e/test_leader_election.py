@@ -57,6 +57,11 @@ def test_the_standby_takes_over_a_burst_and_a_pending_recycle_exactly_once(
         ids = [client.submit("sleep", {"seconds": 3}) for _ in range(6)]
         pools.wait_status("p", lambda s: s.get("busyCount", 0) >= 1, "the burst running", timeout=READY)
         pools.annotate("p", f"{first}@failover")
+        # Until a dies, b only follows: it has run no round of the pool, so it cannot have
+        # created, deleted, marked or written anything (a split brain shows here even when
+        # the two happen not to race for the same pod).
+        for counter in ("workerpool_reconcile_duration_seconds_count", "workerpool_scale_events_total"):
+            assert b.metric(counter, namespace=namespace, pool="p") == 0, f"the standby acted: {counter}"
         a.kill()  # kill -9 with the recycle maybe handled, maybe not
 
         wait_until(lambda: lease_holder(stack, namespace, "wpo-leader") == "b", timeout=3 * FAST_LEASE["duration"],
