@@ -26,6 +26,8 @@ from workerpool.controller.adapters.redis_hub import RedisHub, Subscriber
 from workerpool.protocols import SEED
 from workerpool.redis_connect import RedisAccess
 
+from ..clocks import FakeClock
+
 pytestmark = pytest.mark.redis
 
 NS, POOL = "ns", "pool"
@@ -75,23 +77,6 @@ async def hub(redis_server: RedisServer) -> AsyncIterator[RedisHub]:
         await h.stop()
 
 
-class ManualClock:
-    """The hub's clock, moved by the test: the trust window is checked without sleeping."""
-
-    def __init__(self) -> None:
-        self.mono, self.wall = 1000.0, time.time()
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def time(self) -> float:
-        return self.wall
-
-    def advance(self, seconds: float) -> None:
-        self.mono += seconds
-        self.wall += seconds
-
-
 def write(r: redis.Redis, worker_id: str, *, publish: bool, busy: bool = False, pool: str = POOL) -> None:
     key, fields, payload = heartbeat_payload(worker_id, busy, dt.datetime.now(dt.UTC), pool, NS)
     r.hset(key, mapping=fields)  # type: ignore[arg-type]
@@ -104,7 +89,7 @@ def subscribed(r: redis.Redis) -> bool:
 
 
 async def test_resync_rereads_only_what_pubsub_missed(redis_server: RedisServer) -> None:
-    clock = ManualClock()
+    clock = FakeClock(wall=time.time())
     hub = RedisHub(RedisAccess(redis_server.url), SEED, resync_seconds=3600, queue_poll_seconds=0.05, clock=clock)
     try:
         await rereads_only_what_pubsub_missed(redis_server, hub, clock)
@@ -112,7 +97,7 @@ async def test_resync_rereads_only_what_pubsub_missed(redis_server: RedisServer)
         await hub.stop()
 
 
-async def rereads_only_what_pubsub_missed(redis_server: RedisServer, hub: RedisHub, clock: ManualClock) -> None:
+async def rereads_only_what_pubsub_missed(redis_server: RedisServer, hub: RedisHub, clock: FakeClock) -> None:
     r = redis.Redis.from_url(redis_server.url)
     rec = Recorder()
     for wid in ("w-a", "w-b", "w-c"):

@@ -30,24 +30,16 @@ from workerpool.decide.recycle import dedupe_key
 from workerpool.protocols.seed import heartbeat_report
 from workerpool.redis_connect import Problem, RedisAccess
 
+from .. import clocks
+
 NS, POOL, UID = "team", "p", "pool-uid"
 QUEUE = "bifrost:queue:pending"
 STARTED = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
 
 
-class FakeClock:
+class FakeClock(clocks.FakeClock):
     def __init__(self) -> None:
-        self.mono, self.wall = 1000.0, STARTED.timestamp()
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def time(self) -> float:
-        return self.wall
-
-    def advance(self, seconds: float) -> None:
-        self.mono += seconds
-        self.wall += seconds
+        super().__init__(wall=STARTED.timestamp())
 
 
 class FakeKube:

@@ -96,6 +96,8 @@ class WorkerInfo(ContractModel):
     worker_id: str = Field(min_length=1)
     started_at: datetime
     hostname: str
+    # The seed's names for this worker's *process* bounds (spec.processes.min/max), not the
+    # pool's pods (spec.minWorkers/maxWorkers); protocols/seed.py:pod_env maps one to the other.
     min_workers: NonNegativeInt = 2
     max_workers: NonNegativeInt = 10
     pool_size: NonNegativeInt

@@ -88,6 +88,8 @@ class SeedProtocol:
         """The env the reference worker reads. REDIS_URL from a Secret stays a secretKeyRef."""
         plain: dict[str, object] = {
             "POOL_NAME": pool.name,
+            # Where the two meanings meet: the seed's wire says "workers" for a pod's processes
+            # (MIN_WORKERS, the heartbeat's min_workers), the WorkerPool says it for pods (minWorkers).
             "MIN_WORKERS": spec.processes.min,
             "MAX_WORKERS": spec.processes.max,
             "EXECUTION_TIMEOUT_SECONDS": spec.execution_timeout_seconds,
