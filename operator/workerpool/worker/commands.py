@@ -15,11 +15,10 @@ from redis.exceptions import RedisError
 from ..contracts.names import worker_commands_channel
 from ..contracts.wire import WireFormatError, parse_command
 from . import metrics
+from .config import RETRY_SECONDS
 from .process_pool import ProcessPool
 
 log = logging.getLogger(__name__)
-
-RETRY_SECONDS = 0.5
 
 
 class CommandListener:

@@ -12,6 +12,9 @@ from ..contracts.names import DEFAULT_QUEUE_KEY, DEFAULT_REGISTRATION_TTL_SECOND
 from ..contracts.redis_url import RedisUrlError, parse_redis_url
 from ..settings_errors import describe
 
+# How long every loop of the worker waits after a failed Redis call before it tries again.
+RETRY_SECONDS = 0.5
+
 
 class WorkerConfigError(ValueError):
     """A bad environment value; the message names the variable (never its value)."""

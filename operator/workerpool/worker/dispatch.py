@@ -14,9 +14,10 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import RedisError, ResponseError
 
-from ..contracts.wire import ExecutionContext, ExecutionResult, describe_validation_error
+from ..contracts.wire import ExecutionContext, describe_validation_error
 from . import metrics
-from .config import WorkerConfig
+from .config import RETRY_SECONDS, WorkerConfig
+from .outcomes import failed_result
 from .process_pool import ProcessPool
 from .queue import Claimed, Queue
 from .results import Outbox
@@ -26,7 +27,6 @@ log = logging.getLogger(__name__)
 # How long the dispatcher blocks for a wake-up token before claiming anyway
 # (finds work enqueued by producers that do not push tokens).
 WAKE_UP_BLOCK_SECONDS = 1.0
-RETRY_SECONDS = 0.5
 
 
 class Dispatcher:
@@ -107,14 +107,4 @@ class Dispatcher:
 
     def _fail(self, execution_id: str, error_type: str, error: str) -> None:
         log.warning("execution %s failed before running: %s: %s", execution_id, error_type, error)
-        worker_id = self.config.worker_id
-        self.outbox.add(
-            ExecutionResult(
-                execution_id=execution_id,
-                success=False,
-                error=error,
-                error_type=error_type,
-                duration_ms=0.0,
-                worker_id=worker_id,
-            )
-        )
+        self.outbox.add(failed_result(execution_id, error_type, error, self.config.worker_id))

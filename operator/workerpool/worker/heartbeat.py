@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from ..contracts.names import HEARTBEAT_CHANNEL, worker_key
 from ..contracts.wire import WorkerHeartbeat, registration_fields, to_wire
-from .config import WorkerConfig
+from .config import RETRY_SECONDS, WorkerConfig
 from .process_pool import ProcessPool
 from .queue import Queue
 
@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 
 # A burst of state changes (a wave of executions starting) becomes one heartbeat.
 HEARTBEAT_COALESCE_SECONDS = 0.05
-RETRY_SECONDS = 0.5
 
 
 class Heartbeat:

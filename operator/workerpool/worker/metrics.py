@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -49,7 +50,8 @@ COMMANDS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
-COMMAND_OUTCOMES = ("recycling", "busy", "no_idle_process", "no_such_pid", "already_stopping", "malformed")
+CommandOutcome = Literal["recycling", "busy", "no_idle_process", "no_such_pid", "already_stopping", "malformed"]
+COMMAND_OUTCOMES: tuple[CommandOutcome, ...] = get_args(CommandOutcome)
 CRASHES = Counter(
     "workerpool_worker_process_crashes_total", "Processes that exited without being told to", registry=REGISTRY
 )

@@ -23,6 +23,18 @@ def done_result(msg: tuple[Any, ...], worker_id: str) -> ExecutionResult:
     )
 
 
+def failed_result(execution_id: str, error_type: str, error: str, worker_id: str) -> ExecutionResult:
+    """An execution that failed before it ran (lost too often, no or a bad context)."""
+    return ExecutionResult(
+        execution_id=execution_id,
+        success=False,
+        error=error,
+        error_type=error_type,
+        duration_ms=0.0,
+        worker_id=worker_id,
+    )
+
+
 def lost_result(
     running: Running, reason: KillReason | None, exit_code: int | None, now: float, worker_id: str
 ) -> ExecutionResult:

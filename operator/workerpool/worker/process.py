@@ -19,6 +19,7 @@ from typing import Any
 
 from ..contracts.wire import ExecutionInfo, ProcessInfo, ProcessState
 from .child import child_main
+from .metrics import CommandOutcome
 
 _PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 
@@ -121,14 +122,12 @@ class PoolProcess:
                     found.append(msg)
         return found
 
-    def finish(self) -> Running | None:
-        """Idle again after a result: the execution it ran, its timeout cancelled."""
-        running, self.execution = self.execution, None
-        if running is not None:
-            running.cancel_timer()
-        self.state, self.idle_since = "idle", time.monotonic()
+    def finish(self) -> None:
+        """Idle again after a result, its execution's timeout cancelled."""
+        if self.execution is not None:
+            self.execution.cancel_timer()
+        self.execution, self.state, self.idle_since = None, "idle", time.monotonic()
         self.executions_completed += 1
-        return running
 
     def stop(self, reason: KillReason, graceful_seconds: float, *, ask_first: bool = False) -> bool:
         """Stop it (False: already stopping): SIGTERM now, or for an idle process at shutdown a
@@ -167,7 +166,7 @@ class PoolProcess:
 class Refusal:
     """Why a recycle command stops nothing: `outcome` is its metric label, `message` its log line."""
 
-    outcome: str
+    outcome: CommandOutcome
     message: str
 
 

@@ -12,11 +12,10 @@ from redis.exceptions import RedisError
 
 from ..contracts.wire import ExecutionResult
 from . import metrics
+from .config import RETRY_SECONDS
 from .queue import Queue
 
 log = logging.getLogger(__name__)
-
-RETRY_SECONDS = 0.5
 
 
 class Outbox:

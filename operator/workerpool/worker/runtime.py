@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from ..redis_connect import RedisAccess, redis_client
 from . import metrics
 from .commands import CommandListener
-from .config import WorkerConfig
+from .config import RETRY_SECONDS, WorkerConfig
 from .dispatch import Dispatcher
 from .heartbeat import Heartbeat
 from .process_pool import PoolLimits, ProcessPool
@@ -32,8 +32,6 @@ from .queue import Queue
 from .results import Outbox
 
 log = logging.getLogger(__name__)
-
-RETRY_SECONDS = 0.5
 
 
 def pool_limits(config: WorkerConfig) -> PoolLimits:
