@@ -10,16 +10,25 @@ FROM ${BASE} AS build
 # Public default: the Debian packages and PyPI. `make image` gives a base that
 # already has them and installs from a local wheelhouse with no network.
 ARG PIP_INSTALL_FLAGS=""
+# What to install after the locked dependencies: the source here, the wheel
+# `make image` built on the host (its wheelhouse has no build backend).
+ARG PROJECT=/src
 RUN command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null \
  || (apt-get update && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
      && rm -rf /var/lib/apt/lists/*)
 COPY pyproject.toml README.md /src/
+COPY requirements/runtime.txt /src/requirements/
 COPY operator /src/operator
 # The wheelhouse `make image` prepares; elsewhere it does not exist and the
 # pattern matches nothing (pyproject.toml keeps the instruction valid then).
 COPY pyproject.toml build/image/wheelhous[e] /src/wheels/
+# Exactly the versions of uv.lock (requirements/runtime.txt, every file's
+# sha256 checked), then the project alone.
 RUN python3 -m venv /opt/workerpool \
- && /opt/workerpool/bin/pip install --no-cache-dir --disable-pip-version-check ${PIP_INSTALL_FLAGS} /src \
+ && /opt/workerpool/bin/pip install --no-cache-dir --disable-pip-version-check ${PIP_INSTALL_FLAGS} \
+      --require-hashes --only-binary=:all: -r /src/requirements/runtime.txt \
+ && /opt/workerpool/bin/pip install --no-cache-dir --disable-pip-version-check ${PIP_INSTALL_FLAGS} \
+      --no-deps ${PROJECT} \
  && /opt/workerpool/bin/pip uninstall --yes setuptools \
  && /opt/workerpool/bin/python -m compileall -q /opt/workerpool
 

@@ -5,10 +5,12 @@ VENV_STAMP := .venv/.installed
 # The test bed (local cluster, e2e harness) is its own source root, not in the wheel.
 TESTBED := PYTHONPATH=testbed
 
-.PHONY: test unit lint typecheck setup system-packages control-plane image crd crd-check cluster-up cluster-down demo faults clean
+UV    := hack/uv.sh
+
+.PHONY: test unit lint typecheck deps lock lock-check deps-check bench-setup setup system-packages control-plane image crd crd-check cluster-up cluster-down demo faults clean
 
 ## test: everything CI runs (lint, types, unit, integration, e2e on the local node)
-test: setup image
+test: setup image deps
 	$(PY) -m ruff check operator testbed tests hack bench
 	$(PY) -m mypy operator/workerpool testbed/devcluster
 	$(PY) -m pytest -q -p no:cacheprovider
@@ -22,6 +24,25 @@ lint: $(VENV_STAMP)
 typecheck: $(VENV_STAMP)
 	$(PY) -m mypy operator/workerpool testbed/devcluster
 
+## deps: the lock agrees with pyproject.toml, and every module the product imports is declared
+deps: lock-check $(VENV_STAMP)
+	$(PY) -m deptry operator
+
+lock-check:
+	hack/lock.sh check
+
+## lock: re-resolve uv.lock to the newest versions pyproject.toml allows (then make test; README "Locked dependencies")
+lock:
+	hack/lock.sh update
+
+## deps-check: the newest allowed versions, in a throwaway venv: lint, types, unit tests (not part of make test)
+deps-check:
+	hack/deps-check.sh
+
+## bench-setup: the benchmarks' env (the dev env plus the peers they measure against), from the lock
+bench-setup: $(VENV_STAMP)
+	$(UV) sync --frozen --extra dev --extra bench
+
 setup: system-packages $(VENV_STAMP) control-plane
 
 system-packages:
@@ -32,10 +53,10 @@ system-packages:
 image: system-packages $(VENV_STAMP) control-plane
 	hack/build-image.sh
 
-$(VENV_STAMP): pyproject.toml
-	test -x $(PY) || python3 -m venv .venv
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+# Exactly what uv.lock says (hash-checked by uv), nothing else: --frozen never
+# re-resolves, and a pyproject.toml the lock disagrees with fails `make deps`.
+$(VENV_STAMP): pyproject.toml uv.lock hack/uv-requirements.txt
+	$(UV) sync --frozen --extra dev
 	touch $@
 
 ## control-plane: build the control plane, kubelet, kube-proxy, pause, etcd, kubectl, helm from Go modules (cached)

@@ -3,10 +3,11 @@
 # Dockerfile with no registry and no network inside the build:
 #   1. a Debian base rootfs made by mmdebstrap, cached by its inputs
 #      ($WPO_CACHE/images/base-<hash>.tar) and imported into podman;
-#   2. a wheelhouse of the project and its dependencies, made on the host
-#      (the only step that talks to PyPI);
-#   3. `podman build --network=none` of ./Dockerfile with that base and
-#      `pip install --no-index --find-links` of that wheelhouse;
+#   2. a wheelhouse of the project's wheel and exactly the versions of
+#      requirements/runtime.txt (uv.lock's runtime), hash-checked, made on the
+#      host (the only step that talks to PyPI);
+#   3. `podman build --network=none` of ./Dockerfile with that base:
+#      `pip install --require-hashes --no-index --find-links` of that wheelhouse;
 #   4. saved as build/image/workerpool.tar (the local node imports it when it
 #      starts) and loaded into a running local node's containerd (k8s.io
 #      namespace) when its socket is given (WPO_CONTAINERD_SOCKET) or found
@@ -61,15 +62,16 @@ base_image() {
 
 wheelhouse() {
   rm -rf "$WORK/wheelhouse" && mkdir -p "$WORK/wheelhouse"
-  local py=python3
-  [[ -x .venv/bin/python ]] && py=.venv/bin/python
-  log "wheelhouse: pip wheel . (host, cp311 manylinux)"
-  "$py" -m pip wheel --quiet --wheel-dir "$WORK/wheelhouse" . >&2
-  # The build backend, for building the project inside the image with no
-  # index; and what the image's Python needs beyond the host's: pip evaluates
-  # markers for the interpreter it runs on, and Debian's 3.11.2 is below
-  # redis-py's `async-timeout; python_full_version < "3.11.3"`.
-  "$py" -m pip download --quiet --dest "$WORK/wheelhouse" "setuptools>=77" wheel "async-timeout>=4.0.3" >&2
+  log "wheelhouse: the project's wheel and requirements/runtime.txt (uv.lock's runtime, hash-checked)"
+  hack/lock.sh check
+  hack/uv.sh build --quiet --wheel --out-dir "$WORK/wheelhouse" . >&2
+  # pip evaluates markers for the interpreter it runs on, and Debian's 3.11.2 in
+  # the image needs what the host's Python may not (redis-py's `async-timeout;
+  # python_full_version < "3.11.3"`): download every locked package, markers
+  # dropped, and let the image's pip apply them to the same file.
+  sed -E 's/ ; [^\\]*\\$/ \\/' requirements/runtime.txt >"$WORK/all-platforms.txt"
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes \
+    --only-binary=:all: --dest "$WORK/wheelhouse" -r "$WORK/all-platforms.txt" >&2
 }
 
 pause_image() {
@@ -107,7 +109,7 @@ if [[ "${1:-}" == "--pause" ]]; then pause_image; exit 0; fi
 # Nothing to do when the inputs are those of the image already built (make
 # test, make demo and make cluster-up all ask for it).
 inputs=$( (find operator -name '*.py' -o -name 'py.typed' | sort | xargs sha256sum
-           sha256sum pyproject.toml README.md Dockerfile .dockerignore hack/versions.env hack/build-image.sh) | sha256sum | cut -c1-16)
+           sha256sum pyproject.toml uv.lock requirements/runtime.txt README.md Dockerfile .dockerignore hack/versions.env hack/build-image.sh) | sha256sum | cut -c1-16)
 if [[ -s "$WORK/workerpool.tar" && "$(cat "$WORK/inputs" 2>/dev/null)" == "$inputs" ]] \
    && "${PODMAN[@]}" image exists "$IMAGE"; then
   log "$IMAGE is up to date (inputs $inputs)"
@@ -123,6 +125,7 @@ log "podman build $IMAGE (no network)"
 "${PODMAN[@]}" build --quiet "${BUILD_LIMITS[@]}" --layers \
   --build-arg "BASE=$base" \
   --build-arg "PIP_INSTALL_FLAGS=--no-index --find-links=/src/wheels" \
+  --build-arg "PROJECT=/src/wheels/workerpool_operator-$VERSION-py3-none-any.whl" \
   -t "$IMAGE" . >&2
 size=$("${PODMAN[@]}" image inspect "$IMAGE" --format '{{.Size}}')
 log "built $IMAGE in $((SECONDS - t0)) s, $((size / 1024 / 1024)) MiB"

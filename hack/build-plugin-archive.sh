@@ -16,10 +16,14 @@ version=$($py -c 'import importlib.metadata as m; print(m.version("workerpool-op
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 
-$py -m pip wheel -q --no-deps -w "$stage/wheels" .
-$py -m pip install -q --no-compile --target "$stage/pkg/lib" \
-  --implementation cp --python-version 3.11 --platform manylinux2014_x86_64 --only-binary=:all: \
-  "$stage"/wheels/workerpool_operator-*.whl
+# The versions of uv.lock (requirements/runtime.txt, hash-checked), then the plugin's own wheel.
+hack/lock.sh check
+hack/uv.sh build --quiet --wheel --out-dir "$stage/wheels" .
+hack/uv.sh pip install --quiet --no-compile --target "$stage/pkg/lib" \
+  --python-version 3.11 --python-platform x86_64-manylinux_2_17 --only-binary=:all: \
+  --require-hashes -r requirements/runtime.txt
+hack/uv.sh pip install --quiet --no-compile --target "$stage/pkg/lib" --no-deps \
+  --python-version 3.11 --python-platform x86_64-manylinux_2_17 "$stage"/wheels/workerpool_operator-*.whl
 cat > "$stage/pkg/kubectl-workerpool" <<'LAUNCHER'
 #!/bin/sh
 # kubectl-workerpool: the plugin from this archive's lib/, run by python3 (3.11).

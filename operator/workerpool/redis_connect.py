@@ -115,7 +115,7 @@ def redis_client(
             conn["ssl_ca_certs"] = ca_file
     if target.sentinel:
         assert target.master is not None  # the parser requires one with Sentinels
-        sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=dict(conn), **conn)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=dict(conn), **conn)
         master: aioredis.Redis = sentinel.master_for(
             target.master, redis_class=SentinelRedis, db=target.db, client_name=name
         )

@@ -20,7 +20,7 @@ class HeartbeatLog:
     def __init__(self, client: redis.Redis) -> None:
         self.beats: list[tuple[float, dict[str, Any]]] = []
         self.lock = threading.Lock()
-        self._pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         self._pubsub.subscribe(HEARTBEAT_CHANNEL)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read, name="heartbeat-log", daemon=True)

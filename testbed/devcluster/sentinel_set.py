@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import redis
 
@@ -92,30 +93,30 @@ class SentinelSet:
         hosts = ",".join(f"{self.host}:{s.port}" for s in self.sentinels)
         return f"{self.scheme}://{creds}{hosts}/{MASTER}/0"
 
-    def _tls_kwargs(self) -> dict[str, object]:
+    def _tls_kwargs(self) -> dict[str, Any]:  # redis-py's keyword arguments, of mixed types
         if self.tls is None:
             return {}
         return {"ssl": True, "ssl_ca_certs": str(self.tls.ca), "ssl_cert_reqs": "required"}
 
-    def _auth_kwargs(self) -> dict[str, object]:
+    def _auth_kwargs(self) -> dict[str, Any]:
         return {"username": ADMIN_USER, "password": self.passwords[ADMIN_USER]} if self.acl else {}
 
     def node_client(self, node: Node) -> redis.Redis:
         """A direct client of one data node, as the administrator."""
-        return redis.Redis(self.host, node.port, socket_timeout=2, **self._tls_kwargs(), **self._auth_kwargs())  # type: ignore[arg-type]
+        return redis.Redis(self.host, node.port, socket_timeout=2, **self._tls_kwargs(), **self._auth_kwargs())
 
     def master_client(self) -> redis.Redis:
         """The administrator's client of whichever node is primary (asks the Sentinels on each connect)."""
         from redis.sentinel import Sentinel
 
-        kwargs = {"socket_timeout": 2, **self._tls_kwargs()}
+        kwargs: dict[str, Any] = {"socket_timeout": 2, **self._tls_kwargs()}
         hosts = [(self.host, s.port) for s in self.sentinels]
-        sentinel = Sentinel(hosts, sentinel_kwargs=kwargs, **kwargs)  # type: ignore[no-untyped-call]
-        master: redis.Redis = sentinel.master_for(MASTER, **self._auth_kwargs())  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(hosts, sentinel_kwargs=kwargs, **kwargs)
+        master: redis.Redis = sentinel.master_for(MASTER, **self._auth_kwargs())
         return master
 
     def sentinel_client(self, sentinel: Node) -> redis.Redis:
-        return redis.Redis(self.host, sentinel.port, socket_timeout=2, **self._tls_kwargs())  # type: ignore[arg-type]
+        return redis.Redis(self.host, sentinel.port, socket_timeout=2, **self._tls_kwargs())
 
     def master_port(self) -> int | None:
         """The primary's port as the Sentinels' majority names it now (None: no majority)."""

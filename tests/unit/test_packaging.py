@@ -34,18 +34,9 @@ def test_console_script_reports_the_version() -> None:
 
 def test_the_wheel_holds_only_what_users_run(tmp_path: Path) -> None:
     """No test bed (devcluster, harness, fixtures) and no tests in the distribution."""
+    # Built as the image and the plugin archive build it (the pinned uv, the pinned backend).
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(ROOT),
-        ],
+        [str(ROOT / "hack" / "uv.sh"), "build", "--quiet", "--wheel", "--out-dir", str(tmp_path), str(ROOT)],
         check=True,
         capture_output=True,
     )

@@ -40,7 +40,7 @@ class CommandListener:
                 await asyncio.sleep(RETRY_SECONDS)
             finally:
                 with contextlib.suppress(RedisError, RuntimeError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
 
     def handle(self, raw: object) -> None:
         """Carry out one command; what came of it is counted (workerpool_worker_commands_total) and logged."""

@@ -54,7 +54,7 @@ async def submit(args: argparse.Namespace) -> int:
         await client.aclose()
         return 0
     results = await collect(client, pubsub, set(ids), args.wait_timeout)
-    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    await pubsub.aclose()
     await client.aclose()
     ok = sum(1 for r in results.values() if r.success)
     for eid in ids:

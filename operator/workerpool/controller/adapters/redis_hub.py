@@ -268,7 +268,7 @@ class RedisHub:
                 await asyncio.sleep(RETRY_SECONDS)
             finally:
                 with contextlib.suppress(RedisError, RuntimeError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
 
     def _await_full_resync(self) -> None:
         """Heartbeats published while unsubscribed are lost (and a failover or a restart may have
