@@ -6,16 +6,20 @@ the operator runs as `workerpool-operator`, the pods as `workerpool-worker`).
 A burst runs; a recycle is annotated; the primary is `kill -9`ed. Asserted on the
 events themselves: every execution ends with a result (re-runs counted), no pod of
 the pool is deleted while the primary is away (the operator's delete counter), the
-status goes Stalled (RedisFailover) then Ready, the recycle is published exactly
-once in total (the PUBLISH commands the scripts ran, read from both servers'
-MONITOR), and the old primary, back as a replica, gets no client and no write."""
+status goes Stalled (RedisFailover) then Ready, each worker the recycle names hears
+it exactly once (its own counter of the commands it received, read from its
+/metrics: a PUBLISH keeps nothing, so a command sent while a worker resubscribes
+after the failover would be lost, and Sentinel closes every client of the
+promoted replica, a MONITOR of it included), executions are counted the same way
+(a recycled process takes its own counter with it), and the old primary, back as
+a replica, gets no client and no write."""
 
 from __future__ import annotations
 
-import contextlib
-import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -23,7 +27,7 @@ import redis
 from devcluster import network
 from devcluster.certs import RedisTls, make_redis_tls
 from devcluster.client import Client
-from devcluster.harness import READY, STATUS, OperatorProcess, Pools, pool_manifest
+from devcluster.harness import READY, STATUS, OperatorProcess, Pools, Series, parse_series, pool_manifest
 from devcluster.sentinel_set import SentinelSet
 from devcluster.stack import DevStack
 from devcluster.waiting import wait_until
@@ -33,25 +37,25 @@ pytestmark = pytest.mark.cluster
 
 BURST = 16
 FOLLOW = 30.0  # s: Sentinel's promotion (2 s down-after) and everyone following it
+METRICS_PORT = 9400
 
 
-class PublishCounter:
-    """Counts the recycle commands our Lua scripts PUBLISH on one server (its MONITOR)."""
+def worker_samples(pod: dict[str, Any]) -> list[Series]:
+    """One worker's /metrics (spec.metricsPort), from its pod's address on the bridge."""
+    url = f"http://{pod['status']['podIP']}:{METRICS_PORT}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return parse_series(r.read().decode())
 
-    def __init__(self, client: redis.Redis) -> None:
-        self.count = 0
-        self._client = client
-        self._listening = threading.Event()
-        threading.Thread(target=self._listen, daemon=True).start()
-        assert self._listening.wait(10), "MONITOR did not start"
 
-    def _listen(self) -> None:
-        with contextlib.suppress(redis.RedisError, OSError, ValueError), self._client.monitor() as monitor:
-            self._listening.set()
-            for entry in monitor.listen():
-                # Scripts' commands show as client "lua"; a replica also shows what it replicates.
-                if entry.get("client_type") == "lua" and entry.get("command", "").startswith("PUBLISH worker:"):
-                    self.count += 1
+def commands_heard(samples: list[Series]) -> float:
+    """Every well-formed command the worker received, whatever came of it."""
+    return sum(
+        v for n, labels, v in samples if n == "workerpool_worker_commands_total" and labels["outcome"] != "malformed"
+    )
+
+
+def executions(samples: list[Series]) -> float:
+    return sum(v for n, _, v in samples if n == "workerpool_worker_executions_total")
 
 
 def put_secret(stack: DevStack, namespace: str, name: str, **data: str) -> None:
@@ -111,15 +115,16 @@ def test_a_failover_under_a_burst_loses_nothing_deletes_nothing_and_publishes_a_
     # Two workers, never fewer: every deletion would be the operator's choice, and none is due
     # (the queue drains long before scaleDownDelaySeconds); registrations kept 15 s (leases too).
     env = [{"name": "REGISTRATION_TTL_SECONDS", "value": "15"}]
-    manifest = sentinel_pool("p", "redis-ca", minWorkers=2, maxWorkers=3, scaling={"scaleDownDelaySeconds": 300})
+    manifest = sentinel_pool(
+        "p", "redis-ca", minWorkers=2, maxWorkers=3, metricsPort=METRICS_PORT, scaling={"scaleDownDelaySeconds": 300}
+    )
     manifest["spec"]["template"]["spec"]["containers"][0]["env"] = env  # type: ignore[index]
     pools.apply(manifest)
     status = pools.wait_status("p", lambda s: s.get("readyWorkers") == 2, "2 ready workers", timeout=READY)
     workers = [w["workerId"] for w in status["workerDetails"]]
 
     client = Client(sentinels.master_client(), durable=True)
-    primary, replica = sentinels.primary(), sentinels.replica()
-    counters = [PublishCounter(sentinels.node_client(n)) for n in (primary, replica)]
+    primary = sentinels.primary()
     ids = [client.submit("sleep", {"seconds": 1.0}) for _ in range(BURST)]
     wait_until(lambda: sum(1 for e in ids if client.result(e)) >= 2, timeout=30, what="the burst to be under way")
 
@@ -137,16 +142,22 @@ def test_a_failover_under_a_burst_loses_nothing_deletes_nothing_and_publishes_a_
 
     results = {e: client.wait_result(e, timeout=FOLLOW + 30) for e in ids}
     assert all(r.success for r in results.values()), [r for r in results.values() if not r.success]
-    names = {p["metadata"]["name"] for p in pools.live_pods("p")}
-    runs = wait_until(lambda: n if (n := client.runs(sorted(names))) >= BURST else None, timeout=15, what="runs")
-    print(f"\n{BURST} executions, {runs} runs ({runs - BURST} re-runs from at-least-once delivery)")
+    pods = {p["metadata"]["name"]: p for p in pools.live_pods("p")}
+    runs = sum(executions(worker_samples(p)) for p in pods.values())
+    assert runs >= BURST, runs
+    print(f"\n{BURST} executions, {runs:.0f} runs ({runs - BURST:.0f} re-runs from at-least-once delivery)")
 
-    # The recycle: handled once (the record), published once in total (both servers' scripts).
+    # The recycle: handled once (the record), heard once by each worker it names (their counters).
     request = "*@before-the-kill"
     last = pools.wait_status("p", lambda s: (s.get("lastRecycle") or {}).get("request") == request, "the recycle")
-    requested = [r for r in last["lastRecycle"]["results"] if r["status"] == "recycle_requested"]
-    assert len(requested) >= len(workers), last["lastRecycle"]  # every worker then (the burst may add one)
-    assert sum(c.count for c in counters) == len(requested), [c.count for c in counters]
+    requested = sorted(r["workerId"] for r in last["lastRecycle"]["results"] if r["status"] == "recycle_requested")
+    assert set(workers) <= set(requested) <= set(pods), last["lastRecycle"]  # every worker then (a burst may add one)
+    heard = wait_until(
+        lambda: h if all((h := {w: commands_heard(worker_samples(pods[w])) for w in requested}).values()) else None,
+        timeout=FOLLOW,
+        what="each worker the recycle names to hear it",
+    )
+    assert heard == dict.fromkeys(requested, 1.0), heard
 
     # The old primary comes back: no client of ours, no write tried on it, while the pool lives on.
     sentinels.rejoin(old)

@@ -126,8 +126,8 @@ async def test_the_hub_reports_a_failover_and_trusts_again_only_after_a_full_res
     hub.start()
     await async_wait_until(lambda: recorder.resyncs and hub.fault is None, within=20, what="a first resync")
     # A script loaded on the primary; the replica that will be promoted has never seen it.
-    published, _ = await hub.commands.publish_once("bifrost:operator:recycle:u:1", "{}", [], 60)
-    assert published
+    published = await hub.commands.publish_once("bifrost:operator:recycle:u:1", "{}", [], 60)
+    assert published.outcome == "published"
 
     old = sentinels.kill_primary()
     await async_wait_until(
@@ -145,10 +145,10 @@ async def test_the_hub_reports_a_failover_and_trusts_again_only_after_a_full_res
 
     # NOSCRIPT on the promoted replica: the script re-loads itself; the dedupe record holds across.
     promoted = sentinels.node_client(new)
-    published, _ = await hub.commands.publish_once("bifrost:operator:recycle:u:2", "{}", [], 60)
-    assert published and promoted.exists("bifrost:operator:recycle:u:2")
-    again, _ = await hub.commands.publish_once("bifrost:operator:recycle:u:1", "{}", [], 60)
-    assert not again, "the record written (and acknowledged by the replica) before the failover was lost"
+    published = await hub.commands.publish_once("bifrost:operator:recycle:u:2", "{}", [], 60)
+    assert published.outcome == "published" and promoted.exists("bifrost:operator:recycle:u:2")
+    again = await hub.commands.publish_once("bifrost:operator:recycle:u:1", "{}", [], 60)
+    assert again.outcome == "handled_before", "the record written (and acknowledged) before the failover was lost"
     assert our_clients(sentinels.node_client(new)), "the hub should be connected to the new primary"
     await asyncio.to_thread(sentinels.rejoin, old, FOLLOW, new)
 

@@ -15,6 +15,7 @@ from devcluster.waiting import async_wait_until
 from workerpool.contracts.report import ExecutionReport, ProcessReport, WorkerReport
 from workerpool.contracts.resource import WorkerPool
 from workerpool.contracts.wire import WireFormatError
+from workerpool.controller.adapters.worker_commands import PublishOnce
 from workerpool.controller.loop import pod_actions
 from workerpool.controller.loop.api_io import EventEmitter
 from workerpool.controller.loop.pod_actions import PodActions
@@ -65,7 +66,7 @@ class SnapshotCommands:
     async def retire_for_eviction(self, worker_id: str, queue_key: str, ttl_seconds: int) -> list[str]:
         raise AssertionError("not here")
 
-    async def publish_once(self, *args: Any) -> tuple[bool, str]:
+    async def publish_once(self, *args: Any) -> PublishOnce:
         raise AssertionError("not here")
 
 

@@ -22,6 +22,7 @@ from workerpool.contracts.resource import LastRecycle, RecycleResult
 from workerpool.contracts.wire import QueueStatus
 from workerpool.controller.adapters.kube import ApiException
 from workerpool.controller.adapters.redis_hub import Fault, Subscriber
+from workerpool.controller.adapters.worker_commands import PublishOnce
 from workerpool.controller.admission.evictions import EvictionGate
 from workerpool.controller.fleet.pod_index import PodIndex
 from workerpool.controller.loop.controller import PoolController
@@ -113,6 +114,7 @@ class FakeCommands:
         self.retired: list[str] = []
         self.published: list[list[tuple[str, int | None]]] = []
         self.dedupe: dict[str, str] = {}
+        self.deaf: set[str] = set()  # channels with no subscriber (the script then sends nothing)
 
     async def retire(self, worker_id: str, queue_key: str, ttl_seconds: int) -> bool:
         self.retired.append(worker_id)
@@ -123,13 +125,15 @@ class FakeCommands:
 
     async def publish_once(
         self, dedupe_key: str, record: str, messages: list[tuple[str, str]], ttl_seconds: int
-    ) -> tuple[bool, str]:
+    ) -> PublishOnce:
         if dedupe_key in self.dedupe:
-            return False, self.dedupe[dedupe_key]
+            return PublishOnce("handled_before", self.dedupe[dedupe_key])
+        if deaf := [channel for channel, _ in messages if channel in self.deaf]:
+            return PublishOnce("not_listening", record, tuple(deaf))
         self.dedupe[dedupe_key] = record
         # The seed's command, decoded: (the worker its channel names, the pid).
         self.published.append([(channel.split(":")[1], json.loads(message)["pid"]) for channel, message in messages])
-        return True, record
+        return PublishOnce("published", record)
 
 
 class FakeHub:
@@ -482,6 +486,41 @@ async def test_a_recycle_a_previous_run_handled_never_shows_this_runs_record(wor
     assert written, "the record was written"
     assert all(r["results"][0]["status"] == "recycle_requested" for r in written), written
     assert world.hub.commands.published == []  # and nothing published again
+
+
+async def test_a_recycle_waits_for_its_worker_to_listen_then_is_sent_once(world: World) -> None:
+    """Right after a failover a worker is between subscriptions, and a PUBLISH then reaches
+    no one: the recycle is neither sent nor recorded, the status keeps the last record, one
+    Event tells why, and a round a second later sends it, once, when the worker listens."""
+    await world.reconcile()
+    world.hub.depth = 0
+    world.sub.listener.on_resync(set(), {})
+    world.beat()
+    await world.reconcile()
+    (worker,) = world.kube.pods
+    world.hub.commands.deaf = {f"worker:{worker}:commands"}
+    world.body["metadata"]["annotations"] = {"bifrost.dev/recycle": f"{worker}@after-failover"}
+    world.ctl.on_body(copy.deepcopy(world.body) | {"status": copy.deepcopy(world.kube.status)})
+    for _ in range(3):
+        world.clock.advance(2)
+        world.beat()
+        await world.reconcile()
+    assert world.hub.commands.published == []
+    assert "lastRecycle" not in world.kube.status
+    assert world.events("RecycleWaiting") == [
+        f"recycle '{worker}@after-failover' waits: {worker} not subscribed to its commands channel "
+        "(reconnecting to Redis?); nothing is sent until every target listens, then once"
+    ]
+    assert world.ctl.next_scale_check_at is not None
+    assert world.ctl.next_scale_check_at <= world.clock.monotonic() + 1.0
+
+    world.hub.commands.deaf = set()  # the worker resubscribed
+    for _ in range(2):
+        world.clock.advance(2)
+        world.beat()
+        await world.reconcile()
+    assert world.hub.commands.published == [[(worker, None)]]
+    assert world.kube.status["lastRecycle"]["request"] == f"{worker}@after-failover"
 
 
 async def test_an_eviction_while_redis_cannot_be_trusted_is_held_without_asking_it(world: World) -> None:

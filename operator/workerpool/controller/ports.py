@@ -23,6 +23,7 @@ from ..decide.status import Stall
 from ..protocols import WorkerProtocol
 from ..redis_connect import RedisAccess
 from .adapters.redis_hub import Fault, PoolListener, Subscriber
+from .adapters.worker_commands import PublishOnce
 from .process.clock import SYSTEM_CLOCK, Clock
 
 
@@ -46,7 +47,7 @@ class Commands(Protocol):
     async def report(self, worker_id: str) -> WorkerReport | None: ...
     async def publish_once(
         self, dedupe_key: str, record: str, messages: list[tuple[str, str]], ttl_seconds: int
-    ) -> tuple[bool, str]: ...
+    ) -> PublishOnce: ...
 
 
 class Hub(Protocol):

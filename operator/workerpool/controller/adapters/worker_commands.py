@@ -4,6 +4,10 @@ and publishing a recycle exactly once; and reading one worker's report now."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from typing import Literal
+
 import redis.asyncio as aioredis
 
 from ...contracts.report import WorkerReport
@@ -31,13 +35,37 @@ return redis.call('SMEMBERS', KEYS[2])
 """
 
 # KEYS[1] = dedupe key; ARGV[1] = record JSON, ARGV[2] = TTL s, ARGV[3..] = channel, message pairs.
+# A worker hears its commands on a plain SUBSCRIBE (both protocols), and PUBLISH
+# keeps nothing: a command sent while a worker is between subscriptions (after a
+# Sentinel failover, Redis closes every client of the promoted replica) is lost.
+# So the record is written, and anything published, only when every target
+# channel has a subscriber at this instant (the script is atomic: none can leave
+# in between); otherwise nothing is written and the caller tries again later.
+# Returns {1, record} published, {0, stored record} handled before, {2, JSON
+# list of the channels nobody listens on} not yet.
 _PUBLISH_ONCE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
-  for i = 3, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end
-  return {1, ARGV[1]}
+local stored = redis.call('GET', KEYS[1])
+if stored then return {0, stored} end
+local deaf = {}
+for i = 3, #ARGV, 2 do
+  if redis.call('PUBSUB', 'NUMSUB', ARGV[i])[2] == 0 then deaf[#deaf + 1] = ARGV[i] end
 end
-return {0, redis.call('GET', KEYS[1])}
+if #deaf > 0 then return {2, cjson.encode(deaf)} end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+for i = 3, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end
+return {1, ARGV[1]}
 """
+
+
+@dataclass(frozen=True)
+class PublishOnce:
+    """What came of a recycle's publish: `published` now (its record), `handled_before` (the
+    stored record of the run that did), or `not_listening` (nothing written nor sent: no
+    subscriber on these channels yet)."""
+
+    outcome: Literal["published", "handled_before", "not_listening"]
+    record: str
+    not_listening: tuple[str, ...] = ()
 
 
 class NoHandshake(RuntimeError):
@@ -96,18 +124,31 @@ class WorkerCommands:
 
     async def publish_once(
         self, dedupe_key: str, record: str, messages: list[tuple[str, str]], ttl_seconds: int
-    ) -> tuple[bool, str]:
-        """Publish every (channel, message) unless `dedupe_key` exists; (published?, the stored record)."""
+    ) -> PublishOnce:
+        """Publish every (channel, message) unless `dedupe_key` exists, and only when every
+        channel has a subscriber; what came of it, with the stored record."""
         args: list[str | int] = [record, ttl_seconds]
         for channel, message in messages:
             args += [channel, message]
         res = await self._publish_once(keys=[dedupe_key], args=args)
-        published, stored = int(res[0]), res[1]
-        if published:
+        code, detail = int(res[0]), res[1].decode() if isinstance(res[1], bytes) else str(res[1])
+        if code == 2:
+            return PublishOnce("not_listening", record, not_listening=tuple(_channels(detail)))
+        if code == 1:
             await self._replicated("recycle")
-        return bool(published), stored.decode() if isinstance(stored, bytes) else str(stored)
+            return PublishOnce("published", detail)
+        return PublishOnce("handled_before", detail)
 
     async def _replicated(self, write: str) -> None:
         """Wait for one replica to hold the writes made so far on this connection pool's primary."""
         if not await self.replica_ack():  # logged by ReplicaAck, once per miss
             metrics.UNREPLICATED_WRITES.labels(write=write).inc()
+
+
+def _channels(detail: str) -> list[str]:
+    """The script's list of channels nobody listens on (cjson encodes an empty table as {})."""
+    try:
+        value = json.loads(detail)
+    except ValueError:
+        return []
+    return [str(c) for c in value] if isinstance(value, list) else []

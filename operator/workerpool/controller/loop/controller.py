@@ -24,6 +24,7 @@ from ...decide.backoff import parse_retry_after
 from ...decide.observation import Observation
 from ...decide.plan import Context, Plan, PoolMemory, decide
 from ...decide.pods import PoolRef
+from ...decide.scaling import Event
 from ...decide.status import WritePolicy, invalid_status, render
 from ..adapters.kube import ApiException
 from ..ports import PoolDeps
@@ -32,7 +33,7 @@ from ..process.clock import Clock
 from .api_io import EventEmitter, PoolRetry, StatusWriter, export_metrics
 from .derived import ParsedPool, StoredConditions, TemplateHash
 from .pod_actions import PodActions
-from .recycling import apply_recycle
+from .recycling import RecycleWaits, apply_recycle
 from .sources import SourceResolver, Sources, demand, redis_error
 from .state import PoolState
 
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 # refresh schedule their own wake-ups, so this is only a safety net.
 IDLE_TICK = 30.0
 COALESCE = 0.02  # a burst of triggers becomes one reconcile
+RECYCLE_RETRY = 1.0  # s: a recycle held back for a worker between subscriptions is tried again
 
 
 class PoolController:
@@ -57,6 +59,9 @@ class PoolController:
         )
         self.triggered_at: float | None = None  # the first trigger since the last round began
         self.memory = PoolMemory.from_status(body.get("status"))
+        # A recycle held back (a target not subscribed yet): its value, so that the
+        # status keeps the last record meanwhile and the Event is posted once.
+        self.waiting_recycle: str | None = None
         self.retry = PoolRetry(self.namespace, self.name)
         self.trigger = asyncio.Event()
         self.sources = SourceResolver(deps, self.namespace, self.name, self.state)
@@ -192,7 +197,11 @@ class PoolController:
     def _current_status(self, pool: WorkerPool, sources: Sources) -> dict[str, Any] | None:
         """The status as it would be rendered now (for a write that waited for its turn)."""
         obs, ctx = self._snapshot(pool, sources)
-        return decide(pool, obs, ctx, self.memory, _utc(self.clock)).status
+        memory = self.memory
+        if self.waiting_recycle is not None:
+            # Shown as not handled yet: the last record stays until this one is published.
+            memory = replace(memory, handled_recycle=self.waiting_recycle)
+        return decide(pool, obs, ctx, memory, _utc(self.clock)).status
 
     async def _apply(self, pool: WorkerPool, plan: Plan, sources: Sources) -> None:
         hub = sources.hub
@@ -212,19 +221,44 @@ class PoolController:
                 self.events.emit,
                 (self.namespace, self.name),
             )
-            if record != plan.recycle.record:
-                memory = replace(memory, last_recycle=record)
+            if isinstance(record, RecycleWaits):
+                await self._recycle_waits(plan.recycle.value, record)
+                memory = replace(
+                    memory, handled_recycle=self.memory.handled_recycle, last_recycle=self.memory.last_recycle
+                )
+            else:
+                self.waiting_recycle = None
+                if record != plan.recycle.record:
+                    memory = replace(memory, last_recycle=record)
         self.memory = memory
         rendered = plan.status
         if rendered is not None and memory.last_recycle != plan.memory.last_recycle:
-            # A previous run handled this request first: this round's status shows that run's
-            # record, never (even briefly) the one this round decided and did not publish.
+            # A previous run handled this request first (this round's status shows that run's
+            # record), or it waits (the last record stays): never, even briefly, the one this
+            # round decided and did not publish.
             rendered = self._current_status(pool, sources) or rendered
         if rendered is not None:
             await self.status.write(rendered, lambda: self._current_status(pool, sources))
         self.next_scale_check_at = (
             self.clock.monotonic() + plan.recheck_after + 0.05 if plan.recheck_after is not None else None
         )
+        if self.waiting_recycle is not None:
+            soon = self.clock.monotonic() + RECYCLE_RETRY
+            self.next_scale_check_at = min(self.next_scale_check_at or soon, soon)
+
+    async def _recycle_waits(self, value: str, waits: RecycleWaits) -> None:
+        """Told once per request: the round retries it until every target listens."""
+        if self.waiting_recycle != value:
+            workers = ", ".join(waits.workers) or "a target worker"
+            await self.events.emit(
+                Event(
+                    "Warning",
+                    "RecycleWaiting",
+                    f"recycle {value!r} waits: {workers} not subscribed to its commands channel "
+                    f"(reconnecting to Redis?); nothing is sent until every target listens, then once",
+                )
+            )
+        self.waiting_recycle = value
 
     async def _write_invalid(self, message: str) -> None:
         generation = int(self.body["metadata"].get("generation") or 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 
@@ -19,6 +20,15 @@ from ..process import metrics
 
 RECYCLE_DEDUPE_TTL = 7 * 24 * 3600
 
+
+@dataclass(frozen=True)
+class RecycleWaits:
+    """Nothing published nor recorded: these target workers are not subscribed to their
+    commands channel (between subscriptions, e.g. right after a Redis failover)."""
+
+    workers: tuple[str, ...]
+
+
 Emit = Callable[[Event], Awaitable[None]]
 
 
@@ -29,19 +39,23 @@ async def apply_recycle(
     protocol: WorkerProtocol,
     emit: Emit,
     pool: tuple[str, str],
-) -> LastRecycle:
-    """The record of the request: the decision's, or a previous run's when that run handled it first."""
+) -> LastRecycle | RecycleWaits:
+    """The record of the request: the decision's, or a previous run's when that run handled it
+    first; or RecycleWaits when a target worker is not listening for commands yet (a later
+    round tries again)."""
     if decision.publish is not None:
-        published, stored = await commands.publish_once(
-            decision.dedupe_key,
-            decision.record.model_dump_json(),
-            [protocol.recycle_message(c.worker_id, c.pid, decision.value) for c in decision.publish],
-            RECYCLE_DEDUPE_TTL,
+        sends = [(c.worker_id, protocol.recycle_message(c.worker_id, c.pid, decision.value)) for c in decision.publish]
+        sent = await commands.publish_once(
+            decision.dedupe_key, decision.record.model_dump_json(), [m for _, m in sends], RECYCLE_DEDUPE_TTL
         )
-        if not published:
+        if sent.outcome == "not_listening":
+            metrics.RECYCLES_DEFERRED.labels(*pool).inc()
+            deaf = set(sent.not_listening)
+            return RecycleWaits(tuple(sorted({worker for worker, (channel, _) in sends if channel in deaf})))
+        if sent.outcome == "handled_before":
             # Handled (and told) before, by a previous run of the operator: keep that record.
             with contextlib.suppress(ValidationError, WireFormatError):
-                return LastRecycle.model_validate_json(stored)
+                return LastRecycle.model_validate_json(sent.record)
             return decision.record
     for result in decision.record.results:
         metrics.RECYCLES.labels(*pool, result.status).inc()

@@ -18,6 +18,11 @@ QUEUE_DEPTH = Gauge("workerpool_queue_depth", "Pending executions", ["namespace"
 DESIRED = Gauge("workerpool_desired_workers", "Desired worker pods", ["namespace", "pool"])
 SCALE_EVENTS = Counter("workerpool_scale_events_total", "Pods created or deleted", ["namespace", "pool", "action"])
 RECYCLES = Counter("workerpool_recycle_requests_total", "Recycle targets by result", ["namespace", "pool", "result"])
+RECYCLES_DEFERRED = Counter(
+    "workerpool_recycle_deferrals_total",
+    "Rounds that held a recycle back because a target worker was not subscribed to its commands yet",
+    ["namespace", "pool"],
+)
 SCALE_UP_REACTION = Histogram(
     "workerpool_scale_up_reaction_seconds",
     "From the event that showed more demand (heartbeat, queue, spec) to the new pod's creation",
