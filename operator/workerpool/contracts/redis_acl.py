@@ -60,6 +60,7 @@ OPERATOR = AclRole(
         "get",
         "scard",
         "smembers",
+        "pubsub|numsub",  # a recycle is sent only to workers subscribed at that instant
         "publish",
     ),
     keys=(

@@ -24,7 +24,6 @@ from ...decide.backoff import parse_retry_after
 from ...decide.observation import Observation
 from ...decide.plan import Context, Plan, PoolMemory, decide
 from ...decide.pods import PoolRef
-from ...decide.scaling import Event
 from ...decide.status import WritePolicy, invalid_status, render
 from ..adapters.kube import ApiException
 from ..ports import PoolDeps
@@ -33,7 +32,7 @@ from ..process.clock import Clock
 from .api_io import EventEmitter, PoolRetry, StatusWriter, export_metrics
 from .derived import ParsedPool, StoredConditions, TemplateHash
 from .pod_actions import PodActions
-from .recycling import RecycleWaits, apply_recycle
+from .recycling import Recycler
 from .sources import SourceResolver, Sources, demand, redis_error
 from .state import PoolState
 
@@ -59,14 +58,12 @@ class PoolController:
         )
         self.triggered_at: float | None = None  # the first trigger since the last round began
         self.memory = PoolMemory.from_status(body.get("status"))
-        # A recycle held back (a target not subscribed yet): its value, so that the
-        # status keeps the last record meanwhile and the Event is posted once.
-        self.waiting_recycle: str | None = None
         self.retry = PoolRetry(self.namespace, self.name)
         self.trigger = asyncio.Event()
         self.sources = SourceResolver(deps, self.namespace, self.name, self.state)
         self.next_scale_check_at: float | None = None
         self.events = EventEmitter(deps.kube, self.namespace, self.name, deps.clock, meta.get("uid", ""))
+        self.recycler = Recycler(self.events.emit, (self.namespace, self.name))
         policy = WritePolicy(deps.status_min_interval, deps.status_volatile_refresh)
         self.status = StatusWriter(deps.kube, self.namespace, self.name, policy, deps.clock)
         self.actions = PodActions(deps.kube, self.state, self.events, deps.worker_image)
@@ -197,11 +194,7 @@ class PoolController:
     def _current_status(self, pool: WorkerPool, sources: Sources) -> dict[str, Any] | None:
         """The status as it would be rendered now (for a write that waited for its turn)."""
         obs, ctx = self._snapshot(pool, sources)
-        memory = self.memory
-        if self.waiting_recycle is not None:
-            # Shown as not handled yet: the last record stays until this one is published.
-            memory = replace(memory, handled_recycle=self.waiting_recycle)
-        return decide(pool, obs, ctx, memory, _utc(self.clock)).status
+        return decide(pool, obs, ctx, self.recycler.shown(self.memory), _utc(self.clock)).status
 
     async def _apply(self, pool: WorkerPool, plan: Plan, sources: Sources) -> None:
         hub = sources.hub
@@ -213,23 +206,12 @@ class PoolController:
         await self.actions.mark(plan.marks)
         memory = plan.memory
         if plan.recycle is not None and commands is not None:
-            record = await apply_recycle(
-                plan.recycle,
-                plan.recycle_events,
-                commands,
-                sources.protocol,
-                self.events.emit,
-                (self.namespace, self.name),
-            )
-            if isinstance(record, RecycleWaits):
-                await self._recycle_waits(plan.recycle.value, record)
-                memory = replace(
-                    memory, handled_recycle=self.memory.handled_recycle, last_recycle=self.memory.last_recycle
-                )
-            else:
-                self.waiting_recycle = None
-                if record != plan.recycle.record:
-                    memory = replace(memory, last_recycle=record)
+            record = await self.recycler.apply(plan.recycle, plan.recycle_events, commands, sources.protocol)
+            if record is None:  # held back: nothing of it is remembered yet
+                before = self.memory
+                memory = replace(memory, handled_recycle=before.handled_recycle, last_recycle=before.last_recycle)
+            elif record != plan.recycle.record:
+                memory = replace(memory, last_recycle=record)
         self.memory = memory
         rendered = plan.status
         if rendered is not None and memory.last_recycle != plan.memory.last_recycle:
@@ -242,23 +224,9 @@ class PoolController:
         self.next_scale_check_at = (
             self.clock.monotonic() + plan.recheck_after + 0.05 if plan.recheck_after is not None else None
         )
-        if self.waiting_recycle is not None:
+        if self.recycler.waiting is not None:
             soon = self.clock.monotonic() + RECYCLE_RETRY
             self.next_scale_check_at = min(self.next_scale_check_at or soon, soon)
-
-    async def _recycle_waits(self, value: str, waits: RecycleWaits) -> None:
-        """Told once per request: the round retries it until every target listens."""
-        if self.waiting_recycle != value:
-            workers = ", ".join(waits.workers) or "a target worker"
-            await self.events.emit(
-                Event(
-                    "Warning",
-                    "RecycleWaiting",
-                    f"recycle {value!r} waits: {workers} not subscribed to its commands channel "
-                    f"(reconnecting to Redis?); nothing is sent until every target listens, then once",
-                )
-            )
-        self.waiting_recycle = value
 
     async def _write_invalid(self, message: str) -> None:
         generation = int(self.body["metadata"].get("generation") or 0)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pydantic import ValidationError
 
 from ...contracts.resource import LastRecycle
 from ...contracts.wire import WireFormatError
+from ...decide.plan import PoolMemory
 from ...decide.recycle import RecycleDecision
 from ...decide.scaling import Event
 from ...protocols import WorkerProtocol
@@ -62,3 +63,39 @@ async def apply_recycle(
     for event in events:
         await emit(event)
     return decision.record
+
+
+class Recycler:
+    """Applies each round's recycle decision, and remembers one held back (a target not
+    subscribed yet) so that the status keeps the last record meanwhile and the Event that
+    says why is posted once."""
+
+    def __init__(self, emit: Emit, pool: tuple[str, str]) -> None:
+        self.emit, self.pool = emit, pool
+        self.waiting: str | None = None  # the annotation value held back
+
+    async def apply(
+        self, decision: RecycleDecision, events: Sequence[Event], commands: Commands, protocol: WorkerProtocol
+    ) -> LastRecycle | None:
+        """The record to keep, or None when the request is held back (a later round retries it)."""
+        record = await apply_recycle(decision, events, commands, protocol, self.emit, self.pool)
+        if not isinstance(record, RecycleWaits):
+            self.waiting = None
+            return record
+        if self.waiting != decision.value:
+            workers = ", ".join(record.workers) or "a target worker"
+            await self.emit(
+                Event(
+                    "Warning",
+                    "RecycleWaiting",
+                    f"recycle {decision.value!r} waits: {workers} not subscribed to its commands channel "
+                    f"(reconnecting to Redis?); nothing is sent until every target listens, then once",
+                )
+            )
+        self.waiting = decision.value
+        return None
+
+    def shown(self, memory: PoolMemory) -> PoolMemory:
+        """The memory a status is rendered from: a held-back request as if handled, so the
+        last record stays until this one is published."""
+        return memory if self.waiting is None else replace(memory, handled_recycle=self.waiting)
