@@ -168,6 +168,7 @@ class Problem(StrEnum):
     TLS = "tls"  # the server's certificate does not verify (or TLS does not start)
     AUTH = "auth"  # the credentials are refused
     PERMISSION = "permission"  # the ACL user may not run a command
+    INTERNAL = "internal"  # not Redis's doing: the operator's own loop crashed (restarting)
 
 
 def classify(exc: BaseException, sentinel: bool) -> Problem:

@@ -155,6 +155,9 @@ class FakeHub:
     def worker_fault(self) -> Fault | None:
         return self.fault
 
+    def queue_fault(self, key: str) -> str | None:
+        return self.queue_error
+
     def queue(self, key: str) -> QueueStatus | None:
         if self.error is not None or self.depth is None:
             return None

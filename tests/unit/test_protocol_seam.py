@@ -24,6 +24,7 @@ ALLOWED = {
     "wire": {
         "ContractModel", "QueueStatus", "WireFormatError", "describe_validation_error", "to_status", "to_wire",
         "parse_json_message",
+        "MAX_MESSAGE_BYTES", "TooLargeError", "check_size", "reply_size",  # the byte bound: any protocol's
     },
 }  # fmt: skip
 # Key and channel literals of either wire: how they begin, and the seed's handshake suffixes.

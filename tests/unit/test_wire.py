@@ -103,7 +103,7 @@ def test_seed_hash_parses_with_seed_defaults() -> None:
     reg = parse_registration("default-x7k2p", SEED_HASH)
     assert reg.info.pool_size == 3
     assert reg.info.processes == []
-    minimal = parse_registration("w", {"started_at": "2026-11-26T09:00:00"})
+    minimal = parse_registration("w", {"started_at": "2026-11-26T09:00:00+00:00"})
     assert (minimal.info.hostname, minimal.info.min_workers, minimal.info.max_workers) == ("unknown", 2, 10)
     assert (minimal.info.pool_size, minimal.info.idle_count, minimal.info.busy_count) == (0, 0, 0)
 

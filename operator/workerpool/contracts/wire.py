@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
-    NonNegativeFloat,
-    NonNegativeInt,
     StrictInt,
     ValidationError,
     model_validator,
@@ -32,6 +31,42 @@ PROCESS_STATES: tuple[ProcessState, ...] = ("idle", "busy", "killed")
 
 class WireFormatError(ValueError):
     """Malformed data from Redis or a peer; the message names the offending field."""
+
+
+class TooLargeError(WireFormatError):
+    """Data over its byte limit, refused before it was parsed."""
+
+
+# --- bounds on what a worker sends ----------------------------------------------------------
+# Whatever a worker (or anything else on its Redis) writes is untrusted: every string,
+# list and number is bounded, so a report always fits in a status and a reply costs
+# O(limit) to refuse. Generous for real workers: pod names are 253 characters at most,
+# the CRD's processes.max is 256.
+MAX_TEXT = 1024  # characters of any string on the wire (ids, hostnames, states)
+MAX_PROCESSES = 1024  # processes in one report
+MAX_INT = 2**53 - 1  # every JSON reader carries it exactly (Kubernetes' int64 too)
+MAX_SECONDS = 1e10  # 300 years: a duration or an age
+MAX_MEGABYTES = 1e9  # a process's memory
+# The bytes of one message (a heartbeat, a registration's fields) parsed at all; the
+# operator's WORKERPOOL_MAX_MESSAGE_BYTES overrides it.
+MAX_MESSAGE_BYTES = 256 * 1024
+
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Id = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
+Count = Annotated[int, Field(ge=0, le=MAX_INT)]
+Pid = Annotated[int, Field(gt=0, le=MAX_INT)]
+Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
+Megabytes = Annotated[float, Field(ge=0, le=MAX_MEGABYTES, allow_inf_nan=False)]
+# A naive time next to an aware one cannot even be compared: only aware ones are accepted.
+Moment = AwareDatetime
+
+
+def check_size(raw: bytes | str, limit: int, what: str) -> None:
+    """Refuse `raw` (TooLargeError) when it is over `limit` bytes, before anything parses it
+    (a str, which only tests hand in, by its length in characters)."""
+    size = len(raw)
+    if size > limit:
+        raise TooLargeError(f"{what}: {size} bytes, over the limit of {limit}")
 
 
 class ContractModel(BaseModel):
@@ -67,18 +102,18 @@ def to_status(model: BaseModel) -> dict[str, Any]:
 
 
 class ExecutionInfo(ContractModel):
-    execution_id: str = Field(min_length=1)
-    started_at: datetime
-    elapsed_seconds: NonNegativeFloat
+    execution_id: Id
+    started_at: Moment
+    elapsed_seconds: Seconds
 
 
 class ProcessInfo(ContractModel):
-    pid: int = Field(gt=0)
-    process_id: str
+    pid: Pid
+    process_id: Text
     state: ProcessState
-    memory_mb: NonNegativeFloat
-    uptime_seconds: NonNegativeFloat
-    executions_completed: NonNegativeInt
+    memory_mb: Megabytes
+    uptime_seconds: Seconds
+    executions_completed: Count
     execution: ExecutionInfo | None = None
 
     @model_validator(mode="after")
@@ -93,17 +128,17 @@ class ProcessInfo(ContractModel):
 
 
 class WorkerInfo(ContractModel):
-    worker_id: str = Field(min_length=1)
-    started_at: datetime
-    hostname: str
+    worker_id: Id
+    started_at: Moment
+    hostname: Text
     # The seed's names for this worker's *process* bounds (spec.processes.min/max), not the
     # pool's pods (spec.minWorkers/maxWorkers); protocols/seed.py:pod_env maps one to the other.
-    min_workers: NonNegativeInt = 2
-    max_workers: NonNegativeInt = 10
-    pool_size: NonNegativeInt
-    idle_count: NonNegativeInt
-    busy_count: NonNegativeInt = 0
-    processes: list[ProcessInfo] = Field(default_factory=list)
+    min_workers: Count = 2
+    max_workers: Count = 10
+    pool_size: Count
+    idle_count: Count
+    busy_count: Count = 0
+    processes: list[ProcessInfo] = Field(default_factory=list, max_length=MAX_PROCESSES)
 
 
 class WorkerHeartbeat(WorkerInfo):
@@ -114,9 +149,9 @@ class WorkerHeartbeat(WorkerInfo):
     """
 
     type: Literal["worker_heartbeat"] = "worker_heartbeat"
-    timestamp: datetime
-    pool: str | None = None
-    namespace: str | None = None
+    timestamp: Moment
+    pool: Text | None = None
+    namespace: Text | None = None
 
     def worker_info(self) -> WorkerInfo:
         # Already validated as a heartbeat: construct, don't validate again (this
@@ -128,14 +163,14 @@ class RecycleCommand(ContractModel):
     """Published on `worker:{worker_id}:commands` (Task 4.3). pid None = any idle process."""
 
     type: Literal["recycle"]
-    pid: StrictInt | None = Field(default=None, gt=0)
+    pid: StrictInt | None = Field(default=None, gt=0, le=MAX_INT)
 
 
 class QueueStatus(ContractModel):
     """The queue as the operator reports it (Task 4.4)."""
 
-    depth: NonNegativeInt = 0
-    oldest_age_seconds: NonNegativeFloat = 0.0
+    depth: Count = 0
+    oldest_age_seconds: Seconds = 0.0
 
 
 class ExecutionContext(ContractModel):
@@ -154,7 +189,7 @@ class ExecutionResult(ContractModel):
     result: Any = None
     error: str | None = None
     error_type: str | None = None
-    duration_ms: NonNegativeFloat
+    duration_ms: Annotated[float, Field(ge=0, allow_inf_nan=False)]
     worker_id: str
 
 
@@ -166,13 +201,14 @@ _M = TypeVar("_M", bound=BaseModel)
 def describe_validation_error(err: ValidationError, *, limit: int = 3) -> str:
     """One line naming each offending field, with the value that was given."""
     parts = []
-    for item in err.errors()[:limit]:
+    errors = err.errors(include_url=False)  # rendered once (a message may hold thousands)
+    for item in errors[:limit]:
         loc = ".".join(str(p) for p in item["loc"]) or "(message)"
         given = repr(item.get("input"))
         if len(given) > 60:
             given = given[:57] + "..."
         parts.append(f"{loc}: {item['msg']} (got {given})")
-    more = len(err.errors()) - limit
+    more = len(errors) - limit
     if more > 0:
         parts.append(f"and {more} more")
     return "; ".join(parts)
@@ -228,12 +264,21 @@ class Registration(ContractModel):
     """
 
     info: WorkerInfo
-    pool: str | None = None
-    namespace: str | None = None
-    heartbeat_at: datetime | None = None
+    pool: Text | None = None
+    namespace: Text | None = None
+    heartbeat_at: Moment | None = None
 
 
 _INT_FIELDS = ("min_workers", "max_workers", "pool_size", "idle_count", "busy_count")
+
+
+def reply_size(reply: object) -> int:
+    """The bytes of a Redis reply as redis-py returned it (a string, a hash's names and values)."""
+    if isinstance(reply, bytes | str):
+        return len(reply)
+    if isinstance(reply, Mapping):
+        return sum(reply_size(k) + reply_size(v) for k, v in reply.items())
+    return 0
 
 
 def parse_registration(worker_id: str, fields: Mapping[Any, Any]) -> Registration:
@@ -259,8 +304,9 @@ def parse_registration(worker_id: str, fields: Mapping[Any, Any]) -> Registratio
     for name in _INT_FIELDS:
         if name in data:
             text = data[name].strip()
-            # Redis holds decimal strings; "1.0", "0x1", " 1" are not what a worker writes.
-            if not (text.isascii() and text.isdigit()):
+            # Redis holds decimal strings; "1.0", "0x1", " 1" are not what a worker writes, and
+            # 16 digits are more than MAX_INT has (int() of thousands of digits raises ValueError).
+            if not (text.isascii() and text.isdigit() and len(text) <= 16):
                 raise WireFormatError(f"{what}: {name}: expected a non-negative decimal integer, got {data[name]!r}")
             info[name] = int(text)
     heartbeat_at: datetime | None = None

@@ -32,6 +32,9 @@ class Reason(StrEnum):
     REDIS_TLS_FAILED = "RedisTLSFailed"  # the server's certificate does not verify
     REDIS_AUTH_FAILED = "RedisAuthFailed"  # the credentials are refused
     REDIS_PERMISSION_DENIED = "RedisPermissionDenied"  # the ACL user may not run a command (named)
+    # An operator loop reading this Redis or broker crashed (a bug or an input nobody foresaw):
+    # restarted by its supervisor; nothing read through it is trusted until it succeeds again.
+    LOOP_RESTARTING = "LoopRestarting"
     REDIS_CA_SECRET_NOT_FOUND = "RedisCASecretNotFound"
     REDIS_SECRET_NOT_FOUND = "RedisSecretNotFound"
     REDIS_URL_INVALID = "RedisURLInvalid"  # a URL that cannot be used (its scheme, its shape)

@@ -20,11 +20,25 @@ import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt
+from pydantic import Field
 
 from ..contracts.report import WorkerReport, process_report
 from ..contracts.resource import WorkerPoolSpec
-from ..contracts.wire import ContractModel, WireFormatError, json_object, validate_message
+from ..contracts.wire import (
+    MAX_PROCESSES,
+    MAX_TEXT,
+    ContractModel,
+    Count,
+    Id,
+    Megabytes,
+    Moment,
+    Pid,
+    Seconds,
+    Text,
+    WireFormatError,
+    json_object,
+    validate_message,
+)
 from .base import Heard, Heartbeat, Ignored, Offline, PoolRef, RetireHandshake, env_value, fresh_window
 
 KEY_PREFIX = "bifrost:pool:"
@@ -53,38 +67,38 @@ def commands_channel(worker_id: str) -> str:
 
 
 class BifrostExecution(ContractModel):
-    execution_id: str = Field(min_length=1)
-    started_at: dt.datetime
-    elapsed_seconds: NonNegativeFloat
+    execution_id: Id
+    started_at: Moment
+    elapsed_seconds: Seconds
 
 
 class BifrostProcess(ContractModel):
-    pid: int = Field(gt=0)
-    process_id: str
+    pid: Pid
+    process_id: Text
     # Bifrost reports busy and killed (a child exists only while it runs); idle is accepted
     # so a later Bifrost that keeps idle children does not make every heartbeat malformed.
     state: Literal["idle", "busy", "killed"]
-    memory_mb: NonNegativeFloat = 0.0
-    uptime_seconds: NonNegativeFloat = 0.0
-    executions_completed: NonNegativeInt = 0
+    memory_mb: Megabytes = 0.0
+    uptime_seconds: Seconds = 0.0
+    executions_completed: Count = 0
     execution: BifrostExecution | None = None  # also on a killed process, during its kill
 
 
 class BifrostHeartbeat(ContractModel):
     type: Literal["worker_heartbeat"]
-    worker_id: str = Field(min_length=1)
-    hostname: str = "unknown"
-    started_at: dt.datetime
-    timestamp: dt.datetime
-    processes: list[BifrostProcess] = Field(default_factory=list)
-    pool_size: NonNegativeInt = 0
-    idle_count: NonNegativeInt = 0
-    busy_count: NonNegativeInt = 0
+    worker_id: Id
+    hostname: Text = "unknown"
+    started_at: Moment
+    timestamp: Moment
+    processes: list[BifrostProcess] = Field(default_factory=list, max_length=MAX_PROCESSES)
+    pool_size: Count = 0
+    idle_count: Count = 0
+    busy_count: Count = 0
 
 
 class BifrostOffline(ContractModel):
     type: Literal["worker_offline"]
-    worker_id: str = Field(min_length=1)
+    worker_id: Id
 
 
 def _report(hb: BifrostHeartbeat) -> WorkerReport:
@@ -102,6 +116,17 @@ def _report(hb: BifrostHeartbeat) -> WorkerReport:
 
 def parse_heartbeat(raw: bytes | str, what: str = "heartbeat") -> BifrostHeartbeat:
     return validate_message(BifrostHeartbeat, json_object(raw, what=what), what=what)
+
+
+def _aware_time(text: str, what: str) -> dt.datetime:
+    """An ISO-8601 time with its offset (a naive one cannot be compared with the others)."""
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise WireFormatError(f"{what}: not an ISO-8601 time (got {text[:40]!r})") from None
+    if moment.tzinfo is None:
+        raise WireFormatError(f"{what}: a time without its UTC offset (got {text[:40]!r})")
+    return moment
 
 
 def _decode(value: Any) -> str:
@@ -150,16 +175,11 @@ class BifrostProtocol:
         data = {_decode(k): _decode(v) for k, v in fields.items()}
         if "started_at" not in data:
             raise WireFormatError(f"{registration_key(worker_id)}: started_at: field required")
-        try:
-            started = dt.datetime.fromisoformat(data["started_at"])
-        except ValueError:
-            raise WireFormatError(
-                f"{registration_key(worker_id)}: started_at: not an ISO-8601 time (got {data['started_at'][:40]!r})"
-            ) from None
+        started = _aware_time(data["started_at"], f"{registration_key(worker_id)}: started_at")
         return WorkerReport(
             worker_id=worker_id,
             started_at=started,
-            hostname=data.get("hostname", "unknown"),
+            hostname=data.get("hostname", "unknown")[:MAX_TEXT],
             pool_size=0,
             idle_count=0,
             busy_count=0,

@@ -30,17 +30,20 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ...contracts.report import WorkerReport
-from ...contracts.wire import QueueStatus, WireFormatError
+from ...contracts.wire import MAX_MESSAGE_BYTES, QueueStatus
 from ...protocols import Heartbeat, Offline, WorkerProtocol
 from ...redis_connect import Identity, Problem, RedisAccess, classify, describe, diagnose, redis_client
 from ..process import metrics
 from ..process.clock import SYSTEM_CLOCK, Clock
-from .tasks import cancel_and_wait
+from ..process.lograte import RateLimitedLog
+from .redis_reads import QueueReadings, Refusals, parse_channel_message, read_queues, read_reports
+from .tasks import Crashed, cancel_and_wait, supervise
 from .worker_commands import WorkerCommands
 
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 1.0
+MAX_POD_NAME = 253
 # After a reconnect the full resync starts this much later, so the workers' own
 # reconnects (they retry every 0.5 s) and heartbeats land first: the resync then
 # reads what they report now, not what the outage left in Redis.
@@ -187,6 +190,7 @@ class RedisHub:
     queue_poll_seconds: float
     identity: Identity | None = None  # the operator's own Redis user (None: the URL's)
     clock: Clock = SYSTEM_CLOCK  # when heartbeats were heard, and the queues' ages
+    max_message_bytes: int = MAX_MESSAGE_BYTES  # a heartbeat or a registration over it is refused unparsed
     subscribers: dict[tuple[str, str], Subscriber] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -195,9 +199,11 @@ class RedisHub:
         self.sentinel = self.access.target.sentinel
         self.client = operator_client(self.access, self.identity)
         self.commands = WorkerCommands(self.client, self.protocol, durable=self.access.has_replicas)
-        self._queues: dict[str, QueueStatus] = {}  # empty until the first reading
+        self._queues = QueueReadings({}, {})  # empty until the first reading
+        self._refusals = Refusals(self.label, RateLimitedLog(log, clock=self.clock))
         self._resync_now = asyncio.Event()
-        # worker id -> (when its last heartbeat arrived by pub/sub, its pool, its namespace)
+        # worker id -> (when its last heartbeat arrived by pub/sub, its pool, its namespace); only
+        # workers some pool owns (a pod of it), so what is heard but routed nowhere costs nothing.
         self._heard: Heard = {}
         self._gate = ResyncGate()
         self._new_pools: set[tuple[str, str]] = set()  # subscribed since the last resync
@@ -206,11 +212,13 @@ class RedisHub:
     # --- life cycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        self.tasks = [
-            asyncio.create_task(self._heartbeats(), name=f"{self.label}-heartbeats"),
-            asyncio.create_task(self._poll_queues(), name=f"{self.label}-queues"),
-            asyncio.create_task(self._resync_loop(), name=f"{self.label}-resync"),
-        ]
+        loops = {"heartbeats": self._heartbeats, "queues": self._poll_queues, "resync": self._resync_loop}
+        self.tasks = [supervise(f"{self.label}-{n}", f"hub-{n}", body, self._crashed(n)) for n, body in loops.items()]
+
+    def _crashed(self, loop: str) -> Crashed:
+        """A crash of `loop` is its fault (Stalled, LoopRestarting) until its next success."""
+        message = f"the operator's {loop} loop for this Redis crashed; restarting it"
+        return lambda exc: self._loops.record(loop, Fault(Problem.INTERNAL, f"{message} ({type(exc).__name__})"))
 
     async def stop(self) -> None:
         await cancel_and_wait(self.tasks)
@@ -279,18 +287,13 @@ class RedisHub:
 
     def handle_message(self, raw: object) -> None:
         """A message on the heartbeat channel: a heartbeat, a worker going offline, or ignored."""
-        if not isinstance(raw, bytes | str):
-            return
-        try:
-            heard = self.protocol.parse_message(raw)
-        except WireFormatError as exc:
-            metrics.MALFORMED.labels(kind="heartbeat").inc()
-            log.warning("%s: skipping malformed heartbeat: %s", self.label, exc)
-            return
+        heard = parse_channel_message(self.protocol, raw, self.max_message_bytes, self._refusals)
         if isinstance(heard, Heartbeat):
             report = heard.report
-            self._heard[report.worker_id] = (self.clock.monotonic(), report.pool, report.namespace)
-            for sub in route(self.subscribers, report.worker_id, report.pool, report.namespace):
+            routed = route(self.subscribers, report.worker_id, report.pool, report.namespace)
+            if routed:
+                self._heard[report.worker_id] = (self.clock.monotonic(), report.pool, report.namespace)
+            for sub in routed:
                 sub.listener.on_heartbeat(report)
         elif isinstance(heard, Offline):
             self._heard.pop(heard.worker_id, None)
@@ -305,23 +308,25 @@ class RedisHub:
             keys = sorted({s.queue_key for s in self.subscribers.values() if s.queue_key is not None})
             if keys:
                 try:
-                    readings = await read_queues(self.client, keys, self.clock.time())
+                    readings, faults = await read_queues(self.client, keys, self.clock.time())
                 except (RedisError, OSError) as exc:
                     await self._failed("queues", exc, "queue reading failed")
                     await asyncio.sleep(RETRY_SECONDS)
                     continue
                 self._loops.record("queues", None)
-                for key, status in readings.items():
-                    previous = self._queues.get(key)
-                    self._queues[key] = status
+                for key, status in self._queues.update(readings, faults):
                     for sub in list(self.subscribers.values()):
-                        if sub.queue_key == key and (previous is None or previous.depth != status.depth):
+                        if sub.queue_key == key:
                             sub.listener.on_queue(status)
             await asyncio.sleep(self.queue_poll_seconds)
 
     def queue(self, key: str) -> QueueStatus | None:
         """The last queue reading, None while the queue cannot be read."""
-        return None if self.queue_error is not None else self._queues.get(key)
+        return self._queues.current(key, self.queue_error)
+
+    def queue_fault(self, key: str) -> str | None:
+        """Why this queue key cannot be read now (the hub's queue loop, or the key itself)."""
+        return self.queue_error or self._queues.faults.get(key)
 
     # --- resync ----------------------------------------------------------------------------------
 
@@ -359,10 +364,13 @@ class RedisHub:
         proto = self.protocol
         keys = [k async for k in self.client.scan_iter(match=proto.registration_match, count=1000)]
         found = (proto.worker_id_from_key(k.decode() if isinstance(k, bytes) else k) for k in keys)
-        ids = list(dict.fromkeys(i for i in found if i))  # a worker may have several keys (Bifrost's)
+        # A worker may have several keys (Bifrost's); a worker id is a pod name (253 characters at
+        # most): a longer one is no worker's, and is not read.
+        ids = list(dict.fromkeys(i for i in found if i and len(i) <= MAX_POD_NAME))
         new, self._new_pools = self._new_pools, set()
-        stale = ids if full else self._not_heard_lately(ids, new)
-        regs = await read_reports(self.client, proto, self.label, stale)
+        now, subs, heard = self.clock.monotonic(), self.subscribers, self._heard
+        stale = ids if full else not_heard_lately(ids, new, heard, subs, now, self.resync_seconds)
+        regs = await read_reports(self.client, proto, stale, self._refusals, self.max_message_bytes)
         present, grouped = group_by_pool(self.subscribers, ids, set(stale), regs, self._heard)
         known = set(ids)
         self._heard = {i: h for i, h in self._heard.items() if i in known}
@@ -373,28 +381,20 @@ class RedisHub:
             if n % RESYNC_BATCH == 0:
                 await asyncio.sleep(0)  # let heartbeats, watches and rounds run between batches
 
-    def _not_heard_lately(self, ids: list[str], new_pools: set[tuple[str, str]]) -> list[str]:
-        """The workers whose reports are re-read: not heard within their trust window, or of a new pool."""
-        now, subs, heard, default = self.clock.monotonic(), self.subscribers, self._heard, self.resync_seconds
-        return [i for i in ids if not heard_lately(heard, subs, i, now, default) or heard_for(heard, i, new_pools)]
-
 
 Heard = dict[str, tuple[float, str | None, str | None]]  # worker id -> (when, its pool, its namespace)
 
 
-async def read_queues(client: aioredis.Redis, keys: list[str], now: float) -> dict[str, QueueStatus]:
-    """The depth and oldest entry's age (at `now`, epoch seconds) of each queue sorted set, in one round trip."""
-    async with client.pipeline(transaction=False) as p:
-        for key in keys:
-            p.zcard(key)
-            p.zrange(key, 0, 0, withscores=True)
-        replies = await p.execute()
-    readings = {}
-    for i, key in enumerate(keys):
-        depth, oldest = int(replies[2 * i]), replies[2 * i + 1]
-        age = max(0.0, now - float(oldest[0][1])) if oldest else 0.0
-        readings[key] = QueueStatus(depth=depth, oldest_age_seconds=round(age, 1))
-    return readings
+def not_heard_lately(
+    ids: list[str],
+    new_pools: set[tuple[str, str]],
+    heard: Heard,
+    subscribers: dict[tuple[str, str], Subscriber],
+    now: float,
+    default: float,
+) -> list[str]:
+    """The workers whose reports are re-read: not heard within their trust window, or of a new pool."""
+    return [i for i in ids if not heard_lately(heard, subscribers, i, now, default) or heard_for(heard, i, new_pools)]
 
 
 def heard_for(heard: Heard, worker_id: str, pools: set[tuple[str, str]]) -> bool:
@@ -415,40 +415,6 @@ def heard_lately(
     at, pool, namespace = last
     sub = subscribers.get((namespace, pool)) if pool is not None and namespace is not None else None
     return now - at < (sub.trust_seconds if sub is not None else default)
-
-
-async def read_reports(
-    client: aioredis.Redis, protocol: WorkerProtocol, label: str, ids: list[str]
-) -> dict[str, WorkerReport]:
-    """The workers' reports, read in one pipelined round trip (the protocol names the reads)."""
-    if not ids:
-        return {}
-    reads = [protocol.worker_reads(worker_id) for worker_id in ids]
-    async with client.pipeline(transaction=False) as p:
-        for per_worker in reads:
-            for command, key in per_worker:
-                getattr(p, command)(key)
-        replies = await p.execute()
-    return parse_reports(label, protocol, ids, [len(r) for r in reads], replies)
-
-
-def parse_reports(
-    label: str, protocol: WorkerProtocol, ids: list[str], counts: list[int], replies: list[object]
-) -> dict[str, WorkerReport]:
-    """The reports a resync read (`counts[i]` replies for `ids[i]`); expired and malformed ones skipped (counted)."""
-    regs: dict[str, WorkerReport] = {}
-    at = 0
-    for worker_id, count in zip(ids, counts, strict=True):
-        mine, at = replies[at : at + count], at + count
-        try:
-            report = protocol.parse_reads(worker_id, mine)
-        except WireFormatError as exc:
-            metrics.MALFORMED.labels(kind="registration").inc()
-            log.warning("%s: skipping malformed registration: %s", label, exc)
-            continue
-        if report is not None:  # None: expired between SCAN and the read
-            regs[worker_id] = report
-    return regs
 
 
 def group_by_pool(

@@ -31,7 +31,12 @@ class Connections:
         if hub is None:
             config = self.config
             hub = RedisHub(
-                access, protocol_for(protocol), config.resync_seconds, config.queue_poll_seconds, config.redis_identity
+                access,
+                protocol_for(protocol),
+                config.resync_seconds,
+                config.queue_poll_seconds,
+                config.redis_identity,
+                max_message_bytes=config.max_message_bytes,
             )
             self.hubs[(access, protocol)] = hub
             hub.start()

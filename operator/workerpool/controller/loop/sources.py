@@ -24,6 +24,7 @@ FAULT_REASONS = {
     Problem.TLS: Reason.REDIS_TLS_FAILED,
     Problem.AUTH: Reason.REDIS_AUTH_FAILED,
     Problem.PERMISSION: Reason.REDIS_PERMISSION_DENIED,
+    Problem.INTERNAL: Reason.LOOP_RESTARTING,
 }
 
 
@@ -133,8 +134,9 @@ def demand(pool: WorkerPool, sources: Sources) -> tuple[QueueStatus | None, str 
     hub = sources.hub
     if hub is None:
         return None, sources.stall.message if sources.stall else "no Redis URL", None
-    queue = hub.queue(pool.spec.redis.queue_key)
-    return queue, hub.queue_error or (None if queue is not None else "waiting for the first queue reading"), None
+    key = pool.spec.redis.queue_key
+    queue = hub.queue(key)
+    return queue, hub.queue_fault(key) or (None if queue is not None else "waiting for the first queue reading"), None
 
 
 def url_stall(url: str, pool: WorkerPool) -> Stall | None:

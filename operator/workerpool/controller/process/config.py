@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, PositiveFloat, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ...contracts.wire import MAX_MESSAGE_BYTES
 from ...decide.disruption import MarkPolicy
 from ...decide.shards import Shard
 from ...redis_connect import Identity
@@ -27,6 +28,9 @@ class OperatorConfig(BaseSettings):
     worker_image: str = "ghcr.io/bifrost-dev/workerpool-operator:0.1.0"
     resync_seconds: PositiveFloat = 10.0  # re-read of worker:* hashes pub/sub may have missed
     queue_poll_seconds: PositiveFloat = 0.25  # queue depth check (one pipelined call per Redis)
+    # The bytes of one heartbeat message or one worker's registration read at all: what a
+    # worker (or anything on its Redis) sends beyond it is refused unparsed (counted, logged).
+    max_message_bytes: int = Field(MAX_MESSAGE_BYTES, ge=4096, le=64 * 1024 * 1024)
     status_min_interval: PositiveFloat = Field(1.0, validation_alias=f"{PREFIX}STATUS_MIN_INTERVAL_SECONDS")
     status_volatile_refresh: PositiveFloat = Field(30.0, validation_alias=f"{PREFIX}STATUS_REFRESH_SECONDS")
     metrics_port: int = Field(8080, gt=0, lt=65536)

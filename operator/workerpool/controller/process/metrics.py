@@ -58,7 +58,16 @@ MARK_WRITES = Counter(
     ["namespace", "pool", "change"],
 )
 STATUS_WRITES = Counter("workerpool_status_writes_total", "Status subresource writes", ["namespace", "pool"])
-MALFORMED = Counter("workerpool_malformed_redis_data_total", "Malformed Redis data skipped", ["kind"])
+MALFORMED = Counter(
+    "workerpool_malformed_redis_data_total",
+    "Redis data refused unparsed or skipped: kind heartbeat | registration, reason invalid | too_large | wrong_type",
+    ["kind", "reason"],
+)
+LOOP_CRASHES = Counter(
+    "workerpool_loop_crashes_total",
+    "Unexpected exceptions that ended a background loop (restarted by its supervisor), by kind of loop",
+    ["loop"],
+)
 REDIS_UP = Gauge("workerpool_redis_up", "Whether a Redis (by URL hash) is reachable", ["hub"])
 UNREPLICATED_WRITES = Counter(
     "workerpool_redis_unreplicated_writes_total",
