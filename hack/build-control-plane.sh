@@ -42,7 +42,7 @@ export CGO_ENABLED=0
 export GOTOOLCHAIN=local
 # Every module (and Karpenter's go1.27.3 toolchain) is checked against the checksum
 # database, whatever the caller's environment says (README "Locked dependencies").
-export GOSUMDB=sum.golang.org GONOSUMDB= GOPRIVATE= GOINSECURE= GOPROXY=https://proxy.golang.org
+export GOSUMDB=sum.golang.org GONOSUMDB= GOPRIVATE= GOINSECURE=
 
 log() { printf '[build-control-plane %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
