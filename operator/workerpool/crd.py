@@ -23,6 +23,7 @@ from pydantic_core import PydanticUndefined
 
 from .contracts import names
 from .contracts.resource import (
+    MAX_POOL_NAME,
     POD_TEMPLATE_SCHEMA_MARK,
     ResourceModel,
     WorkerPoolSpec,
@@ -71,7 +72,11 @@ def _type_schema(tp: Any, pod_template: dict[str, Any]) -> dict[str, Any]:
     if origin is typing.Annotated:
         inner, *metadata = get_args(tp)
         schema = _type_schema(inner, pod_template)
-        _constraints(metadata, schema)
+        # `Annotated[str, Field(...)]` (a list's items, say) carries a FieldInfo: its constraints.
+        for m in metadata:
+            if isinstance(m, FieldInfo) and m.description:
+                schema["description"] = m.description
+        _constraints([c for m in metadata for c in (m.metadata if isinstance(m, FieldInfo) else [m])], schema)
         return schema
     if origin in (Union, types.UnionType):
         non_null = [a for a in get_args(tp) if a is not type(None)]
@@ -188,6 +193,13 @@ def build_crd(pod_template_schema: dict[str, Any]) -> dict[str, Any]:
                                 "status": status,
                             },
                             "required": ["spec"],
+                            "x-kubernetes-validations": [
+                                {
+                                    "rule": f"size(self.metadata.name) <= {MAX_POOL_NAME}",
+                                    "message": f"a WorkerPool's name is at most {MAX_POOL_NAME} characters: its pods"
+                                    " carry it as a label value",
+                                }
+                            ],
                         }
                     },
                 }

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis
 from aiormq.exceptions import ChannelNotFoundEntity
+from prometheus_client import REGISTRY
 
 from devcluster.bifrost_wire import BifrostWireProcess, Ledger, execution, publish_executions, ready_messages
 from devcluster.rabbitmq_server import RabbitMQServer
@@ -213,5 +214,37 @@ async def test_the_broker_reads_ready_messages_passively_and_says_when_it_cannot
             what="the reading after the broker came back",
         )
         assert depth == 3  # persistent messages on a durable queue survived the restart
+    finally:
+        await broker.stop()
+
+
+async def test_a_crash_in_the_broker_poll_is_shown_and_the_poll_comes_back(rabbitmq_server: RabbitMQServer) -> None:
+    """Something unexpected escapes the poll (here a listener's bug on the first notification):
+    the supervisor restarts it, the pools read why meanwhile, then the readings resume."""
+    url = rabbitmq_server.local_url
+    await asyncio.to_thread(publish_executions, url, [execution(1) for _ in range(2)])
+    broker = RabbitBroker(url, poll_seconds=0.05)
+    listener = Recorder(set())
+    stalls: list[str] = []
+    armed = [True]
+
+    def on_health() -> None:
+        if armed and not broker.error:
+            armed.clear()
+            raise KeyError("a listener's bug")
+        stalls.append(broker.error or "")
+
+    listener.on_health = on_health  # type: ignore[method-assign]
+    before = REGISTRY.get_sample_value("workerpool_loop_crashes_total", {"loop": "broker-poll"}) or 0.0
+    broker.subscribe("ns", "p", ("workflow-executions",), listener)
+    broker.start()
+    try:
+        depth = await async_wait_until(
+            lambda: (broker.reading(("workflow-executions",))[0] or QueueStatus()).depth, within=START, what="2 ready"
+        )
+        assert depth == 2
+        assert REGISTRY.get_sample_value("workerpool_loop_crashes_total", {"loop": "broker-poll"}) == before + 1
+        assert any("poll loop for this broker crashed (KeyError)" in s for s in stalls), stalls
+        assert broker.error is None
     finally:
         await broker.stop()

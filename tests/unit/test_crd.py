@@ -8,7 +8,8 @@ from typing import Any
 
 import yaml
 
-from workerpool.contracts.resource import WorkerPoolSpec
+from workerpool.contracts.names import PROTOCOL_KEY_SPACES
+from workerpool.contracts.resource import QUEUE_NAME_PATTERN, WorkerPoolSpec
 from workerpool.crd import build_crd, render_crd_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +57,12 @@ def test_cel_rules_are_declared() -> None:
         "self.protocol == 'bifrost' ? has(self.rabbitmq) : !has(self.rabbitmq)",
         "self.protocol != 'bifrost' || (has(self.template.spec) && size(self.template.spec.containers) > 0)",
         "self.protocol != 'bifrost' || !has(self.redis.tls) || !has(self.redis.tls.caSecretRef)",
+        " && ".join(f"!self.queueKey.startsWith('{p}')" for p in PROTOCOL_KEY_SPACES),
     }
+    root = version_schema()["x-kubernetes-validations"]
+    assert root == [{"rule": "size(self.metadata.name) <= 63", "message": root[0]["message"]}]
+    queue = spec["properties"]["rabbitmq"]["properties"]["queues"]["items"]
+    assert (queue["minLength"], queue["maxLength"], queue["pattern"]) == (1, 255, QUEUE_NAME_PATTERN)
     assert spec["properties"]["protocol"] == {
         "type": "string",
         "enum": ["seed", "bifrost"],

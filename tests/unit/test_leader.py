@@ -11,8 +11,12 @@ from typing import Any
 
 import pytest
 
+from devcluster.waiting import async_wait_until
 from workerpool.controller.adapters.kube import ApiException
 from workerpool.controller.ha.leader import LeaderElector, LeaseTiming
+from workerpool.controller.ha.leadership import Leadership
+from workerpool.controller.process.config import OperatorConfig
+from workerpool.decide.shards import Shard
 
 TIMING = LeaseTiming(duration=15.0, renew_deadline=10.0, retry_period=2.0)
 
@@ -174,3 +178,59 @@ async def test_a_released_lease_is_taken_at_the_next_retry(world: tuple[VirtualT
 def test_timings_must_nest() -> None:
     with pytest.raises(ValueError, match="renew deadline"):
         LeaseTiming(duration=10, renew_deadline=10, retry_period=2)
+
+
+class CrashingLeases(FakeLeases):
+    """Leases whose second write raises what no code path expects (a bug in a client library)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    async def write_lease(self, namespace: str, name: str, body: dict[str, Any], create: bool) -> None:
+        self.writes += 1
+        if self.writes == 2:
+            raise KeyError("resourceVersion")
+        await super().write_lease(namespace, name, body, create)
+
+    async def list_leases(self, namespace: str) -> list[dict[str, Any]]:
+        return [copy.deepcopy(self.lease)] if self.lease else []
+
+
+class ActingLog:
+    """The manager's side of leadership: when this replica acted, and when it stopped."""
+
+    def __init__(self) -> None:
+        self.shard = Shard.parse("")
+        self.standby_alive: Any = None
+        self.log: list[str] = []
+
+    async def start_acting(self) -> None:
+        self.log.append("start")
+
+    async def stop_acting(self) -> None:
+        self.log.append("stop")
+
+    async def set_older(self, older: Any) -> None:
+        pass
+
+
+async def test_an_elector_that_crashes_while_leading_stops_acting_before_it_is_restarted() -> None:
+    """Acting on a Lease nobody renews is a split brain once it expires: whatever ends the
+    elector, the replica stops acting first; the supervisor then starts the elector again."""
+    config = OperatorConfig(
+        leader_election=True,
+        lease_duration_seconds=1.0,
+        lease_renew_deadline_seconds=0.5,
+        lease_retry_period_seconds=0.1,
+        identity="a",
+    )
+    manager = ActingLog()
+    leadership = Leadership(config, CrashingLeases(), manager)  # type: ignore[arg-type]
+    await leadership.start()
+    try:
+        await async_wait_until(lambda: manager.log == ["start", "stop", "start"], within=10, what="a restart")
+        assert leadership.elector is not None and leadership.elector.leading.is_set()
+    finally:
+        await leadership.stop()
+    assert manager.log[-1] == "stop"

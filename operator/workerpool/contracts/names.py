@@ -82,3 +82,7 @@ def held_key(queue_key: str, worker_id: str) -> str:
 REDIS_CA_VOLUME = "workerpool-redis-ca"
 REDIS_CA_DIR = "/etc/workerpool/redis-ca"
 REDIS_CA_FILE = f"{REDIS_CA_DIR}/ca.crt"
+
+# Where the workers' protocols and the operator keep their own keys: a queue key there
+# would be scanned as a worker or collide with one (admission refuses it).
+PROTOCOL_KEY_SPACES = ("worker:", "bifrost:pool:", "bifrost:exec:", "bifrost:operator:", "bifrost:workers:")

@@ -17,7 +17,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, model_validator
 
-from .names import DEFAULT_QUEUE_KEY
+from .names import DEFAULT_QUEUE_KEY, PROTOCOL_KEY_SPACES
 from .wire import ContractModel, QueueStatus
 
 
@@ -42,6 +42,8 @@ class ResourceModel(ContractModel):
                 raise ValueError(rule.message)
         return self
 
+
+MAX_POOL_NAME = 63  # a label value
 
 # Marks the field whose schema is Kubernetes' own PodTemplateSpec (see crd.py).
 POD_TEMPLATE_SCHEMA_MARK = "x-workerpool-pod-template-spec"
@@ -116,10 +118,28 @@ class RedisSpec(ResourceModel):
             "exactly one of redis.url or redis.urlSecretRef must be set",
             lambda s: (s.url is None) != (s.url_secret_ref is None),
         ),
+        CelRule(
+            " && ".join(f"!self.queueKey.startsWith('{p}')" for p in PROTOCOL_KEY_SPACES),
+            "redis.queueKey must not be inside the workers' or the operator's key space ("
+            + ", ".join(f"{p}*" for p in PROTOCOL_KEY_SPACES)
+            + "): a queue there would be read as a worker, or overwrite one",
+            lambda s: not s.queue_key.startswith(PROTOCOL_KEY_SPACES),
+        ),
     )
 
 
-QueueName = Annotated[str, Field(min_length=1, max_length=255)]
+# What the AMQP client can send in a queue.declare (pamqp's queue-name domain; a shortstr):
+# a name outside it never reaches the broker, so it is refused here, not in the poll loop.
+QUEUE_NAME_PATTERN = r"^[a-zA-Z0-9_.:@#,/+ -]+$"
+QueueName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=255,
+        pattern=QUEUE_NAME_PATTERN,
+        description="A RabbitMQ queue name: letters, digits and _ . : @ # , / + - and space (the AMQP client's set).",
+    ),
+]
 
 
 class RabbitMQSpec(ResourceModel):
@@ -328,7 +348,9 @@ class WorkerPoolStatus(ContractModel):
 class WorkerPool(ContractModel):
     """A parsed WorkerPool object (only the parts the operator reads)."""
 
-    name: str
+    # Its pods carry the name as a label value (63 characters at most); the CRD refuses longer
+    # names, and an object admitted before that reads as invalid, with this reason.
+    name: str = Field(max_length=MAX_POOL_NAME)
     namespace: str
     uid: str
     generation: NonNegativeInt = 0

@@ -32,7 +32,7 @@ from ...decide.reasons import Reason
 from ...decide.status import Stall
 from ..process import metrics
 from .redis_hub import PoolListener
-from .tasks import cancel_and_wait
+from .tasks import cancel_and_wait, supervise
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,11 @@ class RabbitBroker:
     # --- life cycle -----------------------------------------------------------------------
 
     def start(self) -> None:
-        self.task = asyncio.create_task(self._run(), name=f"{self.label}-poll")
+        self.task = supervise(f"{self.label}-poll", "broker-poll", self._run, self._crashed)
+
+    def _crashed(self, exc: BaseException) -> None:
+        """Nothing read before the crash is current: the pools see why until a reading succeeds."""
+        self._set_error(f"the operator's poll loop for this broker crashed ({type(exc).__name__}); restarting it")
 
     async def stop(self) -> None:
         if self.task is not None:

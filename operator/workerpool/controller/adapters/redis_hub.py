@@ -216,9 +216,16 @@ class RedisHub:
         self.tasks = [supervise(f"{self.label}-{n}", f"hub-{n}", body, self._crashed(n)) for n, body in loops.items()]
 
     def _crashed(self, loop: str) -> Crashed:
-        """A crash of `loop` is its fault (Stalled, LoopRestarting) until its next success."""
-        message = f"the operator's {loop} loop for this Redis crashed; restarting it"
-        return lambda exc: self._loops.record(loop, Fault(Problem.INTERNAL, f"{message} ({type(exc).__name__})"))
+        """A crash of `loop` is its fault (Stalled, LoopRestarting) until its next success; after the
+        heartbeat loop's, as after a reconnect, nothing is trusted until a full resync."""
+
+        def crashed(exc: BaseException) -> None:
+            what = f"the operator's {loop} loop for this Redis crashed ({type(exc).__name__}); restarting it"
+            self._loops.record(loop, Fault(Problem.INTERNAL, what))
+            if loop == "heartbeats":
+                self._await_full_resync()
+
+        return crashed
 
     async def stop(self) -> None:
         await cancel_and_wait(self.tasks)
@@ -362,11 +369,7 @@ class RedisHub:
 
     async def _resync(self, full: bool) -> None:
         proto = self.protocol
-        keys = [k async for k in self.client.scan_iter(match=proto.registration_match, count=1000)]
-        found = (proto.worker_id_from_key(k.decode() if isinstance(k, bytes) else k) for k in keys)
-        # A worker may have several keys (Bifrost's); a worker id is a pod name (253 characters at
-        # most): a longer one is no worker's, and is not read.
-        ids = list(dict.fromkeys(i for i in found if i and len(i) <= MAX_POD_NAME))
+        ids = worker_ids(proto, [k async for k in self.client.scan_iter(match=proto.registration_match, count=1000)])
         new, self._new_pools = self._new_pools, set()
         now, subs, heard = self.clock.monotonic(), self.subscribers, self._heard
         stale = ids if full else not_heard_lately(ids, new, heard, subs, now, self.resync_seconds)
@@ -374,15 +377,31 @@ class RedisHub:
         present, grouped = group_by_pool(self.subscribers, ids, set(stale), regs, self._heard)
         known = set(ids)
         self._heard = {i: h for i, h in self._heard.items() if i in known}
-        for n, (key, pool_regs) in enumerate(grouped.items(), start=1):
-            listening = self.subscribers.get(key)
-            if listening is not None:
-                listening.listener.on_resync(present[key], pool_regs)
-            if n % RESYNC_BATCH == 0:
-                await asyncio.sleep(0)  # let heartbeats, watches and rounds run between batches
+        await hand_out(self.subscribers, present, grouped)
 
 
 Heard = dict[str, tuple[float, str | None, str | None]]  # worker id -> (when, its pool, its namespace)
+
+
+def worker_ids(protocol: WorkerProtocol, keys: list[bytes | str]) -> list[str]:
+    """The workers a SCAN's keys name, once each: a worker may have several keys (Bifrost's); a
+    worker id is a pod name (253 characters at most), and a longer one is no worker's."""
+    found = (protocol.worker_id_from_key(k.decode() if isinstance(k, bytes) else k) for k in keys)
+    return list(dict.fromkeys(i for i in found if i and len(i) <= MAX_POD_NAME))
+
+
+async def hand_out(
+    subscribers: dict[tuple[str, str], Subscriber],
+    present: dict[tuple[str, str], set[str]],
+    grouped: dict[tuple[str, str], dict[str, WorkerReport]],
+) -> None:
+    """Each pool's part of a resync, RESYNC_BATCH pools at a time."""
+    for n, (key, pool_regs) in enumerate(grouped.items(), start=1):
+        listening = subscribers.get(key)
+        if listening is not None:
+            listening.listener.on_resync(present[key], pool_regs)
+        if n % RESYNC_BATCH == 0:
+            await asyncio.sleep(0)  # let heartbeats, watches and rounds run between batches
 
 
 def not_heard_lately(

@@ -20,6 +20,7 @@ from pathlib import Path
 import kopf
 
 from ..adapters.kube import ApiException, Kube
+from ..adapters.tasks import supervise
 from ..process.config import OperatorConfig
 from .tls import WebhookTLS, make_tls, still_good
 
@@ -72,7 +73,7 @@ class WebhookKeeper:
             file_check_interval=60.0,  # a renewed certificate is served within a minute
         )
         settings.admission.managed = None
-        self.task = asyncio.create_task(self._renew_forever(), name="webhook-certificate")
+        self.task = supervise("webhook-certificate", "webhook-certificate", self._renew_forever)
 
     async def stop(self) -> None:
         if self.task is not None:

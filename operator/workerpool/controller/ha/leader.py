@@ -107,6 +107,10 @@ class LeaderElector:
             self._set_leading(False)
             await stopped()
 
+    def step_down(self) -> None:
+        """No longer leading, whatever the lease says (the elector itself failed)."""
+        self._set_leading(False)
+
     async def release(self) -> None:
         """On shutdown, after acting stopped: give the lease up so the standby need not wait it out."""
         if not self.leading.is_set():

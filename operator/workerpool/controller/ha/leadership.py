@@ -12,6 +12,7 @@ import os
 import socket
 
 from ..adapters.kube import ApiException, Kube
+from ..adapters.tasks import supervise
 from ..fleet.manager import Manager
 from ..process.clock import SYSTEM_CLOCK
 from ..process.config import OperatorConfig
@@ -45,9 +46,18 @@ class Leadership:
             return
         elector = self.elector
         self.manager.standby_alive = lambda: elector.last_attempt
-        self.task = asyncio.create_task(
-            elector.run(self._started, self.manager.stop_acting, self._refresh_topology), name="leader-election"
-        )
+        self.task = supervise("leader-election", "leader", self._elect)
+
+    async def _elect(self) -> None:
+        """The elector's loop; whatever ends it unexpectedly, this replica stops acting before the
+        supervisor starts it again: acting on a Lease nobody renews would be a split brain."""
+        assert self.elector is not None
+        try:
+            await self.elector.run(self._started, self.manager.stop_acting, self._refresh_topology)
+        except Exception:
+            self.elector.step_down()
+            await self.manager.stop_acting()
+            raise
 
     async def _started(self) -> None:
         await self._refresh_topology()  # before the first round: an older shard may still own some pools

@@ -26,6 +26,7 @@ from ...decide.plan import Context, Plan, PoolMemory, decide
 from ...decide.pods import PoolRef
 from ...decide.status import WritePolicy, invalid_status, render
 from ..adapters.kube import ApiException
+from ..adapters.tasks import supervise
 from ..ports import PoolDeps
 from ..process import metrics
 from ..process.clock import Clock
@@ -75,7 +76,7 @@ class PoolController:
     # --- inputs (called from Kopf handlers and the Redis hub; never block) ------------------
 
     def start(self) -> None:
-        self.task = asyncio.create_task(self._run(), name=f"pool-{self.namespace}-{self.name}")
+        self.task = supervise(f"pool-{self.namespace}-{self.name}", "pool", self._run)
         self.poke()
 
     async def pause(self) -> None:
