@@ -254,3 +254,34 @@ def test_recheck_is_scheduled_when_the_window_will_lower_desired() -> None:
     assert plan.recheck_after == pytest.approx(15)  # window 60 s, high demand 45 s ago
     steady = decide_scale(spec(), observe([pod("a")], {"a": worker("a")}), ScaleMemory(), HASH)
     assert steady.recheck_after is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(0.0, 30.0), st.integers(0, 12)), min_size=1, max_size=60),
+    st.floats(0.5, 100.0),
+)
+def test_the_window_memory_keeps_the_highest_recommendation_of_the_window(
+    steps: list[tuple[float, int]], window: float
+) -> None:
+    """The bounded memory answers what keeping every recommendation answered: the highest one
+    recommended within the window, and the moment it leaves the window."""
+    memory, everything, now = ScaleMemory(), [], 0.0
+    for gap, value in steps:
+        now += gap
+        memory = memory.record(now, value, window)
+        everything.append((now, value))
+        inside = [(t, n) for t, n in everything if now - t < window]
+        highest = max(n for _, n in inside)
+        assert memory.highest[1] == highest
+        # When it leaves: the last of the window's readings of that value (a later equal one keeps it up).
+        assert memory.highest[0] == max(t for t, n in inside if n == highest)
+        assert len(memory.recommendations) <= len({n for _, n in inside})
+
+
+def test_a_day_long_window_with_a_reading_every_250_ms_keeps_a_few_entries() -> None:
+    memory = ScaleMemory()
+    for i in range(345_600):  # 24 h of readings, the demand going round 0..9
+        memory = memory.record(i * 0.25, i % 10, 86_400.0)
+    assert len(memory.recommendations) <= 10
+    assert memory.highest[1] == 9

@@ -340,6 +340,10 @@ class WorkerPoolStatus(ContractModel):
         None,
         description="Workers left out of workerDetails to bound the object's size; the sums count them.",
     )
+    process_details_omitted: NonNegativeInt | None = Field(
+        None,
+        description="Workers in workerDetails shown without their process list to bound the object's size.",
+    )
     last_recycle: LastRecycle | None = None
     conditions: list[Condition] | None = None
     kopf: dict[str, Any] | None = Field(None, description="The operator framework's own bookkeeping.")

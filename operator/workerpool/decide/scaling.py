@@ -24,9 +24,23 @@ REGISTRATION_GRACE_INTERVALS = 6
 
 @dataclass(frozen=True)
 class ScaleMemory:
-    """Recommendations inside the scale-down window: ((time, desired), ...)."""
+    """The recommendations inside the scale-down window that can still be its highest:
+    ((time, desired), ...), times rising and values strictly falling (a monotonic queue of
+    maxima). A recommendation no higher than a later one can never be the window's highest
+    again, so it is dropped: the memory holds at most one entry per distinct value (at most
+    maxWorkers - minWorkers + 1), whatever the window's length and however often the queue
+    moves (a 24 h window kept every reading: 345,600 of them, 0.56 s a round)."""
 
     recommendations: tuple[tuple[float, int], ...] = ()
+
+    def record(self, now: float, value: int, window: float) -> ScaleMemory:
+        """With `value` recommended now, and what left the window dropped."""
+        kept = [(t, n) for t, n in self.recommendations if now - t < window and n > value]
+        return ScaleMemory((*kept, (now, value)))
+
+    @property
+    def highest(self) -> tuple[float, int]:
+        return self.recommendations[0]
 
 
 @dataclass(frozen=True)
@@ -119,16 +133,11 @@ def _desired(spec: WorkerPoolSpec, obs: Observation, memory: ScaleMemory, count:
         # Redis unknown: keep what runs (never scale down on unknown), at least min.
         return ScalePlan(desired=clamp(count, spec), demand=None, memory=memory)
     raw = recommend(spec, busy, obs.queue.depth)
-    kept = tuple((t, n) for t, n in memory.recommendations if obs.now - t < window)
-    new_memory = ScaleMemory((*kept, (obs.now, raw)))
-    plan = ScalePlan(
-        desired=clamp(max(n for _, n in new_memory.recommendations), spec),
-        demand=busy + obs.queue.depth,
-        memory=new_memory,
-    )
-    higher = [t for t, n in new_memory.recommendations if clamp(n, spec) > raw]
-    if higher:
-        plan.recheck_after = max(0.0, min(higher) + window - obs.now)
+    new_memory = memory.record(obs.now, raw, window)
+    since, highest = new_memory.highest
+    plan = ScalePlan(desired=clamp(highest, spec), demand=busy + obs.queue.depth, memory=new_memory)
+    if clamp(highest, spec) > raw:  # desired drops when the highest leaves the window
+        plan.recheck_after = max(0.0, since + window - obs.now)
     return plan
 
 

@@ -26,13 +26,15 @@ from ..contracts.resource import (
     WorkerPoolStatus,
 )
 from ..contracts.wire import to_status
+from .detail_budget import within_budget
 from .observation import Observation, PodView
 from .reasons import ConditionType, Reason
 from .scaling import ScalePlan
 
 READY, RECONCILING, STALLED = ConditionType.READY, ConditionType.RECONCILING, ConditionType.STALLED
 
-# Keep the object far below etcd's 1.5 MiB: at most this many workers in detail.
+# At most this many workers in detail, and within a byte budget (detail_budget.py): the
+# object stays well below etcd's 1.5 MiB whatever the workers report.
 MAX_DETAIL_WORKERS = 50
 
 
@@ -128,6 +130,8 @@ def build_status(
         return _condition(type_, status, reason, message, generation, now, previous_conditions)
 
     reconciling = plan.reconciling_reason is not None
+    detailed = list(workers.values())[:MAX_DETAIL_WORKERS]
+    shown = within_budget([worker_detail(w.info, process_bounds) for w in detailed])
     conditions = [
         condition(READY, *_ready_condition(plan, stall, ready, silent)),
         condition(RECONCILING, reconciling, plan.reconciling_reason or Reason.RECONCILED, plan.reconciling_message),
@@ -144,8 +148,9 @@ def build_status(
         idle_count=sum(w.info.idle_count for w in workers.values()),
         busy_count=sum(w.info.busy_count for w in workers.values()),
         queue=obs.queue if obs.queue is not None else None,
-        worker_details=[worker_detail(w.info, process_bounds) for w in list(workers.values())[:MAX_DETAIL_WORKERS]],
-        worker_details_omitted=max(0, len(workers) - MAX_DETAIL_WORKERS),
+        worker_details=shown.details,
+        worker_details_omitted=max(0, len(workers) - MAX_DETAIL_WORKERS) + shown.workers_omitted,
+        process_details_omitted=shown.processes_omitted,
         last_recycle=last_recycle,
         conditions=conditions,
     )
