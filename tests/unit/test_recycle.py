@@ -11,7 +11,16 @@ from hypothesis import strategies as st
 
 from workerpool.contracts.wire import ExecutionInfo, ProcessInfo, WorkerInfo
 from workerpool.decide.observation import WorkerView
-from workerpool.decide.recycle import RecycleRequestError, Target, parse_request, resolve
+from workerpool.decide.recycle import (
+    MAX_RECORDED_RESULTS,
+    MAX_REQUEST_LENGTH,
+    RecycleRequestError,
+    Target,
+    decide_recycle,
+    parse_request,
+    recycle_events,
+    resolve,
+)
 from workerpool.protocols.seed import report_of
 
 T = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -105,3 +114,26 @@ def test_star_targets_every_live_worker_once() -> None:
     commands, results = resolve(parse_request("*"), {})
     assert commands == []
     assert results[0].status == "rejected"
+
+
+def test_a_request_of_hundreds_of_targets_makes_one_event_of_each_kind_and_a_bounded_record() -> None:
+    """A 4 KiB annotation used to post one Event per target (2048), each ahead of every pool's
+    writes, and to store every result and the whole value in the status."""
+    live = {f"w{i}": info(f"w{i}", {1: "idle"}) for i in range(300)}
+    value = ",".join(["*"] + [f"g{i}" for i in range(150)])
+    assert len(value) <= MAX_REQUEST_LENGTH
+    decision = decide_recycle(value, "uid", live, T)
+    assert decision.publish is not None and len(decision.publish) == 300  # every live worker is sent one
+    record = decision.record
+    assert len(record.results) == MAX_RECORDED_RESULTS and record.results_omitted == 450 - MAX_RECORDED_RESULTS
+    events = recycle_events(decision)
+    assert [e.reason for e in events] == ["RecycleRequested", "RecycleRejected"]
+    assert all(len(e.message) < 1024 for e in events)
+
+
+def test_an_over_long_value_is_one_rejection_with_a_cut_record() -> None:
+    value = "w," * 2048
+    decision = decide_recycle(value, "uid", {}, T)
+    assert decision.publish is None
+    assert len(decision.record.request) == MAX_REQUEST_LENGTH
+    assert [e.reason for e in recycle_events(decision)] == ["RecycleRejected"]

@@ -319,6 +319,9 @@ class LastRecycle(ContractModel):
     request: str
     handled_at: datetime
     results: list[RecycleResult] = Field(default_factory=list)
+    results_omitted: NonNegativeInt | None = Field(
+        None, description="Targets handled but left out of results to bound the object's size."
+    )
 
 
 class WorkerPoolStatus(ContractModel):

@@ -25,7 +25,13 @@ from .scaling import Event
 # Pod names are DNS-1123 subdomains.
 _WORKER_ID = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _PID = re.compile(r"^[1-9][0-9]{0,9}$")
-MAX_REQUEST_LENGTH = 4096
+# A request names a few targets ("*", or worker[:pid] items of about 30 characters): the
+# value is kept in status.lastRecycle and the dedupe record, so it is bounded.
+MAX_REQUEST_LENGTH = 1024
+# lastRecycle.results lists this many targets at most ("*" over 10,000 workers would be a
+# megabyte); resultsOmitted counts the rest. The Events name fewer still.
+MAX_RECORDED_RESULTS = 100
+EVENT_TARGETS = 10
 
 
 class RecycleRequestError(ValueError):
@@ -168,6 +174,7 @@ class RecycleDecision:
     record: LastRecycle
     publish: tuple[Command, ...] | None
     dedupe_key: str
+    results: tuple[RecycleResult, ...] = ()  # every target's (the record keeps the first ones)
 
 
 def dedupe_key(pool_uid: str, value: str) -> str:
@@ -183,26 +190,45 @@ def decide_recycle(
         request = parse_request(value)
     except RecycleRequestError as exc:
         rejected = RecycleResult(worker_id="", pid=None, status="rejected", reason=f"malformed request: {exc}")
-        return RecycleDecision(value, LastRecycle(request=value, handled_at=now, results=[rejected]), None, key)
+        return RecycleDecision(value, _record(value, now, [rejected]), None, key, (rejected,))
     commands, results = resolve(request, live, kills_running)
-    return RecycleDecision(value, LastRecycle(request=value, handled_at=now, results=results), tuple(commands), key)
+    return RecycleDecision(value, _record(value, now, results), tuple(commands), key, tuple(results))
+
+
+def _record(value: str, now: dt.datetime, results: list[RecycleResult]) -> LastRecycle:
+    """The record, bounded: the request as given (cut if it was refused for its length), and at
+    most MAX_RECORDED_RESULTS results (the rest counted)."""
+    omitted = max(0, len(results) - MAX_RECORDED_RESULTS)
+    return LastRecycle(
+        request=value[:MAX_REQUEST_LENGTH],
+        handled_at=now,
+        results=results[:MAX_RECORDED_RESULTS],
+        results_omitted=omitted or None,
+    )
 
 
 def recycle_events(decision: RecycleDecision) -> list[Event]:
-    """The Events that tell a handled request's outcome (once, when it is first handled)."""
-    value, results = decision.value, decision.record.results
+    """The Events that tell a handled request's outcome (once, when it is first handled): at most
+    one RecycleRequested and one RecycleRejected, each naming a few targets and counting the rest."""
+    value = decision.value[:120] + ("..." if len(decision.value) > 120 else "")
+    results = decision.results or tuple(decision.record.results)
     if decision.publish is None:
         return [Event("Warning", "RecycleRejected", f"{names.RECYCLE_ANNOTATION}={value!r}: {results[0].reason}")]
     events = []
     requested = [_target(r) for r in results if r.status == "recycle_requested"]
     if requested:
         events.append(
-            Event("Normal", "RecycleRequested", f"recycle published for {', '.join(requested)} (request {value!r})")
+            Event("Normal", "RecycleRequested", f"recycle published for {_some(requested)} (request {value!r})")
         )
-    for r in results:
-        if r.status == "rejected":
-            events.append(Event("Warning", "RecycleRejected", f"{_target(r)}: {r.reason} (request {value!r})"))
+    rejected = [f"{_target(r)}: {r.reason}" for r in results if r.status == "rejected"]
+    if rejected:
+        events.append(Event("Warning", "RecycleRejected", f"{_some(rejected, 3, '; ')} (request {value!r})"))
     return events
+
+
+def _some(items: list[str], shown: int = EVENT_TARGETS, sep: str = ", ") -> str:
+    more = len(items) - shown
+    return sep.join(items[:shown]) + (f"{sep}and {more} more" if more > 0 else "")
 
 
 def _target(result: RecycleResult) -> str:
