@@ -55,12 +55,17 @@ class FakeKube:
         self.status_turn: Callable[[], Awaitable[None]] | None = None
         self.events: list[tuple[str, str]] = []
         self.marks: list[tuple[str, dict[str, str | None]]] = []  # every annotation patch, in order
+        self.refuse_creates = False  # as Pod Security or a quota would
+        self.creates_tried = 0
         self._ids = itertools.count(1)
 
     async def list_pods(self, namespace: str, pool: str) -> list[dict[str, Any]]:
         return [copy.deepcopy(p) for p in self.pods.values()]
 
     async def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.creates_tried += 1
+        if self.refuse_creates:
+            raise ApiException(status=403, reason="Forbidden")
         n = next(self._ids)
         pod = copy.deepcopy(body)
         pod["metadata"].update(name=f"{POOL}-{n}", uid=f"pod-uid-{n}", creationTimestamp=STARTED.isoformat())
@@ -524,6 +529,27 @@ async def test_a_recycle_waits_for_its_worker_to_listen_then_is_sent_once(world:
         await world.reconcile()
     assert world.hub.commands.published == [[(worker, None)]]
     assert world.kube.status["lastRecycle"]["request"] == f"{worker}@after-failover"
+
+
+async def test_a_refused_create_backs_off_is_told_once_and_is_retried_at_once_on_a_spec_change(
+    world: World,
+) -> None:
+    """Before: every round tried the create again (at pod-create priority, in the write budget
+    every pool shares) and posted a PodCreateRejected Event each time."""
+    world.kube.refuse_creates = True
+    for _ in range(20):  # 20 rounds in 20 s
+        await world.reconcile()
+        world.clock.advance(1)
+    assert world.kube.creates_tried == 2  # at 0 s and after the first backoff (10 s), not 20
+    assert len(world.events("PodCreateRejected")) == 1
+    assert world.ctl.state.create_error is not None
+
+    world.kube.refuse_creates = False
+    world.body["metadata"]["generation"] = 2  # the template fixed
+    world.ctl.on_body(copy.deepcopy(world.body) | {"status": copy.deepcopy(world.kube.status)})
+    await world.reconcile()
+    assert world.kube.creates_tried == 3 and len(world.kube.pods) == 1
+    assert world.ctl.state.create_error is None
 
 
 async def test_an_eviction_while_redis_cannot_be_trusted_is_held_without_asking_it(world: World) -> None:

@@ -63,14 +63,17 @@ class PodActions:
             metrics.MARK_WRITES.labels(self.namespace, self.name, "mark" if change.mark else "unmark").inc()
 
     async def _create(self, pool: WorkerPool, ref: PoolRef, count: int, since: float | None) -> bool:
-        """False when the API server refused a create (then nothing more this round)."""
+        """False when the API server refused a create, now or lately (then nothing more this round)."""
+        if count and not self.state.may_create():
+            return False  # refused lately: retried after a backoff, or at once when the spec changes
         for done in range(count):
             try:
                 created = await self.kube.create_pod(self.namespace, render_pod(ref, pool.spec, self.worker_image))
             except ApiException as exc:
-                if exc.status in (400, 403, 422):  # admission (e.g. PodSecurity) or an invalid template
-                    self.state.create_rejected(f"pod creation rejected ({exc.status}): {api_message(exc)}")
-                    await self.events.emit(Event("Warning", "PodCreateRejected", self.state.create_error or ""))
+                if exc.status in (400, 403, 422):  # admission (e.g. PodSecurity, a quota) or an invalid template
+                    message = f"pod creation rejected ({exc.status}): {api_message(exc)}"
+                    if self.state.create_rejected(message):
+                        await self.events.emit(Event("Warning", "PodCreateRejected", message))
                     return False
                 raise
             self.state.created(created)

@@ -18,6 +18,8 @@ from ...decide.resync import Tracked, merge_resync, shape
 from ..process.clock import Clock
 
 DELETING_TIMEOUT = 120.0
+# A refused pod create is tried again after this, doubled per refusal in a row, up to the cap.
+CREATE_BACKOFF, CREATE_BACKOFF_CAP = 10.0, 300.0
 
 
 def pod_view(body: dict[str, Any], now: float) -> PodView:
@@ -57,6 +59,10 @@ class PoolState:
         # The API server's refusal of our last create (admission, an invalid template):
         # the pool is Stalled with it until a create succeeds or the spec changes.
         self.create_error: str | None = None
+        # After a refused create: no create before this (monotonic), backing off per refusal in
+        # a row, until a create succeeds or the spec changes (a refusal is rarely fixed by retrying).
+        self.create_retry_at: float | None = None
+        self._create_refusals = 0
 
     # --- inputs -------------------------------------------------------------------------
 
@@ -81,6 +87,7 @@ class PoolState:
         """In the cache at once (the watch event may come before or after): never created twice."""
         self.pods[body["metadata"]["name"]] = pod_view(body, self.clock.time())
         self.starting[body["metadata"]["name"]] = self.clock.monotonic()
+        self._create_refusals, self.create_retry_at = 0, None
         self._set_create_error(None)
 
     def patched(self, body: dict[str, Any]) -> None:
@@ -89,10 +96,20 @@ class PoolState:
         if name in self.pods:
             self.pods[name] = pod_view(body, self.clock.time())
 
-    def create_rejected(self, message: str) -> None:
+    def create_rejected(self, message: str) -> bool:
+        """Record a refused create; whether its message is new (then it is told, once)."""
+        self._create_refusals += 1
+        delay = min(CREATE_BACKOFF_CAP, CREATE_BACKOFF * 2 ** (self._create_refusals - 1))
+        self.create_retry_at = self.clock.monotonic() + delay
+        new = message != self.create_error
         self._set_create_error(message)
+        return new
+
+    def may_create(self) -> bool:
+        return self.create_retry_at is None or self.clock.monotonic() >= self.create_retry_at
 
     def spec_changed(self) -> None:
+        self._create_refusals, self.create_retry_at = 0, None
         self._set_create_error(None)  # a new spec may well be accepted
 
     def _set_create_error(self, message: str | None) -> None:
