@@ -88,6 +88,26 @@ async def test_queued_pod_writes_go_before_queued_status_writes_then_in_order_of
     assert limiter.queued == 0
 
 
+async def test_one_namespaces_backlog_does_not_starve_another_namespaces_writes() -> None:
+    """Before: first come, first served within a priority, so a namespace that queued 100
+    status writes made every other namespace's wait behind all of them (10 s at 10/s)."""
+    time = VirtualTime()
+    limiter = WriteLimiter(TokenBucket(rate=10, burst=1), clock=time.clock, sleep=time.sleep)
+    order: list[str] = []
+
+    async def write(tenant: str, i: int) -> None:
+        await limiter.acquire(Priority.STATUS, tenant)
+        order.append(f"{tenant}-{i}")
+
+    await limiter.acquire(Priority.STATUS, "noisy")  # the bucket is empty now
+    tasks = [asyncio.create_task(write("noisy", i)) for i in range(100)]
+    await asyncio.sleep(0)
+    tasks += [asyncio.create_task(write("quiet", i)) for i in range(2)]
+    await asyncio.gather(*tasks)
+    assert order.index("quiet-0") <= 2 and order.index("quiet-1") <= 4, order[:6]
+    assert [o for o in order if o.startswith("noisy")] == [f"noisy-{i}" for i in range(100)]  # in order
+
+
 async def test_a_cancelled_waiter_leaves_the_queue_and_the_rest_are_served() -> None:
     time = VirtualTime()
     limiter = WriteLimiter(TokenBucket(rate=10, burst=1), clock=time.clock, sleep=time.sleep)

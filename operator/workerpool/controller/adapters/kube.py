@@ -68,10 +68,11 @@ class Kube:
         resolve_proxy_once(api)
         return cls(api, limiter)
 
-    async def _write(self, priority: Priority = Priority.POD) -> None:
-        """Every write waits for the client-side rate limiter first (reads and watches do not)."""
+    async def _write(self, namespace: str, priority: Priority = Priority.POD) -> None:
+        """Every write waits for the client-side rate limiter first (reads and watches do not),
+        its namespace's turn among the others'."""
         if self.limiter is not None:
-            await self.limiter.acquire(priority)
+            await self.limiter.acquire(priority, namespace)
 
     async def close(self) -> None:
         await self.api.close()
@@ -82,7 +83,7 @@ class Kube:
         return [self.api.sanitize_for_serialization(p) for p in resp.items]
 
     async def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        await self._write()
+        await self._write(namespace)
         created = await self.core.create_namespaced_pod(namespace, cast(Any, body))
         return dict(self.api.sanitize_for_serialization(created))
 
@@ -94,7 +95,7 @@ class Kube:
         place (e.g. an admission webhook's) is raised, so that the deletion is
         retried instead of being taken as done.
         """
-        await self._write()
+        await self._write(namespace)
         try:
             await self.core.delete_namespaced_pod(
                 name, namespace, body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
@@ -118,7 +119,7 @@ class Kube:
 
         True when a patch was sent.
         """
-        await self._write(Priority.STATUS)
+        await self._write(namespace, Priority.STATUS)
         patch = status()
         if patch is None:
             return False
@@ -142,7 +143,7 @@ class Kube:
 
     async def event(self, pool: dict[str, str], type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on the WorkerPool (what `kubectl describe` shows)."""
-        await self._write(Priority.EVENT)
+        await self._write(pool["namespace"], Priority.EVENT)
         try:
             await self.core.create_namespaced_event(
                 pool["namespace"], cast(Any, event_body(pool, type_, reason, message))
@@ -159,7 +160,7 @@ class Kube:
     async def mark_pod(self, namespace: str, name: str, patch: dict[str, str | None]) -> dict[str, Any] | None:
         """Set (a value) or remove (None) a worker pod's node-autoscaler annotations: the patched pod,
         or None when the pod is gone."""
-        await self._write(Priority.MARK)
+        await self._write(namespace, Priority.MARK)
         try:
             return await self._patch_annotations(namespace, name, patch)
         except ApiException as exc:
@@ -189,7 +190,7 @@ class Kube:
 
     async def write_secret(self, namespace: str, name: str, data: dict[str, bytes], version: str | None) -> None:
         """Create (version None) or replace at `version`; a concurrent writer makes it a 409."""
-        await self._write()
+        await self._write(namespace)
         body = {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -209,7 +210,7 @@ class Kube:
 
     async def inject_ca_bundle(self, name: str, ca_pem: bytes) -> None:
         """Set every webhook's clientConfig.caBundle of one ValidatingWebhookConfiguration (when it differs)."""
-        await self._write()
+        await self._write("")  # cluster-scoped: the operator's own turn
         config = await self.admission.read_validating_webhook_configuration(name)
         bundle = base64.b64encode(ca_pem).decode()
         patch = [
