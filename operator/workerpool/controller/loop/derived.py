@@ -12,19 +12,23 @@ from ...decide.status import previous_conditions
 
 
 class ParsedPool:
-    """The WorkerPool as decisions read it (metadata and spec), parsed once per change of its
-    generation or annotations. The stored status is not parsed: nothing decides from it (the
-    round's memory has its own reader), and at 1000 pools parsing it every round cost 6 % of
-    the operator's CPU."""
+    """The WorkerPool as decisions read it (metadata and spec): the spec parsed once per
+    generation, the annotations (a recycle request) put in without parsing it again (a 1 MB
+    template took 0.67 s to parse on every annotation change). The stored status is not
+    parsed: nothing decides from it (the round's memory has its own reader), and at 1000
+    pools parsing it every round cost 6 % of the operator's CPU."""
 
     def __init__(self) -> None:
         self.cached: tuple[tuple[Any, ...], WorkerPool] | None = None
 
     def of(self, body: dict[str, Any]) -> WorkerPool:
         meta = body.get("metadata") or {}
-        key = (meta.get("uid"), meta.get("generation"), sorted((meta.get("annotations") or {}).items()))
+        key = (meta.get("uid"), meta.get("generation"))
         if self.cached is None or self.cached[0] != key:
             self.cached = (key, WorkerPool.from_body({"metadata": meta, "spec": body.get("spec")}))
+        annotations = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
+        if self.cached[1].annotations != annotations:
+            self.cached = (key, self.cached[1].model_copy(update={"annotations": annotations}))
         return self.cached[1]
 
 
