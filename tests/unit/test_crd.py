@@ -58,6 +58,8 @@ def test_cel_rules_are_declared() -> None:
         "self.protocol != 'bifrost' || (has(self.template.spec) && size(self.template.spec.containers) > 0)",
         "self.protocol != 'bifrost' || !has(self.redis.tls) || !has(self.redis.tls.caSecretRef)",
         " && ".join(f"!self.queueKey.startsWith('{p}')" for p in PROTOCOL_KEY_SPACES),
+        "self.protocol != 'bifrost' || !has(self.template.spec)"
+        " || (!has(self.template.spec.hostname) && !has(self.template.spec.subdomain))",
     }
     root = version_schema()["x-kubernetes-validations"]
     assert root == [{"rule": "size(self.metadata.name) <= 63", "message": root[0]["message"]}]

@@ -81,6 +81,26 @@ def test_from_body_reads_camel_case() -> None:
         ({"redis": {}}, "exactly one of redis.url"),
         ({"redis": {"url": "http://r"}}, "url"),
         ({"minWorkers": -1, "redis": {"url": "redis://r"}}, "min_workers"),
+        ({"redis": {"url": "redis://r", "queueKey": "worker:q"}}, "key space"),
+        ({"redis": {"url": "redis://r", "queueKey": "bifrost:pool:q"}}, "key space"),
+        (
+            {
+                "protocol": "bifrost",
+                "redis": {"url": "redis://r"},
+                "rabbitmq": {"url": "amqp://r", "queues": ["exécutions"]},
+                "template": {"spec": {"containers": [{"name": "w"}]}},
+            },
+            "pattern",
+        ),
+        (
+            {
+                "protocol": "bifrost",
+                "redis": {"url": "redis://r"},
+                "rabbitmq": {"url": "amqp://r", "queues": ["q"]},
+                "template": {"spec": {"hostname": "same", "containers": [{"name": "w"}]}},
+            },
+            "hostname and subdomain are not allowed",
+        ),
     ],
 )
 def test_invalid_specs_are_rejected_with_the_admission_message(spec: dict[str, Any], message: str) -> None:

@@ -61,8 +61,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
-# Events on WorkerPools (kubectl describe).
+# Worker pods are owned by their WorkerPool (blockOwnerDeletion): under
+# OwnerReferencesPermissionEnforcement (OpenShift) that needs update on its finalizers.
+- apiGroups: ["bifrost.dev"]
+  resources: ["workerpools/finalizers"]
+  verbs: ["update"]
+# Events on WorkerPools (kubectl describe): created, never patched.
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end -}}

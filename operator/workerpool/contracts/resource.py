@@ -181,6 +181,11 @@ class ScalingSpec(ResourceModel):
 Protocol = Literal["seed", "bifrost"]
 
 
+def _sets_hostname(template: dict[str, Any]) -> bool:
+    spec = template.get("spec") or {}
+    return isinstance(spec, dict) and ("hostname" in spec or "subdomain" in spec)
+
+
 def _has_container(template: dict[str, Any]) -> bool:
     spec = template.get("spec")
     return isinstance(spec, dict) and bool(spec.get("containers"))
@@ -244,6 +249,13 @@ class WorkerPoolSpec(ResourceModel):
             "redis.tls.caSecretRef is for the reference worker (REDIS_TLS_CA_FILE): Bifrost's worker verifies"
             " Redis with its image's CAs",
             lambda s: s.protocol != "bifrost" or s.redis.ca_secret_ref is None,
+        ),
+        CelRule(
+            "self.protocol != 'bifrost' || !has(self.template.spec)"
+            " || (!has(self.template.spec.hostname) && !has(self.template.spec.subdomain))",
+            "protocol bifrost: template.spec.hostname and subdomain are not allowed: Bifrost's worker names itself"
+            " by its hostname, and pods of one pool would share it (the operator tells workers apart by it)",
+            lambda s: s.protocol != "bifrost" or not _sets_hostname(s.template),
         ),
         CelRule(
             "self.protocol != 'bifrost' || (has(self.template.spec) && size(self.template.spec.containers) > 0)",
