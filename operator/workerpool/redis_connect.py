@@ -68,10 +68,25 @@ class RedisAccess:
 
 @dataclass(frozen=True)
 class Identity:
-    """Credentials that replace the URL's (the operator's own Redis user, DESIGN §3 ACLs)."""
+    """Credentials that replace the URL's (the operator's own Redis user, DESIGN §3 ACLs), only
+    for the Redis endpoints the install allowed: a pool's URL names any host it likes, and the
+    operator's password must never go to one an author chose (docs/security.md)."""
 
     username: str
     password: str | None = field(default=None, repr=False)
+    # "host" or "host:port", as pool URLs name them (a Sentinel URL: every Sentinel must match).
+    hosts: frozenset[str] = frozenset()
+    plaintext: bool = False  # also without TLS (else only rediss:// and rediss+sentinel://)
+
+    def applies_to(self, target: RedisUrl) -> bool:
+        """Whether these credentials may be sent to the URL's endpoints."""
+        if not target.tls and not self.plaintext:
+            return False
+        endpoints = target.sentinels or ((target.host, target.port),)
+        if target.scheme == "unix" or not endpoints:
+            return False
+        allowed = {h.lower() for h in self.hosts}
+        return all(h.lower() in allowed or f"{h.lower()}:{p}" in allowed for h, p in endpoints)
 
 
 class SentinelRedis(aioredis.Redis):
@@ -95,7 +110,11 @@ def redis_client(
     """A client of the URL's server, or of the master its Sentinels name; `name` is its CLIENT SETNAME
     (so a server's CLIENT LIST says who is connected); `options` go to every connection."""
     target = access.target
-    username, password = (identity.username, identity.password) if identity else (target.username, target.password)
+    username: str | None
+    if identity is not None and identity.applies_to(target):
+        username, password = identity.username, identity.password
+    else:  # the pool's own credentials (its URL's), never the operator's
+        username, password = target.username, target.password
     # No retries inside redis-py (its default since 6.x: 3, silently): every caller retries on its
     # own loop and must see each break (a pub/sub reconnect loses messages; the hub then re-reads);
     # and no retry can go to a stale address (redis-py #3874, #3560).

@@ -71,6 +71,7 @@ def sentinel_exports(stack: DevStack) -> str:
         f"export REDIS_SENTINEL_URL={s.url(WORKER.user)}\n{ca}"
         f"export WORKERPOOL_REDIS_USERNAME={OPERATOR.user}\n"
         f"export WORKERPOOL_REDIS_PASSWORD={s.passwords[OPERATOR.user]}\n"
+        f"export WORKERPOOL_REDIS_IDENTITY_HOSTS={s.host}\n"
     )
 
 

@@ -86,7 +86,11 @@ def sentinels(stack: DevStack, tmp_path_factory: pytest.TempPathFactory, tls: Re
 @pytest.fixture
 def acl_operator(stack: DevStack, namespace: str, tmp_path: Path, sentinels: SentinelSet) -> Iterator[OperatorProcess]:
     """The operator as its own ACL user (replacing the URL's, which is the workers')."""
-    env = {"WORKERPOOL_REDIS_USERNAME": OPERATOR.user, "WORKERPOOL_REDIS_PASSWORD": sentinels.passwords[OPERATOR.user]}
+    env = {
+        "WORKERPOOL_REDIS_USERNAME": OPERATOR.user,
+        "WORKERPOOL_REDIS_PASSWORD": sentinels.passwords[OPERATOR.user],
+        "WORKERPOOL_REDIS_IDENTITY_HOSTS": sentinels.host,  # the Sentinels' (TLS: the default suffices)
+    }
     op = OperatorProcess(stack, namespace, tmp_path, **env).start()
     yield op
     op.stop()

@@ -186,7 +186,7 @@ async def test_a_certificate_that_does_not_verify_is_a_tls_fault_never_plaintext
 async def test_a_missing_permission_is_a_fault_that_names_the_command(sentinels: SentinelSet, tls: RedisTls) -> None:
     # The operator's rules minus one command: the queue reading needs it.
     sentinels.add_user("op-limited", "limited-pw", f"{OPERATOR.rules()} -zcard")
-    identity = Identity("op-limited", "limited-pw")
+    identity = Identity("op-limited", "limited-pw", frozenset({sentinels.host}))
     h = RedisHub(access(sentinels, OPERATOR.user, tls), SEED, 3600, 0.05, identity=identity)
     recorder = Recorder()
     h.subscribe(subscriber(recorder))

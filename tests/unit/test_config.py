@@ -72,3 +72,14 @@ def test_worker_errors_name_the_variable_and_never_the_url(
     with pytest.raises(WorkerConfigError, match=message) as caught:
         WorkerConfig.from_env()
     assert "s3cret" not in str(caught.value)
+
+
+def test_the_operators_redis_identity_needs_the_hosts_it_may_go_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKERPOOL_REDIS_USERNAME", "workerpool-operator")
+    monkeypatch.setenv("WORKERPOOL_REDIS_PASSWORD", "secret-pw")
+    with pytest.raises(OperatorConfigError, match="WORKERPOOL_REDIS_IDENTITY_HOSTS") as refused:
+        OperatorConfig.from_env()
+    assert "secret-pw" not in str(refused.value)
+    monkeypatch.setenv("WORKERPOOL_REDIS_IDENTITY_HOSTS", "redis-a, sentinel-1:26379")
+    identity = OperatorConfig.from_env().redis_identity
+    assert identity is not None and identity.hosts == {"redis-a", "sentinel-1:26379"} and not identity.plaintext

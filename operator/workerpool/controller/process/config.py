@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, PositiveFloat, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, PositiveFloat, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ...contracts.wire import MAX_MESSAGE_BYTES
@@ -75,19 +75,35 @@ class OperatorConfig(BaseSettings):
     # password of every pool's URL for the operator's connections. Empty: the URL's.
     redis_username: str = ""
     redis_password: SecretStr | None = None
+    # Where that identity may be sent: the Redis endpoints ("host" or "host:port", as the
+    # pools' URLs name them) set at install; every other URL gets its own credentials.
+    # Required with a username. Over TLS only, unless plaintext is allowed too.
+    redis_identity_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    redis_identity_plaintext: bool = False
 
     @property
     def redis_identity(self) -> Identity | None:
         if not self.redis_username:
             return None
         password = self.redis_password.get_secret_value() if self.redis_password is not None else None
-        return Identity(self.redis_username, password)
+        return Identity(
+            self.redis_username, password, frozenset(self.redis_identity_hosts), self.redis_identity_plaintext
+        )
 
     @property
     def mark_policy(self) -> MarkPolicy:
         return MarkPolicy(self.busy_marks, self.busy_marks_hold_down_seconds)
 
-    @field_validator("namespaces", "webhook_hosts", mode="before")
+    @model_validator(mode="after")
+    def _identity_has_its_hosts(self) -> OperatorConfig:
+        if self.redis_username and not self.redis_identity_hosts:
+            raise ValueError(
+                f"{PREFIX}REDIS_IDENTITY_HOSTS: required with {PREFIX}REDIS_USERNAME: the Redis hosts"
+                " the operator's identity may be sent to (any other URL is used with its own credentials)"
+            )
+        return self
+
+    @field_validator("namespaces", "webhook_hosts", "redis_identity_hosts", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:  # "a, b" -> ("a", "b")
         if isinstance(value, str):
