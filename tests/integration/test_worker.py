@@ -124,10 +124,12 @@ def test_timeout_kills_and_replaces(client: Client, start_worker: StartWorker) -
 def test_timeout_escalates_to_sigkill(client: Client, start_worker: StartWorker) -> None:
     w = start_worker(MIN_WORKERS=1, MAX_WORKERS=1, GRACEFUL_SHUTDOWN_SECONDS=0.5)
     (old_pid,) = ready(client, w, 1)
-    result = client.wait_result(client.submit("hang", {"ignore_sigterm": True}, timeout=0.5))
+    # The timeout leaves the function time to ignore SIGTERM before it comes: a child slow to
+    # start (0.5 s was not always enough on a loaded machine) would die of the SIGTERM itself.
+    result = client.wait_result(client.submit("hang", {"ignore_sigterm": True}, timeout=2.0))
     assert result.error_type == "TimeoutError"
     assert not pid_alive(old_pid)
-    assert result.duration_ms >= 1000  # 0.5 s timeout + 0.5 s graceful period before SIGKILL
+    assert result.duration_ms >= 2500  # 2 s timeout + 0.5 s graceful period before SIGKILL
 
 
 def test_replacing_a_killed_process_never_exceeds_max(client: Client, start_worker: StartWorker) -> None:

@@ -44,6 +44,11 @@ log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 1.0
 MAX_POD_NAME = 253
+# Heard workers remembered between resyncs (each pruned by the next resync's SCAN): a pod
+# name and two names of 63 characters at most (a longer one names no pool: kept as ""),
+# about 600 bytes each, so 20,000 stay within 12 MB however many workers a Redis has.
+MAX_HEARD = 20_000
+MAX_NAME = 63
 # After a reconnect the full resync starts this much later, so the workers' own
 # reconnects (they retry every 0.5 s) and heartbeats land first: the resync then
 # reads what they report now, not what the outage left in Redis.
@@ -202,8 +207,9 @@ class RedisHub:
         self._queues = QueueReadings({}, {})  # empty until the first reading
         self._refusals = Refusals(self.label, RateLimitedLog(log, clock=self.clock))
         self._resync_now = asyncio.Event()
-        # worker id -> (when its last heartbeat arrived by pub/sub, its pool, its namespace); only
-        # workers some pool owns (a pod of it), so what is heard but routed nowhere costs nothing.
+        # worker id -> (when its last heartbeat arrived by pub/sub, its pool, its namespace). A
+        # worker no pool owns yet (another shard's, a pool not subscribed yet) is remembered too,
+        # so a resync does not re-read it, but only up to MAX_HEARD: beyond, only owned ones.
         self._heard: Heard = {}
         self._gate = ResyncGate()
         self._new_pools: set[tuple[str, str]] = set()  # subscribed since the last resync
@@ -298,8 +304,8 @@ class RedisHub:
         if isinstance(heard, Heartbeat):
             report = heard.report
             routed = route(self.subscribers, report.worker_id, report.pool, report.namespace)
-            if routed:
-                self._heard[report.worker_id] = (self.clock.monotonic(), report.pool, report.namespace)
+            if (routed or len(self._heard) < MAX_HEARD) and len(report.worker_id) <= MAX_POD_NAME:
+                self._heard[report.worker_id] = (self.clock.monotonic(), _name(report.pool), _name(report.namespace))
             for sub in routed:
                 sub.listener.on_heartbeat(report)
         elif isinstance(heard, Offline):
@@ -381,6 +387,11 @@ class RedisHub:
 
 
 Heard = dict[str, tuple[float, str | None, str | None]]  # worker id -> (when, its pool, its namespace)
+
+
+def _name(value: str | None) -> str | None:
+    """A pool's or namespace's name as remembered: one longer than Kubernetes allows names none."""
+    return value if value is None or len(value) <= MAX_NAME else ""
 
 
 def worker_ids(protocol: WorkerProtocol, keys: list[bytes | str]) -> list[str]:
