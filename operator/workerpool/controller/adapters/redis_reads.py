@@ -86,7 +86,7 @@ async def read_queues(
     readings, faults = {}, {}
     for i, key in enumerate(keys):
         depth, oldest = replies[2 * i], replies[2 * i + 1]
-        if isinstance(depth, Exception) or isinstance(oldest, Exception):
+        if raise_unless_wrong_type(depth, oldest):
             faults[key] = f"queue key {key!r} is not a sorted set (WRONGTYPE): demand unknown"
             continue
         age = max(0.0, now - float(oldest[0][1])) if oldest else 0.0
@@ -139,12 +139,22 @@ def parse_worker_reads(
     protocol: WorkerProtocol, worker_id: str, replies: list[object], limit: int
 ) -> WorkerReport | None:
     """One worker's replies, refused before parsing when one is an error or they are too large."""
-    if any(isinstance(r, Exception) for r in replies):
+    if raise_unless_wrong_type(*replies):
         raise WrongTypeError(f"worker {worker_id!r}: a key of the wrong type ({_first_error(replies)})")
     size = sum(reply_size(r) for r in replies)
     if size > limit:
         raise TooLargeError(f"worker {worker_id!r}: registration of {size} bytes, over the limit of {limit}")
     return protocol.parse_reads(worker_id, replies)
+
+
+def raise_unless_wrong_type(*replies: object) -> bool:
+    """Whether an error reply among these is a key of the wrong type (one key's problem); any
+    other error (NOPERM, a read-only replica, ...) is the Redis's, and is raised as such."""
+    errors = [r for r in replies if isinstance(r, Exception)]
+    for error in errors:
+        if not str(error).startswith("WRONGTYPE"):
+            raise error
+    return bool(errors)
 
 
 def _first_error(replies: list[object]) -> str:
