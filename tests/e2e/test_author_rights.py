@@ -84,7 +84,7 @@ def test_a_pool_is_admitted_only_within_its_authors_rights(stack: DevStack, name
     grant(stack, namespace, "no-secret", [WORKERPOOLS, PODS])
     refused = create_as(stack, namespace, "no-secret", secret_pool("b"))
     assert refused.returncode != 0
-    assert "may not get Secret team-redis" in refused.stderr, refused.stderr
+    assert "may not get every one of Secret(s) team-redis" in refused.stderr, refused.stderr
     admitted = create_as(stack, namespace, "no-secret", pool_manifest("c", redis_url="redis://r:6379/0"))
     assert admitted.returncode == 0, admitted.stderr
 
