@@ -11,16 +11,31 @@ worker does where the operator can tell:
 - every heartbeat interval: the heartbeat JSON to `bifrost:pool:{id}:heartbeat`
   (TTL 60 s) and to `bifrost:platform_workers`; a `pool_progress` event at start;
 - consumes `workflow-executions` (declared as Bifrost does, with its dead-letter
-  arguments) with prefetch = capacity, and acks each message at dispatch;
+  arguments) with prefetch = `BIFROST_MAX_CONCURRENCY`, into a pool of
+  `BIFROST_MAX_WORKERS` child slots; a delivery waits unacknowledged for a free
+  slot up to 30 s (Bifrost's `_wait_for_slot`), then fails with "No worker slot
+  available after timeout" and is rejected without requeue, so RabbitMQ
+  dead-letters it to `workflow-executions-poison`; a message is acknowledged
+  only once its child runs (a waiting one is neither ready in the queue nor
+  busy in a heartbeat: the demand the operator must count from RabbitMQ);
+- starts consuming `BIFROSTWIRE_STARTUP_SECONDS` after it starts (the real
+  worker takes about 6 s alone to install its packages and fork its template);
 - runs each execution in a child process (no idle children: `idle_count` 0);
   an execution over its timeout is `killed` (still carrying its execution) for
   the graceful seconds, then SIGKILLed;
 - `recycle_process` / `recycle_all` on `bifrost:pool:{id}:commands`: waits up
   to the recycle wait for running children, kills what still runs (no result);
   any other action: "Unknown command action", ignored;
-- SIGTERM: cancels its consumer, stops its children (SIGTERM, the graceful
-  seconds, SIGKILL) and reports nothing for them, deletes its registration,
-  publishes `worker_offline`, exits. That is how Bifrost loses executions.
+- SIGTERM, as the worker of commit 841bc8e: cancels its consumer, stops its
+  children (SIGTERM, the graceful seconds, SIGKILL) and reports nothing for
+  them, deletes its registration, publishes `worker_offline`, exits. That is
+  how Bifrost loses executions.
+- SIGTERM with `BIFROSTWIRE_DRAIN=1`, as Bifrost's newer worker (its PR 757):
+  cancels its consumer (deliveries still waiting for a slot go back to the
+  queue), waits for its running children and their results up to
+  `BIFROST_DRAIN_DEADLINE_SECONDS`, then kills what still runs and records a
+  `WorkerShutdown` failure for each (durable: the execution is failed, never
+  lost), and exits as above.
 
 Where the real worker writes results to PostgreSQL, this one records, for the
 tests to count, in Redis lists of its own (`bifrostwire:*`): every delivery,
@@ -80,12 +95,17 @@ class Settings:
     worker_id: str
     redis_url: str
     rabbitmq_url: str
-    capacity: int
+    capacity: int  # child slots (BIFROST_MAX_WORKERS)
+    prefetch: int  # deliveries held at once (BIFROST_MAX_CONCURRENCY)
     timeout: float
     graceful: float
     heartbeat: float
     registration_ttl: int
     recycle_wait: float
+    slot_wait: float = 30.0
+    startup: float = 0.0
+    drain: bool = False
+    drain_deadline: float = 0.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -93,12 +113,17 @@ class Settings:
             worker_id=os.environ.get("HOSTNAME") or os.uname().nodename,
             redis_url=os.environ["BIFROST_REDIS_URL"],
             rabbitmq_url=os.environ["BIFROST_RABBITMQ_URL"],
-            capacity=min(env_int("BIFROST_MAX_WORKERS", 10), env_int("BIFROST_MAX_CONCURRENCY", 10)),
+            capacity=env_int("BIFROST_MAX_WORKERS", 10),
+            prefetch=env_int("BIFROST_MAX_CONCURRENCY", 10),
             timeout=float(env_int("BIFROST_EXECUTION_TIMEOUT_SECONDS", 300)),
             graceful=float(env_int("BIFROST_GRACEFUL_SHUTDOWN_SECONDS", 5)),
             heartbeat=float(env_int("BIFROST_WORKER_HEARTBEAT_INTERVAL_SECONDS", 10)),
             registration_ttl=env_int("BIFROST_WORKER_REGISTRATION_TTL_SECONDS", 30),
             recycle_wait=float(os.environ.get("BIFROSTWIRE_RECYCLE_WAIT_SECONDS", "60")),
+            slot_wait=float(os.environ.get("BIFROSTWIRE_SLOT_WAIT_SECONDS", "30")),
+            startup=float(os.environ.get("BIFROSTWIRE_STARTUP_SECONDS", "0")),
+            drain=os.environ.get("BIFROSTWIRE_DRAIN", "") == "1",
+            drain_deadline=float(env_int("BIFROST_DRAIN_DEADLINE_SECONDS", 0)),
         )
 
 
@@ -111,6 +136,7 @@ class Child:
     started: float = field(default_factory=time.monotonic)
     state: str = "busy"
     stopping: bool = False  # killed by a recycle or a shutdown: no result
+    watcher: asyncio.Task[None] | None = None  # waits for it to end and records its result
 
     def entry(self, completed: int) -> dict[str, Any]:
         elapsed = time.monotonic() - self.started
@@ -149,6 +175,8 @@ class BifrostWireWorker:
         self.completed = 0
         self.counter = 0
         self.stopping = asyncio.Event()
+        self.slot_free = asyncio.Condition()
+        self.waiting: set[AbstractIncomingMessage] = set()  # delivered, unacknowledged, waiting for a slot
         self.redis = aioredis.Redis.from_url(settings.redis_url)
 
     # --- the wire ---------------------------------------------------------------------
@@ -205,19 +233,45 @@ class BifrostWireWorker:
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         body = json.loads(message.body)
-        await message.ack()  # at dispatch, as Bifrost does: a lost execution is not redelivered
         execution_id = str(body["execution_id"])
         await self.redis.rpush(
             DELIVERIES, json.dumps({"execution_id": execution_id, "worker_id": self.s.worker_id, "at": time.time()})
         )
+        self.waiting.add(message)
+        try:
+            slot = await self.wait_for_slot()
+            if slot == "stopping":
+                return  # given back to the queue by the shutdown
+            if slot == "timeout":
+                # Bifrost's RuntimeError: the message is rejected, and RabbitMQ dead-letters it.
+                await self.record_failure(execution_id, "RuntimeError", "No worker slot available after timeout")
+                await message.reject(requeue=False)
+                return
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", CHILD, str(float(body.get("seconds", 1))), "1" if body.get("ignore_term") else "0"
+            )
+        finally:
+            self.waiting.discard(message)
         self.counter += 1
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", CHILD, str(float(body.get("seconds", 1))), "1" if body.get("ignore_term") else "0"
-        )
         child = Child(proc, f"process-{self.counter}", execution_id, now())
         self.children[proc.pid] = child
+        await message.ack()  # once dispatched, as Bifrost does: a lost execution is not redelivered
         # No heartbeat now: the real worker reports only every interval (the race the operator narrows).
-        asyncio.get_running_loop().create_task(self.watch(child))
+        child.watcher = asyncio.get_running_loop().create_task(self.watch(child))
+
+    async def wait_for_slot(self) -> str:
+        """ "slot" (a child slot is free), "timeout" (none within the slot wait) or "stopping"."""
+        free = lambda: len(self.children) < self.s.capacity or self.stopping.is_set()  # noqa: E731
+        async with self.slot_free:
+            try:
+                await asyncio.wait_for(self.slot_free.wait_for(free), self.s.slot_wait)
+            except TimeoutError:
+                return "timeout"
+        return "stopping" if self.stopping.is_set() else "slot"
+
+    async def freed(self) -> None:
+        async with self.slot_free:
+            self.slot_free.notify_all()
 
     async def watch(self, child: Child) -> None:
         try:
@@ -232,6 +286,7 @@ class BifrostWireWorker:
                 self.completed += 1
                 await self.record(child, success=True, error_type=None)
         self.children.pop(child.proc.pid, None)
+        await self.freed()
 
     async def kill(self, child: Child) -> None:
         """SIGTERM, the graceful seconds, SIGKILL."""
@@ -245,11 +300,18 @@ class BifrostWireWorker:
             await child.proc.wait()
 
     async def record(self, child: Child, *, success: bool, error_type: str | None) -> None:
+        await self.record_result(child.execution_id, success, error_type, None)
+
+    async def record_failure(self, execution_id: str, error_type: str, error: str) -> None:
+        await self.record_result(execution_id, False, error_type, error)
+
+    async def record_result(self, execution_id: str, success: bool, error_type: str | None, error: str | None) -> None:
         result = {
-            "execution_id": child.execution_id,
+            "execution_id": execution_id,
             "worker_id": self.s.worker_id,
             "success": success,
             "error_type": error_type,
+            "error": error,
         }
         await self.redis.rpush(RESULTS, json.dumps(result))
 
@@ -287,9 +349,10 @@ class BifrostWireWorker:
     # --- life cycle -------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        await asyncio.sleep(self.s.startup)  # the real worker's own start (packages, its template)
         connection = await aio_pika.connect(self.s.rabbitmq_url)
         channel = await connection.channel()
-        await channel.set_qos(prefetch_count=self.s.capacity)
+        await channel.set_qos(prefetch_count=self.s.prefetch)
         queue = await declare_queues(channel)
         await self.register()
         tag = await queue.consume(self.on_message)
@@ -298,9 +361,17 @@ class BifrostWireWorker:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
-        log.info("worker %s consuming %s (capacity %d)", self.s.worker_id, QUEUE, self.s.capacity)
+        log.info(
+            "worker %s consuming %s (%d slots, prefetch %d)", self.s.worker_id, QUEUE, self.s.capacity, self.s.prefetch
+        )
         await self.stopping.wait()
         await queue.cancel(tag)  # no new deliveries
+        await self.freed()  # wakes the deliveries waiting for a slot: they end without one
+        for message in list(self.waiting):  # not dispatched: back to the queue, for another worker
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+        if self.s.drain:
+            await self.drain()
         log.info("stopping: %d running execution(s) get SIGTERM, then SIGKILL", len(self.children))
         for child in list(self.children.values()):
             child.stopping = True  # killed by the shutdown: no result, as the real worker
@@ -314,6 +385,17 @@ class BifrostWireWorker:
         )
         await connection.close()
         await self.redis.aclose()
+
+    async def drain(self) -> None:
+        """The newer worker's SIGTERM: its children finish (with their results) up to the drain
+        deadline; each one still running then is recorded failed (WorkerShutdown) before it is killed."""
+        watchers = [c.watcher for c in self.children.values() if c.watcher is not None]
+        log.info("draining: %d running execution(s), deadline %.0f s", len(watchers), self.s.drain_deadline)
+        if watchers:  # each ends once its child has ended and its result is recorded
+            await asyncio.wait(watchers, timeout=self.s.drain_deadline)
+        for child in list(self.children.values()):
+            child.stopping = True
+            await self.record_failure(child.execution_id, "WorkerShutdown", "drain deadline passed")
 
 
 async def declare_queues(channel: aio_pika.abc.AbstractChannel) -> AbstractQueue:

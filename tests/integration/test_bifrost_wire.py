@@ -19,6 +19,7 @@ from aiormq.exceptions import ChannelNotFoundEntity
 from prometheus_client import REGISTRY
 
 from devcluster.bifrost_wire import BifrostWireProcess, Ledger, execution, publish_executions, ready_messages
+from devcluster.bifrost_worker import POISON
 from devcluster.rabbitmq_server import RabbitMQServer
 from devcluster.redis_server import RedisServer
 from devcluster.waiting import async_wait_until, wait_until
@@ -128,6 +129,59 @@ def test_the_worker_honours_both_recycle_actions_and_ignores_the_seeds(
     ledger = Ledger(redis_server.url)
     got = wait_until(lambda: len(ledger.commands()) == 3 and ledger.commands(), timeout=BEAT, what="3 commands")
     assert [c["handled"] for c in got] == [False, True, True]
+
+
+def test_a_delivery_waits_unacknowledged_for_a_slot_then_is_dead_lettered(
+    redis_server: RedisServer, rabbitmq_server: RabbitMQServer, tmp_path: Path
+) -> None:
+    """Bifrost's slot pool: with every slot busy, a delivery waits (neither ready in the queue
+    nor busy in a heartbeat) for the slot wait, then fails and goes to the poison queue."""
+    url = rabbitmq_server.local_url
+    w = BifrostWireProcess(
+        redis_server.url, url, tmp_path, BIFROST_MAX_WORKERS=1, BIFROST_MAX_CONCURRENCY=3,
+        BIFROSTWIRE_SLOT_WAIT_SECONDS=2,
+    ).start()  # fmt: skip
+    try:
+        ledger = Ledger(redis_server.url)
+        wait_until(lambda: redis.Redis.from_url(redis_server.url).exists(f"bifrost:pool:{w.worker_id}"),
+                   timeout=START, what="the registration")  # fmt: skip
+        long, waiting = execution(30), execution(1)
+        publish_executions(url, [long, waiting])
+        wait_until(lambda: len(ledger.deliveries()) == 2, timeout=BEAT, what="both delivered")
+        assert ready_messages(url) == 0  # held by the worker: not ready
+        failed = wait_until(lambda: ledger.results(), timeout=BEAT + 5, what="the slot wait to end")
+        no_slot = "No worker slot available after timeout"
+        expected = {"execution_id": waiting["execution_id"], "worker_id": w.worker_id, "success": False}
+        assert failed == [{**expected, "error_type": "RuntimeError", "error": no_slot}]
+        assert wait_until(lambda: ready_messages(url, POISON) == 1, timeout=BEAT, what="the dead letter")
+    finally:
+        w.stop()
+
+
+def test_a_draining_worker_finishes_what_runs_and_fails_what_outlives_the_deadline(
+    redis_server: RedisServer, rabbitmq_server: RabbitMQServer, tmp_path: Path
+) -> None:
+    """The newer worker's SIGTERM: a short execution ends with its result, one past the drain
+    deadline is recorded failed (WorkerShutdown), a delivery waiting for a slot goes back to the queue."""
+    url = rabbitmq_server.local_url
+    w = BifrostWireProcess(
+        redis_server.url, url, tmp_path, BIFROST_MAX_WORKERS=2, BIFROST_MAX_CONCURRENCY=3,
+        BIFROSTWIRE_DRAIN=1, BIFROST_DRAIN_DEADLINE_SECONDS=3,
+    ).start()  # fmt: skip
+    try:
+        ledger = Ledger(redis_server.url)
+        wait_until(lambda: redis.Redis.from_url(redis_server.url).exists(f"bifrost:pool:{w.worker_id}"),
+                   timeout=START, what="the registration")  # fmt: skip
+        short, long, waiting = execution(1.5), execution(60), execution(1)
+        publish_executions(url, [short, long, waiting])
+        wait_until(lambda: len(ledger.deliveries()) == 3, timeout=BEAT, what="all three delivered")
+        w.terminate()
+        assert w.proc is not None and w.proc.wait(30) == 0
+        results = {r["execution_id"]: (r["success"], r["error_type"]) for r in ledger.results()}
+        assert results == {short["execution_id"]: (True, None), long["execution_id"]: (False, "WorkerShutdown")}
+        assert ready_messages(url) == 1  # the one that never ran is the queue's again
+    finally:
+        w.stop()
 
 
 @dataclass
