@@ -31,12 +31,15 @@ START_TIMEOUT = 60.0
 class RabbitMQServer:
     """A throwaway broker; durable queues and persistent messages survive `restart()`."""
 
-    def __init__(self, workdir: Path | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, workdir: Path | None = None, host: str = "127.0.0.1", management: bool = True) -> None:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="wpo-rabbitmq-"))
         self.host = host  # pods reach it on the node's bridge gateway; this machine on either address
         self.port = free_port()
         self.dist_port = free_port()
         self.epmd_port = free_port()
+        # The management plugin's HTTP API (queues' unacknowledged counts), on loopback and the host.
+        self.management = management
+        self.management_port = free_port() if management else 0
         self.node = f"rabbit-{uuid.uuid4().hex[:8]}@localhost"
         self.proc: subprocess.Popen[bytes] | None = None
         self.epmd: subprocess.Popen[bytes] | None = None
@@ -49,14 +52,25 @@ class RabbitMQServer:
     def local_url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/"
 
+    @property
+    def management_url(self) -> str:
+        """The management API (on `host` only: the operator reaches it there, as pods would)."""
+        return f"http://guest:guest@{self.host}:{self.management_port}/"
+
     def _configure(self) -> dict[str, str]:
         for sub in ("mnesia", "log"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         listeners = [f"listeners.tcp.1 = 127.0.0.1:{self.port}"]
         if self.host != "127.0.0.1":
             listeners.append(f"listeners.tcp.2 = {self.host}:{self.port}")
-        (self.workdir / "rabbitmq.conf").write_text("\n".join([*listeners, "loopback_users = none", ""]))
-        (self.workdir / "enabled_plugins").write_text("[].\n")
+        settings = [*listeners, "loopback_users = none"]
+        if self.management:
+            # Queue statistics every 500 ms (the default 5 s): what the operator reads is that fresh.
+            settings += [f"management.tcp.port = {self.management_port}", f"management.tcp.ip = {self.host}",
+                         "collect_statistics_interval = 500"]  # fmt: skip
+        (self.workdir / "rabbitmq.conf").write_text("\n".join([*settings, ""]))
+        plugins = "[rabbitmq_management]" if self.management else "[]"
+        (self.workdir / "enabled_plugins").write_text(f"{plugins}.\n")
         return {
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": str(self.workdir),
@@ -82,7 +96,13 @@ class RabbitMQServer:
             )
         self.proc = spawn([str(SERVER)], log_path=self.workdir / "rabbitmq.log", env=env)
         wait_for(self._accepting, timeout=START_TIMEOUT, what=f"rabbitmq-server on port {self.port}")
+        if self.management:
+            wait_for(self._managing, timeout=START_TIMEOUT, what=f"its management API on port {self.management_port}")
         return self
+
+    def _managing(self) -> bool:
+        with socket.create_connection((self.host, self.management_port), timeout=1):
+            return True
 
     def _accepting(self) -> bool:
         assert self.proc is not None

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import pytest
 import redis
 from aiormq.exceptions import ChannelNotFoundEntity
@@ -25,7 +26,7 @@ from devcluster.redis_server import RedisServer
 from devcluster.waiting import async_wait_until, wait_until
 from workerpool.contracts.report import WorkerReport
 from workerpool.contracts.wire import QueueStatus
-from workerpool.controller.adapters.rabbitmq import RabbitBroker
+from workerpool.controller.adapters.rabbitmq import RabbitBroker, _queue_count
 from workerpool.controller.adapters.redis_hub import RedisHub, Subscriber
 from workerpool.decide.reasons import Reason
 from workerpool.protocols import BIFROST, Heartbeat, Offline
@@ -302,3 +303,46 @@ async def test_a_crash_in_the_broker_poll_is_shown_and_the_poll_comes_back(rabbi
         assert broker.error is None
     finally:
         await broker.stop()
+
+
+async def test_with_the_management_api_the_broker_counts_deliveries_a_worker_holds(
+    rabbitmq_server: RabbitMQServer,
+) -> None:
+    """Three messages, two of them delivered to a consumer that has not acknowledged them (as
+    Bifrost's worker holds one while it waits for a free process): the queue's ready count says
+    1, the demand is 3; without the management API it would be 1."""
+    url = rabbitmq_server.local_url
+    await asyncio.to_thread(publish_executions, url, [execution(1) for _ in range(3)])
+    holder = await aio_pika.connect(url)
+    channel = await holder.channel()
+    await channel.set_qos(prefetch_count=2)
+    held: list[Any] = []
+    queue = await channel.declare_queue("workflow-executions", passive=True)
+    await queue.consume(held.append)  # never acknowledged
+    counted = RabbitBroker(url, poll_seconds=0.05, management=rabbitmq_server.management_url)
+    ready_only = RabbitBroker(url, poll_seconds=0.05)
+    for broker in (counted, ready_only):
+        broker.subscribe("ns", "p", ("workflow-executions",), Recorder(set()))
+        broker.start()
+    try:
+        await async_wait_until(lambda: len(held) == 2, within=BEAT, what="two deliveries held")
+        depth = lambda b: (b.reading(("workflow-executions",))[0] or QueueStatus()).depth  # noqa: E731
+        await async_wait_until(lambda: depth(counted) == 3, within=BEAT, what="ready + unacknowledged")
+        assert depth(ready_only) == 1
+        await holder.close()  # the held ones go back to the queue: ready again, and still 3
+        await async_wait_until(lambda: depth(ready_only) == 3, within=BEAT, what="requeued")
+        assert depth(counted) == 3
+    finally:
+        for broker in (counted, ready_only):
+            await broker.stop()
+
+
+def test_a_management_reply_is_bounded_and_never_raises() -> None:
+    assert _queue_count(200, b'{"messages_ready": 2, "messages_unacknowledged": 7}') == 9
+    assert _queue_count(200, b"{}") == 0
+    assert _queue_count(401, b"") == "HTTP 401"
+    assert _queue_count(200, b"[1]") == "not a JSON object"
+    key = b'{"messages_unacknowledged": '
+    for bad in (b"-1", b"1e400", b"true", b"18446744073709551616", b'"3"'):
+        assert _queue_count(200, key + bad + b"}") == "a message count that is not one"
+    assert _queue_count(200, b" " * (2 * 1024 * 1024)) == "reply too large"

@@ -60,6 +60,7 @@ def test_cel_rules_are_declared() -> None:
         " && ".join(f"!self.queueKey.startsWith('{p}')" for p in PROTOCOL_KEY_SPACES),
         "self.protocol != 'bifrost' || !has(self.template.spec)"
         " || (!has(self.template.spec.hostname) && !has(self.template.spec.subdomain))",
+        "!has(self.managementUrl) || !has(self.managementUrlSecretRef)",
     }
     root = version_schema()["x-kubernetes-validations"]
     assert root == [{"rule": "size(self.metadata.name) <= 63", "message": root[0]["message"]}]

@@ -178,10 +178,10 @@ class FakeHub:
 class NoBrokers:
     """A seed pool asks no broker."""
 
-    def broker_for(self, url: str) -> Any:
+    def broker_for(self, access: Any) -> Any:
         raise AssertionError("a seed pool asked for a RabbitMQ broker")
 
-    def release_broker(self, url: str, namespace: str, name: str) -> None:
+    def release_broker(self, access: Any, namespace: str, name: str) -> None:
         raise AssertionError("a seed pool released a RabbitMQ broker")
 
 

@@ -155,7 +155,19 @@ class RabbitMQSpec(ResourceModel):
     queues: list[QueueName] = Field(
         min_length=1,
         max_length=32,
-        description="Queues whose ready messages are the pool's queued demand (summed); never declared, only read.",
+        description="Queues whose messages are the pool's queued demand (summed): the ready ones, and with"
+        " managementUrl also those delivered to a worker and not yet acknowledged; never declared, only read.",
+    )
+    management_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        max_length=2048,
+        description="The broker's management API (http(s)://user:password@host:15672/): its count of each queue's"
+        " unacknowledged messages (delivered to a worker that waits for a free process) is demand too. Put a URL"
+        " with a password in a Secret and use managementUrlSecretRef.",
+    )
+    management_url_secret_ref: SecretKeyRef | None = Field(
+        None, description="Secret key holding the management API's URL."
     )
 
     cel_rules = (
@@ -163,6 +175,11 @@ class RabbitMQSpec(ResourceModel):
             "has(self.url) != has(self.urlSecretRef)",
             "exactly one of rabbitmq.url or rabbitmq.urlSecretRef must be set",
             lambda s: (s.url is None) != (s.url_secret_ref is None),
+        ),
+        CelRule(
+            "!has(self.managementUrl) || !has(self.managementUrlSecretRef)",
+            "at most one of rabbitmq.managementUrl or rabbitmq.managementUrlSecretRef may be set",
+            lambda s: s.management_url is None or s.management_url_secret_ref is None,
         ),
     )
 

@@ -22,6 +22,7 @@ from ..decide.scaling import Event
 from ..decide.status import Stall
 from ..protocols import WorkerProtocol
 from ..redis_connect import RedisAccess
+from .adapters.rabbitmq import BrokerAccess
 from .adapters.redis_hub import Fault, PoolListener, Subscriber
 from .adapters.worker_commands import PublishOnce
 from .process.clock import SYSTEM_CLOCK, Clock
@@ -77,8 +78,8 @@ class Broker(Protocol):
 
 
 class BrokerRegistry(Protocol):
-    def broker_for(self, url: str) -> Broker: ...
-    def release_broker(self, url: str, namespace: str, name: str) -> None: ...
+    def broker_for(self, access: BrokerAccess) -> Broker: ...
+    def release_broker(self, access: BrokerAccess, namespace: str, name: str) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 from ...protocols import protocol_for
 from ...redis_connect import RedisAccess
-from ..adapters.rabbitmq import RabbitBroker
+from ..adapters.rabbitmq import BrokerAccess, RabbitBroker
 from ..adapters.redis_hub import RedisHub, operator_client
 from ..adapters.worker_commands import WorkerCommands
 from ..process.config import OperatorConfig
@@ -21,7 +21,7 @@ class Connections:
     def __init__(self, config: OperatorConfig) -> None:
         self.config = config
         self.hubs: dict[tuple[RedisAccess, str], RedisHub] = {}  # (Redis, protocol) -> its hub
-        self.brokers: dict[str, RabbitBroker] = {}
+        self.brokers: dict[BrokerAccess, RabbitBroker] = {}
         # Command-only Redis clients for a replica that is not acting (no hub, no subscriptions).
         self._command_clients: dict[tuple[RedisAccess, str], WorkerCommands] = {}
         self._closing: set[asyncio.Task[None]] = set()  # hubs and brokers being stopped (kept referenced)
@@ -63,20 +63,20 @@ class Connections:
             del self.hubs[(access, protocol)]
             self._close_later(hub.stop())
 
-    def broker_for(self, url: str) -> RabbitBroker:
-        broker = self.brokers.get(url)
+    def broker_for(self, access: BrokerAccess) -> RabbitBroker:
+        broker = self.brokers.get(access)
         if broker is None:
-            broker = self.brokers[url] = RabbitBroker(url, self.config.queue_poll_seconds)
+            broker = self.brokers[access] = RabbitBroker(access.url, self.config.queue_poll_seconds, access.management)
             broker.start()
         return broker
 
-    def release_broker(self, url: str, namespace: str, name: str) -> None:
-        broker = self.brokers.get(url)
+    def release_broker(self, access: BrokerAccess, namespace: str, name: str) -> None:
+        broker = self.brokers.get(access)
         if broker is None:
             return
         broker.unsubscribe(namespace, name)
         if not broker.listening:
-            del self.brokers[url]
+            del self.brokers[access]
             self._close_later(broker.stop())
 
     def _close_later(self, stopping: Coroutine[Any, Any, None]) -> None:

@@ -13,6 +13,7 @@ from ...decide.reasons import Reason
 from ...decide.status import Stall
 from ...protocols import WorkerProtocol, protocol_for
 from ...redis_connect import Problem, RedisAccess
+from ..adapters.rabbitmq import BrokerAccess
 from ..adapters.redis_hub import PoolListener, Subscriber
 from ..ports import Broker, Hub, PoolDeps
 from .api_io import UrlSource
@@ -48,10 +49,11 @@ class SourceResolver:
         self.hub: Hub | None = None  # the hub subscribed to (its faults hold evictions too)
         self.protocol_name = "seed"  # the protocol of the hub subscribed to
         self.queue_key = ""  # the pool's queue, as last subscribed
-        self.broker_url: str | None = None
+        self.broker_url: BrokerAccess | None = None
         self.redis_url = UrlSource(deps.kube, namespace, deps.clock)
         self.redis_ca = UrlSource(deps.kube, namespace, deps.clock, Reason.REDIS_CA_SECRET_NOT_FOUND)
         self.rabbitmq_url = UrlSource(deps.kube, namespace, deps.clock, Reason.RABBITMQ_SECRET_NOT_FOUND)
+        self.management_url = UrlSource(deps.kube, namespace, deps.clock, Reason.RABBITMQ_SECRET_NOT_FOUND)
 
     def release(self) -> None:
         if self.hub_access is not None:
@@ -94,9 +96,15 @@ class SourceResolver:
                 self.broker_url = None
             return Sources(protocol, hub, stall)
         broker_url, broker_stall = await self.rabbitmq_url.get(rabbitmq.url, rabbitmq.url_secret_ref)
+        management: str | None = None
+        if rabbitmq.management_url is not None or rabbitmq.management_url_secret_ref is not None:
+            management, management_stall = await self.management_url.get(
+                rabbitmq.management_url, rabbitmq.management_url_secret_ref
+            )
+            broker_stall = broker_stall or management_stall
         broker = None
-        if broker_url is not None:
-            broker = self._subscribe_broker(broker_url, tuple(rabbitmq.queues))
+        if broker_url is not None and broker_stall is None:
+            broker = self._subscribe_broker(BrokerAccess(broker_url, management), tuple(rabbitmq.queues))
         return Sources(protocol, hub, stall, broker, broker_stall)
 
     def _subscribe(self, access: RedisAccess, pool: WorkerPool, protocol: WorkerProtocol) -> None:
@@ -111,7 +119,7 @@ class SourceResolver:
         sub = Subscriber(self.namespace, self.name, queue_key, trust, self.listener)
         self.deps.hubs.hub_for(access, protocol.name).subscribe(sub)
 
-    def _subscribe_broker(self, url: str, queues: tuple[str, ...]) -> Broker:
+    def _subscribe_broker(self, url: BrokerAccess, queues: tuple[str, ...]) -> Broker:
         if self.broker_url != url:
             if self.broker_url is not None:
                 self.deps.brokers.release_broker(self.broker_url, self.namespace, self.name)
