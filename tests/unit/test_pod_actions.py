@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from devcluster.waiting import async_wait_until
 from workerpool.contracts.report import ExecutionReport, ProcessReport, WorkerReport
 from workerpool.contracts.resource import WorkerPool
 from workerpool.contracts.wire import WireFormatError
@@ -85,19 +84,31 @@ POOL = WorkerPool.from_body(
 
 
 async def delete_one(snapshot: WorkerReport | Exception | None, then: Any) -> list[str]:
-    """Run one scale-down deletion; `then(state)` plays what arrives while it waits (a heartbeat...)."""
+    """Scale-down rounds for one idle worker: the first reads its snapshot and never waits; `then(state)`
+    plays what arrives next (a heartbeat...); the rounds after it delete or keep the pod by that."""
     clock, kube = FakeClock(), FakeKube()
     clock.wall = NOW.timestamp()
     kube.pods["b-1"] = {"metadata": {"name": "b-1"}}
     state = PoolState("u", lambda: None, clock)
+    state.on_heartbeat(report(running=False, age=2))  # the idle heartbeat the plan was decided on
     actions = PodActions(kube, state, EventEmitter(kube, "ns", "b", clock), "img")
     plan = ScalePlan(desired=0, demand=0, delete=[Deletion("b-1", "pod-uid", DeletionReason.SCALE_DOWN)])
-    task = asyncio.create_task(actions.apply(POOL, PoolRef("b", "ns", "u"), plan, SnapshotCommands(snapshot), None))
-    if then is not None:
-        await async_wait_until(lambda: state.waiting.get("b-1") or task.done(), within=5, what="the wait")
-        assert not kube.deleted, "deleted before the next heartbeat"
-        then(state)
-    await asyncio.wait_for(task, timeout=10)
+    commands = SnapshotCommands(snapshot)
+
+    async def round_() -> None:
+        # A round never waits for a worker: bounded by the fakes' own instant answers.
+        await asyncio.wait_for(actions.apply(POOL, PoolRef("b", "ns", "u"), plan, commands, None), timeout=1)
+
+    await round_()
+    if then is None:  # decided by the snapshot alone
+        assert "b-1" not in state.confirming
+        return kube.deleted
+    assert "b-1" in state.confirming and not kube.deleted, "deleted before the next heartbeat"
+    await round_()  # a round before that heartbeat: still waiting, still there
+    assert not kube.deleted
+    clock.advance(1)
+    then(state)
+    await round_()
     return kube.deleted
 
 
@@ -122,6 +133,29 @@ async def test_a_worker_without_the_handshake_is_deleted_only_when_it_runs_nothi
     assert await delete_one(snapshot, then) == (["b-1"] if deleted else [])
 
 
-async def test_no_next_heartbeat_keeps_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pod_actions, "NEXT_HEARTBEAT_SLACK", -1.5)  # wait 0.5 s (interval 2 s), not 4 s
-    assert await delete_one(report(running=False), lambda s: None) == []
+async def test_no_next_heartbeat_keeps_the_worker_and_the_deadline_is_a_wake_up() -> None:
+    """Virtual time: past one interval and the slack without a report, the round keeps it."""
+    clock, kube = FakeClock(), FakeKube()
+    clock.wall = NOW.timestamp()
+    kube.pods["b-1"] = {"metadata": {"name": "b-1"}}
+    state = PoolState("u", lambda: None, clock)
+    state.on_heartbeat(report(running=False, age=2))
+    actions = PodActions(kube, state, EventEmitter(kube, "ns", "b", clock), "img")
+    plan = ScalePlan(desired=0, demand=0, delete=[Deletion("b-1", "pod-uid", DeletionReason.SCALE_DOWN)])
+    commands = SnapshotCommands(report(running=False))
+    await actions.apply(POOL, PoolRef("b", "ns", "u"), plan, commands, None)
+    due = actions.confirmation_due(POOL)
+    assert due == clock.monotonic() + 2 + pod_actions.NEXT_HEARTBEAT_SLACK  # the controller wakes then
+    clock.advance(2 + pod_actions.NEXT_HEARTBEAT_SLACK + 0.1)
+    await actions.apply(POOL, PoolRef("b", "ns", "u"), plan, commands, None)
+    assert kube.deleted == [] and state.confirming == {}
+
+
+async def test_a_confirmation_the_plan_no_longer_asks_for_is_dropped() -> None:
+    clock, kube = FakeClock(), FakeKube()
+    kube.pods["b-1"] = {"metadata": {"name": "b-1"}}
+    state = PoolState("u", lambda: None, clock)
+    actions = PodActions(kube, state, EventEmitter(kube, "ns", "b", clock), "img")
+    state.confirming["b-1"] = clock.monotonic()
+    await actions.apply(POOL, PoolRef("b", "ns", "u"), ScalePlan(desired=1, demand=1), SnapshotCommands(None), None)
+    assert state.confirming == {}

@@ -225,9 +225,10 @@ class PoolController:
         self.next_scale_check_at = (
             self.clock.monotonic() + plan.recheck_after + 0.05 if plan.recheck_after is not None else None
         )
-        if self.recycler.waiting is not None:
-            soon = self.clock.monotonic() + RECYCLE_RETRY
-            self.next_scale_check_at = min(self.next_scale_check_at or soon, soon)
+        soon = self.clock.monotonic() + RECYCLE_RETRY if self.recycler.waiting is not None else None
+        for due in (soon, self.actions.confirmation_due(pool)):
+            if due is not None:
+                self.next_scale_check_at = min(self.next_scale_check_at or due, due)
 
     async def _write_invalid(self, message: str) -> None:
         generation = int(self.body["metadata"].get("generation") or 0)

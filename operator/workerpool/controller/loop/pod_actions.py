@@ -6,11 +6,13 @@ show it runs nothing, and then so must its *next* heartbeat, after which the
 pod is deleted at once. Waiting for that heartbeat moves the delete to just
 after the worker last said what it runs: the window for a delivery to slip in
 shrinks from up to one heartbeat interval to the time one delete call takes
-(docs/bifrost.md, "The race"); it delays the removal by up to one interval."""
+(docs/bifrost.md, "The race"); it delays the removal by up to one interval.
+No round waits for it: the round that read the snapshot records the worker as
+confirming (PoolState.confirming) and goes on; its next report wakes the pool,
+and that round deletes or keeps it (a round at the deadline keeps it)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 
@@ -46,13 +48,20 @@ class PodActions:
 
         `since`: when the round's first trigger came (the scale-up reaction is measured from it).
         """
+        # A confirmation this round's plan no longer asks for (the worker turned busy, the spec
+        # changed) is over: a later plan starts it again with a fresh snapshot.
+        chosen = {d.name for d in plan.delete}
+        for worker_id in [w for w in self.state.confirming if w not in chosen]:
+            del self.state.confirming[worker_id]
         if await self._create(pool, ref, plan.create, since):
-            if commands is not None and not commands.has_handshake:
-                # Each waits for its worker's next heartbeat: together, not one interval each.
-                await asyncio.gather(*(self._delete(pool, d, commands) for d in plan.delete))
-                return
             for deletion in plan.delete:
                 await self._delete(pool, deletion, commands)
+
+    def confirmation_due(self, pool: WorkerPool) -> float | None:
+        """When the earliest confirmation gives up waiting for a report (monotonic), if any."""
+        if not self.state.confirming:
+            return None
+        return min(self.state.confirming.values()) + pool.spec.heartbeat_interval_seconds + NEXT_HEARTBEAT_SLACK
 
     async def mark(self, changes: tuple[MarkChange, ...]) -> None:
         """Set or remove busy workers' node-autoscaler annotations (after the round's pod changes)."""
@@ -115,29 +124,43 @@ class PodActions:
         return False
 
     async def _still_idle(self, pool: WorkerPool, worker_id: str, commands: Commands) -> bool:
-        """No handshake: its snapshot read now, then its next heartbeat, must show it runs nothing."""
+        """No handshake: its snapshot read now, then a report newer than that, must show it runs
+        nothing. True: delete now; False: not now (kept, or its next report is awaited by a later round)."""
+        since = self.state.confirming.get(worker_id)
+        if since is None:
+            return await self._snapshot_idle(pool, worker_id, commands)
         interval = pool.spec.heartbeat_interval_seconds
-        window = protocol_for(pool.spec.protocol).fresh_window(interval)
-        next_report = self.state.next_report(worker_id)  # asked before the read: no heartbeat slips between
+        tracked = self.state.workers.get(worker_id)
+        if tracked is None:  # it said it went offline (or its pod is gone): nothing runs there
+            del self.state.confirming[worker_id]
+            return True
+        if tracked.last_seen > since:
+            del self.state.confirming[worker_id]
+            if not tracked.info.runs_nothing:
+                return self._kept(
+                    worker_id, f"its next heartbeat shows {', '.join(tracked.info.running[:3]) or 'it busy'}"
+                )
+            return True  # idle by the report it just sent: delete now
+        if self.state.clock.monotonic() - since > interval + NEXT_HEARTBEAT_SLACK:
+            del self.state.confirming[worker_id]
+            return self._kept(worker_id, f"no heartbeat within {interval + NEXT_HEARTBEAT_SLACK:.0f} s")
+        return False  # its next report has not come yet
+
+    async def _snapshot_idle(self, pool: WorkerPool, worker_id: str, commands: Commands) -> bool:
+        """The first check: its heartbeat snapshot, read now. Idle by it: confirming from now on."""
+        window = protocol_for(pool.spec.protocol).fresh_window(pool.spec.heartbeat_interval_seconds)
+        read_at = self.state.clock.monotonic()  # before the read: no report slips between
         try:
             report = await commands.report(worker_id)
         except WireFormatError as exc:
-            next_report.cancel()
             return self._kept(worker_id, f"its snapshot is unreadable: {exc}")
         held, why = snapshot_holds(report, self.state.clock.time(), window)
         if held is None or held:
-            next_report.cancel()
             return self._kept(worker_id, why or f"running {', '.join((held or [])[:3])}")
         if report is None:
-            next_report.cancel()
             return True  # no registration and no snapshot: nothing to wait for
-        try:
-            latest = await asyncio.wait_for(next_report, timeout=interval + NEXT_HEARTBEAT_SLACK)
-        except TimeoutError:
-            return self._kept(worker_id, f"no heartbeat within {interval + NEXT_HEARTBEAT_SLACK:.0f} s")
-        if latest is not None and not latest.runs_nothing:
-            return self._kept(worker_id, f"its next heartbeat shows {', '.join(latest.running[:3]) or 'it busy'}")
-        return True  # idle (or offline) by the heartbeat it just sent: delete now
+        self.state.confirming[worker_id] = read_at
+        return False
 
     def _kept(self, worker_id: str, why: str) -> bool:
         log.info("%s/%s: %s kept: %s", self.namespace, self.name, worker_id, why)

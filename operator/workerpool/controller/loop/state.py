@@ -5,7 +5,6 @@ deleting. Inputs arrive from Kopf handlers and the Redis hub and never block;
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 from collections.abc import Callable, Iterable
@@ -50,8 +49,10 @@ class PoolState:
         # Workers that said they went offline (id -> epoch seconds): reports older than
         # that (a heartbeat snapshot left to expire) do not bring them back.
         self.offline: dict[str, float] = {}
-        # Deletions waiting for a worker's next heartbeat (worker id -> futures; None: it went offline).
-        self.waiting: dict[str, list[asyncio.Future[WorkerReport | None]]] = {}
+        # Deletions of workers without the retire handshake whose snapshot showed them idle, waiting
+        # for a report newer than that (worker id -> when the snapshot was read, monotonic): a later
+        # round deletes or keeps them by it; no round ever waits for one.
+        self.confirming: dict[str, float] = {}
         # Until the first resync from Redis, the worker map is empty for lack of
         # data, not because the pool has no workers: no status write before it
         # (an operator restart must not flap the status to zero workers).
@@ -137,28 +138,15 @@ class PoolState:
         if self._went_offline(report):
             return
         self.workers[worker_id] = Tracked(report, self.clock.monotonic(), at)
-        self._answer(worker_id, report)
         self._reported(worker_id)
-        if before is None or shape(before.info) != shape(report):
+        if before is None or shape(before.info) != shape(report) or worker_id in self.confirming:
             self.poke()
 
     def on_offline(self, worker_id: str) -> None:
         """The worker said it stopped: no worker from now on (not after its fresh window)."""
         self.offline[worker_id] = self.clock.time()
-        self._answer(worker_id, None)
-        if self.workers.pop(worker_id, None) is not None:
+        if self.workers.pop(worker_id, None) is not None or worker_id in self.confirming:
             self.poke()
-
-    def next_report(self, worker_id: str) -> asyncio.Future[WorkerReport | None]:
-        """The worker's next heartbeat as it arrives (None if it goes offline first)."""
-        future: asyncio.Future[WorkerReport | None] = asyncio.get_running_loop().create_future()
-        self.waiting.setdefault(worker_id, []).append(future)
-        return future
-
-    def _answer(self, worker_id: str, report: WorkerReport | None) -> None:
-        for future in self.waiting.pop(worker_id, ()) if self.waiting else ():
-            if not future.done():
-                future.set_result(report)
 
     def _went_offline(self, report: WorkerReport) -> bool:
         """A report from before the worker said it went offline (a newer one: it is back)."""
