@@ -20,7 +20,8 @@ from workerpool.decide.observation import WorkerView
 from workerpool.decide.pods import PoolRef, render_pod
 from workerpool.decide.recycle import KILLS_RUNNING, decide_recycle
 from workerpool.decide.snapshot import snapshot_holds
-from workerpool.decide.status import worker_detail
+from workerpool.decide.status import idle_capacity, worker_detail
+from workerpool.plugin.view import Pool, process_rows
 from workerpool.protocols import BIFROST, SEED, Heartbeat, Ignored, Offline
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "bifrost"
@@ -180,6 +181,22 @@ def test_the_status_detail_takes_the_bounds_bifrost_does_not_send_from_the_spec(
     detail = worker_detail(heard.report, (0, 4)).model_dump(mode="json", by_alias=True)
     assert (detail["minWorkers"], detail["maxWorkers"], detail["busyCount"]) == (0, 4, 2)
     assert detail["processes"][0]["execution"]["executionId"] == "bb2d3ca1-10c6-46ba-9ddb-33dcbf1733cd"
+    assert detail["idleCount"] == 2  # two of its four slots are free
+
+
+def test_an_idle_bifrost_worker_reads_as_idle_with_its_capacity_not_as_starting() -> None:
+    """Bifrost keeps no idle processes: its idle heartbeat has none, and `kubectl workerpool top`
+    showed such a worker as `starting` with idleCount 0 for as long as it was idle."""
+    heard = BIFROST.parse_message(sample("heartbeat-idle.json"))
+    assert isinstance(heard, Heartbeat)
+    detail = worker_detail(heard.report, (0, 10))
+    assert (detail.idle_count, detail.busy_count, detail.processes) == (10, 0, [])
+    assert idle_capacity(heard.report, (0, 10)) == 10
+    bare = BIFROST.parse_reads("w", [{b"started_at": b"2026-12-01T21:41:44+00:00"}, None])
+    assert bare is not None and idle_capacity(bare, (0, 10)) == 0  # registered, not heard yet: unknown
+    pool = Pool.from_object({"metadata": {"name": "b", "namespace": "ns"}, "spec": {},
+                             "status": {"workerDetails": [detail.model_dump(mode="json", by_alias=True)]}})  # fmt: skip
+    assert process_rows(pool)[0][2] == "idle (10 free)"
 
 
 T = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)

@@ -87,7 +87,7 @@ def worker_detail(report: WorkerReport, bounds: tuple[int, int]) -> WorkerDetail
         min_workers=report.min_processes if report.min_processes is not None else bounds[0],
         max_workers=report.max_processes if report.max_processes is not None else bounds[1],
         pool_size=report.pool_size,
-        idle_count=report.idle_count,
+        idle_count=idle_capacity(report, bounds),
         busy_count=report.busy_count,
         processes=[_process_detail(p) for p in report.processes],
     )
@@ -108,6 +108,15 @@ def _process_detail(p: ProcessReport) -> ProcessDetail:
         if e is not None
         else None,
     )
+
+
+def idle_capacity(report: WorkerReport, bounds: tuple[int, int]) -> int:
+    """What a worker can still take: its idle processes, or, for a worker that keeps none and
+    starts one per execution (Bifrost's: its wire sends no process bounds), its free slots of
+    `bounds[1]` (processes.max) once a complete report says what it runs."""
+    if report.max_processes is not None or not report.complete:
+        return report.idle_count
+    return max(report.idle_count, bounds[1] - report.busy_count)
 
 
 def build_status(
@@ -145,7 +154,7 @@ def build_status(
         workers=len(active),
         ready_workers=ready,
         pool_size=sum(w.info.pool_size for w in workers.values()),
-        idle_count=sum(w.info.idle_count for w in workers.values()),
+        idle_count=sum(idle_capacity(w.info, process_bounds) for w in workers.values()),
         busy_count=sum(w.info.busy_count for w in workers.values()),
         queue=obs.queue if obs.queue is not None else None,
         worker_details=shown.details,

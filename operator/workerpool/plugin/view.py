@@ -86,7 +86,9 @@ def process_rows(pool: Pool) -> list[tuple[str, ...]]:
                 )
             )
         if not worker.processes:
-            rows.append((worker.worker_id, "-", "starting", "-", "-", "-", "-", "-"))
+            # No process at all: starting, or (a worker that starts one per execution) idle with free slots.
+            state = f"idle ({worker.idle_count} free)" if worker.idle_count else "starting"
+            rows.append((worker.worker_id, "-", state, "-", "-", "-", "-", "-"))
     return rows
 
 
