@@ -159,3 +159,27 @@ async def test_a_confirmation_the_plan_no_longer_asks_for_is_dropped() -> None:
     state.confirming["b-1"] = clock.monotonic()
     await actions.apply(POOL, PoolRef("b", "ns", "u"), ScalePlan(desired=1, demand=1), SnapshotCommands(None), None)
     assert state.confirming == {}
+
+
+async def test_a_deletion_awaiting_its_heartbeat_never_holds_back_the_rounds_creates() -> None:
+    """heartbeatIntervalSeconds 300: a round that starts a confirmation still creates its pods at
+    once, and so does every round after it while the worker's next heartbeat is minutes away."""
+    slow = WorkerPool.from_body(
+        {**POOL.model_dump(), "metadata": {"name": "b", "namespace": "ns", "uid": "u"},
+         "spec": {**POOL.spec.model_dump(by_alias=True, exclude_none=True), "heartbeatIntervalSeconds": 300}}
+    )  # fmt: skip
+    clock, kube = FakeClock(), FakeKube()
+    clock.wall = NOW.timestamp()
+    kube.pods["b-1"] = {"metadata": {"name": "b-1"}}
+    state = PoolState("u", lambda: None, clock)
+    state.on_heartbeat(report(running=False, age=2))
+    actions = PodActions(kube, state, EventEmitter(kube, "ns", "b", clock), "img")
+    commands = SnapshotCommands(report(running=False))
+    for created in (1, 2, 3):
+        plan = ScalePlan(
+            desired=1, demand=1, create=1, delete=[Deletion("b-1", "pod-uid", DeletionReason.REPLACE_OUTDATED)]
+        )
+        await asyncio.wait_for(actions.apply(slow, PoolRef("b", "ns", "u"), plan, commands, None), timeout=1)
+        assert len(kube.pods) == 1 + created and kube.deleted == []
+        clock.advance(60)
+    assert "b-1" in state.confirming  # still waiting for its next report, minutes later
