@@ -1,5 +1,6 @@
-"""Fixtures: a real redis-server per test, a real rabbitmq-server per test that needs one;
-one real local cluster per session
+"""Fixtures: a real redis-server per test; a real rabbitmq-server per session, with a
+virtual host per test that needs one (`rabbitmq_server`), and a broker of its own for
+a test that stops it (`rabbitmq_own`); one real local cluster per session
 (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, and a real node:
 containerd, kubelet, kube-proxy on a CNI bridge) with a fresh namespace per test.
 Nothing here is a mock."""
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from devcluster.procs import pid_alive
-from devcluster.rabbitmq_server import RabbitMQServer
+from devcluster.rabbitmq_server import RabbitMQServer, RabbitMQVhost
 from devcluster.redis_server import RedisServer
 from devcluster.stack import DevStack
 
@@ -34,19 +35,48 @@ def redis_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Red
         assert not pid_alive(server.proc.pid if server.proc else -1), "redis-server leaked"
 
 
+def stopped_cleanly(server: RabbitMQServer) -> None:
+    server.stop()
+    for proc in (server.proc, server.epmd):
+        assert not pid_alive(proc.pid if proc else -1), "rabbitmq-server or its epmd leaked"
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQServer]:
+    """The session's broker on loopback (for tests without the cluster)."""
+    server = RabbitMQServer(tmp_path_factory.mktemp("rabbitmq")).start()
+    yield server
+    stopped_cleanly(server)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_cluster(stack: DevStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQServer]:
+    """The session's broker that pods reach (the bridge's gateway)."""
+    server = stack.new_rabbitmq(tmp_path_factory.mktemp("rabbitmq-cluster")).start()
+    yield server
+    stopped_cleanly(server)
+
+
 @pytest.fixture
-def rabbitmq_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RabbitMQServer]:
-    """A real rabbitmq-server of this test's own (its own ports, epmd and data); pods reach it with a cluster."""
+def rabbitmq_server(request: pytest.FixtureRequest) -> Iterator[RabbitMQVhost]:
+    """A virtual host of this test's own on the session's broker (the one pods reach, with a cluster):
+    its queues and messages apart from every other test's, at no broker start-up."""
+    shared = "rabbitmq_cluster" if "stack" in request.fixturenames else "rabbitmq_local"
+    server: RabbitMQServer = request.getfixturevalue(shared)
+    vhost = server.new_vhost()
+    yield vhost
+    server.delete_vhost(vhost.name)
+
+
+@pytest.fixture
+def rabbitmq_own(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RabbitMQServer]:
+    """A broker of this test's own, for a test that stops and starts it."""
     if "stack" in request.fixturenames:
         server = request.getfixturevalue("stack").new_rabbitmq(tmp_path / "rabbitmq").start()
     else:
         server = RabbitMQServer(tmp_path / "rabbitmq").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        for proc in (server.proc, server.epmd):
-            assert not pid_alive(proc.pid if proc else -1), "rabbitmq-server or its epmd leaked"
+    yield server
+    stopped_cleanly(server)
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from devcluster.bifrost_wire import Ledger, configmap, execution, lost, pool_man
 from devcluster.client import Client
 from devcluster.harness import READY, SCALE, OperatorProcess, Pools, wait_until
 from devcluster.harness import pool_manifest as seed_pool_manifest
-from devcluster.rabbitmq_server import RabbitMQServer
+from devcluster.rabbitmq_server import RabbitMQServer, RabbitMQVhost
 from devcluster.redis_server import RedisServer
 from devcluster.stack import DevStack, project_image
 
@@ -34,16 +34,20 @@ NODE = "wpo-node"
 RUN = 60.0  # executions of a few seconds, on a few workers
 
 
-@pytest.fixture
-def bifrost(stack: DevStack, namespace: str, rabbitmq_server: RabbitMQServer) -> str:
+def prepare(stack: DevStack, namespace: str, broker: RabbitMQServer | RabbitMQVhost) -> str:
     """The namespace ready for Bifrost-wire pools: the worker's ConfigMap, the RabbitMQ URL in a Secret,
     and the work queue declared (Bifrost's API declares it, with its dead-letter arguments)."""
-    publish_executions(rabbitmq_server.local_url, [])
+    publish_executions(broker.local_url, [])
     stack.cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(configmap(namespace)))
     stack.cluster.kubectl(
-        "create", "secret", "generic", "rabbitmq", "-n", namespace, f"--from-literal=url={rabbitmq_server.url}"
+        "create", "secret", "generic", "rabbitmq", "-n", namespace, f"--from-literal=url={broker.url}"
     )
     return project_image(build=False)[0]
+
+
+@pytest.fixture
+def bifrost(stack: DevStack, namespace: str, rabbitmq_server: RabbitMQVhost) -> str:
+    return prepare(stack, namespace, rabbitmq_server)
 
 
 def manifest(name: str, redis_server: RedisServer, image: str, **spec: Any) -> dict[str, Any]:
@@ -58,7 +62,7 @@ def test_bifrost_workers_are_mirrored_scale_with_rabbitmq_and_only_idle_ones_are
     pools: Pools,
     operator: OperatorProcess,
     redis_server: RedisServer,
-    rabbitmq_server: RabbitMQServer,
+    rabbitmq_server: RabbitMQVhost,
     bifrost: str,
     namespace: str,
 ) -> None:
@@ -95,7 +99,7 @@ def test_kubectl_drain_of_busy_bifrost_workers_is_held_until_their_executions_fi
     pools: Pools,
     webhook_operator: OperatorProcess,
     redis_server: RedisServer,
-    rabbitmq_server: RabbitMQServer,
+    rabbitmq_server: RabbitMQVhost,
     bifrost: str,
     stack: DevStack,
     namespace: str,
@@ -146,7 +150,7 @@ def test_a_template_change_replaces_only_workers_with_nothing_running(
     pools: Pools,
     operator: OperatorProcess,
     redis_server: RedisServer,
-    rabbitmq_server: RabbitMQServer,
+    rabbitmq_server: RabbitMQVhost,
     bifrost: str,
 ) -> None:
     spec: dict[str, Any] = {"minWorkers": 2, "maxWorkers": 2, "processes": {"max": 1}}
@@ -180,7 +184,7 @@ def test_a_template_change_replaces_only_workers_with_nothing_running(
 def test_a_recycle_goes_once_to_an_idle_worker_also_across_a_restart_and_a_busy_one_is_rejected(
     pools: Pools,
     redis_server: RedisServer,
-    rabbitmq_server: RabbitMQServer,
+    rabbitmq_server: RabbitMQVhost,
     bifrost: str,
     stack: DevStack,
     namespace: str,
@@ -223,10 +227,12 @@ def test_rabbitmq_down_during_a_burst_stalls_without_scale_down_and_converges_af
     pools: Pools,
     operator: OperatorProcess,
     redis_server: RedisServer,
-    rabbitmq_server: RabbitMQServer,
-    bifrost: str,
+    rabbitmq_own: RabbitMQServer,
+    stack: DevStack,
     namespace: str,
 ) -> None:
+    rabbitmq_server = rabbitmq_own  # stopped and started here: a broker of its own
+    bifrost = prepare(stack, namespace, rabbitmq_own)
     window = 2
     spec = {"maxWorkers": 3, "processes": {"max": 1}, "scaling": {"scaleDownDelaySeconds": window}}
     pools.apply(manifest("b", redis_server, bifrost, **spec))
@@ -268,7 +274,7 @@ def test_a_seed_pool_and_a_bifrost_pool_share_one_operator_and_one_redis(
     operator: OperatorProcess,
     client: Client,
     redis_server: RedisServer,
-    rabbitmq_server: RabbitMQServer,
+    rabbitmq_server: RabbitMQVhost,
     bifrost: str,
 ) -> None:
     pools.apply(manifest("b", redis_server, bifrost, minWorkers=2, maxWorkers=2))

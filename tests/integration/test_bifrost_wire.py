@@ -21,7 +21,7 @@ from prometheus_client import REGISTRY
 
 from devcluster.bifrost_wire import BifrostWireProcess, Ledger, execution, publish_executions, ready_messages
 from devcluster.bifrost_worker import POISON
-from devcluster.rabbitmq_server import RabbitMQServer
+from devcluster.rabbitmq_server import RabbitMQServer, RabbitMQVhost
 from devcluster.redis_server import RedisServer
 from devcluster.waiting import async_wait_until, wait_until
 from workerpool.contracts.report import WorkerReport
@@ -71,14 +71,14 @@ class Channel:
 
 
 @pytest.fixture
-def worker(redis_server: RedisServer, rabbitmq_server: RabbitMQServer, tmp_path: Path) -> Iterator[BifrostWireProcess]:
+def worker(redis_server: RedisServer, rabbitmq_server: RabbitMQVhost, tmp_path: Path) -> Iterator[BifrostWireProcess]:
     w = BifrostWireProcess(redis_server.url, rabbitmq_server.local_url, tmp_path)
     yield w
     w.stop()
 
 
 def test_the_test_beds_worker_speaks_the_recorded_wire(
-    redis_server: RedisServer, rabbitmq_server: RabbitMQServer, worker: BifrostWireProcess
+    redis_server: RedisServer, rabbitmq_server: RabbitMQVhost, worker: BifrostWireProcess
 ) -> None:
     r = redis.Redis.from_url(redis_server.url, decode_responses=True)
     channel = Channel(redis_server.url)
@@ -133,7 +133,7 @@ def test_the_worker_honours_both_recycle_actions_and_ignores_the_seeds(
 
 
 def test_a_delivery_waits_unacknowledged_for_a_slot_then_is_dead_lettered(
-    redis_server: RedisServer, rabbitmq_server: RabbitMQServer, tmp_path: Path
+    redis_server: RedisServer, rabbitmq_server: RabbitMQVhost, tmp_path: Path
 ) -> None:
     """Bifrost's slot pool: with every slot busy, a delivery waits (neither ready in the queue
     nor busy in a heartbeat) for the slot wait, then fails and goes to the poison queue."""
@@ -160,7 +160,7 @@ def test_a_delivery_waits_unacknowledged_for_a_slot_then_is_dead_lettered(
 
 
 def test_a_draining_worker_finishes_what_runs_and_fails_what_outlives_the_deadline(
-    redis_server: RedisServer, rabbitmq_server: RabbitMQServer, tmp_path: Path
+    redis_server: RedisServer, rabbitmq_server: RabbitMQVhost, tmp_path: Path
 ) -> None:
     """The newer worker's SIGTERM: a short execution ends with its result, one past the drain
     deadline is recorded failed (WorkerShutdown), a delivery waiting for a slot goes back to the queue."""
@@ -236,8 +236,9 @@ async def test_a_bifrost_hub_routes_by_pod_name_resyncs_from_snapshots_and_drops
 
 
 async def test_the_broker_reads_ready_messages_passively_and_says_when_it_cannot(
-    rabbitmq_server: RabbitMQServer,
+    rabbitmq_own: RabbitMQServer,
 ) -> None:
+    rabbitmq_server = rabbitmq_own  # stopped and started here: a broker of its own
     url = rabbitmq_server.local_url
     await asyncio.to_thread(publish_executions, url, [execution(1) for _ in range(3)])
     broker = RabbitBroker(url, poll_seconds=0.05)
@@ -273,7 +274,7 @@ async def test_the_broker_reads_ready_messages_passively_and_says_when_it_cannot
         await broker.stop()
 
 
-async def test_a_crash_in_the_broker_poll_is_shown_and_the_poll_comes_back(rabbitmq_server: RabbitMQServer) -> None:
+async def test_a_crash_in_the_broker_poll_is_shown_and_the_poll_comes_back(rabbitmq_server: RabbitMQVhost) -> None:
     """Something unexpected escapes the poll (here a listener's bug on the first notification):
     the supervisor restarts it, the pools read why meanwhile, then the readings resume."""
     url = rabbitmq_server.local_url
@@ -306,7 +307,7 @@ async def test_a_crash_in_the_broker_poll_is_shown_and_the_poll_comes_back(rabbi
 
 
 async def test_with_the_management_api_the_broker_counts_deliveries_a_worker_holds(
-    rabbitmq_server: RabbitMQServer,
+    rabbitmq_server: RabbitMQVhost,
 ) -> None:
     """Three messages, two of them delivered to a consumer that has not acknowledged them (as
     Bifrost's worker holds one while it waits for a free process): the queue's ready count says
