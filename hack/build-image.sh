@@ -127,6 +127,16 @@ log "podman build $IMAGE (no network)"
   --build-arg "PIP_INSTALL_FLAGS=--no-index --find-links=/src/wheels" \
   --build-arg "PROJECT=/src/wheels/workerpool_operator-$VERSION-py3-none-any.whl" \
   -t "$IMAGE" . >&2
+# What the image holds is what the lock says: every installed distribution at its locked
+# version (the project itself aside), checked in the image, with no network.
+locked=$(sed -n 's/^\([A-Za-z0-9_.-]*\)==\([^ ;]*\).*/\1==\2/p' requirements/runtime.txt | tr 'A-Z_.' 'a-z--' | sort)
+installed=$("${PODMAN[@]}" run --rm --network=none --entrypoint /opt/workerpool/bin/python "$IMAGE" \
+  -m pip list --format=freeze --disable-pip-version-check 2>/dev/null \
+  | grep -v '^workerpool-operator==' | grep -v '^pip==' | tr 'A-Z_.' 'a-z--' | sort)
+if [[ -n "$(comm -13 <(echo "$locked") <(echo "$installed"))" ]]; then
+  log "the image holds what uv.lock does not say:"; comm -13 <(echo "$locked") <(echo "$installed") >&2
+  exit 1
+fi
 size=$("${PODMAN[@]}" image inspect "$IMAGE" --format '{{.Size}}')
 log "built $IMAGE in $((SECONDS - t0)) s, $((size / 1024 / 1024)) MiB"
 rm -f "$WORK/workerpool.tar"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from workerpool.contracts.wire import ExecutionInfo, ProcessInfo, WorkerInfo
-from workerpool.decide.eviction import SHOWN, judge_eviction
+from workerpool.decide.eviction import SHOWN, hold_expired, judge_eviction
 from workerpool.decide.observation import EVICTION_MARK_SECONDS, PodView
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
@@ -74,3 +74,19 @@ def test_a_held_pods_mark_makes_it_leaving_until_it_runs_out() -> None:
     assert not view.leaving(NOW.timestamp() + EVICTION_MARK_SECONDS + 1)
     junk = PodView.from_body({"metadata": {"annotations": {"bifrost.dev/evicting": "soon"}}}, 0.0)
     assert junk.evicting_at is None and not junk.leaving(NOW.timestamp())
+
+
+def test_a_hold_past_its_limit_is_allowed_with_a_warning() -> None:
+    held = judge_eviction("w", None, None, why="Redis unavailable")
+    assert hold_expired(held, "w", 119.0, 120.0) is held
+    expired = hold_expired(held, "w", 121.0, 120.0)
+    assert expired.allowed and expired.event.type == "Warning" and expired.event.reason == "EvictionHoldExpired"
+    assert (
+        "held for 121 s, past the pool's limit of 120 s" in expired.message and "Redis unavailable" in expired.message
+    )
+
+
+def test_the_first_hold_is_read_from_its_own_mark() -> None:
+    stamp = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
+    view = PodView.from_body({"metadata": {"annotations": {"bifrost.dev/evicting-since": stamp}}}, 0.0)
+    assert view.evicting_since == NOW.timestamp()

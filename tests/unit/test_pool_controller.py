@@ -7,6 +7,7 @@ in the e2e and integration tests."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime as dt
 import itertools
@@ -94,6 +95,9 @@ class FakeKube:
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
         return None
+
+    async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        await self.mark_pod(namespace, name, dict(annotations))
 
     async def mark_pod(self, namespace: str, name: str, patch: dict[str, str | None]) -> dict[str, Any] | None:
         self.marks.append((name, dict(patch)))
@@ -582,6 +586,42 @@ async def test_an_eviction_while_redis_cannot_be_trusted_is_held_without_asking_
     world.hub.error = None  # trusted again: Redis is asked, and an idle worker may go
     verdict = await gate.review(NS, pod, dry_run=False)
     assert verdict is not None and verdict.allowed and asked == [pod]
+
+
+async def test_a_held_eviction_ends_at_the_pools_limit_from_its_first_hold(world: World) -> None:
+    """A hold has a limit: from the first hold (stamped once on the pod), the longest a running
+    execution may take (executionTimeoutSeconds + gracefulShutdownSeconds); past it the eviction
+    is allowed with a Warning, so a drain never waits forever (here, on a Redis that never returns)."""
+    await world.reconcile()
+    world.hub.depth = 0
+    world.sub.listener.on_resync(set(), {})
+    world.beat()
+    await world.reconcile()
+    (pod,) = world.kube.pods
+    world.ctl.state.on_pod("MODIFIED", copy.deepcopy(world.kube.pods[pod]) | {"status": {"phase": "Running"}})
+    index = PodIndex({(NS, POOL): world.ctl})
+    index.on_pod("MODIFIED", NS, pod, POOL)
+    gate = EvictionGate(index, lambda a, p: world.hub.commands, world.kube, world.clock)  # type: ignore[arg-type]
+    world.hub.error = "ConnectionError: connection refused"  # nothing can confirm what it runs
+
+    verdict = await gate.review(NS, pod, dry_run=False)
+    assert verdict is not None and not verdict.allowed
+    await asyncio.gather(*gate._recording)
+    (first,) = [p for n, p in world.kube.marks if n == pod and "bifrost.dev/evicting-since" in p]
+    world.ctl.state.on_pod("MODIFIED", copy.deepcopy(world.kube.pods[pod]) | {"status": {"phase": "Running"}})
+    limit = 300 + 5  # the pool's executionTimeoutSeconds and gracefulShutdownSeconds (their defaults)
+    world.clock.advance(limit - 1)
+    verdict = await gate.review(NS, pod, dry_run=False)
+    assert verdict is not None and not verdict.allowed, "allowed before the limit"
+    await asyncio.gather(*gate._recording)
+    world.ctl.state.on_pod("MODIFIED", copy.deepcopy(world.kube.pods[pod]) | {"status": {"phase": "Running"}})
+    assert (
+        world.ctl.state.pods[pod].evicting_since
+        == dt.datetime.fromisoformat(first["bifrost.dev/evicting-since"]).timestamp()
+    ), "the first hold is stamped once"
+    world.clock.advance(2)
+    verdict = await gate.review(NS, pod, dry_run=False)
+    assert verdict is not None and verdict.allowed and verdict.event.reason == "EvictionHoldExpired"
 
 
 MARKED = {"karpenter.sh/do-not-disrupt": "true", "cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}

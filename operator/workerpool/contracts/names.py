@@ -21,6 +21,8 @@ RECYCLE_ANNOTATION: Final = f"{GROUP}/recycle"
 # On a worker pod whose eviction the webhook holds (the time it last did): the
 # acting replica counts the pod as leaving and replaces it if demand needs it.
 EVICTING_ANNOTATION: Final = f"{GROUP}/evicting"
+# When a pod's eviction was first held (set once): a hold ends at the pool's limit from it.
+EVICTING_SINCE_ANNOTATION: Final = f"{GROUP}/evicting-since"
 # Kopf's own bookkeeping gets a prefix of its own: a Kopf storage prefix is
 # dropped from Kopf's diff-base, and our user-facing annotations must stay in it.
 KOPF_PREFIX: Final = f"kopf.{GROUP}"

@@ -125,6 +125,10 @@ class EvictedPool(Protocol):
 
     async def redis_target(self) -> RedisTarget | None: ...
     async def emit(self, event: Event) -> None: ...
+    def hold_limit(self) -> float:
+        """How long an eviction is held at most from its first hold: the longest a running
+        execution may still take (executionTimeoutSeconds + gracefulShutdownSeconds)."""
+        ...
 
 
 class PodOwners(Protocol):

@@ -61,6 +61,19 @@ def judge_eviction(
     return EvictionVerdict(False, answer, Event("Warning", "EvictionHeld", event))
 
 
+def hold_expired(held: EvictionVerdict, worker: str, held_for: float, limit: float) -> EvictionVerdict:
+    """A held eviction past its limit (the longest a running execution may still take, from the
+    first hold) is allowed, with a Warning: a drain never waits forever on a worker that never
+    answers or an execution that outlives its own timeout."""
+    if held_for <= limit:
+        return held
+    message = (
+        f"eviction of {worker} allowed: held for {held_for:.0f} s, past the pool's limit of {limit:.0f} s"
+        f" (executionTimeoutSeconds + gracefulShutdownSeconds); it was held because {held.message}"
+    )
+    return EvictionVerdict(True, message, Event("Warning", "EvictionHoldExpired", message))
+
+
 def _describe(execution_id: str, info: WorkerReport | None) -> str:
     for process in info.processes if info is not None else ():
         if process.execution is not None and process.execution.execution_id == execution_id:

@@ -28,6 +28,7 @@ class PodView:
     template_hash: str | None
     owners: tuple[str, ...] = ()  # the uids in its ownerReferences
     evicting_at: float | None = None  # epoch seconds its eviction was last held
+    evicting_since: float | None = None  # epoch seconds its eviction was first held
     # The node-autoscaler annotations it carries (names.BUSY_MARKS keys only), as (key, value).
     marks: tuple[tuple[str, str], ...] = ()
 
@@ -50,6 +51,7 @@ class PodView:
             template_hash=(meta.get("labels") or {}).get(names.TEMPLATE_HASH_LABEL),
             owners=tuple(str(o.get("uid", "")) for o in meta.get("ownerReferences") or []),
             evicting_at=_epoch(annotations.get(names.EVICTING_ANNOTATION)),
+            evicting_since=_epoch(annotations.get(names.EVICTING_SINCE_ANNOTATION)),
             marks=tuple((k, annotations[k]) for k, _ in names.BUSY_MARKS if k in annotations),
         )
 

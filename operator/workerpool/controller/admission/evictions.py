@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from ...contracts import names
 from ...contracts.report import WorkerReport
 from ...contracts.wire import WireFormatError
-from ...decide.eviction import EvictionVerdict, judge_eviction
+from ...decide.eviction import EvictionVerdict, hold_expired, judge_eviction
 from ...decide.observation import EVICTION_MARK_SECONDS, PodView
 from ...decide.snapshot import snapshot_holds
 from ...redis_connect import RedisAccess
@@ -70,6 +70,8 @@ class EvictionGate:
             if info is None and asked.held and asked.commands is not None:
                 info = asked.report or await _report(asked.commands, pod)  # a standby hears no heartbeats
             verdict = judge_eviction(pod, asked.held, info, asked.handshake, asked.why)
+            if not verdict.allowed:
+                verdict = hold_expired(verdict, pod, self._held_for(pool, pod), pool.hold_limit())
             await self._tell(pool, pod, verdict)
         return verdict
 
@@ -114,15 +116,25 @@ class EvictionGate:
         if not verdict.allowed:
             await self._mark_leaving(pool, pod)
 
+    def _held_for(self, pool: EvictedPool, pod: str) -> float:
+        """Seconds since this pod's eviction was first held (0: never before)."""
+        view = pool.pod(pod)
+        since = view.evicting_since if view is not None else None
+        return 0.0 if since is None else max(0.0, self.clock.time() - since)
+
     async def _mark_leaving(self, pool: EvictedPool, pod: str) -> None:
-        """Annotate a held pod (at most every MARK_REFRESH s): the acting replica replaces it."""
+        """Annotate a held pod (at most every MARK_REFRESH s): the acting replica replaces it; the
+        first hold is stamped once, for the hold limit."""
         view = pool.pod(pod)
         now = self.clock.time()
         if view is not None and view.evicting_at is not None and now - view.evicting_at < MARK_REFRESH:
             return
         stamp = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        marks = {names.EVICTING_ANNOTATION: stamp}
+        if view is None or view.evicting_since is None:
+            marks[names.EVICTING_SINCE_ANNOTATION] = stamp
         try:
-            await self.kube.annotate_pod(pool.namespace, pod, {names.EVICTING_ANNOTATION: stamp})
+            await self.kube.annotate_pod(pool.namespace, pod, marks)
         except ApiException as exc:  # the answer stands; only the replacement may come later
             log.warning("%s/%s: could not mark %s as leaving: %s", pool.namespace, pool.name, pod, exc.reason)
 

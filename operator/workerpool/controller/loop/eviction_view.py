@@ -56,3 +56,10 @@ class PoolForEviction:
 
     async def emit(self, event: Event) -> None:
         await self._ctl.events.emit(event)
+
+    def hold_limit(self) -> float:
+        try:
+            spec = self._ctl.parsed.of(self._ctl.body).spec
+        except ValidationError:
+            return float("inf")  # a pool that cannot be read holds as long as Redis says so
+        return float(spec.execution_timeout_seconds + spec.graceful_shutdown_seconds)
