@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from ...contracts import names
 from ...contracts.resource import WorkerPool
@@ -148,6 +149,14 @@ class PoolController:
             log.warning(
                 "%s/%s: API error %s %s; retrying in %.1f s", self.namespace, self.name, exc.status, exc.reason, delay
             )
+            return delay
+        except (RedisError, OSError) as exc:
+            # Redis went away mid-round (a failover, a restart): expected, and the hub's own fault
+            # says so on the pool; the round is simply retried, no traceback.
+            metrics.ERRORS.labels(self.namespace, self.name, "redis").inc()
+            delay = self.retry.failed(None)
+            log.warning("%s/%s: Redis error during the round (%s); retrying in %.1f s",
+                        self.namespace, self.name, type(exc).__name__, delay)  # fmt: skip
             return delay
         except Exception:
             metrics.ERRORS.labels(self.namespace, self.name, "unexpected").inc()
