@@ -136,6 +136,8 @@ def main() -> int:
         leases.start()
         try:
             docs = [pool_doc(f"p{i:03d}", args.workers, args.interval, server.url) for i in range(args.pools)]
+            for doc in docs:
+                doc["metadata"]["namespace"] = NS
             cluster.kubectl("apply", "--server-side", "-f", "-", timeout=300,
                             input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))  # fmt: skip
             total = args.pools * args.workers

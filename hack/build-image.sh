@@ -130,7 +130,7 @@ log "podman build $IMAGE (no network)"
 # What the image holds is what the lock says: every installed distribution at its locked
 # version (the project itself aside), checked in the image, with no network.
 locked=$(sed -n 's/^\([A-Za-z0-9_.-]*\)==\([^ ;]*\).*/\1==\2/p' requirements/runtime.txt | tr 'A-Z_.' 'a-z--' | sort)
-installed=$("${PODMAN[@]}" run --rm --network=none --entrypoint /opt/workerpool/bin/python "$IMAGE" \
+installed=$("${PODMAN[@]}" run --rm "${BUILD_LIMITS[@]}" --entrypoint /opt/workerpool/bin/python "$IMAGE" \
   -m pip list --format=freeze --disable-pip-version-check 2>/dev/null \
   | grep -v '^workerpool-operator==' | grep -v '^pip==' | tr 'A-Z_.' 'a-z--' | sort)
 if [[ -n "$(comm -13 <(echo "$locked") <(echo "$installed"))" ]]; then
