@@ -270,7 +270,8 @@ def report(
     }
     for k, (quiet, flood) in rows.items():
         print(f"{k:<46}{quiet:>12}{flood:>12}{targets.get(k, ''):>22}")
-    refusals = {k: v for k, v in phases["flood"]["samples"][1].items() if k.startswith("workerpool_malformed")}
+    name = "workerpool_malformed_redis_data_total"
+    refusals = {k: v for k, v in phases["flood"]["samples"][1].items() if k.startswith(name)}
     print("refusals by kind and reason (cumulative):")
     for series, value in sorted(refusals.items()):
         print(f"  {series:<90}{value:>8.0f}")
