@@ -140,7 +140,7 @@ def test_a_delivery_waits_unacknowledged_for_a_slot_then_is_dead_lettered(
     url = rabbitmq_server.local_url
     w = BifrostWireProcess(
         redis_server.url, url, tmp_path, BIFROST_MAX_WORKERS=1, BIFROST_MAX_CONCURRENCY=3,
-        BIFROSTWIRE_SLOT_WAIT_SECONDS=2,
+        BIFROSTWIRE_SLOTS=1, BIFROSTWIRE_SLOT_WAIT_SECONDS=2,
     ).start()  # fmt: skip
     try:
         ledger = Ledger(redis_server.url)
@@ -167,7 +167,7 @@ def test_a_draining_worker_finishes_what_runs_and_fails_what_outlives_the_deadli
     url = rabbitmq_server.local_url
     w = BifrostWireProcess(
         redis_server.url, url, tmp_path, BIFROST_MAX_WORKERS=2, BIFROST_MAX_CONCURRENCY=3,
-        BIFROSTWIRE_DRAIN=1, BIFROST_DRAIN_DEADLINE_SECONDS=3,
+        BIFROSTWIRE_SLOTS=1, BIFROSTWIRE_DRAIN=1, BIFROST_DRAIN_DEADLINE_SECONDS=3,
     ).start()  # fmt: skip
     try:
         ledger = Ledger(redis_server.url)
