@@ -167,13 +167,15 @@ def test_a_draining_worker_finishes_what_runs_and_fails_what_outlives_the_deadli
     url = rabbitmq_server.local_url
     w = BifrostWireProcess(
         redis_server.url, url, tmp_path, BIFROST_MAX_WORKERS=2, BIFROST_MAX_CONCURRENCY=3,
-        BIFROSTWIRE_SLOTS=1, BIFROSTWIRE_DRAIN=1, BIFROST_DRAIN_DEADLINE_SECONDS=3,
+        BIFROSTWIRE_SLOTS=1, BIFROSTWIRE_DRAIN=1, BIFROST_DRAIN_DEADLINE_SECONDS=10,
     ).start()  # fmt: skip
     try:
         ledger = Ledger(redis_server.url)
         wait_until(lambda: redis.Redis.from_url(redis_server.url).exists(f"bifrost:pool:{w.worker_id}"),
                    timeout=START, what="the registration")  # fmt: skip
-        short, long, waiting = execution(1.5), execution(60), execution(1)
+        # The short one still runs at the SIGTERM (it comes as soon as all three are delivered), and
+        # ends well within the deadline; the long one outlives it.
+        short, long, waiting = execution(6), execution(60), execution(1)
         publish_executions(url, [short, long, waiting])
         wait_until(lambda: len(ledger.deliveries()) == 3, timeout=BEAT, what="all three delivered")
         w.terminate()

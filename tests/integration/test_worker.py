@@ -137,7 +137,7 @@ def test_replacing_a_killed_process_never_exceeds_max(client: Client, start_work
     new work may start a process meanwhile; its exit must then not add one beyond max."""
     w = start_worker(MIN_WORKERS=1, MAX_WORKERS=1, GRACEFUL_SHUTDOWN_SECONDS=3)
     ready(client, w, 1)
-    hung = client.submit("hang", {"ignore_sigterm": True}, timeout=0.5)
+    hung = client.submit("hang", {"ignore_sigterm": True}, timeout=2.0)  # time to ignore SIGTERM first
     client.wait_registration(w.worker_id, lambda r: states(r) == ["killed"], "the timed-out process stopping")
     assert client.wait_result(client.submit("echo", {"x": 1})).result == {"x": 1}  # on a new process
     assert client.wait_result(hung).error_type == "TimeoutError"  # reported when the old one exited
