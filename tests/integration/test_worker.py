@@ -483,8 +483,13 @@ def test_metrics_count_each_outcome_its_duration_the_queue_wait_and_the_processe
     assert got["workerpool_worker_queue_wait_seconds_count"] == 5  # the poison claim and four more
     assert got["workerpool_worker_queue_wait_seconds_sum"] < 30
     assert got["workerpool_worker_process_crashes_total"] == 1
-    assert got['workerpool_worker_processes{state="idle"}'] == 1
-    assert got['workerpool_worker_processes{state="busy"}'] == 0
+    # The recycled process's replacement is started after the recycle is counted: wait for it.
+    settled = wait_until(
+        lambda: (m := scrape(port)).get('workerpool_worker_processes{state="idle"}') == 1 and m,
+        timeout=10,
+        what="one idle process again",
+    )
+    assert settled['workerpool_worker_processes{state="busy"}'] == 0
 
 
 def test_no_metrics_port_means_no_endpoint(client: Client, start_worker: StartWorker) -> None:

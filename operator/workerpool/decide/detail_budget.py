@@ -15,6 +15,7 @@ tests/unit/test_detail_budget.py checks it against the real rendering).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from ..contracts.resource import ProcessDetail, WorkerDetail
@@ -27,15 +28,24 @@ PROCESS_BYTES = 200
 EXECUTION_BYTES = 120
 
 
+def text_bytes(s: str) -> int:
+    """A string's bytes in JSON as the API client sends it (ensure_ascii: a character outside
+    ASCII is 6 or 12 bytes). Printable ASCII, what ids and hostnames are, is counted without
+    encoding it."""
+    if s.isascii() and s.isprintable():
+        return len(s) + s.count('"') + s.count("\\")
+    return len(json.dumps(s)) - 2
+
+
 def process_bytes(p: ProcessDetail) -> int:
-    size = PROCESS_BYTES + len(p.process_id) + len(p.state)
+    size = PROCESS_BYTES + text_bytes(p.process_id) + len(p.state)
     if p.execution is not None:
-        size += EXECUTION_BYTES + len(p.execution.execution_id)
+        size += EXECUTION_BYTES + text_bytes(p.execution.execution_id)
     return size
 
 
 def worker_bytes(d: WorkerDetail, with_processes: bool = True) -> int:
-    size = WORKER_BYTES + len(d.worker_id) + len(d.hostname)
+    size = WORKER_BYTES + text_bytes(d.worker_id) + text_bytes(d.hostname)
     return size + (sum(process_bytes(p) for p in d.processes) if with_processes else 0)
 
 
