@@ -39,9 +39,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "testbed"))
 
 from bench.scale_bench import (  # noqa: E402
+    HeartbeatLoad,
     _StackShim,
     cpu_seconds,
     flip_lags,
+    heartbeats,
     pool_doc,
     rss_mib,
     summed,
@@ -50,7 +52,6 @@ from bench.scale_bench import (  # noqa: E402
 from bench.stats import pct  # noqa: E402
 from devcluster.controlplane import LocalCluster  # noqa: E402
 from devcluster.harness import OperatorProcess, wait_until  # noqa: E402
-from devcluster.heartbeats import heartbeat_payload  # noqa: E402
 from devcluster.redis_server import RedisServer  # noqa: E402
 from devcluster.stack import CRD_PATH  # noqa: E402
 from devcluster.watch import Watch  # noqa: E402
@@ -159,23 +160,7 @@ def main() -> int:
             sent: list[int] = [0]
 
             def good() -> None:
-                names = sorted(state)
-                per_tick = max(1, round(len(names) / args.interval / 10))
-                i = 0
-                while not stop.is_set():
-                    with r.pipeline(transaction=False) as p:
-                        for _ in range(per_tick):
-                            name = names[i % len(names)]
-                            i += 1
-                            if rng.random() < 0.05:
-                                state[name] = not state[name]
-                                flips.append((time.monotonic(), name, state[name]))
-                            key, fields, payload = heartbeat_payload(name, state[name], started, pool_of[name], NS)
-                            p.hset(key, mapping=fields)  # type: ignore[arg-type]
-                            p.expire(key, int(3 * args.interval))
-                            p.publish(CHANNEL, payload)
-                        p.execute()
-                    time.sleep(0.1)
+                heartbeats(r, HeartbeatLoad(state, pool_of, started, NS, args.interval, 0.05), flips, stop, rng)
 
             def hostile() -> None:
                 bad = redis.Redis.from_url(server.url)

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,23 +125,7 @@ def main() -> int:
             stop = threading.Event()
 
             def generate() -> None:
-                names = sorted(state)
-                per_tick = max(1, round(len(names) / args.interval / 10))
-                i = 0
-                while not stop.is_set():
-                    with r.pipeline(transaction=False) as p:
-                        for _ in range(per_tick):
-                            name = names[i % len(names)]
-                            i += 1
-                            if rng.random() < args.flip:
-                                state[name] = not state[name]
-                                flips.append((time.monotonic(), name, state[name]))
-                            key, fields, payload = heartbeat_payload(name, state[name], started, pool_of[name], NS)
-                            p.hset(key, mapping=fields)  # type: ignore[arg-type]
-                            p.expire(key, int(3 * args.interval))
-                            p.publish("bifrost:workers:heartbeat", payload)
-                        p.execute()
-                    time.sleep(0.1)
+                heartbeats(r, HeartbeatLoad(state, pool_of, started, NS, args.interval, args.flip), flips, stop, rng)
 
             watch = Watch(cluster, NS, "workerpools")
             new_names = [f"new{i:03d}" for i in range(args.new_pools)]
@@ -214,6 +199,42 @@ def main() -> int:
     for command, count in sorted(rate_of(redis0, redis1, window).items(), key=lambda kv: -kv[1])[:10]:
         print(f"  {command:<44}{count:>10.1f}")
     return 0
+
+
+@dataclass
+class HeartbeatLoad:
+    """Every worker's heartbeat once per `interval`, a `flip` share of them changing state."""
+
+    state: dict[str, bool]  # worker -> busy
+    pool_of: dict[str, str]
+    started: dt.datetime
+    namespace: str
+    interval: float
+    flip: float
+
+
+def heartbeats(
+    r: redis.Redis, load: HeartbeatLoad, flips: list[tuple[float, str, bool]], stop: threading.Event, rng: random.Random
+) -> None:
+    """Publish the load's heartbeats (and write the registrations) until `stop`, noting each flip."""
+    names = sorted(load.state)
+    per_tick = max(1, round(len(names) / load.interval / 10))
+    i = 0
+    while not stop.is_set():
+        with r.pipeline(transaction=False) as p:
+            for _ in range(per_tick):
+                name = names[i % len(names)]
+                i += 1
+                if rng.random() < load.flip:
+                    load.state[name] = not load.state[name]
+                    flips.append((time.monotonic(), name, load.state[name]))
+                busy = load.state[name]
+                key, fields, payload = heartbeat_payload(name, busy, load.started, load.pool_of[name], load.namespace)
+                p.hset(key, mapping=fields)  # type: ignore[arg-type]
+                p.expire(key, int(3 * load.interval))
+                p.publish("bifrost:workers:heartbeat", payload)
+            p.execute()
+        time.sleep(0.1)
 
 
 def pool_doc(name: str, workers: int, interval: float, url: str, kwok: bool = False) -> dict[str, Any]:

@@ -83,15 +83,20 @@ POOL = WorkerPool.from_body(
 )
 
 
-async def delete_one(snapshot: WorkerReport | Exception | None, then: Any) -> list[str]:
-    """Scale-down rounds for one idle worker: the first reads its snapshot and never waits; `then(state)`
-    plays what arrives next (a heartbeat...); the rounds after it delete or keep the pod by that."""
+def idle_worker() -> tuple[FakeClock, FakeKube, PoolState, PodActions]:
+    """One pod b-1 whose worker's last heartbeat (2 s old) showed it idle, and the actions on it."""
     clock, kube = FakeClock(), FakeKube()
     clock.wall = NOW.timestamp()
     kube.pods["b-1"] = {"metadata": {"name": "b-1"}}
     state = PoolState("u", lambda: None, clock)
     state.on_heartbeat(report(running=False, age=2))  # the idle heartbeat the plan was decided on
-    actions = PodActions(kube, state, EventEmitter(kube, "ns", "b", clock), "img")
+    return clock, kube, state, PodActions(kube, state, EventEmitter(kube, "ns", "b", clock), "img")
+
+
+async def delete_one(snapshot: WorkerReport | Exception | None, then: Any) -> list[str]:
+    """Scale-down rounds for one idle worker: the first reads its snapshot and never waits; `then(state)`
+    plays what arrives next (a heartbeat...); the rounds after it delete or keep the pod by that."""
+    clock, kube, state, actions = idle_worker()
     plan = ScalePlan(desired=0, demand=0, delete=[Deletion("b-1", "pod-uid", DeletionReason.SCALE_DOWN)])
     commands = SnapshotCommands(snapshot)
 
@@ -135,12 +140,7 @@ async def test_a_worker_without_the_handshake_is_deleted_only_when_it_runs_nothi
 
 async def test_no_next_heartbeat_keeps_the_worker_and_the_deadline_is_a_wake_up() -> None:
     """Virtual time: past one interval and the slack without a report, the round keeps it."""
-    clock, kube = FakeClock(), FakeKube()
-    clock.wall = NOW.timestamp()
-    kube.pods["b-1"] = {"metadata": {"name": "b-1"}}
-    state = PoolState("u", lambda: None, clock)
-    state.on_heartbeat(report(running=False, age=2))
-    actions = PodActions(kube, state, EventEmitter(kube, "ns", "b", clock), "img")
+    clock, kube, state, actions = idle_worker()
     plan = ScalePlan(desired=0, demand=0, delete=[Deletion("b-1", "pod-uid", DeletionReason.SCALE_DOWN)])
     commands = SnapshotCommands(report(running=False))
     await actions.apply(POOL, PoolRef("b", "ns", "u"), plan, commands, None)
@@ -168,12 +168,7 @@ async def test_a_deletion_awaiting_its_heartbeat_never_holds_back_the_rounds_cre
         {**POOL.model_dump(), "metadata": {"name": "b", "namespace": "ns", "uid": "u"},
          "spec": {**POOL.spec.model_dump(by_alias=True, exclude_none=True), "heartbeatIntervalSeconds": 300}}
     )  # fmt: skip
-    clock, kube = FakeClock(), FakeKube()
-    clock.wall = NOW.timestamp()
-    kube.pods["b-1"] = {"metadata": {"name": "b-1"}}
-    state = PoolState("u", lambda: None, clock)
-    state.on_heartbeat(report(running=False, age=2))
-    actions = PodActions(kube, state, EventEmitter(kube, "ns", "b", clock), "img")
+    clock, kube, state, actions = idle_worker()
     commands = SnapshotCommands(report(running=False))
     for created in (1, 2, 3):
         plan = ScalePlan(
