@@ -61,6 +61,11 @@ def test_cel_rules_are_declared() -> None:
         "self.protocol != 'bifrost' || !has(self.template.spec)"
         " || (!has(self.template.spec.hostname) && !has(self.template.spec.subdomain))",
         "!has(self.managementUrl) || !has(self.managementUrlSecretRef)",
+        "self.protocol == 'bifrost' || !self.drainsOnSigterm",
+        "!self.drainsOnSigterm || !has(self.template.spec)"
+        " || !has(self.template.spec.terminationGracePeriodSeconds)"
+        " || self.template.spec.terminationGracePeriodSeconds"
+        " > self.executionTimeoutSeconds + self.gracefulShutdownSeconds",
     }
     root = version_schema()["x-kubernetes-validations"]
     assert root == [{"rule": "size(self.metadata.name) <= 63", "message": root[0]["message"]}]

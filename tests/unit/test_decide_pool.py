@@ -146,3 +146,47 @@ def test_the_pool_wakes_when_its_first_fresh_worker_would_fall_silent() -> None:
     assert obs.stale_in is None and decide(pool(), obs, Context("h"), PoolMemory(), NOW).recheck_after is None
     silent_soon = Observation(obs.pods, obs.workers, obs.queue, None, obs.now, stale_in=3.5)
     assert decide(pool(), silent_soon, Context("h"), PoolMemory(), NOW).recheck_after == 3.5
+
+
+def bifrost_pool(**spec: Any) -> WorkerPool:
+    return WorkerPool.from_body(
+        {
+            "metadata": {"name": "b", "namespace": "ns", "uid": "u", "generation": 1},
+            "spec": {
+                "protocol": "bifrost",
+                "minWorkers": 1,
+                "processes": {"max": 4},
+                "redis": {"url": "redis://redis:6379/0"},
+                "rabbitmq": {"url": "amqp://rabbitmq:5672/", "queues": ["workflow-executions"]},
+                "template": {"spec": {"containers": [{"name": "worker", "image": "bifrost"}]}},
+                "scaling": {"scaleDownDelaySeconds": 0},
+                **spec,
+            },
+        }
+    )
+
+
+def three_busy_workers() -> Observation:
+    """Steady traffic: each of three workers runs one execution; one worker would do."""
+    pods = tuple(PodView(f"w{i}", f"u{i}", "Running", True, False, 0.0, "h") for i in range(3))
+    return Observation(
+        pods=pods,
+        workers={f"w{i}": worker(f"w{i}", busy=1, idle=0) for i in range(3)},
+        queue=QueueStatus(depth=0, oldest_age_seconds=0.0),
+        now=NOW.timestamp(),
+    )
+
+
+def test_removals_called_off_in_a_row_say_why_the_pool_cannot_shrink_and_it_stays_ready() -> None:
+    quiet = decide(bifrost_pool(), three_busy_workers(), Context("h", removals_called_off=2), PoolMemory(), NOW)
+    assert cond(quiet.status, "Reconciling") == ("True", "WaitingForIdleWorkers")
+    pinned = decide(bifrost_pool(), three_busy_workers(), Context("h", removals_called_off=3), PoolMemory(), NOW)
+    assert cond(pinned.status, "Reconciling") == ("True", "RemovalsCalledOff")
+    (message,) = [c["message"] for c in pinned.status["conditions"] if c["type"] == "Reconciling"]  # type: ignore[index]
+    assert "the last 3 removals were called off" in message and "drainsOnSigterm: true" in message
+    # More workers than desired, all ready: the pool serves its demand.
+    assert cond(pinned.status, "Ready") == ("True", "WorkersReady")
+    # A pool whose worker drains on SIGTERM is not pinned (nothing is called off): the least busy go.
+    draining = decide(bifrost_pool(drainsOnSigterm=True), three_busy_workers(), Context("h"), PoolMemory(), NOW)
+    assert [d.name for d in draining.scale.delete] == ["w0", "w1"]
+    assert cond(draining.status, "Reconciling") == ("True", "ScalingDown")

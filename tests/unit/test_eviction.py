@@ -6,8 +6,9 @@ from __future__ import annotations
 import datetime as dt
 
 from workerpool.contracts.wire import ExecutionInfo, ProcessInfo, WorkerInfo
-from workerpool.decide.eviction import SHOWN, hold_expired, judge_eviction
+from workerpool.decide.eviction import SHOWN, hold_expired, judge_draining, judge_eviction
 from workerpool.decide.observation import EVICTION_MARK_SECONDS, PodView
+from workerpool.protocols.seed import report_of
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 
@@ -90,3 +91,10 @@ def test_the_first_hold_is_read_from_its_own_mark() -> None:
     stamp = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
     view = PodView.from_body({"metadata": {"annotations": {"bifrost.dev/evicting-since": stamp}}}, 0.0)
     assert view.evicting_since == NOW.timestamp()
+
+
+def test_a_worker_that_drains_on_sigterm_is_evicted_busy_and_told_what_it_finishes() -> None:
+    verdict = judge_draining("w", report_of(info((10, "e-1", 12.4)), None, None, NOW))
+    assert verdict.allowed and verdict.event.reason == "EvictionAllowed"
+    assert "drains on SIGTERM" in verdict.message and "the 1 execution(s) it runs" in verdict.message
+    assert "what it runs" in judge_draining("w", None).message

@@ -178,3 +178,46 @@ async def test_a_deletion_awaiting_its_heartbeat_never_holds_back_the_rounds_cre
         assert len(kube.pods) == 1 + created and kube.deleted == []
         clock.advance(60)
     assert "b-1" in state.confirming  # still waiting for its next report, minutes later
+
+
+def removing_b1(reason: DeletionReason = DeletionReason.SCALE_DOWN) -> ScalePlan:
+    return ScalePlan(
+        desired=0,
+        demand=0,
+        delete=[Deletion("b-1", "pod-uid", reason)],
+        removing={"b-1": "idle"},
+        removal_numbers="demand 0",
+        active=1,
+    )
+
+
+async def test_the_removal_event_names_only_pods_deleted_and_a_called_off_removal_is_counted() -> None:
+    clock, kube, state, actions = idle_worker()
+    commands = SnapshotCommands(report(running=False))
+    await actions.apply(POOL, PoolRef("b", "ns", "u"), removing_b1(), commands, None)
+    clock.advance(1)
+    state.on_heartbeat(report(running=True, age=0))  # a delivery came in: the removal is off
+    await actions.apply(POOL, PoolRef("b", "ns", "u"), removing_b1(), commands, None)
+    assert kube.deleted == [] and state.called_off.recent() == 1
+    assert not [e for e in kube.events if e[0] == "ScalingDown"], "a removal that did not happen was announced"
+    # Idle again, and by the next heartbeat too: deleted, announced, and the called-off count cleared.
+    state.on_heartbeat(report(running=False, age=0))
+    await actions.apply(POOL, PoolRef("b", "ns", "u"), removing_b1(), commands, None)
+    clock.advance(1)
+    state.on_heartbeat(report(running=False, age=0))
+    await actions.apply(POOL, PoolRef("b", "ns", "u"), removing_b1(), commands, None)
+    assert kube.deleted == ["b-1"] and state.called_off.recent() == 0
+    (announced,) = [message for reason, message in kube.events if reason == "ScalingDown"]
+    assert announced.startswith("Scaling down from 1 to 0 workers (desired 0), removed b-1 (idle)")
+
+
+async def test_a_worker_that_drains_on_sigterm_is_deleted_busy_without_reading_redis() -> None:
+    draining = WorkerPool.from_body(
+        {"metadata": {"name": "b", "namespace": "ns", "uid": "u"},
+         "spec": {**POOL.spec.model_dump(by_alias=True, exclude_none=True), "drainsOnSigterm": True}}
+    )  # fmt: skip
+    _clock, kube, state, actions = idle_worker()
+    state.on_heartbeat(report(running=True, age=0))
+    commands = SnapshotCommands(AssertionError("no snapshot read: its SIGTERM retires it"))
+    await asyncio.wait_for(actions.apply(draining, PoolRef("b", "ns", "u"), removing_b1(), commands, None), 1)
+    assert kube.deleted == ["b-1"] and state.confirming == {}

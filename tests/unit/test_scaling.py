@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from workerpool.contracts.resource import WorkerPoolSpec
 from workerpool.contracts.wire import ExecutionInfo, ProcessInfo, QueueStatus, WorkerInfo
 from workerpool.decide.observation import Observation, PodView, WorkerView
-from workerpool.decide.scaling import ScaleMemory, decide_scale, recommend
+from workerpool.decide.scaling import ScaleMemory, decide_scale, recommend, removal_event
 from workerpool.protocols.seed import report_of
 
 NOW = 10_000.0
@@ -106,7 +106,12 @@ def test_scale_down_waits_for_the_window_then_removes_only_idle() -> None:
     later = decide_scale(spec(), observe(pods, workers), ScaleMemory(((NOW - 61, 3),)), HASH)
     assert later.desired == 1
     assert {d.name for d in later.delete} == {"b", "c"}  # never the busy "a"
-    assert later.events[-1].reason == "ScalingDown"
+    # No Event yet: a removal is announced once it happened (it can still be called off).
+    assert all(e.reason != "ScalingDown" for e in later.events)
+    event = removal_event(later, ["c"])
+    assert event is not None and event.reason == "ScalingDown"
+    assert event.message.startswith("Scaling down from 3 to 2 workers (desired 1), removed c (idle)")
+    assert removal_event(later, []) is None
 
 
 def test_stale_or_unknown_workers_are_not_idle() -> None:
@@ -149,7 +154,8 @@ def test_pods_that_never_became_workers_go_first() -> None:
     # register (and may already hold an execution): it is not touched.
     assert [d.name for d in plan.delete] == ["pending", "idle"]
     # The Event says what each removed pod was: a Pending pod is not "idle".
-    assert "removing pending (not running), idle (idle):" in plan.events[-1].message
+    event = removal_event(plan, ["pending", "idle"])
+    assert event is not None and "removed pending (not running), idle (idle):" in event.message
 
 
 def test_failed_pods_are_replaced() -> None:
@@ -285,3 +291,50 @@ def test_a_day_long_window_with_a_reading_every_250_ms_keeps_a_few_entries() -> 
         memory = memory.record(i * 0.25, i % 10, 86_400.0)
     assert len(memory.recommendations) <= 10
     assert memory.highest[1] == 9
+
+
+def bifrost_spec(**kw: Any) -> WorkerPoolSpec:
+    base: dict[str, Any] = {
+        "protocol": "bifrost",
+        "rabbitmq": {"url": "amqp://r", "queues": ["q"]},
+        "template": {"spec": {"containers": [{"name": "worker", "image": "w"}]}},
+    }
+    base.update(kw)
+    return spec(**base)
+
+
+def test_a_worker_that_drains_on_sigterm_is_removed_busy_the_least_busy_first() -> None:
+    pods = [pod("a", age=300), pod("b", age=200), pod("c", age=100)]
+    workers = {"a": worker("a", busy=3), "b": worker("b", busy=1), "c": worker("c", busy=2)}
+    # Steady traffic: 6 busy of 4 per worker -> desired 2; no worker is ever idle.
+    killing = decide_scale(bifrost_spec(), observe(pods, workers), ScaleMemory(), HASH)
+    assert (killing.desired, killing.delete) == (2, [])
+    assert killing.reconciling_reason == "WaitingForIdleWorkers"
+    draining = decide_scale(bifrost_spec(drainsOnSigterm=True), observe(pods, workers), ScaleMemory(), HASH)
+    assert [d.name for d in draining.delete] == ["b"]  # the least busy
+    assert draining.removing == {"b": "busy, drains on SIGTERM"}
+
+
+def test_a_draining_worker_that_is_not_fresh_is_not_removed() -> None:
+    pods = [pod("a"), pod("b")]
+    workers = {"a": worker("a", busy=1), "b": worker("b", busy=1, fresh=False)}
+    plan = decide_scale(bifrost_spec(drainsOnSigterm=True, minWorkers=0), observe(pods, workers), ScaleMemory(), HASH)
+    assert [d.name for d in plan.delete] == ["a"]  # b's state is unknown: kept
+
+
+def test_what_a_leaving_pod_runs_is_no_demand() -> None:
+    # "b" is terminating with 4 busy: its executions finish there; one active worker is enough.
+    pods = [pod("a"), pod("b", terminating=True)]
+    workers = {"a": worker("a", busy=1), "b": worker("b", busy=4, idle=0)}
+    plan = decide_scale(spec(minWorkers=1), observe(pods, workers), ScaleMemory(), HASH)
+    assert (plan.desired, plan.create) == (1, 0)
+
+
+def test_drains_on_sigterm_is_for_bifrost_and_needs_a_grace_period_past_the_drain() -> None:
+    with pytest.raises(ValueError, match="drainsOnSigterm is for protocol bifrost"):
+        spec(drainsOnSigterm=True)
+    short = {"spec": {"terminationGracePeriodSeconds": 305, "containers": [{"name": "w", "image": "w"}]}}
+    with pytest.raises(ValueError, match="must exceed executionTimeoutSeconds"):
+        bifrost_spec(drainsOnSigterm=True, template=short)
+    long = {"spec": {"terminationGracePeriodSeconds": 306, "containers": [{"name": "w", "image": "w"}]}}
+    assert bifrost_spec(drainsOnSigterm=True, template=long).drains_on_sigterm

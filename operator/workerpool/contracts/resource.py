@@ -208,6 +208,14 @@ def _has_container(template: dict[str, Any]) -> bool:
     return isinstance(spec, dict) and bool(spec.get("containers"))
 
 
+def _grace_covers_drain(spec: WorkerPoolSpec) -> bool:
+    pod = spec.template.get("spec")
+    grace = pod.get("terminationGracePeriodSeconds") if isinstance(pod, dict) else None
+    if not isinstance(grace, int):
+        return True  # unset: the operator's default covers the deadline
+    return grace > spec.execution_timeout_seconds + spec.graceful_shutdown_seconds
+
+
 class WorkerPoolSpec(ResourceModel):
     """Desired state of a pool of worker pods."""
 
@@ -230,6 +238,14 @@ class WorkerPoolSpec(ResourceModel):
     redis: RedisSpec
     rabbitmq: RabbitMQSpec | None = Field(
         None, description="protocol: bifrost only: the broker and queues whose ready messages are demand."
+    )
+    drains_on_sigterm: bool = Field(
+        False,
+        description="protocol bifrost: whether the pool's worker drains on SIGTERM (Bifrost's newer worker: it"
+        " takes no new delivery and finishes what it holds within BIFROST_DRAIN_DEADLINE_SECONDS). true: SIGTERM"
+        " retires a worker, so scale-down and rollouts remove the least busy worker at once and evictions are"
+        " allowed; false (the safe default, Bifrost's older worker whose SIGTERM kills what runs): a worker is"
+        " removed only when two heartbeats show it runs nothing.",
     )
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     metrics_port: int | None = Field(
@@ -273,6 +289,20 @@ class WorkerPoolSpec(ResourceModel):
             "protocol bifrost: template.spec.hostname and subdomain are not allowed: Bifrost's worker names itself"
             " by its hostname, and pods of one pool would share it (the operator tells workers apart by it)",
             lambda s: s.protocol != "bifrost" or not _sets_hostname(s.template),
+        ),
+        CelRule(
+            "self.protocol == 'bifrost' || !self.drainsOnSigterm",
+            "drainsOnSigterm is for protocol bifrost (the seed's worker is retired through Redis)",
+            lambda s: s.protocol == "bifrost" or not s.drains_on_sigterm,
+        ),
+        CelRule(
+            "!self.drainsOnSigterm || !has(self.template.spec)"
+            " || !has(self.template.spec.terminationGracePeriodSeconds)"
+            " || self.template.spec.terminationGracePeriodSeconds"
+            " > self.executionTimeoutSeconds + self.gracefulShutdownSeconds",
+            "drainsOnSigterm: template.spec.terminationGracePeriodSeconds must exceed executionTimeoutSeconds +"
+            " gracefulShutdownSeconds (the worker's drain deadline), or the kubelet kills a drain before it ends",
+            lambda s: not s.drains_on_sigterm or _grace_covers_drain(s),
         ),
         CelRule(
             "self.protocol != 'bifrost' || (has(self.template.spec) && size(self.template.spec.containers) > 0)",

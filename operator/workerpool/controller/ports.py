@@ -130,6 +130,10 @@ class EvictedPool(Protocol):
         execution may still take (executionTimeoutSeconds + gracefulShutdownSeconds)."""
         ...
 
+    def drains_on_sigterm(self) -> bool:
+        """The pool's worker finishes what it holds on SIGTERM (then an eviction retires it)."""
+        ...
+
 
 class PodOwners(Protocol):
     def pool_of(self, namespace: str, pod: str) -> EvictedPool | None:

@@ -61,6 +61,16 @@ def judge_eviction(
     return EvictionVerdict(False, answer, Event("Warning", "EvictionHeld", event))
 
 
+def judge_draining(worker: str, info: WorkerReport | None) -> EvictionVerdict:
+    """A worker that drains on SIGTERM: the eviction's deletion is its retirement."""
+    running = f"the {len(info.running)} execution(s) it runs" if info is not None and info.running else "what it runs"
+    message = (
+        f"worker {worker} drains on SIGTERM: eviction allowed; it takes no new delivery and finishes "
+        f"{running} within its drain deadline"
+    )
+    return EvictionVerdict(True, message, Event("Normal", "EvictionAllowed", message))
+
+
 def hold_expired(held: EvictionVerdict, worker: str, held_for: float, limit: float) -> EvictionVerdict:
     """A held eviction past its limit (the longest a running execution may still take, from the
     first hold) is allowed, with a Warning: a drain never waits forever on a worker that never

@@ -74,6 +74,7 @@ class Context:
     status_known: bool = True  # False until the first resync from Redis: no status before it
     previous_conditions: Sequence[Condition] = ()
     marks: MarkPolicy = field(default_factory=MarkPolicy)  # the node-autoscaler marks on busy workers
+    removals_called_off: int = 0  # removals called off in a row lately: the chosen worker turned busy first
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ def decide(pool: WorkerPool, obs: Observation, ctx: Context, memory: PoolMemory,
     if ctx.stall is not None and ctx.stall.reason in (Reason.REDIS_URL_INVALID, Reason.REDIS_URL_REFUSED):
         events.append(Event("Warning", ctx.stall.reason, ctx.stall.message))  # posted at most once a minute
     scale = decide_scale(pool.spec, obs, memory.scale, ctx.template_hash)
+    _explain_called_off(pool, obs, scale, ctx.removals_called_off)
     events.extend(scale.events)
     memory = replace(memory, scale=scale.memory)
     recycle = _recycle(pool, obs, memory, now) if ctx.status_known else None
@@ -135,6 +137,32 @@ def decide(pool: WorkerPool, obs: Observation, ctx: Context, memory: PoolMemory,
         status=status,
         memory=memory,
         recheck_after=_earliest(scale.recheck_after, obs.stale_in, marks.recheck_after),
+    )
+
+
+# Removals called off this many times in a row make the status say why the pool cannot shrink.
+CALLED_OFF_SHOWN = 3
+
+
+def _explain_called_off(pool: WorkerPool, obs: Observation, scale: ScalePlan, called_off: int) -> None:
+    """Under steady traffic every worker chosen for removal may turn busy before it goes (RabbitMQ
+    and a shared Redis list hand work to every consumer in turn): say so, and what would fix it."""
+    active = sum(1 for p in obs.pods if p.active)
+    if called_off < CALLED_OFF_SHOWN or active <= scale.desired or scale.create:
+        return
+    if pool.spec.protocol == "bifrost":
+        fix = (
+            "RabbitMQ delivers to every consumer in turn, so under steady traffic no worker stays idle between"
+            " two heartbeats; a worker that drains on SIGTERM (Bifrost's newer worker, spec.drainsOnSigterm:"
+            " true) can be removed while busy"
+        )
+    else:
+        fix = "every worker claims from the queue in turn, so under steady traffic none stays idle; it shrinks when"
+        fix += " traffic slows"
+    scale.reconciling_reason = Reason.REMOVALS_CALLED_OFF
+    scale.reconciling_message = (
+        f"{active} workers, desired {scale.desired}: the last {called_off} removals were called off because the"
+        f" chosen worker took new work first ({fix})"
     )
 
 

@@ -26,6 +26,7 @@ class Reason(StrEnum):
     SCALING_DOWN = "ScalingDown"
     PODS_CHANGING = "PodsChanging"
     WAITING_FOR_IDLE_WORKERS = "WaitingForIdleWorkers"
+    REMOVALS_CALLED_OFF = "RemovalsCalledOff"  # each worker chosen for removal turned busy first
     REPLACING_OUTDATED_PODS = "ReplacingOutdatedPods"
     REDIS_UNAVAILABLE = "RedisUnavailable"
     REDIS_FAILOVER = "RedisFailover"  # a Sentinel URL's primary unreachable or being replaced

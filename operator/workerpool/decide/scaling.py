@@ -5,7 +5,14 @@ desired = ceil((busy processes + queue depth) / processes.max), within
 of lower demand (the highest recommendation in that window wins, as in the
 HPA's stabilization window), and only by removing workers that are idle by a
 fresh heartbeat, or pods that never became a worker. Unknown is not idle:
-without Redis there is no scale-down.
+without Redis there is no scale-down. A worker that drains on SIGTERM
+(`drainsOnSigterm`) is retired by its deletion, so it may be removed busy: the
+least busy first. Busy processes of pods that are going are no demand: what
+they run finishes there and needs no capacity elsewhere.
+
+The Event that names removed pods is not part of the plan's Events: a removal
+can still be called off (the worker turned busy before its deletion), so it is
+posted for the pods actually deleted (`removal_event`).
 """
 
 from __future__ import annotations
@@ -67,6 +74,10 @@ class ScalePlan:
     memory: ScaleMemory = field(default_factory=ScaleMemory)
     reconciling_reason: Reason | None = None
     reconciling_message: str = ""
+    # The pods the plan removes, by name: what each was (for the Event posted once it is gone).
+    removing: dict[str, str] = field(default_factory=dict)
+    removal_numbers: str = ""  # the arithmetic behind the removals, for that Event
+    active: int = 0  # the active pods the plan was made for
     # Seconds until the scale-down window lets `desired` drop (None: nothing pending).
     recheck_after: float | None = None
 
@@ -81,7 +92,7 @@ def recommend(spec: WorkerPoolSpec, busy: int, depth: int) -> int:
 
 
 # What each removal rank means, for the Event that names the removed pods.
-_RANK_WORDS = {0: "not running", 1: "running, never registered", 2: "idle"}
+_RANK_WORDS = {0: "not running", 1: "running, never registered", 2: "idle", 3: "busy, drains on SIGTERM"}
 
 
 def _deletable_rank(pod: PodView, obs: Observation, spec: WorkerPoolSpec) -> int | None:
@@ -96,6 +107,8 @@ def _deletable_rank(pod: PodView, obs: Observation, spec: WorkerPoolSpec) -> int
         return None  # may be starting and about to register
     if worker.fresh and worker.info.runs_nothing:
         return 2  # idle by a fresh heartbeat
+    if worker.fresh and spec.drains_on_sigterm:
+        return 3  # busy: its SIGTERM stops its deliveries and it finishes what it holds
     return None  # busy, or not known to be idle
 
 
@@ -113,7 +126,8 @@ class _Round:
 
 def decide_scale(spec: WorkerPoolSpec, obs: Observation, memory: ScaleMemory, current_hash: str) -> ScalePlan:
     active = [p for p in obs.pods if p.active]
-    busy = sum(w.info.busy_count for w in obs.workers.values())
+    names = {p.name for p in active}
+    busy = sum(w.info.busy_count for wid, w in obs.workers.items() if wid in names)
     plan = _desired(spec, obs, memory, len(active), busy)
     numbers = _numbers(spec, obs, busy, plan.demand)
     _replace_failed(plan, obs)
@@ -193,10 +207,9 @@ def _remove_excess(plan: ScalePlan, r: _Round) -> None:
         return
     ranked = sorted(
         ((rank, p) for p in r.active if (rank := _deletable_rank(p, r.obs, r.spec)) is not None),
-        key=lambda rp: (rp[1].template_hash == r.current_hash, rp[0], -rp[1].created, rp[1].name),
+        key=lambda rp: (rp[1].template_hash == r.current_hash, rp[0], _busy(rp[1], r.obs), -rp[1].created, rp[1].name),
     )
     current_active = count - len(r.outdated) + plan.create
-    described: list[str] = []
     for rank, pod in ranked:
         if excess <= 0:
             break
@@ -205,25 +218,37 @@ def _remove_excess(plan: ScalePlan, r: _Round) -> None:
             continue  # only outdated pods make way for the surge
         reason = DeletionReason.REPLACE_OUTDATED if is_outdated else DeletionReason.SCALE_DOWN
         plan.delete.append(Deletion(pod.name, pod.uid, reason))
-        described.append(f"{pod.name} ({_RANK_WORDS[rank]})")
+        plan.removing[pod.name] = _RANK_WORDS[rank]
         excess -= 1
         if not is_outdated:
             current_active -= 1
-    if described:
-        down = any(d.reason == DeletionReason.SCALE_DOWN for d in plan.delete)
-        plan.events.append(
-            Event(
-                "Normal",
-                "ScalingDown" if down else "ReplacingOutdatedPods",
-                f"{'Scaling down' if down else 'Replacing'} from {count} to {count - len(described)} workers "
-                f"(desired {plan.desired}), removing {', '.join(described)}: {r.numbers}",
-            )
-        )
+    if plan.removing:
+        plan.removal_numbers, plan.active = r.numbers, count
     elif excess > 0 and not r.outdated:
         plan.reconciling_reason = Reason.WAITING_FOR_IDLE_WORKERS
         plan.reconciling_message = (
             f"{excess} workers above desired {plan.desired}, but none is idle by a fresh heartbeat"
         )
+
+
+def _busy(pod: PodView, obs: Observation) -> int:
+    worker = obs.workers.get(pod.name)
+    return worker.info.busy_count if worker is not None else 0
+
+
+def removal_event(plan: ScalePlan, deleted: list[str]) -> Event | None:
+    """The Event for the removals that happened (`deleted`: the plan's pods actually deleted)."""
+    gone = [name for name in deleted if name in plan.removing]
+    if not gone:
+        return None
+    down = any(d.reason == DeletionReason.SCALE_DOWN for d in plan.delete if d.name in gone)
+    described = ", ".join(f"{name} ({plan.removing[name]})" for name in gone)
+    return Event(
+        "Normal",
+        "ScalingDown" if down else "ReplacingOutdatedPods",
+        f"{'Scaling down' if down else 'Replacing'} from {plan.active} to {plan.active - len(gone)} workers "
+        f"(desired {plan.desired}), removed {described}: {plan.removal_numbers}",
+    )
 
 
 def _say_what_is_changing(plan: ScalePlan, obs: Observation, count: int, outdated: list[PodView]) -> None:

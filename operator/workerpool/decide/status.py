@@ -177,11 +177,16 @@ def _readiness(obs: Observation, active: Sequence[PodView]) -> tuple[int, list[s
     return len(registered) - len(silent), sorted(silent)
 
 
+# Reconciling for these, a pool with its desired workers ready serves its demand: Ready.
+_OVER_CAPACITY = (Reason.SCALING_DOWN, Reason.WAITING_FOR_IDLE_WORKERS, Reason.REMOVALS_CALLED_OFF)
+
+
 def _ready_condition(plan: ScalePlan, stall: Stall | None, ready: int, silent: Sequence[str]) -> tuple[bool, str, str]:
     if stall is not None:
         return False, stall.reason, stall.message
-    if plan.reconciling_reason is not None:
-        return False, plan.reconciling_reason, plan.reconciling_message
+    reason = plan.reconciling_reason
+    if reason is not None and not (reason in _OVER_CAPACITY and ready >= plan.desired):
+        return False, reason, plan.reconciling_message
     counted = f"{ready} of {plan.desired} workers are running and registered" + _silent_note(silent)
     if ready < plan.desired:
         return False, Reason.WAITING_FOR_WORKERS, counted

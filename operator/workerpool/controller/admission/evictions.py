@@ -10,7 +10,9 @@ For a worker pod with the retire handshake (seed): retire the worker in Redis
 (it claims nothing new) and ask what it still holds, in one script; allow when
 nothing, hold with 429 when something (the evicting client retries). For one
 without (Bifrost's): its heartbeat snapshot, read now, decides the same way;
-a snapshot too old to trust holds the eviction as unknown. A held pod is annotated, so the
+a snapshot too old to trust holds the eviction as unknown. A worker that
+drains on SIGTERM (`drainsOnSigterm`) is allowed at once: the deletion that
+follows retires it, and it finishes what it holds. A held pod is annotated, so the
 acting replica counts it as leaving and creates its replacement if demand
 needs it. Any replica can answer: Redis is the authority, not a replica's memory.
 """
@@ -28,7 +30,7 @@ from redis.exceptions import RedisError
 from ...contracts import names
 from ...contracts.report import WorkerReport
 from ...contracts.wire import WireFormatError
-from ...decide.eviction import EvictionVerdict, hold_expired, judge_eviction
+from ...decide.eviction import EvictionVerdict, hold_expired, judge_draining, judge_eviction
 from ...decide.observation import EVICTION_MARK_SECONDS, PodView
 from ...decide.snapshot import snapshot_holds
 from ...redis_connect import RedisAccess
@@ -63,6 +65,11 @@ class EvictionGate:
         if pool is None:
             return None
         info = pool.last_report(pod)
+        if pool.drains_on_sigterm():
+            verdict = judge_draining(pod, info)  # its SIGTERM retires it: nothing to ask Redis
+            if not dry_run:
+                await self._tell(pool, pod, verdict)
+            return verdict
         if dry_run:  # no side effects: judged by the last heartbeat alone
             verdict = judge_eviction(pod, list(info.running) if info else [], info)
         else:

@@ -198,6 +198,7 @@ class PoolController:
             status_known=self.state.resynced,
             previous_conditions=self.stored_conditions.of(self.body.get("status")),
             marks=self.deps.marks,
+            removals_called_off=self.state.called_off.recent(),
         )
         return obs, ctx
 

@@ -63,3 +63,9 @@ class PoolForEviction:
         except ValidationError:
             return float("inf")  # a pool that cannot be read holds as long as Redis says so
         return float(spec.execution_timeout_seconds + spec.graceful_shutdown_seconds)
+
+    def drains_on_sigterm(self) -> bool:
+        try:
+            return self._ctl.parsed.of(self._ctl.body).spec.drains_on_sigterm
+        except ValidationError:
+            return False  # unknown: judged as a worker that kills

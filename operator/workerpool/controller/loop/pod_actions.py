@@ -9,7 +9,13 @@ shrinks from up to one heartbeat interval to the time one delete call takes
 (docs/bifrost.md, "The race"); it delays the removal by up to one interval.
 No round waits for it: the round that read the snapshot records the worker as
 confirming (PoolState.confirming) and goes on; its next report wakes the pool,
-and that round deletes or keeps it (a round at the deadline keeps it)."""
+and that round deletes or keeps it (a round at the deadline keeps it).
+
+A Bifrost worker that drains on SIGTERM (`drainsOnSigterm`) needs none of this:
+its deletion is its retirement. The Event naming removed pods is posted after
+the deletions, for those that happened; a removal called off because the
+worker turned busy is counted (PoolState.called_off), and the status says why
+the pool cannot shrink."""
 
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from ...contracts.wire import WireFormatError
 from ...decide.disruption import MarkChange
 from ...decide.pods import PoolRef, render_pod
 from ...decide.reasons import DeletionReason
-from ...decide.scaling import Deletion, Event, ScalePlan
+from ...decide.scaling import Deletion, Event, ScalePlan, removal_event
 from ...decide.snapshot import snapshot_holds
 from ...protocols import protocol_for
 from ..adapters.kube import ApiException
@@ -53,9 +59,12 @@ class PodActions:
         chosen = {d.name for d in plan.delete}
         for worker_id in [w for w in self.state.confirming if w not in chosen]:
             del self.state.confirming[worker_id]
-        if await self._create(pool, ref, plan.create, since):
-            for deletion in plan.delete:
-                await self._delete(pool, deletion, commands)
+        if not await self._create(pool, ref, plan.create, since):
+            return
+        deleted = [d.name for d in plan.delete if await self._delete(pool, d, commands)]
+        event = removal_event(plan, deleted)
+        if event is not None:
+            await self.events.emit(event)
 
     def confirmation_due(self, pool: WorkerPool) -> float | None:
         """When the earliest confirmation gives up waiting for a report (monotonic), if any."""
@@ -92,10 +101,11 @@ class PodActions:
                 metrics.SCALE_UP_REACTION.labels(self.namespace, self.name).observe(reaction)
         return True
 
-    async def _delete(self, pool: WorkerPool, deletion: Deletion, commands: Commands | None) -> None:
+    async def _delete(self, pool: WorkerPool, deletion: Deletion, commands: Commands | None) -> bool:
+        """True: the pod was deleted."""
         retired = deletion.reason != DeletionReason.REPLACE_FAILED
         if retired and not await self._retire(pool, deletion.name, commands):
-            return
+            return False
         try:
             await self.kube.delete_pod(self.namespace, deletion.name, deletion.uid)
         except ApiException as exc:
@@ -106,6 +116,7 @@ class PodActions:
             raise
         self.state.deleted(deletion.uid)
         metrics.SCALE_EVENTS.labels(self.namespace, self.name, "delete").inc()
+        return True
 
     async def _retire(self, pool: WorkerPool, worker_id: str, commands: Commands | None) -> bool:
         """Atomically in Redis: stop the worker claiming, and confirm it holds nothing.
@@ -116,10 +127,13 @@ class PodActions:
         """
         if commands is None:
             return False
+        if pool.spec.drains_on_sigterm:
+            return True  # SIGTERM is its retire signal: it takes no delivery and finishes what it holds
         if not commands.has_handshake:
             return await self._still_idle(pool, worker_id, commands)
         if await commands.retire(worker_id, pool.spec.redis.queue_key, RETIRE_TTL):
             return True
+        self.state.called_off.record()
         log.info("%s/%s: %s turned busy before its pod was deleted: kept", self.namespace, self.name, worker_id)
         return False
 
@@ -137,6 +151,7 @@ class PodActions:
         if tracked.last_seen > since:
             del self.state.confirming[worker_id]
             if not tracked.info.runs_nothing:
+                self.state.called_off.record()
                 return self._kept(
                     worker_id, f"its next heartbeat shows {', '.join(tracked.info.running[:3]) or 'it busy'}"
                 )

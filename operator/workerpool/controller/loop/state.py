@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -19,12 +20,32 @@ from ..process.clock import Clock
 DELETING_TIMEOUT = 120.0
 # A refused pod create is tried again after this, doubled per refusal in a row, up to the cap.
 CREATE_BACKOFF, CREATE_BACKOFF_CAP = 10.0, 300.0
+# Removals called off within this window (s) count; a few are remembered (the status shows 3).
+CALLED_OFF_WINDOW, CALLED_OFF_KEPT = 600.0, 16
 
 
 def pod_view(body: dict[str, Any], now: float) -> PodView:
     created = body["metadata"].get("creationTimestamp")
     at = dt.datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp() if created else now
     return PodView.from_body(body, at)
+
+
+class CalledOff:
+    """Removals called off in a row because the chosen worker turned busy first: under steady
+    round-robin delivery a worker that kills on SIGTERM is never idle long enough, and the
+    status says so. A deletion that goes through clears them."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.times: deque[float] = deque(maxlen=CALLED_OFF_KEPT)  # monotonic
+
+    def record(self) -> None:
+        self.times.append(self.clock.monotonic())
+
+    def recent(self) -> int:
+        """Within the last CALLED_OFF_WINDOW seconds."""
+        since = self.clock.monotonic() - CALLED_OFF_WINDOW
+        return sum(1 for t in self.times if t > since)
 
 
 class PoolState:
@@ -64,6 +85,7 @@ class PoolState:
         # a row, until a create succeeds or the spec changes (a refusal is rarely fixed by retrying).
         self.create_retry_at: float | None = None
         self._create_refusals = 0
+        self.called_off = CalledOff(clock)
 
     # --- inputs -------------------------------------------------------------------------
 
@@ -120,6 +142,7 @@ class PoolState:
 
     def deleted(self, uid: str) -> None:
         self.deleting[uid] = self.clock.monotonic() + DELETING_TIMEOUT
+        self.called_off.times.clear()
 
     def owns(self, worker_id: str) -> bool:
         """Is this worker one of this pool's pods (by name, and by the pool's uid in its owners)?"""
