@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,36 @@ def publish_executions(amqp_url: str, executions: list[dict[str, Any]], queue: s
                 await channel.default_exchange.publish(message, routing_key=queue)
 
     asyncio.run(go())
+
+
+class Trickle:
+    """Steady traffic: one execution of `seconds` every `every` seconds, from a thread, until stopped."""
+
+    def __init__(self, amqp_url: str, seconds: float, every: float) -> None:
+        self.amqp_url, self.seconds, self.every = amqp_url, seconds, every
+        self.published: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), name="trickle", daemon=True)
+
+    def __enter__(self) -> Trickle:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    async def _run(self) -> None:
+        connection = await aio_pika.connect(self.amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            await bifrost_worker.declare_queues(channel)
+            while not self._stop.is_set():
+                body = execution(self.seconds)
+                message = aio_pika.Message(json.dumps(body).encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+                await channel.default_exchange.publish(message, routing_key=QUEUE)
+                self.published.append(body)
+                await asyncio.get_running_loop().run_in_executor(None, self._stop.wait, self.every)
 
 
 def execution(seconds: float, **extra: Any) -> dict[str, Any]:

@@ -58,6 +58,7 @@ class FakeKube:
         self.marks: list[tuple[str, dict[str, str | None]]] = []  # every annotation patch, in order
         self.refuse_creates = False  # as Pod Security or a quota would
         self.creates_tried = 0
+        self.conditions_set: list[tuple[str, str]] = []  # (pod, condition type), every status patch
         self._ids = itertools.count(1)
 
     async def list_pods(self, namespace: str, pool: str) -> list[dict[str, Any]]:
@@ -110,6 +111,15 @@ class FakeKube:
                 annotations.pop(key, None)
             else:
                 annotations[key] = value
+        return copy.deepcopy(pod)
+
+    async def set_pod_condition(self, namespace: str, name: str, condition: dict[str, str]) -> dict[str, Any] | None:
+        self.conditions_set.append((name, condition["type"]))
+        pod = self.pods.get(name)
+        if pod is None:
+            return None
+        kept = [c for c in pod["status"]["conditions"] if c["type"] != condition["type"]]
+        pod["status"]["conditions"] = [*kept, dict(condition)]
         return copy.deepcopy(pod)
 
     async def event(self, pool: dict[str, str], type_: str, reason: str, message: str) -> None:
@@ -687,3 +697,19 @@ async def test_marks_the_pod_template_sets_are_the_templates(world: World) -> No
     await beat_and_reconcile(world, 61, busy=lambda i: False)
     assert world.kube.marks[-1] == (pod, {"cluster-autoscaler.kubernetes.io/safe-to-evict": None})
     assert world.kube.pods[pod]["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"
+
+
+async def test_a_pods_readiness_gate_opens_once_when_its_worker_registers(world: World) -> None:
+    await world.reconcile()  # the pool's first pod, its gate closed: Ready waits for the worker
+    (pod,) = world.kube.pods
+    assert world.kube.pods[pod]["spec"]["readinessGates"] == [{"conditionType": "bifrost.dev/worker-registered"}]
+    await world.reconcile()
+    assert world.kube.conditions_set == []  # a running container is no worker yet
+    world.beat()
+    await world.reconcile()
+    assert world.kube.conditions_set == [(pod, "bifrost.dev/worker-registered")]
+    world.clock.advance(60)  # its worker falls silent: the gate stays open (no flapping readiness)
+    await world.reconcile()
+    world.beat()
+    await world.reconcile()
+    assert world.kube.conditions_set == [(pod, "bifrost.dev/worker-registered")]

@@ -57,6 +57,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "create", "delete", "patch"]
+# A worker pod's readiness gate (bifrost.dev/worker-registered): opened once its worker registers.
+- apiGroups: [""]
+  resources: ["pods/status"]
+  verbs: ["patch"]
 # spec.redis.urlSecretRef: get by name only (no list/watch of Secrets).
 - apiGroups: [""]
   resources: ["secrets"]

@@ -23,6 +23,9 @@ RECYCLE_ANNOTATION: Final = f"{GROUP}/recycle"
 EVICTING_ANNOTATION: Final = f"{GROUP}/evicting"
 # When a pod's eviction was first held (set once): a hold ends at the pool's limit from it.
 EVICTING_SINCE_ANNOTATION: Final = f"{GROUP}/evicting-since"
+# A worker pod's readiness gate: the operator sets this pod condition once the pod's worker
+# has registered, so the pod is Ready only when it is a worker (not when its container starts).
+REGISTERED_CONDITION: Final = f"{GROUP}/worker-registered"
 # Kopf's own bookkeeping gets a prefix of its own: a Kopf storage prefix is
 # dropped from Kopf's diff-base, and our user-facing annotations must stay in it.
 KOPF_PREFIX: Final = f"kopf.{GROUP}"

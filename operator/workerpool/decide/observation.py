@@ -31,6 +31,8 @@ class PodView:
     evicting_since: float | None = None  # epoch seconds its eviction was first held
     # The node-autoscaler annotations it carries (names.BUSY_MARKS keys only), as (key, value).
     marks: tuple[tuple[str, str], ...] = ()
+    # It has the readiness gate names.REGISTERED_CONDITION, and that condition is not True yet.
+    gate_open: bool = False
 
     @property
     def active(self) -> bool:
@@ -38,14 +40,17 @@ class PodView:
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any], created: float) -> PodView:
-        meta, status = body.get("metadata", {}), body.get("status") or {}
+        meta, status, spec = body.get("metadata", {}), body.get("status") or {}, body.get("spec") or {}
         annotations = meta.get("annotations") or {}
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+        gated = any(g.get("conditionType") == names.REGISTERED_CONDITION for g in spec.get("readinessGates") or [])
         return cls(
             name=meta.get("name", ""),
             uid=meta.get("uid", ""),
             phase=status.get("phase") or "Pending",
-            ready=ready,
+            # Its containers, not the pod: the pod's Ready waits for the registration gate, which
+            # the operator opens itself (a running, unregistered worker is not "never started").
+            ready=conditions.get("ContainersReady", conditions.get("Ready")) == "True",
             terminating=meta.get("deletionTimestamp") is not None,
             created=created,
             template_hash=(meta.get("labels") or {}).get(names.TEMPLATE_HASH_LABEL),
@@ -53,6 +58,7 @@ class PodView:
             evicting_at=_epoch(annotations.get(names.EVICTING_ANNOTATION)),
             evicting_since=_epoch(annotations.get(names.EVICTING_SINCE_ANNOTATION)),
             marks=tuple((k, annotations[k]) for k, _ in names.BUSY_MARKS if k in annotations),
+            gate_open=gated and conditions.get(names.REGISTERED_CONDITION) != "True",
         )
 
     def leaving(self, now: float) -> bool:

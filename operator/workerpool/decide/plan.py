@@ -84,6 +84,7 @@ class Plan:
     recycle: RecycleDecision | None  # the recycle request to publish or reject
     recycle_events: tuple[Event, ...]  # posted when the request is first handled
     marks: tuple[MarkChange, ...]  # node-autoscaler annotations to set or remove on pods
+    registered: tuple[str, ...]  # pods whose readiness gate opens: their worker has registered
     status: dict[str, Any] | None  # rendered; written through the write policy
     memory: PoolMemory  # for the next round, once this plan is applied
     recheck_after: float | None  # seconds until a time-based decision is due
@@ -134,6 +135,7 @@ def decide(pool: WorkerPool, obs: Observation, ctx: Context, memory: PoolMemory,
         recycle=recycle,
         recycle_events=tuple(recycle_events(recycle)) if recycle is not None else (),
         marks=marks.changes,
+        registered=registered_pods(obs),
         status=status,
         memory=memory,
         recheck_after=_earliest(scale.recheck_after, obs.stale_in, marks.recheck_after),
@@ -179,6 +181,15 @@ def _recycle(pool: WorkerPool, obs: Observation, memory: PoolMemory, now: dt.dat
         return None
     kills = protocol_for(pool.spec.protocol).recycle_kills_running
     return decide_recycle(value, pool.uid, live_workers(obs), now, kills)
+
+
+def registered_pods(obs: Observation) -> tuple[str, ...]:
+    """Active pods whose readiness gate is still closed and whose worker has registered (a fresh
+    heartbeat): the gate opens once and stays open (a Redis outage must not make every pod unready,
+    which PodDisruptionBudgets would count as disrupted)."""
+    return tuple(
+        p.name for p in obs.pods if p.gate_open and p.active and (w := obs.workers.get(p.name)) is not None and w.fresh
+    )
 
 
 def live_workers(obs: Observation) -> dict[str, WorkerView]:

@@ -80,6 +80,8 @@ def render_template(pool: PoolRef, spec: WorkerPoolSpec, default_image: str) -> 
     if spec.metrics_port is not None:
         ports = [p for p in worker.get("ports", []) if p.get("name") != METRICS_PORT_NAME]
         worker["ports"] = [*ports, {"name": METRICS_PORT_NAME, "containerPort": spec.metrics_port, "protocol": "TCP"}]
+    gates = [g for g in pod_spec.get("readinessGates", []) if g.get("conditionType") != names.REGISTERED_CONDITION]
+    pod_spec["readinessGates"] = [*gates, {"conditionType": names.REGISTERED_CONDITION}]
     pod_spec.setdefault("terminationGracePeriodSeconds", protocol.termination_grace_seconds(spec))
     pod_spec.setdefault("restartPolicy", "Always")
     # Workers never call the API server: no token to steal from a worker pod.

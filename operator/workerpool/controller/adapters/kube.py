@@ -7,7 +7,7 @@ import base64
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from aiohttp.helpers import get_env_proxy_for_url
@@ -47,6 +47,20 @@ def resolve_proxy_once(api: client.ApiClient) -> None:
             if auth is not None:
                 rest.proxy_headers = {**(rest.proxy_headers or {}), "Proxy-Authorization": auth.encode()}
     rest.pool_manager._trust_env = False
+
+
+MERGE = "application/merge-patch+json"
+STRATEGIC = "application/strategic-merge-patch+json"
+
+
+async def _unless_gone(call: Awaitable[dict[str, Any]]) -> dict[str, Any] | None:
+    """The call's answer, or None when the object is gone (404)."""
+    try:
+        return await call
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
 
 
 class Kube:
@@ -131,7 +145,7 @@ class Kube:
             names.PLURAL,
             name,
             {"status": patch},
-            _content_type="application/merge-patch+json",  # type: ignore[call-arg]
+            _content_type=MERGE,  # type: ignore[call-arg]
         )
         return True
 
@@ -161,21 +175,22 @@ class Kube:
         """Set (a value) or remove (None) a worker pod's node-autoscaler annotations: the patched pod,
         or None when the pod is gone."""
         await self._write(namespace, Priority.MARK)
-        try:
-            return await self._patch_annotations(namespace, name, patch)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return await _unless_gone(self._patch_annotations(namespace, name, patch))
+
+    async def set_pod_condition(self, namespace: str, name: str, condition: dict[str, str]) -> dict[str, Any] | None:
+        """Set one condition of a pod's status (a readiness gate's): the patched pod, or None when it is gone."""
+        await self._write(namespace, Priority.MARK)
+        # A strategic merge: conditions merge by type, so the kubelet's own stay.
+        body = {"status": {"conditions": [condition]}}
+        patch = self.core.patch_namespaced_pod_status(name, namespace, body, _content_type=STRATEGIC)  # type: ignore[call-arg]
+        return await _unless_gone(self._pod(patch))
 
     async def _patch_annotations(self, namespace: str, name: str, patch: dict[str, str | None]) -> dict[str, Any]:
-        patched = await self.core.patch_namespaced_pod(
-            name,
-            namespace,
-            {"metadata": {"annotations": patch}},
-            _content_type="application/merge-patch+json",  # type: ignore[call-arg]
-        )
-        return dict(self.api.sanitize_for_serialization(patched))
+        body = {"metadata": {"annotations": patch}}
+        return await self._pod(self.core.patch_namespaced_pod(name, namespace, body, _content_type=MERGE))  # type: ignore[call-arg]
+
+    async def _pod(self, call: Awaitable[Any]) -> dict[str, Any]:
+        return dict(self.api.sanitize_for_serialization(await call))
 
     async def read_secret(self, namespace: str, name: str) -> tuple[dict[str, bytes], str] | None:
         """The decoded data and resourceVersion, or None when there is no such Secret."""

@@ -215,6 +215,7 @@ class PoolController:
         since, self.triggered_at = self.triggered_at, None
         await self.actions.apply(pool, PoolRef(pool.name, pool.namespace, pool.uid), plan.scale, commands, since)
         await self.actions.mark(plan.marks)
+        await self.actions.open_gates(plan.registered, _utc(self.clock).strftime("%Y-%m-%dT%H:%M:%SZ"))
         memory = plan.memory
         if plan.recycle is not None and commands is not None:
             record = await self.recycler.apply(plan.recycle, plan.recycle_events, commands, sources.protocol)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 
+from ...contracts import names
 from ...contracts.resource import WorkerPool
 from ...contracts.wire import WireFormatError
 from ...decide.disruption import MarkChange
@@ -79,6 +80,20 @@ class PodActions:
             if patched is not None:
                 self.state.patched(patched)
             metrics.MARK_WRITES.labels(self.namespace, self.name, "mark" if change.mark else "unmark").inc()
+
+    async def open_gates(self, pods: tuple[str, ...], now: str) -> None:
+        """Open the readiness gate of pods whose worker has registered (`now`: the RFC 3339 time)."""
+        for pod in pods:
+            condition = {
+                "type": names.REGISTERED_CONDITION,
+                "status": "True",
+                "reason": "WorkerRegistered",
+                "message": "the pod's worker has registered in Redis and sends heartbeats",
+                "lastTransitionTime": now,
+            }
+            patched = await self.kube.set_pod_condition(self.namespace, pod, condition)
+            if patched is not None:
+                self.state.patched(patched)
 
     async def _create(self, pool: WorkerPool, ref: PoolRef, count: int, since: float | None) -> bool:
         """False when the API server refused a create, now or lately (then nothing more this round)."""

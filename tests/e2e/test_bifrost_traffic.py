@@ -1,0 +1,130 @@
+"""`protocol: bifrost` under steady traffic: RabbitMQ hands deliveries to every consumer
+in turn, so no worker of an over-sized pool stays idle for long.
+
+- A worker that drains on SIGTERM (Bifrost's newer worker; `drainsOnSigterm: true`)
+  is retired by its deletion: the pool shrinks to what the traffic needs while
+  the traffic goes on, and every delivery still gets a successful result (the
+  worker's own ledger, not the operator's word).
+- A worker that kills on SIGTERM (the default): removals may be called off, but
+  none is announced that did not happen, and nothing is lost.
+
+The Bifrost-wire workers run the slot pool (a delivery waits unacknowledged for
+a free child slot), as Bifrost's worker does.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from devcluster.bifrost_wire import Ledger, Trickle, lost, worker_template
+from devcluster.harness import SCALE, OperatorProcess, Pools, wait_until
+from devcluster.rabbitmq_server import RabbitMQVhost
+from devcluster.redis_server import RedisServer
+from devcluster.stack import DevStack
+
+from .helpers import ready_workers
+from .test_bifrost import manifest, prepare
+
+pytestmark = pytest.mark.cluster
+
+RESULTS = 60.0  # the last trickled executions end and report
+
+
+def over_sized_pool(redis_server: RedisServer, image: str, *, drains: bool, **env: Any) -> dict[str, Any]:
+    """Three workers of 4 slots for a trickle that one worker carries (about 3 executions at once)."""
+    extra: dict[str, Any] = {"drainsOnSigterm": True} if drains else {}
+    return manifest(
+        "b",
+        redis_server,
+        image,
+        minWorkers=3,
+        maxWorkers=3,
+        processes={"max": 4},
+        executionTimeoutSeconds=20,
+        template=worker_template(image, BIFROSTWIRE_SLOTS=1, **env),
+        **extra,
+    )
+
+
+def shrink(pools: Pools, body: dict[str, Any]) -> None:
+    body["spec"]["minWorkers"] = 1
+    pools.apply(body)
+
+
+def removed_in_events(pools: Pools) -> list[str]:
+    """The pods the ScalingDown Events say were removed."""
+    names: list[str] = []
+    for event in pools.events("b"):
+        if event["reason"] == "ScalingDown":
+            removed = event["message"].split(" removed ", 1)[1].rsplit(": demand", 1)[0]
+            names += re.findall(r"(\S+) \([^)]*\)", removed)  # "pod (what it was), pod (...)"
+    return names
+
+
+def test_a_pool_of_draining_workers_shrinks_under_steady_traffic_and_every_delivery_succeeds(
+    pools: Pools,
+    operator: OperatorProcess,
+    redis_server: RedisServer,
+    rabbitmq_server: RabbitMQVhost,
+    stack: DevStack,
+    namespace: str,
+) -> None:
+    image = prepare(stack, namespace, rabbitmq_server)
+    body = over_sized_pool(redis_server, image, drains=True, BIFROSTWIRE_DRAIN=1)
+    pools.apply(body)
+    first = ready_workers(pools, "b", 3)
+    ledger = Ledger(redis_server.url)
+    with Trickle(rabbitmq_server.local_url, seconds=3, every=1.0) as trickle:
+        wait_until(lambda: {d["worker_id"] for d in ledger.deliveries()} == set(first), timeout=SCALE,
+                   what="every worker taking deliveries")  # fmt: skip
+        shrink(pools, body)
+        pools.wait_status("b", lambda s: s.get("desiredWorkers") == 1 and s.get("workers") == 1,
+                          "shrunk to one worker under traffic", timeout=SCALE)  # fmt: skip
+        kept = {p["metadata"]["name"] for p in pools.live_pods("b")}
+        # The traffic goes on to the one worker left.
+        wait_until(lambda: ledger.deliveries()[-1]["worker_id"] in kept, timeout=SCALE, what="deliveries after")
+    published = {e["execution_id"] for e in trickle.published}
+    wait_until(lambda: ledger.finished() >= published, timeout=RESULTS, what="a result for every execution")
+    assert lost(ledger) == [], "a delivery without a result"
+    failed = [r for r in ledger.results() if not r["success"]]
+    assert failed == [], f"executions failed (a drain cut short, or a slot never freed): {failed}"
+    removed = removed_in_events(pools)
+    assert sorted(removed) == sorted(set(first) - kept), "each removal announced once, and only removals made"
+    busy_when_removed = [name for name in removed if any(d["worker_id"] == name for d in ledger.deliveries())]
+    assert busy_when_removed, "no removed worker had taken work: the test did not exercise the drain"
+
+
+def test_a_pool_of_killing_workers_never_announces_a_removal_that_did_not_happen(
+    pools: Pools,
+    operator: OperatorProcess,
+    redis_server: RedisServer,
+    rabbitmq_server: RabbitMQVhost,
+    stack: DevStack,
+    namespace: str,
+) -> None:
+    image = prepare(stack, namespace, rabbitmq_server)
+    body = over_sized_pool(redis_server, image, drains=False)
+    pools.apply(body)
+    first = set(ready_workers(pools, "b", 3))
+    ledger = Ledger(redis_server.url)
+    with Trickle(rabbitmq_server.local_url, seconds=3, every=0.7):
+        shrink(pools, body)
+
+        def settled() -> str | None:
+            status = pools.status("b")
+            reconciling = next((c for c in status.get("conditions", []) if c["type"] == "Reconciling"), {})
+            if reconciling.get("reason") == "RemovalsCalledOff":
+                return str(reconciling["message"])
+            return "shrunk" if status.get("workers") == 1 else None
+
+        outcome = wait_until(settled, timeout=SCALE, what="the pool shrunk, or saying why it cannot")
+    if outcome != "shrunk":
+        assert "drainsOnSigterm: true" in outcome, outcome  # says what would fix it
+    live = {p["metadata"]["name"] for p in pools.live_pods("b")}
+    removed = removed_in_events(pools)
+    assert len(removed) == len(set(removed)), f"a removal announced twice: {removed}"
+    assert set(removed) == first - live, "the ScalingDown Events name exactly the pods that went"
+    wait_until(lambda: lost(ledger) == [], timeout=RESULTS, what="every delivery's result")
