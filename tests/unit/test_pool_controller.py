@@ -58,6 +58,7 @@ class FakeKube:
         self.marks: list[tuple[str, dict[str, str | None]]] = []  # every annotation patch, in order
         self.refuse_creates = False  # as Pod Security or a quota would
         self.creates_tried = 0
+        self.urgent_writes = 0
         self.conditions_set: list[tuple[str, str]] = []  # (pod, condition type), every status patch
         self._ids = itertools.count(1)
 
@@ -79,7 +80,10 @@ class FakeKube:
         del self.pods[name]
         self.deleted.append(name)
 
-    async def patch_status(self, namespace: str, name: str, status: Callable[[], dict[str, Any] | None]) -> bool:
+    async def patch_status(
+        self, namespace: str, name: str, status: Callable[[], dict[str, Any] | None], urgent: bool = False
+    ) -> bool:
+        self.urgent_writes += urgent
         if self.status_turn is not None:
             await self.status_turn()  # the write waits for its turn (the rate limiter's queue)
         patch = status()
@@ -356,7 +360,7 @@ class RefusingResponse:
 
 
 def refuse_status_writes(world: World, status: int, headers: dict[str, str]) -> None:
-    async def refused(namespace: str, name: str, body: object) -> bool:
+    async def refused(namespace: str, name: str, body: object, urgent: bool = False) -> bool:
         raise ApiException(http_resp=RefusingResponse(status, headers))
 
     world.kube.patch_status = refused  # type: ignore[method-assign]
@@ -713,3 +717,18 @@ async def test_a_pods_readiness_gate_opens_once_when_its_worker_registers(world:
     world.beat()
     await world.reconcile()
     assert world.kube.conditions_set == [(pod, "bifrost.dev/worker-registered")]
+
+
+async def test_the_round_that_publishes_a_recycle_writes_its_record_at_once_ahead_of_the_queue(world: World) -> None:
+    await ready_pool(world)
+    await world.reconcile()
+    (worker,) = world.kube.pods
+    world.body["metadata"]["annotations"] = {"bifrost.dev/recycle": f"{worker}@now"}
+    world.ctl.on_body(copy.deepcopy(world.body) | {"status": copy.deepcopy(world.kube.status)})
+    writes = world.kube.status_writes
+    await world.reconcile()  # no clock advance: inside the status write interval
+    assert world.hub.commands.published == [[(worker, None)]]
+    assert world.kube.status_writes == writes + 1 and world.kube.urgent_writes == 1
+    assert world.kube.status["lastRecycle"]["request"] == f"{worker}@now"
+    await world.reconcile()  # nothing new: no second urgent write
+    assert world.kube.urgent_writes == 1

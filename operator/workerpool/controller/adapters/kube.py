@@ -128,12 +128,14 @@ class Kube:
             if meta.uid == uid and meta.deletion_timestamp is None:
                 raise
 
-    async def patch_status(self, namespace: str, name: str, status: Callable[[], dict[str, Any] | None]) -> bool:
+    async def patch_status(
+        self, namespace: str, name: str, status: Callable[[], dict[str, Any] | None], urgent: bool = False
+    ) -> bool:
         """Write the patch `status()` gives when the write's turn comes (None: nothing left to write).
 
-        True when a patch was sent.
+        True when a patch was sent. `urgent`: with the Events' priority, not behind every pool's status.
         """
-        await self._write(namespace, Priority.STATUS)
+        await self._write(namespace, Priority.EVENT if urgent else Priority.STATUS)
         patch = status()
         if patch is None:
             return False

@@ -78,8 +78,11 @@ class StatusWriter:
         """Someone else may have written since: patch against what is stored now (nulls clear its extras)."""
         self.last_written, self.last_write_at, self.next_write_at = dict(stored or {}) or None, 0.0, None
 
-    async def write(self, rendered: dict[str, Any], current: Callable[[], dict[str, Any] | None] | None = None) -> None:
-        """Write `rendered` if the policy says so; `current()` re-renders it if the write waited its turn.
+    async def write(
+        self, rendered: dict[str, Any], current: Callable[[], dict[str, Any] | None] | None = None, urgent: bool = False
+    ) -> None:
+        """Write `rendered` if the policy says so; `current()` re-renders it if the write waited its turn;
+        `urgent` (a new lastRecycle): at once, ahead of other pools' status writes.
 
         A write queued behind the API budget goes out with the status as it is
         then (not as it was when queued): the wait coalesces changes instead of
@@ -87,7 +90,8 @@ class StatusWriter:
         """
         now = self.clock.monotonic()
         write, wait = should_write(rendered, self.last_written, self.last_write_at, now, self.policy)
-        if not write:
+        urgent = urgent and rendered != self.last_written
+        if not write and not urgent:
             self.next_write_at = self._held_until(rendered, now + wait)
             return
         sent, due = rendered, None
@@ -98,12 +102,12 @@ class StatusWriter:
             if current is not None and later - now > REFRESH_AFTER:
                 sent = current() or sent
                 still, wait = should_write(sent, self.last_written, self.last_write_at, later, self.policy)
-                if not still:  # what made the write worth it was undone while it waited
+                if not still and not urgent:  # what made the write worth it was undone while it waited
                     due = self._held_until(sent, later + wait)
                     return None
             return merge_patch(sent, self.last_written)
 
-        if await self.kube.patch_status(self.namespace, self.name, patch):
+        if await self.kube.patch_status(self.namespace, self.name, patch, urgent):
             metrics.STATUS_WRITES.labels(self.namespace, self.name).inc()
             self.last_written, self.last_write_at = sent, self.clock.monotonic()
         self.next_write_at = due

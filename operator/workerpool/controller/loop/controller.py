@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from ...contracts import names
-from ...contracts.resource import WorkerPool
+from ...contracts.resource import LastRecycle, WorkerPool
 from ...contracts.wire import describe_validation_error
 from ...decide.backoff import parse_retry_after
 from ...decide.observation import Observation
@@ -216,14 +216,10 @@ class PoolController:
         await self.actions.apply(pool, PoolRef(pool.name, pool.namespace, pool.uid), plan.scale, commands, since)
         await self.actions.mark(plan.marks)
         await self.actions.open_gates(plan.registered, _utc(self.clock).strftime("%Y-%m-%dT%H:%M:%SZ"))
-        memory = plan.memory
+        memory, before = plan.memory, self.memory
         if plan.recycle is not None and commands is not None:
             record = await self.recycler.apply(plan.recycle, plan.recycle_events, commands, sources.protocol)
-            if record is None:  # held back: nothing of it is remembered yet
-                before = self.memory
-                memory = replace(memory, handled_recycle=before.handled_recycle, last_recycle=before.last_recycle)
-            elif record != plan.recycle.record:
-                memory = replace(memory, last_recycle=record)
+            memory = _recycle_kept(memory, before, record, plan.recycle.record)
         self.memory = memory
         rendered = plan.status
         if rendered is not None and memory.last_recycle != plan.memory.last_recycle:
@@ -232,7 +228,9 @@ class PoolController:
             # round decided and did not publish.
             rendered = self._current_status(pool, sources) or rendered
         if rendered is not None:
-            await self.status.write(rendered, lambda: self._current_status(pool, sources))
+            # A recycle published this round is recorded in this round's write, ahead of the queue.
+            published = memory.last_recycle is not None and memory.last_recycle != before.last_recycle
+            await self.status.write(rendered, lambda: self._current_status(pool, sources), urgent=published)
         self.next_scale_check_at = (
             self.clock.monotonic() + plan.recheck_after + 0.05 if plan.recheck_after is not None else None
         )
@@ -247,6 +245,16 @@ class PoolController:
         await self.status.write(
             render(invalid_status(generation, message, before, _utc(self.clock).replace(microsecond=0)))
         )
+
+
+def _recycle_kept(
+    memory: PoolMemory, before: PoolMemory, record: LastRecycle | None, decided: LastRecycle
+) -> PoolMemory:
+    """What the round remembers of its recycle: nothing yet when it was held back (None); a
+    previous run's record when that run handled it first."""
+    if record is None:
+        return replace(memory, handled_recycle=before.handled_recycle, last_recycle=before.last_recycle)
+    return memory if record == decided else replace(memory, last_recycle=record)
 
 
 def _utc(clock: Clock) -> dt.datetime:
