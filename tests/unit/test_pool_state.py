@@ -46,3 +46,18 @@ def test_a_registration_without_counts_is_never_fresh() -> None:
     s.on_resync({"b-1"}, {"b-1": WorkerReport("b-1", T, "b-1", 0, 0, 0, reported_at=None, complete=False)})
     view = s.observe(22, None, None).workers["b-1"]
     assert not view.fresh and not view.info.runs_nothing
+
+
+def test_a_pod_whose_eviction_is_held_is_gone_only_when_its_worker_was_retired() -> None:
+    """Seed: the retire script stopped its worker claiming, so it is replaced now. Bifrost: its
+    worker still takes deliveries, so it counts (the pool is neither short nor over) until it goes."""
+    s, clock, _ = state()
+    held = {"bifrost.dev/evicting": "2026-12-01T12:00:05Z", "bifrost.dev/evicting-since": "2026-12-01T12:00:05Z"}
+    s.on_pod("MODIFIED", {"metadata": {"name": "b-1", "uid": "p", "annotations": held}, "status": {"phase": "Running"}})
+    (retired,) = s.observe(22, None, None, leaving_is_gone=True).pods
+    (serving,) = s.observe(22, None, None, leaving_is_gone=False).pods
+    assert retired.terminating and not retired.active
+    assert serving.active
+    clock.advance(130)  # the drain never came back: the mark ran out
+    (again,) = s.observe(22, None, None, leaving_is_gone=True).pods
+    assert again.active

@@ -10,7 +10,8 @@ For a worker pod with the retire handshake (seed): retire the worker in Redis
 (it claims nothing new) and ask what it still holds, in one script; allow when
 nothing, hold with 429 when something (the evicting client retries). For one
 without (Bifrost's): its heartbeat snapshot, read now, decides the same way;
-a snapshot too old to trust holds the eviction as unknown. A worker that
+a snapshot too old to trust holds the eviction as unknown (and its pod keeps
+counting: that worker still takes deliveries). A worker that
 drains on SIGTERM (`drainsOnSigterm`) is allowed at once: the deletion that
 follows retires it, and it finishes what it holds. A held pod is annotated, so the
 acting replica counts it as leaving and creates its replacement if demand

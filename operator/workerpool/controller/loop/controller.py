@@ -190,7 +190,8 @@ class PoolController:
         """What the pool looks like now, from the state the watches and the hubs keep (no I/O)."""
         queue, demand_error, demand_stall = demand(pool, sources)
         window = sources.protocol.fresh_window(pool.spec.heartbeat_interval_seconds)
-        obs = self.state.observe(window, queue, redis_error(sources), demand_error)
+        handshake = sources.protocol.has_retire_handshake
+        obs = self.state.observe(window, queue, redis_error(sources), demand_error, leaving_is_gone=handshake)
         ctx = Context(
             template_hash=self.template_hash.of(pool),
             stall=sources.stall or demand_stall,

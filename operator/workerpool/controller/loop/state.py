@@ -210,17 +210,25 @@ class PoolState:
     # --- the observation ----------------------------------------------------------------------
 
     def observe(
-        self, window: float, queue: QueueStatus | None, redis_error: str | None, demand_error: str | None = None
+        self,
+        window: float,
+        queue: QueueStatus | None,
+        redis_error: str | None,
+        demand_error: str | None = None,
+        leaving_is_gone: bool = True,
     ) -> Observation:
         """`window`: the protocol's fresh window; `redis_error`: why reports cannot be trusted;
-        `demand_error`: why the queue could not be read (the reports are still shown)."""
+        `demand_error`: why the queue could not be read (the reports are still shown);
+        `leaving_is_gone`: a pod whose eviction is held counts as gone (its worker was retired
+        and takes no work: the replacement is made now). False for a worker without the retire
+        handshake: it still takes work, so it counts until its pod goes, and then it is replaced."""
         now_mono, now = self.clock.monotonic(), self.clock.time()
         self.deleting = {uid: t for uid, t in self.deleting.items() if t > now_mono}
         pods = []
         for view in self.pods.values():
             if not self._is_ours(view):
                 continue
-            if not view.terminating and (view.uid in self.deleting or view.leaving(now)):
+            if not view.terminating and (view.uid in self.deleting or (leaving_is_gone and view.leaving(now))):
                 view = dataclasses.replace(view, terminating=True)  # going: counted as gone
             pods.append(view)
         left = {wid: window - (now_mono - t.last_seen) for wid, t in self.workers.items() if wid in self.pods}
