@@ -79,7 +79,7 @@ class HostileInputs:
         ]
         self.nul = b"\x00" * 300_000
 
-    def pick(self, rng: random.Random, n: int) -> tuple[str, Any]:
+    def pick(self, rng: random.Random, n: int) -> tuple[Any, ...]:
         kind = rng.randrange(len(self.messages) + 3)
         if kind < len(self.messages):
             return ("publish", self.messages[kind])
