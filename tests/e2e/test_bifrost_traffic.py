@@ -6,7 +6,8 @@ in turn, so no worker of an over-sized pool stays idle for long.
   the traffic goes on, and every delivery still gets a successful result (the
   worker's own ledger, not the operator's word).
 - A worker that kills on SIGTERM (the default): removals may be called off, but
-  none is announced that did not happen, and nothing is lost.
+  none is announced that did not happen, and nothing is lost; deleting its pool
+  retires the workers first, so no running execution is killed.
 
 The Bifrost-wire workers run the slot pool (a delivery waits unacknowledged for
 a free child slot), as Bifrost's worker does.
@@ -15,17 +16,18 @@ a free child slot), as Bifrost's worker does.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
 
-from devcluster.bifrost_wire import Ledger, Trickle, lost, worker_template
+from devcluster.bifrost_wire import Ledger, Trickle, execution, lost, publish_executions, worker_template
 from devcluster.harness import SCALE, OperatorProcess, Pools, wait_until
 from devcluster.rabbitmq_server import RabbitMQVhost
 from devcluster.redis_server import RedisServer
 from devcluster.stack import DevStack
 
-from .helpers import ready_workers
+from .helpers import ready_workers, terminating
 from .test_bifrost import manifest, prepare
 
 pytestmark = pytest.mark.cluster
@@ -128,3 +130,39 @@ def test_a_pool_of_killing_workers_never_announces_a_removal_that_did_not_happen
     assert len(removed) == len(set(removed)), f"a removal announced twice: {removed}"
     assert set(removed) == first - live, "the ScalingDown Events name exactly the pods that went"
     wait_until(lambda: lost(ledger) == [], timeout=RESULTS, what="every delivery's result")
+
+
+def test_deleting_a_pool_retires_its_workers_and_never_kills_a_running_execution(
+    pools: Pools,
+    operator: OperatorProcess,
+    redis_server: RedisServer,
+    rabbitmq_server: RabbitMQVhost,
+    stack: DevStack,
+    namespace: str,
+) -> None:
+    image = prepare(stack, namespace, rabbitmq_server)
+    pools.apply(manifest("b", redis_server, image, minWorkers=2, maxWorkers=2, processes={"max": 1}))
+    ready_workers(pools, "b", 2)
+    wait_until(lambda: "bifrost.dev/retire-workers" in pools.get("b")["metadata"].get("finalizers", []),
+               timeout=SCALE, what="the retire-workers finalizer")  # fmt: skip
+    running = execution(8)
+    publish_executions(rabbitmq_server.local_url, [running])
+    pools.wait_status("b", lambda s: s.get("busyCount") == 1, "one worker busy", timeout=SCALE)
+    ledger = Ledger(redis_server.url)
+    stack.cluster.kubectl("delete", "wp", "b", "-n", namespace, "--wait=false")
+
+    def gone() -> bool:
+        return stack.cluster.kubectl("get", "wp", "b", "-n", namespace, check=False).returncode != 0
+
+    (busy,) = {d["worker_id"] for d in ledger.deliveries()}
+    deadline = time.monotonic() + SCALE
+    while not gone():
+        assert time.monotonic() < deadline, "the pool's deletion did not finish"
+        if running["execution_id"] not in ledger.finished():
+            assert not terminating(stack.cluster, namespace, busy), "the busy worker's pod was deleted"
+        time.sleep(0.2)
+    assert lost(ledger) == [], "deleting the pool killed an execution"
+    assert [r["success"] for r in ledger.results()] == [True]
+    assert running["execution_id"] in ledger.finished()
+    reasons = [e["reason"] for e in pools.events("b")]
+    assert "RetiringWorkers" in reasons and "RetireBoundPassed" not in reasons

@@ -19,6 +19,7 @@ ALLOWED = {
         "DO_NOT_DISRUPT_ANNOTATION", "SAFE_TO_EVICT_ANNOTATION", "BUSY_MARKS",  # node autoscalers: Kubernetes names
         "REDIS_CA_VOLUME", "REDIS_CA_DIR",  # the pool's CA bundle in its pods: any protocol's
         "REGISTERED_CONDITION",  # the worker pods' readiness gate: a Kubernetes name
+        "RETIRE_FINALIZER",  # the pool's finalizer: a Kubernetes name
     },
     "wire": {
         "ContractModel", "QueueStatus", "WireFormatError", "describe_validation_error", "to_status", "to_wire",

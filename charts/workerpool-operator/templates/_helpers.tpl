@@ -43,10 +43,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* The permissions the operator needs, shared by the ClusterRole and the per-namespace Roles. */}}
 {{- define "wpo.rules" -}}
-# WorkerPools: watched (Kopf on.event handlers only: Kopf never patches them).
+# WorkerPools: watched (Kopf on.event handlers only: Kopf never patches them), and
+# patched only in metadata.finalizers: bifrost.dev/retire-workers, on a pool whose
+# worker kills what runs on SIGTERM (deleting it retires the workers first).
 - apiGroups: ["bifrost.dev"]
   resources: ["workerpools"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "patch"]
 # Status is the operator's only write to a WorkerPool.
 - apiGroups: ["bifrost.dev"]
   resources: ["workerpools/status"]

@@ -26,6 +26,9 @@ EVICTING_SINCE_ANNOTATION: Final = f"{GROUP}/evicting-since"
 # A worker pod's readiness gate: the operator sets this pod condition once the pod's worker
 # has registered, so the pod is Ready only when it is a worker (not when its container starts).
 REGISTERED_CONDITION: Final = f"{GROUP}/worker-registered"
+# On a WorkerPool whose workers kill what runs on SIGTERM: deleting the pool retires its
+# workers first (idle ones at once, busy ones as they end, within a bound), then lets it go.
+RETIRE_FINALIZER: Final = f"{GROUP}/retire-workers"
 # Kopf's own bookkeeping gets a prefix of its own: a Kopf storage prefix is
 # dropped from Kopf's diff-base, and our user-facing annotations must stay in it.
 KOPF_PREFIX: Final = f"kopf.{GROUP}"

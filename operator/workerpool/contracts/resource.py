@@ -421,6 +421,8 @@ class WorkerPool(ContractModel):
     uid: str
     generation: NonNegativeInt = 0
     annotations: dict[str, str] = Field(default_factory=dict)
+    finalizers: tuple[str, ...] = ()
+    deleting_since: datetime | None = None  # metadata.deletionTimestamp: the pool is being deleted
     spec: WorkerPoolSpec
     status: WorkerPoolStatus = Field(default_factory=WorkerPoolStatus)
 
@@ -435,6 +437,8 @@ class WorkerPool(ContractModel):
             uid=meta.get("uid", ""),
             generation=meta.get("generation", 0) or 0,
             annotations=dict(meta.get("annotations") or {}),
+            finalizers=tuple(meta.get("finalizers") or ()),
+            deleting_since=meta.get("deletionTimestamp"),
             spec=WorkerPoolSpec.model_validate(dict(body.get("spec") or {})),
             status=WorkerPoolStatus.model_validate(status),
         )

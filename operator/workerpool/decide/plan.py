@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from ..contracts import names
 from ..contracts.resource import Condition, LastRecycle, WorkerPool
 from ..protocols import protocol_for
+from .deletion import FinalizerChange, decide_deletion, deletion_event, retiring_spec
 from .disruption import MarkChange, MarkMemory, MarkPolicy, decide_marks, managed_keys
 from .observation import Observation, WorkerView
 from .pods import has_password
@@ -52,6 +53,7 @@ class PoolMemory:
     last_recycle: LastRecycle | None = None
     password_warned_generation: int | None = None
     marks: MarkMemory = field(default_factory=MarkMemory)
+    deletion_announced: bool = False  # the RetiringWorkers Event of a deleted pool was posted
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any] | None) -> PoolMemory:
@@ -85,6 +87,7 @@ class Plan:
     recycle_events: tuple[Event, ...]  # posted when the request is first handled
     marks: tuple[MarkChange, ...]  # node-autoscaler annotations to set or remove on pods
     registered: tuple[str, ...]  # pods whose readiness gate opens: their worker has registered
+    finalizer: FinalizerChange | None  # add or remove the pool's retire-workers finalizer
     status: dict[str, Any] | None  # rendered; written through the write policy
     memory: PoolMemory  # for the next round, once this plan is applied
     recheck_after: float | None  # seconds until a time-based decision is due
@@ -102,8 +105,14 @@ def decide(pool: WorkerPool, obs: Observation, ctx: Context, memory: PoolMemory,
             memory = replace(memory, password_warned_generation=pool.generation)
     if ctx.stall is not None and ctx.stall.reason in (Reason.REDIS_URL_INVALID, Reason.REDIS_URL_REFUSED):
         events.append(Event("Warning", ctx.stall.reason, ctx.stall.message))  # posted at most once a minute
-    scale = decide_scale(pool.spec, obs, memory.scale, ctx.template_hash)
+    deleting = pool.deleting_since is not None
+    spec = retiring_spec(pool.spec) if deleting else pool.spec  # a deleted pool wants no worker
+    scale = decide_scale(spec, obs, memory.scale, ctx.template_hash)
     _explain_called_off(pool, obs, scale, ctx.removals_called_off)
+    deletion = decide_deletion(pool, obs, now)
+    if deleting:
+        memory = _say_retiring(pool, obs, scale, events, memory)
+    events.extend(deletion.events)
     events.extend(scale.events)
     memory = replace(memory, scale=scale.memory)
     recycle = _recycle(pool, obs, memory, now) if ctx.status_known else None
@@ -136,10 +145,24 @@ def decide(pool: WorkerPool, obs: Observation, ctx: Context, memory: PoolMemory,
         recycle_events=tuple(recycle_events(recycle)) if recycle is not None else (),
         marks=marks.changes,
         registered=registered_pods(obs),
+        finalizer=deletion.finalizer,
         status=status,
         memory=memory,
-        recheck_after=_earliest(scale.recheck_after, obs.stale_in, marks.recheck_after),
+        recheck_after=_earliest(scale.recheck_after, obs.stale_in, marks.recheck_after, deletion.recheck_after),
     )
+
+
+def _say_retiring(
+    pool: WorkerPool, obs: Observation, scale: ScalePlan, events: list[Event], memory: PoolMemory
+) -> PoolMemory:
+    """A deleted pool: Reconciling says its workers are being retired (and an Event, once)."""
+    active = sum(1 for p in obs.pods if p.active)
+    scale.reconciling_reason = Reason.DELETING
+    scale.reconciling_message = f"the pool is being deleted: {active} workers left to retire"
+    if memory.deletion_announced:
+        return memory
+    events.append(deletion_event(pool, active))
+    return replace(memory, deletion_announced=True)
 
 
 # Removals called off this many times in a row make the status say why the pool cannot shrink.

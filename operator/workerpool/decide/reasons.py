@@ -45,6 +45,7 @@ class Reason(StrEnum):
     RABBITMQ_SECRET_NOT_FOUND = "RabbitMQSecretNotFound"
     PODS_REJECTED = "PodsRejected"
     INVALID_SPEC = "InvalidSpec"
+    DELETING = "Deleting"  # Reconciling=True: a deleted pool retires its workers before it goes
 
 
 class DeletionReason(StrEnum):

@@ -111,6 +111,10 @@ class WorkerProtocol(Protocol):
         """The pod's terminationGracePeriodSeconds unless the template sets one."""
         ...
 
+    def drains_on_sigterm(self, spec: WorkerPoolSpec) -> bool:
+        """Whether the pool's worker finishes what it runs when its pod is deleted (else it kills it)."""
+        ...
+
 
 def env_value(name: str, value: str | None, ref: SecretKeyRef | None) -> dict[str, Any]:
     """An env var from a Secret key when a ref is given (the URL never enters the pod spec), else plain."""

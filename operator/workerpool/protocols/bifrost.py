@@ -224,6 +224,9 @@ class BifrostProtocol:
     def default_container(self, image: str) -> dict[str, Any] | None:
         return None  # Bifrost's image and command come from the template (admission requires a container)
 
+    def drains_on_sigterm(self, spec: WorkerPoolSpec) -> bool:
+        return spec.drains_on_sigterm  # the newer worker drains; the one of commit 841bc8e kills
+
     def termination_grace_seconds(self, spec: WorkerPoolSpec) -> int:
         return drain_deadline_seconds(spec) + TERMINATION_MARGIN_SECONDS
 

@@ -112,6 +112,9 @@ class SeedProtocol:
     def default_container(self, image: str) -> dict[str, Any] | None:
         return {"name": DEFAULT_CONTAINER_NAME, "image": image, "command": WORKER_COMMAND}
 
+    def drains_on_sigterm(self, spec: WorkerPoolSpec) -> bool:
+        return True  # the reference worker stops claiming and finishes what it runs
+
     def termination_grace_seconds(self, spec: WorkerPoolSpec) -> int:
         # A pod told to stop can finish what it runs (the reference worker drains on SIGTERM).
         return spec.execution_timeout_seconds + spec.graceful_shutdown_seconds

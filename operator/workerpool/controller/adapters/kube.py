@@ -51,6 +51,7 @@ def resolve_proxy_once(api: client.ApiClient) -> None:
 
 MERGE = "application/merge-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 
 
 async def _unless_gone(call: Awaitable[dict[str, Any]]) -> dict[str, Any] | None:
@@ -63,7 +64,9 @@ async def _unless_gone(call: Awaitable[dict[str, Any]]) -> dict[str, Any] | None
         raise
 
 
-class Kube:
+class _Clients:
+    """The API clients, and the gate every write passes (the client-side rate limiter)."""
+
     def __init__(self, api: client.ApiClient, limiter: WriteLimiter | None = None) -> None:
         self.api = api
         self.limiter = limiter
@@ -72,6 +75,43 @@ class Kube:
         self.admission = client.AdmissionregistrationV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
 
+    async def _write(self, namespace: str, priority: Priority = Priority.POD) -> None:
+        """Every write waits for the client-side rate limiter first (reads and watches do not),
+        its namespace's turn among the others'."""
+        if self.limiter is not None:
+            await self.limiter.acquire(priority, namespace)
+
+
+class _PodPatches(_Clients):
+    """Patches of worker pods: annotations (marks, a held eviction) and a readiness gate's condition."""
+
+    async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        # Not rate-limited: it marks a pod whose eviction was just held (one per held pod a minute).
+        await self._patch_annotations(namespace, name, dict(annotations))
+
+    async def mark_pod(self, namespace: str, name: str, patch: dict[str, str | None]) -> dict[str, Any] | None:
+        """Set (a value) or remove (None) a worker pod's node-autoscaler annotations: the patched pod,
+        or None when the pod is gone."""
+        await self._write(namespace, Priority.MARK)
+        return await _unless_gone(self._patch_annotations(namespace, name, patch))
+
+    async def set_pod_condition(self, namespace: str, name: str, condition: dict[str, str]) -> dict[str, Any] | None:
+        """Set one condition of a pod's status (a readiness gate's): the patched pod, or None when it is gone."""
+        await self._write(namespace, Priority.MARK)
+        # A strategic merge: conditions merge by type, so the kubelet's own stay.
+        body = {"status": {"conditions": [condition]}}
+        patch = self.core.patch_namespaced_pod_status(name, namespace, body, _content_type=STRATEGIC)  # type: ignore[call-arg]
+        return await _unless_gone(self._pod(patch))
+
+    async def _patch_annotations(self, namespace: str, name: str, patch: dict[str, str | None]) -> dict[str, Any]:
+        body = {"metadata": {"annotations": patch}}
+        return await self._pod(self.core.patch_namespaced_pod(name, namespace, body, _content_type=MERGE))  # type: ignore[call-arg]
+
+    async def _pod(self, call: Awaitable[Any]) -> dict[str, Any]:
+        return dict(self.api.sanitize_for_serialization(await call))
+
+
+class Kube(_PodPatches):
     @classmethod
     async def connect(cls, limiter: WriteLimiter | None = None) -> Kube:
         try:
@@ -81,12 +121,6 @@ class Kube:
         api = client.ApiClient()
         resolve_proxy_once(api)
         return cls(api, limiter)
-
-    async def _write(self, namespace: str, priority: Priority = Priority.POD) -> None:
-        """Every write waits for the client-side rate limiter first (reads and watches do not),
-        its namespace's turn among the others'."""
-        if self.limiter is not None:
-            await self.limiter.acquire(priority, namespace)
 
     async def close(self) -> None:
         await self.api.close()
@@ -169,30 +203,22 @@ class Kube:
 
     # --- the eviction webhook and leader election ------------------------------------------
 
-    async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
-        # Not rate-limited: it marks a pod whose eviction was just held (one per held pod a minute).
-        await self._patch_annotations(namespace, name, dict(annotations))
-
-    async def mark_pod(self, namespace: str, name: str, patch: dict[str, str | None]) -> dict[str, Any] | None:
-        """Set (a value) or remove (None) a worker pod's node-autoscaler annotations: the patched pod,
-        or None when the pod is gone."""
-        await self._write(namespace, Priority.MARK)
-        return await _unless_gone(self._patch_annotations(namespace, name, patch))
-
-    async def set_pod_condition(self, namespace: str, name: str, condition: dict[str, str]) -> dict[str, Any] | None:
-        """Set one condition of a pod's status (a readiness gate's): the patched pod, or None when it is gone."""
-        await self._write(namespace, Priority.MARK)
-        # A strategic merge: conditions merge by type, so the kubelet's own stay.
-        body = {"status": {"conditions": [condition]}}
-        patch = self.core.patch_namespaced_pod_status(name, namespace, body, _content_type=STRATEGIC)  # type: ignore[call-arg]
-        return await _unless_gone(self._pod(patch))
-
-    async def _patch_annotations(self, namespace: str, name: str, patch: dict[str, str | None]) -> dict[str, Any]:
-        body = {"metadata": {"annotations": patch}}
-        return await self._pod(self.core.patch_namespaced_pod(name, namespace, body, _content_type=MERGE))  # type: ignore[call-arg]
-
-    async def _pod(self, call: Awaitable[Any]) -> dict[str, Any]:
-        return dict(self.api.sanitize_for_serialization(await call))
+    async def set_finalizers(self, namespace: str, name: str, resource_version: str, finalizers: list[str]) -> None:
+        # A JSON patch guarded by the version read: never drops a finalizer someone else just added.
+        patch = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+            {"op": "add", "path": "/metadata/finalizers", "value": finalizers},
+        ]
+        await self._write(namespace, Priority.EVENT)
+        await self.custom.patch_namespaced_custom_object(
+            names.GROUP,
+            names.VERSION,
+            namespace,
+            names.PLURAL,
+            name,
+            patch,
+            _content_type=JSON_PATCH,  # type: ignore[call-arg]
+        )
 
     async def read_secret(self, namespace: str, name: str) -> tuple[dict[str, bytes], str] | None:
         """The decoded data and resourceVersion, or None when there is no such Secret."""

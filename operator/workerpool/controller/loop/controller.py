@@ -22,6 +22,7 @@ from ...contracts import names
 from ...contracts.resource import LastRecycle, WorkerPool
 from ...contracts.wire import describe_validation_error
 from ...decide.backoff import parse_retry_after
+from ...decide.deletion import finalizers_after
 from ...decide.observation import Observation
 from ...decide.plan import Context, Plan, PoolMemory, decide
 from ...decide.pods import PoolRef
@@ -217,6 +218,9 @@ class PoolController:
         await self.actions.apply(pool, PoolRef(pool.name, pool.namespace, pool.uid), plan.scale, commands, since)
         await self.actions.mark(plan.marks)
         await self.actions.open_gates(plan.registered, _utc(self.clock).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        if plan.finalizer is not None:
+            version, wanted = str(self.body["metadata"].get("resourceVersion")), finalizers_after(pool, plan.finalizer)
+            await self.deps.kube.set_finalizers(self.namespace, self.name, version, wanted)
         memory, before = plan.memory, self.memory
         if plan.recycle is not None and commands is not None:
             record = await self.recycler.apply(plan.recycle, plan.recycle_events, commands, sources.protocol)
@@ -232,13 +236,11 @@ class PoolController:
             # A recycle published this round is recorded in this round's write, ahead of the queue.
             published = memory.last_recycle is not None and memory.last_recycle != before.last_recycle
             await self.status.write(rendered, lambda: self._current_status(pool, sources), urgent=published)
-        self.next_scale_check_at = (
-            self.clock.monotonic() + plan.recheck_after + 0.05 if plan.recheck_after is not None else None
-        )
-        soon = self.clock.monotonic() + RECYCLE_RETRY if self.recycler.waiting is not None else None
-        for due in (soon, self.actions.confirmation_due(pool)):
-            if due is not None:
-                self.next_scale_check_at = min(self.next_scale_check_at or due, due)
+        now = self.clock.monotonic()
+        recheck = now + plan.recheck_after + 0.05 if plan.recheck_after is not None else None
+        retry = now + RECYCLE_RETRY if self.recycler.waiting is not None else None
+        dues = [d for d in (recheck, retry, self.actions.confirmation_due(pool)) if d is not None]
+        self.next_scale_check_at = min(dues) if dues else None
 
     async def _write_invalid(self, message: str) -> None:
         generation = int(self.body["metadata"].get("generation") or 0)
@@ -262,9 +264,10 @@ def _utc(clock: Clock) -> dt.datetime:
     return dt.datetime.fromtimestamp(clock.time(), dt.UTC)
 
 
-def _acts_on(meta: dict[str, Any]) -> tuple[Any, Any]:
+def _acts_on(meta: dict[str, Any]) -> tuple[Any, ...]:
     """The parts of a pool's metadata whose change needs a reconcile (a status write does not)."""
-    return meta.get("generation"), (meta.get("annotations") or {}).get(names.RECYCLE_ANNOTATION)
+    recycle = (meta.get("annotations") or {}).get(names.RECYCLE_ANNOTATION)
+    return meta.get("generation"), recycle, meta.get("deletionTimestamp"), tuple(meta.get("finalizers") or ())
 
 
 def _header(exc: ApiException, name: str) -> str | None:

@@ -23,7 +23,12 @@ class ParsedPool:
 
     def of(self, body: dict[str, Any]) -> WorkerPool:
         meta = body.get("metadata") or {}
-        key = (meta.get("uid"), meta.get("generation"))
+        key = (
+            meta.get("uid"),
+            meta.get("generation"),
+            meta.get("deletionTimestamp"),
+            tuple(meta.get("finalizers") or ()),
+        )
         if self.cached is None or self.cached[0] != key:
             self.cached = (key, WorkerPool.from_body({"metadata": meta, "spec": body.get("spec")}))
         annotations = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
