@@ -150,3 +150,14 @@ def test_every_process_gets_exactly_one_row(process_counts: list[int]) -> None:
         details.append(w)
     rows = process_rows(Pool.from_object(pool_object(workerDetails=details)))
     assert len(rows) == sum(process_counts)
+
+
+def test_elapsed_counts_from_the_executions_start_and_an_idle_workers_uptime_from_its_own() -> None:
+    """The status refreshes these gauges every 30 s; `top` reads the heartbeat's own start times."""
+    later = STARTED + dt.timedelta(seconds=95)
+    out = render_top([Pool.from_object(LIVE)], now=later).splitlines()
+    assert out[3].split() == ["etl-a", "12", "busy", "42", "2m5s", "3", "e-1", "1m35s"]
+    idle = worker("b-1")
+    idle.update(processes=[], poolSize=0, idleCount=4, busyCount=0)
+    rows = process_rows(Pool.from_object(pool_object(workerDetails=[idle])), now=later)
+    assert rows == [("b-1", "-", "idle (4 free)", "-", "1m35s", "-", "-", "-")]

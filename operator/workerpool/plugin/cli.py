@@ -118,7 +118,7 @@ def show(objects: list[dict[str, Any]], output: str | None, redraw: bool = False
         emit(workers_document(pools), output)
         return
     prefix = CLEAR if redraw and sys.stdout.isatty() else ("\n" if redraw else "")
-    print(prefix + render_top(pools), flush=True)
+    print(prefix + render_top(pools, dt.datetime.now(dt.UTC)), flush=True)
 
 
 async def recycle(pools: Pools, namespace: str, args: argparse.Namespace) -> int:

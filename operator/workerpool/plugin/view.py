@@ -3,11 +3,15 @@
 `top` shows one row per process (the seed's GET /workers, flattened) under a
 header line per pool; `-o json|yaml` gives the seed's WorkerDetail list exactly
 (snake_case). Values come from the status the operator copies from the
-workers' heartbeats, so they are as fresh as the pool's last status write.
+workers' heartbeats, so they are as fresh as the pool's last status write;
+given the time now, ELAPSED is counted from each execution's own start and an
+idle worker's UPTIME from the worker's (the status refreshes those gauges only
+every 30 s, and a worker without processes has no uptime of its own to show).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -68,7 +72,14 @@ def header(pool: Pool) -> str:
     )
 
 
-def process_rows(pool: Pool) -> list[tuple[str, ...]]:
+def _since(start: dt.datetime | None, stored: float, now: dt.datetime | None) -> float:
+    """Seconds since `start` as of `now` (never less than what the heartbeat said)."""
+    if start is None or now is None:
+        return stored
+    return max(stored, (now - start).total_seconds())
+
+
+def process_rows(pool: Pool, now: dt.datetime | None = None) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for worker in sorted(pool.workers, key=lambda w: w.worker_id):
         for proc in sorted(worker.processes, key=lambda p: p.pid):
@@ -82,13 +93,14 @@ def process_rows(pool: Pool) -> list[tuple[str, ...]]:
                     duration(proc.uptime_seconds),
                     str(proc.executions_completed),
                     execution.execution_id if execution else "-",
-                    duration(execution.elapsed_seconds) if execution else "-",
+                    duration(_since(execution.started_at, execution.elapsed_seconds, now)) if execution else "-",
                 )
             )
         if not worker.processes:
             # No process at all: starting, or (a worker that starts one per execution) idle with free slots.
             state = f"idle ({worker.idle_count} free)" if worker.idle_count else "starting"
-            rows.append((worker.worker_id, "-", state, "-", "-", "-", "-", "-"))
+            uptime = duration(_since(worker.started_at, 0.0, now)) if now is not None else "-"
+            rows.append((worker.worker_id, "-", state, "-", uptime, "-", "-", "-"))
     return rows
 
 
@@ -98,10 +110,10 @@ def table(rows: Sequence[Sequence[str]], columns: Sequence[str] = COLUMNS) -> st
     return "\n".join(lines)
 
 
-def render_top(pools: Iterable[Pool]) -> str:
+def render_top(pools: Iterable[Pool], now: dt.datetime | None = None) -> str:
     blocks = []
     for pool in pools:
-        rows = process_rows(pool)
+        rows = process_rows(pool, now)
         body = table(rows) if rows else "(no live workers reported)"
         blocks.append(f"{header(pool)}\n{body}")
     return "\n\n".join(blocks) if blocks else "No WorkerPools found."
