@@ -166,3 +166,44 @@ def test_deleting_a_pool_retires_its_workers_and_never_kills_a_running_execution
     assert running["execution_id"] in ledger.finished()
     reasons = [e["reason"] for e in pools.events("b")]
     assert "RetiringWorkers" in reasons and "RetireBoundPassed" not in reasons
+
+
+def test_deliveries_a_full_worker_holds_are_demand_and_the_pool_scales_for_them(
+    pools: Pools,
+    operator: OperatorProcess,
+    redis_server: RedisServer,
+    rabbitmq_server: RabbitMQVhost,
+    stack: DevStack,
+    namespace: str,
+) -> None:
+    """Bifrost's 12 x 40 s on one idle worker of capacity 10, scaled down in time: 6 executions of
+    12 s on one worker of 4 slots whose slot wait is 8 s. It runs 4, and holds 2 unacknowledged
+    (neither ready nor busy): only the management API's count makes the pool scale to 2. The 2 held
+    ones are the worker's own to fail (no slot frees within its wait; no scaler can take them back):
+    exactly those fail, dead-lettered, and nothing is lost."""
+    image = prepare(stack, namespace, rabbitmq_server)
+    stack.cluster.kubectl("create", "secret", "generic", "rabbitmq-management", "-n", namespace,
+                          f"--from-literal=url={rabbitmq_server.management_url}")  # fmt: skip
+    body = manifest(
+        "b",
+        redis_server,
+        image,
+        minWorkers=1,
+        maxWorkers=4,
+        processes={"max": 4},
+        executionTimeoutSeconds=30,
+        scaling={"scaleDownDelaySeconds": 60},
+        template=worker_template(image, BIFROSTWIRE_SLOTS=1, BIFROSTWIRE_SLOT_WAIT_SECONDS=8),
+    )
+    body["spec"]["rabbitmq"]["managementUrlSecretRef"] = {"name": "rabbitmq-management", "key": "url"}
+    pools.apply(body)
+    ready_workers(pools, "b", 1)
+    burst = [execution(12) for _ in range(6)]
+    publish_executions(rabbitmq_server.local_url, burst)
+    ledger = Ledger(redis_server.url)
+    wait_until(lambda: len(ledger.deliveries()) == 6, timeout=SCALE, what="all six delivered to the one worker")
+    pools.wait_status("b", lambda s: s.get("desiredWorkers") == 2, "scaled for the held deliveries", timeout=SCALE)
+    wait_until(lambda: ledger.finished() >= {e["execution_id"] for e in burst}, timeout=RESULTS, what="results")
+    failed = [r for r in ledger.results() if not r["success"]]
+    assert len(failed) == 2 and {r["error"] for r in failed} == {"No worker slot available after timeout"}, failed
+    assert lost(ledger) == []
