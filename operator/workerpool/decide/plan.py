@@ -175,14 +175,14 @@ def _explain_called_off(pool: WorkerPool, obs: Observation, scale: ScalePlan, ca
     active = sum(1 for p in obs.pods if p.active)
     if called_off < CALLED_OFF_SHOWN or active <= scale.desired or scale.create:
         return
-    if pool.spec.protocol == "bifrost":
+    if not protocol_for(pool.spec.protocol).drains_on_sigterm(pool.spec):
         fix = (
-            "RabbitMQ delivers to every consumer in turn, so under steady traffic no worker stays idle between"
-            " two heartbeats; a worker that drains on SIGTERM (Bifrost's newer worker, spec.drainsOnSigterm:"
-            " true) can be removed while busy"
+            "work is handed to every worker in turn, so under steady traffic none stays idle between two"
+            " heartbeats; a worker that drains on SIGTERM (Bifrost's newer worker, spec.drainsOnSigterm: true)"
+            " can be removed while busy"
         )
     else:
-        fix = "every worker claims from the queue in turn, so under steady traffic none stays idle; it shrinks when"
+        fix = "work is handed to every worker in turn, so under steady traffic none stays idle; it shrinks when"
         fix += " traffic slows"
     scale.reconciling_reason = Reason.REMOVALS_CALLED_OFF
     scale.reconciling_message = (
