@@ -121,23 +121,7 @@ def decide(pool: WorkerPool, obs: Observation, ctx: Context, memory: PoolMemory,
     template_annotations = (pool.spec.template.get("metadata") or {}).get("annotations") or {}
     marks = decide_marks(obs.pods, obs.workers, obs.now, memory.marks, ctx.marks, managed_keys(template_annotations))
     memory = replace(memory, marks=marks.memory)
-    stall = ctx.stall
-    if stall is None and ctx.create_error is not None:
-        stall = Stall(Reason.PODS_REJECTED, ctx.create_error)
-    status = None
-    if ctx.status_known or stall is not None:
-        status = render(
-            build_status(
-                generation=pool.generation,
-                obs=obs,
-                plan=scale,
-                stall=stall,
-                last_recycle=memory.last_recycle,
-                previous_conditions=ctx.previous_conditions,
-                now=now.replace(microsecond=0),
-                process_bounds=(0, pool.spec.processes.max),
-            )
-        )
+    status = status_of(pool, obs, ctx, scale, memory.last_recycle, now)
     return Plan(
         events=tuple(events),
         scale=scale,
@@ -189,6 +173,34 @@ def _explain_called_off(pool: WorkerPool, obs: Observation, scale: ScalePlan, ca
         f"{active} workers, desired {scale.desired}: the last {called_off} removals were called off because the"
         f" chosen worker took new work first ({fix})"
     )
+
+
+def status_of(
+    pool: WorkerPool,
+    obs: Observation,
+    ctx: Context,
+    scale: ScalePlan,
+    last_recycle: LastRecycle | None,
+    now: dt.datetime,
+) -> dict[str, Any] | None:
+    """The rendered status for a round's scale plan and what is observed (None: nothing to show
+    yet). Also how a write that waited for its turn is brought up to date, without deciding again."""
+    stall = ctx.stall
+    if stall is None and ctx.create_error is not None:
+        stall = Stall(Reason.PODS_REJECTED, ctx.create_error)
+    if not ctx.status_known and stall is None:
+        return None
+    status = build_status(
+        generation=pool.generation,
+        obs=obs,
+        plan=scale,
+        stall=stall,
+        last_recycle=last_recycle,
+        previous_conditions=ctx.previous_conditions,
+        now=now.replace(microsecond=0),
+        process_bounds=(0, pool.spec.processes.max),
+    )
+    return render(status)
 
 
 def _earliest(*delays: float | None) -> float | None:

@@ -24,8 +24,9 @@ from ...contracts.wire import describe_validation_error
 from ...decide.backoff import parse_retry_after
 from ...decide.deletion import finalizers_after
 from ...decide.observation import Observation
-from ...decide.plan import Context, Plan, PoolMemory, decide
+from ...decide.plan import Context, Plan, PoolMemory, decide, status_of
 from ...decide.pods import PoolRef
+from ...decide.scaling import ScalePlan
 from ...decide.status import WritePolicy, invalid_status, render
 from ..adapters.kube import ApiException
 from ..adapters.tasks import supervise
@@ -144,26 +145,8 @@ class PoolController:
             return None
         except asyncio.CancelledError:
             raise
-        except ApiException as exc:
-            metrics.ERRORS.labels(self.namespace, self.name, f"api{exc.status}").inc()
-            delay = self.retry.failed(parse_retry_after(_header(exc, "Retry-After")))
-            log.warning(
-                "%s/%s: API error %s %s; retrying in %.1f s", self.namespace, self.name, exc.status, exc.reason, delay
-            )
-            return delay
-        except (RedisError, OSError) as exc:
-            # Redis went away mid-round (a failover, a restart): expected, and the hub's own fault
-            # says so on the pool; the round is simply retried, no traceback.
-            metrics.ERRORS.labels(self.namespace, self.name, "redis").inc()
-            delay = self.retry.failed(None)
-            log.warning("%s/%s: Redis error during the round (%s); retrying in %.1f s",
-                        self.namespace, self.name, type(exc).__name__, delay)  # fmt: skip
-            return delay
-        except Exception:
-            metrics.ERRORS.labels(self.namespace, self.name, "unexpected").inc()
-            delay = self.retry.failed(None)
-            log.exception("%s/%s: reconcile failed; retrying in %.1f s", self.namespace, self.name, delay)
-            return delay
+        except Exception as exc:
+            return _after_failure(self.retry, self.namespace, self.name, exc)
         finally:
             metrics.RECONCILE.labels(self.namespace, self.name).observe(time.perf_counter() - started)
             self.deps.progress()
@@ -204,10 +187,11 @@ class PoolController:
         )
         return obs, ctx
 
-    def _current_status(self, pool: WorkerPool, sources: Sources) -> dict[str, Any] | None:
-        """The status as it would be rendered now (for a write that waited for its turn)."""
+    def _current_status(self, pool: WorkerPool, sources: Sources, scale: ScalePlan) -> dict[str, Any] | None:
+        """The status of the round's plan with what is observed now (for a write that waited for its
+        turn, or a recycle record that is not the one decided): rendered, not decided again."""
         obs, ctx = self._snapshot(pool, sources)
-        return decide(pool, obs, ctx, self.recycler.shown(self.memory), _utc(self.clock)).status
+        return status_of(pool, obs, ctx, scale, self.memory.last_recycle, _utc(self.clock))
 
     async def _apply(self, pool: WorkerPool, plan: Plan, sources: Sources) -> None:
         hub = sources.hub
@@ -231,11 +215,12 @@ class PoolController:
             # A previous run handled this request first (this round's status shows that run's
             # record), or it waits (the last record stays): never, even briefly, the one this
             # round decided and did not publish.
-            rendered = self._current_status(pool, sources) or rendered
+            rendered = self._current_status(pool, sources, plan.scale) or rendered
         if rendered is not None:
             # A recycle published this round is recorded in this round's write, ahead of the queue.
             published = memory.last_recycle is not None and memory.last_recycle != before.last_recycle
-            await self.status.write(rendered, lambda: self._current_status(pool, sources), urgent=published)
+            current = lambda: self._current_status(pool, sources, plan.scale)  # noqa: E731
+            await self.status.write(rendered, current, urgent=published)
         now = self.clock.monotonic()
         recheck = now + plan.recheck_after + 0.05 if plan.recheck_after is not None else None
         retry = now + RECYCLE_RETRY if self.recycler.waiting is not None else None
@@ -248,6 +233,26 @@ class PoolController:
         await self.status.write(
             render(invalid_status(generation, message, before, _utc(self.clock).replace(microsecond=0)))
         )
+
+
+def _after_failure(retry: PoolRetry, namespace: str, name: str, exc: Exception) -> float:
+    """Count and log a failed round: the seconds before the next (backoff, or the API's Retry-After)."""
+    if isinstance(exc, ApiException):
+        metrics.ERRORS.labels(namespace, name, f"api{exc.status}").inc()
+        delay = retry.failed(parse_retry_after(_header(exc, "Retry-After")))
+        log.warning("%s/%s: API error %s %s; retrying in %.1f s", namespace, name, exc.status, exc.reason, delay)
+    elif isinstance(exc, (RedisError, OSError)):
+        # Redis went away mid-round (a failover, a restart): expected, and the hub's own fault
+        # says so on the pool; the round is simply retried, no traceback.
+        metrics.ERRORS.labels(namespace, name, "redis").inc()
+        delay = retry.failed(None)
+        log.warning("%s/%s: Redis error during the round (%s); retrying in %.1f s",
+                    namespace, name, type(exc).__name__, delay)  # fmt: skip
+    else:
+        metrics.ERRORS.labels(namespace, name, "unexpected").inc()
+        delay = retry.failed(None)
+        log.error("%s/%s: reconcile failed; retrying in %.1f s", namespace, name, delay, exc_info=exc)
+    return delay
 
 
 def _recycle_kept(

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 
 from ...contracts.resource import LastRecycle
 from ...contracts.wire import WireFormatError
-from ...decide.plan import PoolMemory
 from ...decide.recycle import RecycleDecision
 from ...decide.scaling import Event
 from ...protocols import WorkerProtocol
@@ -94,8 +93,3 @@ class Recycler:
             )
         self.waiting = decision.value
         return None
-
-    def shown(self, memory: PoolMemory) -> PoolMemory:
-        """The memory a status is rendered from: a held-back request as if handled, so the
-        last record stays until this one is published."""
-        return memory if self.waiting is None else replace(memory, handled_recycle=self.waiting)
