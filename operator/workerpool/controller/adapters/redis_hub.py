@@ -36,6 +36,7 @@ from ...redis_connect import Identity, Problem, RedisAccess, classify, describe,
 from ..process import metrics
 from ..process.clock import SYSTEM_CLOCK, Clock
 from ..process.lograte import RateLimitedLog
+from .hub_routing import Routes, route
 from .redis_reads import QueueReadings, Refusals, parse_channel_message, read_queues, read_reports
 from .tasks import Crashed, cancel_and_wait, supervise
 from .worker_commands import WorkerCommands
@@ -152,17 +153,6 @@ def operator_client(access: RedisAccess, identity: Identity | None = None) -> ai
     )
 
 
-def route(
-    subscribers: dict[tuple[str, str], Subscriber], worker_id: str, pool: str | None, namespace: str | None
-) -> list[Subscriber]:
-    """The pools a worker's report goes to: the one it names, if that pool owns its pod."""
-    if pool is not None and namespace is not None:
-        sub = subscribers.get((namespace, pool))
-        return [sub] if sub is not None and sub.listener.owns(worker_id) else []
-    # A worker that does not say which pool it is in: its pod name decides.
-    return [s for s in subscribers.values() if s.listener.owns(worker_id)]
-
-
 @dataclass
 class ResyncGate:
     """Which resync is full, and which one may clear a reconnect's fault: a full one that started
@@ -211,6 +201,7 @@ class RedisHub:
         # worker no pool owns yet (another shard's, a pool not subscribed yet) is remembered too,
         # so a resync does not re-read it, but only up to MAX_HEARD: beyond, only owned ones.
         self._heard: Heard = {}
+        self._routes = Routes()  # who owns a worker whose reports name no pool (Bifrost's)
         self._gate = ResyncGate()
         self._new_pools: set[tuple[str, str]] = set()  # subscribed since the last resync
         self._loops = LoopHealth(self.label, self.sentinel, self._tell_pools)
@@ -244,9 +235,11 @@ class RedisHub:
             self._new_pools.add((sub.namespace, sub.name))
             self._resync_now.set()
         self.subscribers[(sub.namespace, sub.name)] = sub
+        self._routes.clear()
 
     def unsubscribe(self, namespace: str, name: str) -> None:
         self.subscribers.pop((namespace, name), None)
+        self._routes.clear()
 
     async def _failed(self, loop: str, exc: BaseException, what: str) -> None:
         self._loops.record(loop, self._loops.fault_of(await diagnose(self.client, exc), what, self.access))
@@ -303,14 +296,14 @@ class RedisHub:
         heard = parse_channel_message(self.protocol, raw, self.max_message_bytes, self._refusals)
         if isinstance(heard, Heartbeat):
             report = heard.report
-            routed = route(self.subscribers, report.worker_id, report.pool, report.namespace)
+            routed = route(self.subscribers, report.worker_id, report.pool, report.namespace, self._routes)
             if (routed or len(self._heard) < MAX_HEARD) and len(report.worker_id) <= MAX_POD_NAME:
                 self._heard[report.worker_id] = (self.clock.monotonic(), _name(report.pool), _name(report.namespace))
             for sub in routed:
                 sub.listener.on_heartbeat(report)
         elif isinstance(heard, Offline):
             self._heard.pop(heard.worker_id, None)
-            for sub in route(self.subscribers, heard.worker_id, None, None):
+            for sub in route(self.subscribers, heard.worker_id, None, None, self._routes):
                 sub.listener.on_offline(heard.worker_id)
         # Ignored: other event types share the channel (Bifrost's pool_scaling, ...): no log line each.
 

@@ -1,0 +1,58 @@
+"""Routing a report that names no pool (Bifrost's): one scan of the pools per worker, then O(1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workerpool.controller.adapters.hub_routing import Routes, route
+from workerpool.controller.adapters.redis_hub import Subscriber
+
+
+class Pods:
+    """A pool's listener that counts how often it is asked whether it owns a worker."""
+
+    def __init__(self, *pods: str) -> None:
+        self.pods, self.asked = set(pods), 0
+
+    def owns(self, worker_id: str) -> bool:
+        self.asked += 1
+        return worker_id in self.pods
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"routing called {name}")
+
+
+def pools(n: int) -> dict[tuple[str, str], Subscriber]:
+    return {("ns", f"p{i}"): Subscriber("ns", f"p{i}", None, 10.0, Pods(f"p{i}-pod")) for i in range(n)}  # type: ignore[arg-type]
+
+
+def asked(subs: dict[tuple[str, str], Subscriber]) -> int:
+    return sum(s.listener.asked for s in subs.values())  # type: ignore[attr-defined]
+
+
+def test_a_workers_owner_is_found_once_then_only_checked() -> None:
+    subs, routes = pools(1000), Routes()
+    assert [s.name for s in route(subs, "p500-pod", None, None, routes)] == ["p500"]
+    first = asked(subs)
+    assert first == 1000
+    for _ in range(100):
+        assert [s.name for s in route(subs, "p500-pod", None, None, routes)] == ["p500"]
+    assert asked(subs) == first + 100  # one check per heartbeat, not a scan
+
+
+def test_a_pod_that_moved_or_a_pool_that_left_is_found_again() -> None:
+    subs, routes = pools(3), Routes()
+    route(subs, "p1-pod", None, None, routes)
+    subs[("ns", "p1")].listener.pods.clear()  # type: ignore[attr-defined]
+    subs[("ns", "p2")].listener.pods.add("p1-pod")  # type: ignore[attr-defined]
+    assert [s.name for s in route(subs, "p1-pod", None, None, routes)] == ["p2"]
+    del subs[("ns", "p2")]
+    routes.clear()  # as the hub does on unsubscribe
+    assert route(subs, "p1-pod", None, None, routes) == []
+
+
+def test_an_unowned_worker_is_not_remembered() -> None:
+    subs, routes = pools(3), Routes()
+    assert route(subs, "stranger", None, None, routes) == []
+    subs[("ns", "p0")].listener.pods.add("stranger")  # its pod appears a moment later
+    assert [s.name for s in route(subs, "stranger", None, None, routes)] == ["p0"]
