@@ -182,6 +182,7 @@ class BifrostWireWorker:
         self.counter = 0
         self.stopping = asyncio.Event()
         self.slot_free = asyncio.Condition()
+        self.taken = 0  # child slots granted (the slot pool's count)
         self.waiting: set[AbstractIncomingMessage] = set()  # delivered, unacknowledged, waiting for a slot
         self.redis = aioredis.Redis.from_url(settings.redis_url)
 
@@ -253,9 +254,17 @@ class BifrostWireWorker:
                 await self.record_failure(execution_id, "RuntimeError", "No worker slot available after timeout")
                 await message.reject(requeue=False)
                 return
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", CHILD, str(float(body.get("seconds", 1))), "1" if body.get("ignore_term") else "0"
-            )
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-c",
+                    CHILD,
+                    str(float(body.get("seconds", 1))),
+                    "1" if body.get("ignore_term") else "0",
+                )
+            except BaseException:
+                await self.freed()  # the slot it was granted
+                raise
         finally:
             self.waiting.discard(message)
         self.counter += 1
@@ -272,16 +281,23 @@ class BifrostWireWorker:
         """ "slot" (a child slot is free), "timeout" (none within the slot wait) or "stopping"."""
         if not self.s.slots:
             return "stopping" if self.stopping.is_set() else "slot"
-        free = lambda: len(self.children) < self.s.capacity or self.stopping.is_set()  # noqa: E731
+        # A slot is taken when granted (not when its child appears, an await later): deliveries
+        # that arrive together must not all see the same free slot.
+        free = lambda: self.taken < self.s.capacity or self.stopping.is_set()  # noqa: E731
         async with self.slot_free:
             try:
                 await asyncio.wait_for(self.slot_free.wait_for(free), self.s.slot_wait)
             except TimeoutError:
                 return "timeout"
-        return "stopping" if self.stopping.is_set() else "slot"
+            if self.stopping.is_set():
+                return "stopping"
+            self.taken += 1
+        return "slot"
 
-    async def freed(self) -> None:
+    async def freed(self, slot: bool = True) -> None:
         async with self.slot_free:
+            if slot and self.s.slots:
+                self.taken -= 1
             self.slot_free.notify_all()
 
     async def watch(self, child: Child) -> None:
@@ -377,7 +393,7 @@ class BifrostWireWorker:
         )
         await self.stopping.wait()
         await queue.cancel(tag)  # no new deliveries
-        await self.freed()  # wakes the deliveries waiting for a slot: they end without one
+        await self.freed(slot=False)  # wakes the deliveries waiting for a slot: they end without one
         for message in list(self.waiting):  # not dispatched: back to the queue, for another worker
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)

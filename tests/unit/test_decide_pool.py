@@ -190,3 +190,9 @@ def test_removals_called_off_in_a_row_say_why_the_pool_cannot_shrink_and_it_stay
     draining = decide(bifrost_pool(drainsOnSigterm=True), three_busy_workers(), Context("h"), PoolMemory(), NOW)
     assert [d.name for d in draining.scale.delete] == ["w0", "w1"]
     assert cond(draining.status, "Reconciling") == ("True", "ScalingDown")
+
+
+def test_a_pool_pinned_by_busy_workers_says_what_would_let_it_shrink() -> None:
+    plan = decide(bifrost_pool(), three_busy_workers(), Context("h"), PoolMemory(), NOW)
+    reconciling = next(c for c in plan.status["conditions"] if c["type"] == "Reconciling")  # type: ignore[index]
+    assert reconciling["reason"] == "WaitingForIdleWorkers" and "drainsOnSigterm: true" in reconciling["message"]

@@ -221,3 +221,15 @@ async def test_a_worker_that_drains_on_sigterm_is_deleted_busy_without_reading_r
     commands = SnapshotCommands(AssertionError("no snapshot read: its SIGTERM retires it"))
     await asyncio.wait_for(actions.apply(draining, PoolRef("b", "ns", "u"), removing_b1(), commands, None), 1)
     assert kube.deleted == ["b-1"] and state.confirming == {}
+
+
+async def test_a_confirmation_dropped_because_its_worker_turned_busy_is_a_removal_called_off() -> None:
+    """Steady traffic: each round chooses whichever worker is idle now; the one being confirmed turned
+    busy meanwhile, so the plan moved on. That is a removal called off, counted for the status."""
+    clock, kube, state, actions = idle_worker()
+    await actions.apply(POOL, PoolRef("b", "ns", "u"), removing_b1(), SnapshotCommands(report(running=False)), None)
+    assert "b-1" in state.confirming
+    clock.advance(1)
+    state.on_heartbeat(report(running=True, age=0))
+    await actions.apply(POOL, PoolRef("b", "ns", "u"), ScalePlan(desired=0, demand=1), SnapshotCommands(None), None)
+    assert state.confirming == {} and state.called_off.recent() == 1 and kube.deleted == []

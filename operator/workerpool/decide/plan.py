@@ -108,7 +108,7 @@ def decide(pool: WorkerPool, obs: Observation, ctx: Context, memory: PoolMemory,
     deleting = pool.deleting_since is not None
     spec = retiring_spec(pool.spec) if deleting else pool.spec  # a deleted pool wants no worker
     scale = decide_scale(spec, obs, memory.scale, ctx.template_hash)
-    _explain_called_off(pool, obs, scale, ctx.removals_called_off)
+    _explain_pinned(pool, obs, scale, ctx.removals_called_off)
     deletion = decide_deletion(pool, obs, now)
     if deleting:
         memory = _say_retiring(pool, obs, scale, events, memory)
@@ -153,26 +153,29 @@ def _say_retiring(
 CALLED_OFF_SHOWN = 3
 
 
-def _explain_called_off(pool: WorkerPool, obs: Observation, scale: ScalePlan, called_off: int) -> None:
-    """Under steady traffic every worker chosen for removal may turn busy before it goes (RabbitMQ
-    and a shared Redis list hand work to every consumer in turn): say so, and what would fix it."""
+def _explain_pinned(pool: WorkerPool, obs: Observation, scale: ScalePlan, called_off: int) -> None:
+    """More workers than desired and none goes: under steady traffic work is handed to every worker
+    in turn (RabbitMQ, a shared Redis queue), so none stays idle long enough, or each one chosen
+    turns busy before it goes. Say so, and what would fix it."""
     active = sum(1 for p in obs.pods if p.active)
-    if called_off < CALLED_OFF_SHOWN or active <= scale.desired or scale.create:
+    if active <= scale.desired or scale.create:
         return
-    if not protocol_for(pool.spec.protocol).drains_on_sigterm(pool.spec):
-        fix = (
-            "work is handed to every worker in turn, so under steady traffic none stays idle between two"
-            " heartbeats; a worker that drains on SIGTERM (Bifrost's newer worker, spec.drainsOnSigterm: true)"
-            " can be removed while busy"
-        )
-    else:
-        fix = "work is handed to every worker in turn, so under steady traffic none stays idle; it shrinks when"
-        fix += " traffic slows"
-    scale.reconciling_reason = Reason.REMOVALS_CALLED_OFF
-    scale.reconciling_message = (
-        f"{active} workers, desired {scale.desired}: the last {called_off} removals were called off because the"
-        f" chosen worker took new work first ({fix})"
+    drains = protocol_for(pool.spec.protocol).drains_on_sigterm(pool.spec)
+    fix = (
+        "it shrinks when traffic slows"
+        if drains
+        else "a worker that drains on SIGTERM (Bifrost's newer worker, spec.drainsOnSigterm: true) can be removed"
+        " while busy"
     )
+    if called_off >= CALLED_OFF_SHOWN:
+        scale.reconciling_reason = Reason.REMOVALS_CALLED_OFF
+        scale.reconciling_message = (
+            f"{active} workers, desired {scale.desired}: the last {called_off} removals were called off because"
+            f" the chosen worker took new work first (work is handed to every worker in turn, so under steady"
+            f" traffic none stays idle between two heartbeats; {fix})"
+        )
+    elif scale.reconciling_reason == Reason.WAITING_FOR_IDLE_WORKERS and not drains:
+        scale.reconciling_message += f" (under steady traffic none may ever be; {fix})"
 
 
 def status_of(

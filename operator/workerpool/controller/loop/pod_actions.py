@@ -56,10 +56,16 @@ class PodActions:
         `since`: when the round's first trigger came (the scale-up reaction is measured from it).
         """
         # A confirmation this round's plan no longer asks for (the worker turned busy, the spec
-        # changed) is over: a later plan starts it again with a fresh snapshot.
+        # changed) is over: a later plan starts it again with a fresh snapshot. One whose worker
+        # turned busy is a removal called off (under steady traffic the plan keeps choosing
+        # whichever worker is idle at the moment, and each turns busy in turn).
         chosen = {d.name for d in plan.delete}
         for worker_id in [w for w in self.state.confirming if w not in chosen]:
             del self.state.confirming[worker_id]
+            tracked = self.state.workers.get(worker_id)
+            if tracked is not None and not tracked.info.runs_nothing:
+                self.state.called_off.record()
+                self._kept(worker_id, "it turned busy before its removal was confirmed")
         if not await self._create(pool, ref, plan.create, since):
             return
         deleted = [d.name for d in plan.delete if await self._delete(pool, d, commands)]
