@@ -123,14 +123,19 @@ def test_a_pool_of_killing_workers_never_announces_a_removal_that_did_not_happen
         shrink(pools, body)
         wait_until(lambda: removals_tried() >= 3 or len(pools.live_pods("b")) == 1, timeout=2 * SCALE,
                    what="removals tried under traffic")  # fmt: skip
-        status = pools.status("b")
+
+        def shrunk_or_said_why() -> bool:
+            status = pools.status("b")
+            if status.get("workers") == status.get("desiredWorkers"):
+                return True
+            reconciling = next(c for c in status["conditions"] if c["type"] == "Reconciling")
+            return "drainsOnSigterm: true" in reconciling["message"]  # why, and what would fix it
+
+        pools.wait_status("b", lambda _: shrunk_or_said_why(), "the pool shrunk, or saying why it cannot")
     live = {p["metadata"]["name"] for p in pools.live_pods("b")}
     removed = removed_in_events(pools)
     assert len(removed) == len(set(removed)), f"a removal announced twice: {removed}"
     assert set(removed) == first - live, "the ScalingDown Events name exactly the pods that went"
-    if status.get("workers", 0) > status.get("desiredWorkers", 0):
-        reconciling = next(c for c in status["conditions"] if c["type"] == "Reconciling")
-        assert "drainsOnSigterm: true" in reconciling["message"], reconciling  # says why, and what would fix it
     wait_until(lambda: lost(ledger) == [], timeout=RESULTS, what="every delivery's result")
 
 
