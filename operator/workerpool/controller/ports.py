@@ -42,8 +42,11 @@ class KubeApi(Protocol):
     async def event(self, pool: dict[str, str], type_: str, reason: str, message: str) -> None: ...
     async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None: ...
     async def mark_pod(self, namespace: str, name: str, patch: dict[str, str | None]) -> dict[str, Any] | None: ...
-    async def set_finalizers(self, namespace: str, name: str, resource_version: str, finalizers: list[str]) -> None:
-        """Set a WorkerPool's finalizers, if it is still at `resource_version` (else 409/422: retried)."""
+    async def set_finalizers(
+        self, namespace: str, name: str, resource_version: str, finalizers: list[str]
+    ) -> dict[str, Any] | None:
+        """Set a WorkerPool's finalizers if it is still at `resource_version`: the patched object, or
+        None when it changed meanwhile or is gone (the next round, on the newer object, tries again)."""
         ...
 
     async def set_pod_condition(self, namespace: str, name: str, condition: dict[str, str]) -> dict[str, Any] | None:

@@ -203,14 +203,16 @@ class Kube(_PodPatches):
 
     # --- the eviction webhook and leader election ------------------------------------------
 
-    async def set_finalizers(self, namespace: str, name: str, resource_version: str, finalizers: list[str]) -> None:
+    async def set_finalizers(
+        self, namespace: str, name: str, resource_version: str, finalizers: list[str]
+    ) -> dict[str, Any] | None:
         # A JSON patch guarded by the version read: never drops a finalizer someone else just added.
         patch = [
             {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
             {"op": "add", "path": "/metadata/finalizers", "value": finalizers},
         ]
         await self._write(namespace, Priority.EVENT)
-        await self.custom.patch_namespaced_custom_object(
+        call = self.custom.patch_namespaced_custom_object(
             names.GROUP,
             names.VERSION,
             namespace,
@@ -219,6 +221,12 @@ class Kube(_PodPatches):
             patch,
             _content_type=JSON_PATCH,  # type: ignore[call-arg]
         )
+        try:
+            return dict(await call)
+        except ApiException as exc:
+            if exc.status in (404, 409, 422):  # gone, or changed since it was read (the test op failed)
+                return None
+            raise
 
     async def read_secret(self, namespace: str, name: str) -> tuple[dict[str, bytes], str] | None:
         """The decoded data and resourceVersion, or None when there is no such Secret."""

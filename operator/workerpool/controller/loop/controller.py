@@ -204,7 +204,8 @@ class PoolController:
         await self.actions.open_gates(plan.registered, _utc(self.clock).strftime("%Y-%m-%dT%H:%M:%SZ"))
         if plan.finalizer is not None:
             version, wanted = str(self.body["metadata"].get("resourceVersion")), finalizers_after(pool, plan.finalizer)
-            await self.deps.kube.set_finalizers(self.namespace, self.name, version, wanted)
+            if (patched := await self.deps.kube.set_finalizers(self.namespace, self.name, version, wanted)) is not None:
+                self.on_body(patched)  # as its watch event will say: the next round does not patch again
         memory, before = plan.memory, self.memory
         if plan.recycle is not None and commands is not None:
             record = await self.recycler.apply(plan.recycle, plan.recycle_events, commands, sources.protocol)
