@@ -82,6 +82,10 @@ class WorkerProtocol(Protocol):
 
     @property
     def has_retire_handshake(self) -> bool: ...
+    @property
+    def follows_sentinel(self) -> bool:
+        """Whether its worker takes a Sentinel URL and follows a failover (else one Redis URL only)."""
+        ...
     def handshake(self, worker_id: str, queue_key: str) -> RetireHandshake | None:
         """The retire handshake's keys; None for a worker without one."""
         ...

@@ -139,6 +139,7 @@ class BifrostProtocol:
     # Both the registrations and the snapshots: a worker whose registration lapsed (Bifrost
     # never re-creates it) still heartbeats, and must not read as a pod with no worker.
     registration_match = f"{KEY_PREFIX}*"
+    follows_sentinel = False  # BIFROST_REDIS_URL: one URL, no failover
     recycle_kills_running = True
     has_retire_handshake = False
 

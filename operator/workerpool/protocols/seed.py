@@ -58,6 +58,7 @@ class SeedProtocol:
     name = "seed"
     heartbeat_channel = names.HEARTBEAT_CHANNEL
     registration_match = names.WORKER_KEY_PATTERN
+    follows_sentinel = True  # the reference worker resolves the primary through Sentinel
     recycle_kills_running = False  # the reference worker recycles only an idle process
     has_retire_handshake = True
 

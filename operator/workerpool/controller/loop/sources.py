@@ -155,11 +155,11 @@ def url_stall(url: str, pool: WorkerPool) -> Stall | None:
         target = parse_redis_url(url)
     except RedisUrlError as exc:
         return Stall(Reason.REDIS_URL_INVALID, f"{where} cannot be used: {exc}")
-    if target.sentinel and pool.spec.protocol == "bifrost":
+    if target.sentinel and not protocol_for(pool.spec.protocol).follows_sentinel:
         return Stall(
             Reason.REDIS_URL_REFUSED,
-            f"{where} is a Sentinel URL: Bifrost's worker takes one Redis URL and cannot follow a failover;"
-            " give it a redis:// or rediss:// URL",
+            f"{where} is a Sentinel URL: the {pool.spec.protocol} worker takes one Redis URL and cannot follow a"
+            " failover; give it a redis:// or rediss:// URL",
         )
     if pool.spec.redis.ca_secret_ref is not None and not target.tls:
         return Stall(
