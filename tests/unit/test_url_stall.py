@@ -29,7 +29,7 @@ def pool(protocol: str = "seed", secret: bool = True, ca: bool = False) -> Worke
         ("http://:hunter2@redis:6379/0", "seed", Reason.REDIS_URL_INVALID, "unknown scheme 'http'"),
         ("redis://:hunter2@redis:port/0", "seed", Reason.REDIS_URL_INVALID, "port is not a number"),
         ("hunter2", "bifrost", Reason.REDIS_URL_INVALID, "not a URL"),
-        ("redis+sentinel://:hunter2@s:26379/m", "bifrost", Reason.REDIS_URL_REFUSED, "Bifrost's worker takes one"),
+        ("redis+sentinel://:hunter2@s:26379/m", "bifrost", Reason.REDIS_URL_REFUSED, "the bifrost worker takes one"),
     ],
 )
 def test_a_url_that_cannot_be_used(url: str, protocol: str, reason: Reason, says: str) -> None:
