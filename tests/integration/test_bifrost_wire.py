@@ -224,6 +224,7 @@ async def test_a_bifrost_hub_routes_by_pod_name_resyncs_from_snapshots_and_drops
     try:
         await asyncio.to_thread(worker.start)
         await async_wait_until(lambda: ours.reports, within=START, what="a heartbeat routed to its pool")
+
         # A resync between its registration and its first snapshot reads a worker of unknown state:
         # the one after the snapshot is written reads it whole.
         def read_whole() -> WorkerReport | None:

@@ -198,16 +198,21 @@ class ExecutionResult(ContractModel):
 _M = TypeVar("_M", bound=BaseModel)
 
 
+def excerpt(value: object, limit: int = 60) -> str:
+    """A refused value as a log line or an Event shows it: its repr, cut (an input may be 256 KiB)."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value)} characters)"
+    given = repr(value)
+    return given if len(given) <= limit else given[: limit - 3] + "..."
+
+
 def describe_validation_error(err: ValidationError, *, limit: int = 3) -> str:
     """One line naming each offending field, with the value that was given."""
     parts = []
     errors = err.errors(include_url=False)  # rendered once (a message may hold thousands)
     for item in errors[:limit]:
         loc = ".".join(str(p) for p in item["loc"]) or "(message)"
-        given = repr(item.get("input"))
-        if len(given) > 60:
-            given = given[:57] + "..."
-        parts.append(f"{loc}: {item['msg']} (got {given})")
+        parts.append(f"{loc}: {item['msg']} (got {excerpt(item.get('input'))})")
     more = len(errors) - limit
     if more > 0:
         parts.append(f"and {more} more")
@@ -307,7 +312,8 @@ def parse_registration(worker_id: str, fields: Mapping[Any, Any]) -> Registratio
             # Redis holds decimal strings; "1.0", "0x1", " 1" are not what a worker writes, and
             # 16 digits are more than MAX_INT has (int() of thousands of digits raises ValueError).
             if not (text.isascii() and text.isdigit() and len(text) <= 16):
-                raise WireFormatError(f"{what}: {name}: expected a non-negative decimal integer, got {data[name]!r}")
+                got = excerpt(data[name])
+                raise WireFormatError(f"{what}: {name}: expected a non-negative decimal integer, got {got}")
             info[name] = int(text)
     heartbeat_at: datetime | None = None
     if "heartbeat" in data:

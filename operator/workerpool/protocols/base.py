@@ -86,6 +86,7 @@ class WorkerProtocol(Protocol):
     def follows_sentinel(self) -> bool:
         """Whether its worker takes a Sentinel URL and follows a failover (else one Redis URL only)."""
         ...
+
     def handshake(self, worker_id: str, queue_key: str) -> RetireHandshake | None:
         """The retire handshake's keys; None for a worker without one."""
         ...
