@@ -143,6 +143,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=600, help="each phase's length")
     ap.add_argument("--interval", type=float, default=5, help="the good workers' heartbeat interval")
     ap.add_argument("--rate", type=float, default=20, help="hostile inputs a second in the flood")
+    ap.add_argument("--operator-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="an extra env var for the operator (experiments, e.g. malloc tuning)")  # fmt: skip
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wpo-hostile-"))
     rng = random.Random(11)
@@ -153,6 +155,7 @@ def main() -> int:
         op = OperatorProcess.__new__(OperatorProcess)
         OperatorProcess.__init__(op, _StackShim(cluster), NS, work)  # type: ignore[arg-type]
         op.env.update(WORKERPOOL_LEADER_ELECTION="true", WORKERPOOL_LEASE_NAMESPACE=NS, WORKERPOOL_IDENTITY="bench")
+        op.env.update(dict(item.split("=", 1) for item in args.operator_env))
         op.start()
         leases = LeaseWatch(cluster, "workerpool-operator")
         leases.start()
