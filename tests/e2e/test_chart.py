@@ -233,7 +233,8 @@ def test_the_chart_runs_the_operator_in_cluster_through_the_full_flow(
     assert not can_i(stack, sa, "create", "pods", "-n", "default")
     assert not can_i(stack, sa, "delete", "nodes")
     assert not can_i(stack, sa, "update", "pods", "-n", namespace)
-    assert not can_i(stack, sa, "patch", "workerpools.bifrost.dev", "-n", namespace)  # never writes spec
+    # It patches a pool only for its finalizer: RBAC allows patch, the chart's policy refuses the rest.
+    assert can_i(stack, sa, "patch", "workerpools.bifrost.dev", "-n", namespace)
     assert not can_i(stack, sa, "list", "customresourcedefinitions.apiextensions.k8s.io")
 
     # Two replicas, one leader. In each pod: restricted, read-only root, uid 10001, probes passing.
@@ -252,6 +253,15 @@ def test_the_chart_runs_the_operator_in_cluster_through_the_full_flow(
     pools = Pools(stack, namespace)
     pools.apply(pool_manifest("p", redis_server.url, maxWorkers=3))
     status = pools.wait_status("p", lambda s: s.get("readyWorkers") == 1, "1 ready worker", timeout=READY)
+    for change in ({"spec": {"minWorkers": 2}}, {"metadata": {"annotations": {"x": "y"}}}):
+        refused = stack.cluster.kubectl("patch", "wp", "p", "-n", namespace, f"--as={sa}", "--type=merge",
+                                        "-p", json.dumps(change), check=False)  # fmt: skip
+        assert refused.returncode != 0 and "may change only a WorkerPool's metadata.finalizers" in refused.stderr
+    allowed = stack.cluster.kubectl("patch", "wp", "p", "-n", namespace, f"--as={sa}", "--type=merge",
+                                    "-p", json.dumps({"metadata": {"finalizers": ["example.com/f"]}}))  # fmt: skip
+    assert allowed.returncode == 0
+    stack.cluster.kubectl("patch", "wp", "p", "-n", namespace, "--type=json",
+                          "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]')  # fmt: skip
     ids = [client.submit("sleep", {"seconds": 1.5}) for _ in range(6)]
     pools.wait_status("p", lambda s: s.get("workers") == 3, "scaled up to 3", timeout=SCALE)
     wid = status["workerDetails"][0]["workerId"]
