@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from devcluster import binaries
-from devcluster.harness import pool_manifest
+from devcluster.harness import pool_manifest, wait_until
 from devcluster.stack import DevStack
 
 pytestmark = pytest.mark.cluster
@@ -26,14 +26,25 @@ CHART = str(Path(__file__).resolve().parents[2] / "charts" / "workerpool-operato
 
 
 @pytest.fixture
-def policy(stack: DevStack) -> Iterator[None]:
-    """The chart's author-rights policy and binding, as `helm install` would create them."""
+def policy(stack: DevStack, namespace: str) -> Iterator[None]:
+    """The chart's author-rights policy and binding, as `helm install` would create them, once the
+    API server enforces them (its admission plugin loads a new policy a moment after it is stored:
+    the first test of a session once raced it)."""
     release = f"p{uuid.uuid4().hex[:6]}"
     rendered = subprocess.run(
         [str(binaries.find("helm")), "template", release, CHART, "-s", "templates/admission-policy.yaml"],
         capture_output=True, text=True, check=True, timeout=60,
     ).stdout  # fmt: skip
     stack.cluster.apply(rendered)
+    grant(stack, namespace, "policy-probe", [WORKERPOOLS])
+    probe = json.dumps(pool_manifest("probe", redis_url="redis://r:6379/0"))
+
+    def enforced() -> bool:
+        out = stack.cluster.kubectl("create", "--dry-run=server", "--as", "policy-probe", "-n", namespace,
+                                    "-f", "-", input=probe, check=False)  # fmt: skip
+        return out.returncode != 0 and "may not create pods" in out.stderr
+
+    wait_until(enforced, timeout=30, what="the author-rights policy enforced")
     try:
         yield
     finally:
