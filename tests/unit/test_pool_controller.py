@@ -717,6 +717,13 @@ async def test_a_pods_readiness_gate_opens_once_when_its_worker_registers(world:
     world.beat()
     await world.reconcile()
     assert world.kube.conditions_set == [(pod, "bifrost.dev/worker-registered")]
+    # A kubelet stand-in that rewrites the condition list (kwok's) does not get a write every round.
+    body = world.kube.pods[pod]
+    body["status"]["conditions"] = [c for c in body["status"]["conditions"] if c["type"] == "Ready"]
+    world.ctl.state.on_pod("MODIFIED", copy.deepcopy(body))
+    world.beat()
+    await world.reconcile()
+    assert world.kube.conditions_set == [(pod, "bifrost.dev/worker-registered")]
 
 
 async def test_the_round_that_publishes_a_recycle_writes_its_record_at_once_ahead_of_the_queue(world: World) -> None:

@@ -47,6 +47,7 @@ class PodActions:
     def __init__(self, kube: KubeApi, state: PoolState, events: EventEmitter, worker_image: str) -> None:
         self.kube, self.state, self.events, self.worker_image = kube, state, events, worker_image
         self.namespace, self.name = events.namespace, events.name
+        self.gates_opened: set[str] = set()  # pod uids whose readiness gate this controller opened
 
     async def apply(
         self, pool: WorkerPool, ref: PoolRef, plan: ScalePlan, commands: Commands | None, since: float | None
@@ -88,8 +89,16 @@ class PodActions:
             metrics.MARK_WRITES.labels(self.namespace, self.name, "mark" if change.mark else "unmark").inc()
 
     async def open_gates(self, pods: tuple[str, ...], now: str) -> None:
-        """Open the readiness gate of pods whose worker has registered (`now`: the RFC 3339 time)."""
+        """Open the readiness gate of pods whose worker has registered (`now`: the RFC 3339 time).
+
+        Once per pod: a kubelet stand-in that rewrites the whole condition list (kwok's) must not
+        turn this into a status write every round."""
+        self.gates_opened &= {v.uid for v in self.state.pods.values()}
         for pod in pods:
+            view = self.state.pods.get(pod)
+            if view is None or view.uid in self.gates_opened:
+                continue
+            self.gates_opened.add(view.uid)
             condition = {
                 "type": names.REGISTERED_CONDITION,
                 "status": "True",
