@@ -10,6 +10,7 @@ import pytest
 
 from devcluster.client import Client
 from devcluster.harness import OperatorProcess, Pools
+from devcluster.rabbitmq_server import RabbitMQVhost
 from devcluster.redis_server import RedisServer
 from devcluster.stack import DevStack
 from devcluster.webhooks import webhook_serving_operator
@@ -36,3 +37,11 @@ def client(redis_server: RedisServer) -> Client:
 def webhook_operator(stack: DevStack, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
     with webhook_serving_operator(stack, namespace, tmp_path) as op:
         yield op
+
+
+@pytest.fixture
+def bifrost(stack: DevStack, namespace: str, rabbitmq_server: RabbitMQVhost) -> str:
+    """The namespace ready for Bifrost-wire pools (test_bifrost.prepare); the image to run them on."""
+    from .test_bifrost import prepare
+
+    return prepare(stack, namespace, rabbitmq_server)

@@ -45,11 +45,6 @@ def prepare(stack: DevStack, namespace: str, broker: RabbitMQServer | RabbitMQVh
     return project_image(build=False)[0]
 
 
-@pytest.fixture
-def bifrost(stack: DevStack, namespace: str, rabbitmq_server: RabbitMQVhost) -> str:
-    return prepare(stack, namespace, rabbitmq_server)
-
-
 def manifest(name: str, redis_server: RedisServer, image: str, **spec: Any) -> dict[str, Any]:
     return pool_manifest(name, redis_server.url, image, **spec)
 

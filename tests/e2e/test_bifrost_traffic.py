@@ -28,7 +28,7 @@ from devcluster.redis_server import RedisServer
 from devcluster.stack import DevStack
 
 from .helpers import ready_workers, terminating
-from .test_bifrost import manifest, prepare
+from .test_bifrost import manifest
 
 pytestmark = pytest.mark.cluster
 
@@ -71,10 +71,9 @@ def test_a_pool_of_draining_workers_shrinks_under_steady_traffic_and_every_deliv
     operator: OperatorProcess,
     redis_server: RedisServer,
     rabbitmq_server: RabbitMQVhost,
-    stack: DevStack,
-    namespace: str,
+    bifrost: str,
 ) -> None:
-    image = prepare(stack, namespace, rabbitmq_server)
+    image = bifrost
     body = over_sized_pool(redis_server, image, drains=True, BIFROSTWIRE_DRAIN=1)
     pools.apply(body)
     first = ready_workers(pools, "b", 3)
@@ -104,10 +103,10 @@ def test_a_pool_of_killing_workers_never_announces_a_removal_that_did_not_happen
     operator: OperatorProcess,
     redis_server: RedisServer,
     rabbitmq_server: RabbitMQVhost,
-    stack: DevStack,
+    bifrost: str,
     namespace: str,
 ) -> None:
-    image = prepare(stack, namespace, rabbitmq_server)
+    image = bifrost
     body = over_sized_pool(redis_server, image, drains=False)
     pools.apply(body)
     first = set(ready_workers(pools, "b", 3))
@@ -144,10 +143,11 @@ def test_deleting_a_pool_retires_its_workers_and_never_kills_a_running_execution
     operator: OperatorProcess,
     redis_server: RedisServer,
     rabbitmq_server: RabbitMQVhost,
+    bifrost: str,
     stack: DevStack,
     namespace: str,
 ) -> None:
-    image = prepare(stack, namespace, rabbitmq_server)
+    image = bifrost
     pools.apply(manifest("b", redis_server, image, minWorkers=2, maxWorkers=2, processes={"max": 1}))
     ready_workers(pools, "b", 2)
     wait_until(lambda: "bifrost.dev/retire-workers" in pools.get("b")["metadata"].get("finalizers", []),
@@ -180,6 +180,7 @@ def test_deliveries_a_full_worker_holds_are_demand_and_the_pool_scales_for_them(
     operator: OperatorProcess,
     redis_server: RedisServer,
     rabbitmq_server: RabbitMQVhost,
+    bifrost: str,
     stack: DevStack,
     namespace: str,
 ) -> None:
@@ -188,7 +189,7 @@ def test_deliveries_a_full_worker_holds_are_demand_and_the_pool_scales_for_them(
     (neither ready nor busy): only the management API's count makes the pool scale to 2. The 2 held
     ones are the worker's own to fail (no slot frees within its wait; no scaler can take them back):
     exactly those fail, dead-lettered, and nothing is lost."""
-    image = prepare(stack, namespace, rabbitmq_server)
+    image = bifrost
     stack.cluster.kubectl("create", "secret", "generic", "rabbitmq-management", "-n", namespace,
                           f"--from-literal=url={rabbitmq_server.management_url}")  # fmt: skip
     body = manifest(
