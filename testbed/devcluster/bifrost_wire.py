@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,7 @@ class Trickle:
     def __init__(self, amqp_url: str, seconds: float, every: float) -> None:
         self.amqp_url, self.seconds, self.every = amqp_url, seconds, every
         self.published: list[dict[str, Any]] = []
+        self.sent_at: dict[str, float] = {}  # execution id -> when it was published (wall clock)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), name="trickle", daemon=True)
 
@@ -121,6 +123,7 @@ class Trickle:
                 message = aio_pika.Message(json.dumps(body).encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
                 await channel.default_exchange.publish(message, routing_key=QUEUE)
                 self.published.append(body)
+                self.sent_at[body["execution_id"]] = time.time()
                 await asyncio.get_running_loop().run_in_executor(None, self._stop.wait, self.every)
 
 

@@ -339,6 +339,7 @@ class BifrostWireWorker:
             "success": success,
             "error_type": error_type,
             "error": error,
+            "at": time.time(),  # producer-to-result latency (the benchmarks)
         }
         await self.redis.rpush(RESULTS, json.dumps(result))
 

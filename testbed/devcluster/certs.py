@@ -7,6 +7,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+FRONT_PROXY_CLIENT = "front-proxy-client"
+
 
 class Pki:
     """The files of a throwaway PKI in one directory."""
@@ -20,6 +22,13 @@ class Pki:
         self.node_crt, self.node_key = directory / "node.crt", directory / "node.key"
         self.kubelet_client_crt = directory / "apiserver-kubelet-client.crt"
         self.kubelet_client_key = directory / "apiserver-kubelet-client.key"
+        # The aggregation layer (kubeadm's front-proxy): the API server proxies to an
+        # extension API server (KEDA's external metrics) as `front-proxy-client`,
+        # signed by a CA of its own that the extension server trusts for request headers.
+        self.front_proxy_ca_crt = directory / "front-proxy-ca.crt"
+        self.front_proxy_ca_key = directory / "front-proxy-ca.key"
+        self.front_proxy_crt = directory / "front-proxy-client.crt"
+        self.front_proxy_key = directory / "front-proxy-client.key"
 
 
 def _openssl(*args: str) -> None:
@@ -98,18 +107,56 @@ def make_pki(directory: Path, *, server_ips: tuple[str, ...] = ("127.0.0.1",), n
         "-addext",
         "extendedKeyUsage=clientAuth",
     )
+    _certificate("/CN=front-proxy-ca", pki.front_proxy_ca_key, pki.front_proxy_ca_crt)
+    _certificate(
+        f"/CN={FRONT_PROXY_CLIENT}",
+        pki.front_proxy_key,
+        pki.front_proxy_crt,
+        "-CA",
+        str(pki.front_proxy_ca_crt),
+        "-CAkey",
+        str(pki.front_proxy_ca_key),
+        "-addext",
+        "extendedKeyUsage=clientAuth",
+    )
     _openssl("genrsa", "-out", str(pki.sa_key), "2048")
     _openssl("rsa", "-in", str(pki.sa_key), "-pubout", "-out", str(pki.sa_pub))
     return pki
 
 
-class RedisTls:
-    """A CA and a Redis server certificate it signed (valid for `ips` and localhost)."""
+def make_serving_tls(directory: Path, *, name: str, ips: tuple[str, ...], dns: tuple[str, ...]) -> RedisTls:
+    """A CA of its own (`name`) and a certificate it signed, for both ends of a TLS
+    connection (server and client auth), valid for `ips`, `dns`, loopback and localhost."""
+    tls = RedisTls(directory, stem="tls")
+    directory.mkdir(parents=True, exist_ok=True)
+    _certificate(f"/CN={name}", tls.ca_key, tls.ca)
+    alt = [f"IP:{ip}" for ip in dict.fromkeys((*ips, "127.0.0.1"))] + [f"DNS:{d}" for d in (*dns, "localhost")]
+    _certificate(
+        f"/CN={name}-serving",
+        tls.key,
+        tls.cert,
+        "-CA",
+        str(tls.ca),
+        "-CAkey",
+        str(tls.ca_key),
+        "-addext",
+        "subjectAltName=" + ",".join(alt),
+        "-addext",
+        "extendedKeyUsage=serverAuth,clientAuth",
+    )
+    for path in (tls.key, tls.ca_key):
+        path.chmod(0o600)
+    return tls
 
-    def __init__(self, directory: Path) -> None:
+
+class RedisTls:
+    """A CA and a server certificate it signed (valid for `ips` and localhost)."""
+
+    def __init__(self, directory: Path, stem: str = "redis") -> None:
         self.dir = directory
-        self.ca, self.ca_key = directory / "redis-ca.crt", directory / "redis-ca.key"
-        self.cert, self.key = directory / "redis.crt", directory / "redis.key"
+        ca = "ca" if stem == "tls" else f"{stem}-ca"
+        self.ca, self.ca_key = directory / f"{ca}.crt", directory / f"{ca}.key"
+        self.cert, self.key = directory / f"{stem}.crt", directory / f"{stem}.key"
 
 
 def make_redis_tls(directory: Path, ips: tuple[str, ...], name: str = "workerpool-redis-ca") -> RedisTls:

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from . import binaries
-from .certs import Pki, make_pki
+from .certs import FRONT_PROXY_CLIENT, Pki, make_pki
 from .procs import check_alive, free_port, spawn, stop, wait_for
 
 log = logging.getLogger(__name__)
@@ -241,6 +241,17 @@ class LocalCluster:
             f"--service-account-key-file={self.pki.sa_pub}",
             f"--service-account-signing-key-file={self.pki.sa_key}",
             f"--service-cluster-ip-range={self.service_range}",
+            # The aggregation layer, as kubeadm configures it, for extension API servers
+            # (KEDA's external metrics, bench/bifrost_vs_keda.py); they run as local
+            # processes, so the API server dials their endpoint, not a Service IP.
+            f"--requestheader-client-ca-file={self.pki.front_proxy_ca_crt}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={self.pki.front_proxy_crt}",
+            f"--proxy-client-key-file={self.pki.front_proxy_key}",
+            "--enable-aggregator-routing=true",
             "--profiling=false",
             "--v=1",
             # Since v1.37 the `kubernetes` Service's endpoint may not be a loopback address
