@@ -120,6 +120,53 @@ async def test_a_cancelled_waiter_leaves_the_queue_and_the_rest_are_served() -> 
     assert gone.cancelled() and limiter.queued == 0
 
 
+async def test_a_slow_server_keeps_the_backlog_here_where_pods_go_before_status() -> None:
+    """At most `max_in_flight` writes wait in the API server; the rest wait here, by priority.
+
+    Before: the bucket alone let every write through at its rate, so on a server slower
+    than the budget they queued there, first come first served, and a pod create waited
+    behind every status write sent before it."""
+    time = VirtualTime()
+    limiter = WriteLimiter(TokenBucket(rate=1000, burst=1000), clock=time.clock, sleep=time.sleep, max_in_flight=2)
+    server: list[asyncio.Future[None]] = []  # the requests the API server holds, answered by the test
+    sent: list[str] = []
+    peak = 0
+
+    async def write(what: str, priority: Priority) -> None:
+        nonlocal peak
+        async with limiter.write(priority, "ns"):
+            sent.append(what)
+            peak = max(peak, limiter.in_flight)
+            answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            server.append(answer)
+            await answer
+
+    tasks = [asyncio.create_task(write(f"status-{i}", Priority.STATUS)) for i in range(5)]
+    await asyncio.sleep(0)
+    tasks.append(asyncio.create_task(write("pod", Priority.POD)))
+    for _ in range(6):
+        for _ in range(5):
+            await asyncio.sleep(0)
+        server.pop(0).set_result(None)  # the server answers the oldest request
+    await asyncio.gather(*tasks)
+    assert peak == 2
+    assert sent[:3] == ["status-0", "status-1", "pod"], sent  # the pod went at the first free turn
+    assert limiter.in_flight == 0 and limiter.queued == 0
+
+
+async def test_a_turn_is_given_back_when_the_write_fails() -> None:
+    time = VirtualTime()
+    limiter = WriteLimiter(TokenBucket(rate=1000, burst=1000), clock=time.clock, sleep=time.sleep, max_in_flight=1)
+    with pytest.raises(RuntimeError):
+        async with limiter.write():
+            raise RuntimeError("the API server said no")
+    async with limiter.write():  # would wait forever if the failed write kept its turn
+        assert limiter.in_flight == 1
+    assert limiter.in_flight == 0
+
+
 def test_nonsense_is_refused() -> None:
     with pytest.raises(ValueError, match="rate > 0"):
         TokenBucket(rate=0, burst=10)
+    with pytest.raises(ValueError, match="max_in_flight"):
+        WriteLimiter(TokenBucket(rate=1, burst=1), clock=lambda: 0.0, max_in_flight=-1)

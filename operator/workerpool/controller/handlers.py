@@ -31,7 +31,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     """Configure Kopf, serve the eviction webhook, start the pool manager and (maybe) leader election."""
     configure(settings)
     config = OperatorConfig.from_env()
-    limiter = WriteLimiter(TokenBucket(config.api_writes_per_second, config.api_write_burst), time.monotonic)
+    bucket = TokenBucket(config.api_writes_per_second, config.api_write_burst)
+    limiter = WriteLimiter(bucket, time.monotonic, max_in_flight=config.api_writes_in_flight)
     kube = await Kube.connect(limiter)
     memo.manager = Manager(config, kube)
     memo.webhook = None

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
 from aiohttp.helpers import get_env_proxy_for_url
@@ -75,11 +76,15 @@ class _Clients:
         self.admission = client.AdmissionregistrationV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
 
-    async def _write(self, namespace: str, priority: Priority = Priority.POD) -> None:
-        """Every write waits for the client-side rate limiter first (reads and watches do not),
-        its namespace's turn among the others'."""
-        if self.limiter is not None:
-            await self.limiter.acquire(priority, namespace)
+    @contextlib.asynccontextmanager
+    async def _write(self, namespace: str, priority: Priority = Priority.POD) -> AsyncIterator[None]:
+        """Every write waits for the client-side limiter first (reads and watches do not), its
+        namespace's turn among the others', and holds its turn until the API server answers."""
+        if self.limiter is None:
+            yield
+            return
+        async with self.limiter.write(priority, namespace):
+            yield
 
 
 class _PodPatches(_Clients):
@@ -92,16 +97,16 @@ class _PodPatches(_Clients):
     async def mark_pod(self, namespace: str, name: str, patch: dict[str, str | None]) -> dict[str, Any] | None:
         """Set (a value) or remove (None) a worker pod's node-autoscaler annotations: the patched pod,
         or None when the pod is gone."""
-        await self._write(namespace, Priority.MARK)
-        return await _unless_gone(self._patch_annotations(namespace, name, patch))
+        async with self._write(namespace, Priority.MARK):
+            return await _unless_gone(self._patch_annotations(namespace, name, patch))
 
     async def set_pod_condition(self, namespace: str, name: str, condition: dict[str, str]) -> dict[str, Any] | None:
         """Set one condition of a pod's status (a readiness gate's): the patched pod, or None when it is gone."""
-        await self._write(namespace, Priority.MARK)
-        # A strategic merge: conditions merge by type, so the kubelet's own stay.
-        body = {"status": {"conditions": [condition]}}
-        patch = self.core.patch_namespaced_pod_status(name, namespace, body, _content_type=STRATEGIC)  # type: ignore[call-arg]
-        return await _unless_gone(self._pod(patch))
+        async with self._write(namespace, Priority.MARK):
+            # A strategic merge: conditions merge by type, so the kubelet's own stay.
+            body = {"status": {"conditions": [condition]}}
+            patch = self.core.patch_namespaced_pod_status(name, namespace, body, _content_type=STRATEGIC)  # type: ignore[call-arg]
+            return await _unless_gone(self._pod(patch))
 
     async def _patch_annotations(self, namespace: str, name: str, patch: dict[str, str | None]) -> dict[str, Any]:
         body = {"metadata": {"annotations": patch}}
@@ -131,9 +136,9 @@ class Kube(_PodPatches):
         return [self.api.sanitize_for_serialization(p) for p in resp.items]
 
     async def create_pod(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        await self._write(namespace)
-        created = await self.core.create_namespaced_pod(namespace, cast(Any, body))
-        return dict(self.api.sanitize_for_serialization(created))
+        async with self._write(namespace):
+            created = await self.core.create_namespaced_pod(namespace, cast(Any, body))
+            return dict(self.api.sanitize_for_serialization(created))
 
     async def delete_pod(self, namespace: str, name: str, uid: str) -> None:
         """Delete with a uid precondition (never a same-named newer pod).
@@ -143,24 +148,24 @@ class Kube(_PodPatches):
         place (e.g. an admission webhook's) is raised, so that the deletion is
         retried instead of being taken as done.
         """
-        await self._write(namespace)
-        try:
-            await self.core.delete_namespaced_pod(
-                name, namespace, body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return
-            if exc.status != 409:
-                raise
+        async with self._write(namespace):
             try:
-                meta = (await self.core.read_namespaced_pod(name, namespace)).metadata
-            except ApiException as again:
-                if again.status == 404:
+                await self.core.delete_namespaced_pod(
+                    name, namespace, body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+                )
+            except ApiException as exc:
+                if exc.status == 404:
                     return
-                raise
-            if meta.uid == uid and meta.deletion_timestamp is None:
-                raise
+                if exc.status != 409:
+                    raise
+                try:
+                    meta = (await self.core.read_namespaced_pod(name, namespace)).metadata
+                except ApiException as again:
+                    if again.status == 404:
+                        return
+                    raise
+                if meta.uid == uid and meta.deletion_timestamp is None:
+                    raise
 
     async def patch_status(
         self, namespace: str, name: str, status: Callable[[], dict[str, Any] | None], urgent: bool = False
@@ -169,21 +174,21 @@ class Kube(_PodPatches):
 
         True when a patch was sent. `urgent`: with the Events' priority, not behind every pool's status.
         """
-        await self._write(namespace, Priority.EVENT if urgent else Priority.STATUS)
-        patch = status()
-        if patch is None:
-            return False
-        # A JSON merge patch of the status subresource: only the operator writes status.
-        await self.custom.patch_namespaced_custom_object_status(
-            names.GROUP,
-            names.VERSION,
-            namespace,
-            names.PLURAL,
-            name,
-            {"status": patch},
-            _content_type=MERGE,  # type: ignore[call-arg]
-        )
-        return True
+        async with self._write(namespace, Priority.EVENT if urgent else Priority.STATUS):
+            patch = status()
+            if patch is None:
+                return False
+            # A JSON merge patch of the status subresource: only the operator writes status.
+            await self.custom.patch_namespaced_custom_object_status(
+                names.GROUP,
+                names.VERSION,
+                namespace,
+                names.PLURAL,
+                name,
+                {"status": patch},
+                _content_type=MERGE,  # type: ignore[call-arg]
+            )
+            return True
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
         """The decoded value, or None when the Secret or key does not exist."""
@@ -193,13 +198,13 @@ class Kube(_PodPatches):
 
     async def event(self, pool: dict[str, str], type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on the WorkerPool (what `kubectl describe` shows)."""
-        await self._write(pool["namespace"], Priority.EVENT)
-        try:
-            await self.core.create_namespaced_event(
-                pool["namespace"], cast(Any, event_body(pool, type_, reason, message))
-            )
-        except ApiException as exc:  # an event is worth a log line, not a failed reconcile
-            log.warning("event %s on %s/%s not posted: %s", reason, pool["namespace"], pool["name"], exc.reason)
+        async with self._write(pool["namespace"], Priority.EVENT):
+            try:
+                await self.core.create_namespaced_event(
+                    pool["namespace"], cast(Any, event_body(pool, type_, reason, message))
+                )
+            except ApiException as exc:  # an event is worth a log line, not a failed reconcile
+                log.warning("event %s on %s/%s not posted: %s", reason, pool["namespace"], pool["name"], exc.reason)
 
     # --- the eviction webhook and leader election ------------------------------------------
 
@@ -211,22 +216,22 @@ class Kube(_PodPatches):
             {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
             {"op": "add", "path": "/metadata/finalizers", "value": finalizers},
         ]
-        await self._write(namespace, Priority.EVENT)
-        call = self.custom.patch_namespaced_custom_object(
-            names.GROUP,
-            names.VERSION,
-            namespace,
-            names.PLURAL,
-            name,
-            patch,
-            _content_type=JSON_PATCH,  # type: ignore[call-arg]
-        )
-        try:
-            return dict(await call)
-        except ApiException as exc:
-            if exc.status in (404, 409, 422):  # gone, or changed since it was read (the test op failed)
-                return None
-            raise
+        async with self._write(namespace, Priority.EVENT):
+            call = self.custom.patch_namespaced_custom_object(
+                names.GROUP,
+                names.VERSION,
+                namespace,
+                names.PLURAL,
+                name,
+                patch,
+                _content_type=JSON_PATCH,  # type: ignore[call-arg]
+            )
+            try:
+                return dict(await call)
+            except ApiException as exc:
+                if exc.status in (404, 409, 422):  # gone, or changed since it was read (the test op failed)
+                    return None
+                raise
 
     async def read_secret(self, namespace: str, name: str) -> tuple[dict[str, bytes], str] | None:
         """The decoded data and resourceVersion, or None when there is no such Secret."""
@@ -241,42 +246,42 @@ class Kube(_PodPatches):
 
     async def write_secret(self, namespace: str, name: str, data: dict[str, bytes], version: str | None) -> None:
         """Create (version None) or replace at `version`; a concurrent writer makes it a 409."""
-        await self._write(namespace)
-        body = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "kubernetes.io/tls",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": {names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE},
-            },
-            "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
-        }
-        if version is None:
-            await self.core.create_namespaced_secret(namespace, cast(Any, body))
-        else:
-            body["metadata"]["resourceVersion"] = version  # type: ignore[index]
-            await self.core.replace_namespaced_secret(name, namespace, cast(Any, body))
+        async with self._write(namespace):
+            body = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "kubernetes.io/tls",
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "labels": {names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE},
+                },
+                "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
+            }
+            if version is None:
+                await self.core.create_namespaced_secret(namespace, cast(Any, body))
+            else:
+                body["metadata"]["resourceVersion"] = version  # type: ignore[index]
+                await self.core.replace_namespaced_secret(name, namespace, cast(Any, body))
 
     async def inject_ca_bundle(self, name: str, ca_pem: bytes) -> None:
         """Set every webhook's clientConfig.caBundle of one ValidatingWebhookConfiguration (when it differs)."""
-        await self._write("")  # cluster-scoped: the operator's own turn
-        config = await self.admission.read_validating_webhook_configuration(name)
-        bundle = base64.b64encode(ca_pem).decode()
-        patch = [
-            {"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": bundle}
-            for i, hook in enumerate(config.webhooks or [])
-            if hook.client_config.ca_bundle != bundle
-        ]
-        if patch:
-            # A JSON patch of caBundle alone: the rest stays the chart's (and GitOps sees no drift there).
-            await self.admission.patch_validating_webhook_configuration(
-                name,
-                patch,
-                _content_type="application/json-patch+json",  # type: ignore[call-arg]
-            )
-            log.info("caBundle of ValidatingWebhookConfiguration %s updated", name)
+        async with self._write(""):  # cluster-scoped: the operator's own turn
+            config = await self.admission.read_validating_webhook_configuration(name)
+            bundle = base64.b64encode(ca_pem).decode()
+            patch = [
+                {"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": bundle}
+                for i, hook in enumerate(config.webhooks or [])
+                if hook.client_config.ca_bundle != bundle
+            ]
+            if patch:
+                # A JSON patch of caBundle alone: the rest stays the chart's (and GitOps sees no drift there).
+                await self.admission.patch_validating_webhook_configuration(
+                    name,
+                    patch,
+                    _content_type="application/json-patch+json",  # type: ignore[call-arg]
+                )
+                log.info("caBundle of ValidatingWebhookConfiguration %s updated", name)
 
     async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

@@ -40,6 +40,9 @@ class OperatorConfig(BaseSettings):
     # about 50 status writes a second, so half the budget is left for bursts (docs/performance.md).
     api_writes_per_second: PositiveFloat = 100.0
     api_write_burst: int = Field(200, ge=1)
+    # Writes the API server holds at once (0: no limit). A slower server then keeps the backlog
+    # here, in priority order (pods first), not in its own first-come queue (ratelimit.py).
+    api_writes_in_flight: int = Field(10, ge=0)
 
     # Busy workers' pods carry karpenter.sh/do-not-disrupt and cluster-autoscaler's
     # safe-to-evict=false (decide/disruption.py); idle this long before they are removed.

@@ -91,6 +91,14 @@ EVICTIONS = Counter(
     "Evictions of worker pods answered by the webhook: held (429, still running executions) or allowed",
     ["namespace", "pool", "outcome"],
 )
+API_WRITES_IN_FLIGHT = Gauge(
+    "workerpool_api_writes_in_flight",
+    "Writes sent to the API server and not answered yet (at most WORKERPOOL_API_WRITES_IN_FLIGHT)",
+)
+API_WRITES_QUEUED = Gauge(
+    "workerpool_api_writes_queued",
+    "Writes waiting for their turn in the client-side limiter (the operator's write backlog)",
+)
 API_WRITE_WAIT = Histogram(
     "workerpool_api_write_wait_seconds",
     "How long a write to the API server waited for the client-side rate limiter (only writes that waited)",

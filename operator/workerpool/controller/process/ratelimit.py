@@ -12,13 +12,25 @@ namespace by namespace in turn (`FairQueue`), each namespace's in order of
 arrival: a new pool's first pod never waits behind a thousand status writes,
 and one namespace's churn cannot starve another's writes. A status write loses nothing by waiting: its content is
 rendered when its turn comes (`StatusWriter`), so the wait coalesces changes.
+
+The bucket bounds the rate; `max_in_flight` bounds the writes the API server
+holds at once. Without it, when the server takes writes slower than the
+bucket allows (a slow day: 36 status patches a second against the budget's
+100), every write the bucket lets through waits in the server's own queue,
+where priority and fairness sees one flow (the operator's ServiceAccount) and
+serves it first come, first served: a new pool's first pod waited there
+behind hundreds of status writes whatever the client's priority said
+(bench/scale_bench.py, docs/performance.md). With a few writes in flight the
+backlog stays here, where creates go first and each status write is rendered
+when it leaves, so a slower server means coalesced status, not later pods.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -72,6 +84,9 @@ class TokenBucket:
         return True
 
 
+Waiter = tuple["asyncio.Future[bool]", bool]  # its turn, and whether it counts as in flight
+
+
 class FairQueue:
     """Waiters by priority, and within one priority by tenant (a namespace) in turn: a tenant
     with a thousand writes queued waits its turn like one with a single write, so one pool (or
@@ -79,29 +94,43 @@ class FairQueue:
 
     def __init__(self) -> None:
         # priority -> tenant -> its waiters in order of arrival; the dict's order is the rotation.
-        self._queues: dict[int, dict[str, collections.deque[asyncio.Future[None]]]] = {}
+        self._queues: dict[int, dict[str, collections.deque[Waiter]]] = {}
 
     def __len__(self) -> int:
-        return sum(1 for tenants in self._queues.values() for q in tenants.values() for f in q if not f.done())
+        return sum(1 for tenants in self._queues.values() for q in tenants.values() for f, _ in q if not f.done())
 
-    def push(self, priority: int, tenant: str, turn: asyncio.Future[None]) -> None:
-        self._queues.setdefault(priority, {}).setdefault(tenant, collections.deque()).append(turn)
+    def push(self, priority: int, tenant: str, turn: asyncio.Future[bool], counted: bool = False) -> None:
+        self._queues.setdefault(priority, {}).setdefault(tenant, collections.deque()).append((turn, counted))
 
-    def pop(self) -> asyncio.Future[None] | None:
+    def peek(self) -> bool | None:
+        """Whether the next waiter counts as in flight (None: nobody waits)."""
+        head = self._head()
+        return None if head is None else head[0][0][1]
+
+    def pop(self) -> asyncio.Future[bool] | None:
         """The next waiter: the highest priority's next tenant in rotation (that tenant goes last)."""
+        head = self._head()
+        if head is None:
+            return None
+        waiters, tenants, tenant = head
+        turn, _ = waiters.popleft()
+        del tenants[tenant]
+        if waiters:
+            tenants[tenant] = waiters  # back of the rotation
+        return turn
+
+    def _head(self) -> tuple[collections.deque[Waiter], dict[str, collections.deque[Waiter]], str] | None:
+        """The next tenant's waiters (the first one live), dropping the cancelled ones on the way."""
         for priority in sorted(self._queues):
             tenants = self._queues[priority]
             while tenants:
                 tenant = next(iter(tenants))
-                waiters = tenants.pop(tenant)
-                while waiters and waiters[0].done():  # cancelled while waiting
+                waiters = tenants[tenant]
+                while waiters and waiters[0][0].done():  # cancelled while waiting
                     waiters.popleft()
-                if not waiters:
-                    continue
-                turn = waiters.popleft()
                 if waiters:
-                    tenants[tenant] = waiters  # back of the rotation
-                return turn
+                    return waiters, tenants, tenant
+                del tenants[tenant]
             del self._queues[priority]
         return None
 
@@ -112,33 +141,73 @@ class WriteLimiter:
         bucket: TokenBucket,
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        max_in_flight: int = 0,  # 0: no limit (writes that never say when they end: `acquire`)
     ) -> None:
-        self.bucket, self.clock, self.sleep = bucket, clock, sleep
+        if max_in_flight < 0:
+            raise ValueError("max_in_flight must be >= 0")
+        self.bucket, self.clock, self.sleep, self.max_in_flight = bucket, clock, sleep, max_in_flight
+        self.in_flight = 0
         self._waiting = FairQueue()
+        self._freed = asyncio.Event()
         self._server: asyncio.Task[None] | None = None
 
     @property
     def queued(self) -> int:
         return len(self._waiting)
 
+    @contextlib.asynccontextmanager
+    async def write(self, priority: Priority = Priority.POD, tenant: str = "") -> AsyncIterator[None]:
+        """Hold a turn for one write to the API server, from its turn until it returns."""
+        await self._turn(priority, tenant, counted=True)
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            metrics.API_WRITES_IN_FLIGHT.set(self.in_flight)
+            self._freed.set()
+
     async def acquire(self, priority: Priority = Priority.POD, tenant: str = "") -> None:
-        """Return when this write may go: at once while tokens last and nobody waits, else in turn
+        """Return when this write may go (a turn not held while it runs: outside the in-flight count)."""
+        await self._turn(priority, tenant, counted=False)
+
+    async def _turn(self, priority: Priority, tenant: str, *, counted: bool) -> None:
+        """At once while tokens (and in-flight room) last and nobody waits, else in turn
         (by priority, then `tenant` by `tenant`)."""
-        if not self._waiting and self.bucket.try_take(self.clock()):
+        idle = not self._waiting and (self._server is None or self._server.done())
+        if idle and self._room(counted) and self.bucket.try_take(self.clock()):
+            self._granted(counted)
             return
         started = self.clock()
-        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.push(priority, tenant, turn)
+        turn: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.push(priority, tenant, turn, counted)
+        metrics.API_WRITES_QUEUED.set(len(self._waiting))
         if self._server is None or self._server.done():
             self._server = asyncio.create_task(self._serve(), name="api-write-limiter")
         await turn  # a cancelled waiter's future is cancelled too; `_serve` skips it
         metrics.API_WRITE_WAIT.observe(self.clock() - started)
 
+    def _room(self, counted: bool) -> bool:
+        return not counted or not self.max_in_flight or self.in_flight < self.max_in_flight
+
+    def _granted(self, counted: bool) -> None:
+        if counted:
+            self.in_flight += 1
+            metrics.API_WRITES_IN_FLIGHT.set(self.in_flight)
+
     async def _serve(self) -> None:
-        """Hand out tokens at the bucket's rate, highest priority first, tenants in turn."""
-        while (turn := self._waiting.pop()) is not None:
+        """Hand out turns at the bucket's rate, highest priority first, tenants in turn, never
+        more counted writes in flight than `max_in_flight`."""
+        while (head := self._waiting.peek()) is not None:
+            if not self._room(head):
+                self._freed.clear()
+                await self._freed.wait()
+                continue
+            turn = self._waiting.pop()
+            metrics.API_WRITES_QUEUED.set(len(self._waiting))
+            assert turn is not None  # peeked, and nothing ran since
             wait = self.bucket.delay(self.clock())
             if wait > 0:
                 await self.sleep(wait)
             if not turn.done():
-                turn.set_result(None)
+                self._granted(head)
+                turn.set_result(True)
