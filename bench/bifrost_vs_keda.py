@@ -193,9 +193,14 @@ class Publisher:
 
     def __init__(self, url: str) -> None:
         self.loop = asyncio.new_event_loop()
-        self.connection = self.loop.run_until_complete(aio_pika.connect(url))
-        self.channel = self.loop.run_until_complete(self.connection.channel())
-        self.loop.run_until_complete(bifrost_worker.declare_queues(self.channel))
+        self.connection, self.channel = self.loop.run_until_complete(self._open(url))
+
+    @staticmethod
+    async def _open(url: str) -> tuple[aio_pika.abc.AbstractRobustConnection, aio_pika.abc.AbstractChannel]:
+        connection = await aio_pika.connect_robust(url)
+        channel = await connection.channel()
+        await bifrost_worker.declare_queues(channel)
+        return connection, channel
 
     def publish(self, jobs: list[dict[str, Any]]) -> None:
         async def go() -> None:
@@ -547,28 +552,43 @@ def main() -> int:
         )  # fmt: skip
         publish_executions(rabbit.local_url, [])  # the work queue, declared as Bifrost's API does
         bench = Bench(stack, rabbit, project_image(build=False)[0], args)
-        if "workerpool" in setups:
-            op = OperatorProcess(stack, NS, work).start()
-            try:
-                for s in scenarios:
-                    results[s]["workerpool"] = bench.run(PoolWorkload(bench, "wp"), scenario_fn(bench, s))
-                    print(s, "workerpool", row("workerpool", results[s]["workerpool"]), flush=True)
-            finally:
-                op.stop()
-        for version in versions:
-            if not built(version):
-                print(f"KEDA {version}: building (hack/build-keda.sh)", flush=True)
-            with Keda(work / f"keda-{version}", stack.cluster, version):
-                for setup in (s for s in setups if s.startswith("keda")):
-                    if setup == "keda-runbook" and version != versions[0]:
-                        continue  # the runbook pins one version: the first asked for
-                    label = f"{setup} {version}"
-                    for s in scenarios:
-                        wl = KedaWorkload(bench, "kw", scale_in=setup == "keda-scale-in")
-                        results[s][label] = bench.run(wl, scenario_fn(bench, s))
-                        print(s, label, row(label, results[s][label]), flush=True)
+        try:
+            run_setups(bench, stack, work, scenarios, setups, versions, results)
+        finally:
+            bench.publisher.close()
     report(results)
     return 0
+
+
+def run_setups(
+    bench: Bench,
+    stack: DevStack,
+    work: Path,
+    scenarios: list[str],
+    setups: list[str],
+    versions: list[str],
+    results: dict[str, dict[str, Outcome]],
+) -> None:
+    if "workerpool" in setups:
+        op = OperatorProcess(stack, NS, work).start()
+        try:
+            for s in scenarios:
+                results[s]["workerpool"] = bench.run(PoolWorkload(bench, "wp"), scenario_fn(bench, s))
+                print(s, "workerpool", row("workerpool", results[s]["workerpool"]), flush=True)
+        finally:
+            op.stop()
+    for version in versions:
+        if not built(version):
+            print(f"KEDA {version}: building (hack/build-keda.sh)", flush=True)
+        with Keda(work / f"keda-{version}", stack.cluster, version):
+            for setup in (s for s in setups if s.startswith("keda")):
+                if setup == "keda-runbook" and version != versions[0]:
+                    continue  # the runbook pins one version: the first asked for
+                label = f"{setup} {version}"
+                for s in scenarios:
+                    wl = KedaWorkload(bench, "kw", scale_in=setup == "keda-scale-in")
+                    results[s][label] = bench.run(wl, scenario_fn(bench, s))
+                    print(s, label, row(label, results[s][label]), flush=True)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,8 @@ class Keda:
             **os.environ,
             "KUBECONFIG": str(self.cluster.kubeconfig),
             "POD_NAMESPACE": NAMESPACE,
+            # Read from the pod's ServiceAccount mount in the cluster; out of it, from here.
+            "KEDA_CLUSTER_OBJECT_NAMESPACE": NAMESPACE,
             "WATCH_NAMESPACE": "",
             "KEDA_HTTP_DEFAULT_TIMEOUT": "3000",
         }
