@@ -79,7 +79,7 @@ SLOTS = 4  # BIFROST_MAX_WORKERS = BIFROST_MAX_CONCURRENCY, `processes.max`
 MIN, MAX = 1, 4
 STARTUP = 6.0  # s: the real worker's own start, measured alone (docs/bifrost.md)
 HEARTBEAT = 2
-TIMEOUT, GRACEFUL = 30, 5  # the drain deadline is their sum, as the operator sets it
+TIMEOUT, GRACEFUL = 60, 5  # the drain deadline is their sum, as the operator sets it
 SCALE_DOWN_DELAY = 30
 SETTLE = 240.0
 
@@ -387,10 +387,13 @@ class Bench:
     # --- one scenario on one workload ----------------------------------------------------------
 
     def run(self, workload: Workload, scenario: Callable[[Workload, PodTimeline, Registrations], Outcome]) -> Outcome:
+        """One scenario on a fresh `workload`; a scenario that fails is reported as such (the run goes on)."""
         watch = Watch(self.stack.cluster, NS, "pods", "-l", workload.selector)
         pods, regs = PodTimeline(watch), Registrations(self.redis_url)
         try:
             return scenario(workload, pods, regs)
+        except Exception as exc:  # one scenario's failure is a result, not the end of the run
+            return Outcome(notes=[f"scenario failed: {type(exc).__name__}: {exc}"])
         finally:
             workload.delete()
             wait_until(lambda: not pods.live(), timeout=SETTLE, what=f"{workload.name}'s pods gone", interval=0.5)
@@ -444,9 +447,10 @@ class Bench:
         return self.tail_window(sent, pods, regs, start)
 
     def drain_deadline(self, workload: Workload, pods: PodTimeline, regs: Registrations) -> Outcome:
-        """4 executions longer than the drain deadline allows once their pod is deleted."""
+        """4 executions of 50 s, their pod deleted 10 s in: they end within the drain deadline
+        (the execution timeout plus the graceful seconds, 65 s), so the worker's drain keeps them."""
         start = self.from_one(workload, pods, regs)
-        sent = self.publish([execution(TIMEOUT - 2.0) for _ in range(SLOTS)])
+        sent = self.publish([execution(50.0) for _ in range(SLOTS)])
         victim = self.busy_worker(sent, pods)
         wait_until(lambda: time.time() >= start + 10, timeout=30, what="10 s into the executions", interval=0.5)
         self.kubectl("delete", "pod", victim, "-n", NS, "--wait=false")
@@ -520,6 +524,8 @@ def report(results: dict[str, dict[str, Outcome]]) -> None:
         print(header)
         for setup, o in by_setup.items():
             print(row(setup, o))
+            for note in sorted(set(o.notes)):
+                print(f"    {setup}: {note} (x{o.notes.count(note)})")
         base = by_setup.get("workerpool")
         for setup, o in by_setup.items():
             if base is None or setup == "workerpool" or not o.latencies or not base.latencies:
