@@ -170,3 +170,11 @@ def test_nonsense_is_refused() -> None:
         TokenBucket(rate=0, burst=10)
     with pytest.raises(ValueError, match="max_in_flight"):
         WriteLimiter(TokenBucket(rate=1, burst=1), clock=lambda: 0.0, max_in_flight=-1)
+
+
+async def test_a_long_wait_is_logged_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    time = VirtualTime()
+    limiter = WriteLimiter(TokenBucket(rate=0.05, burst=1), clock=time.clock, sleep=time.sleep)  # 20 s a write
+    await asyncio.gather(*(limiter.acquire(Priority.STATUS) for _ in range(3)))  # two wait 20 s or more
+    warnings = [r.getMessage() for r in caplog.records if "API writes are behind" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # two long waits within a minute: one line

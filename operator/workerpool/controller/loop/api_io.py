@@ -107,9 +107,14 @@ class StatusWriter:
                     return None
             return merge_patch(sent, self.last_written)
 
-        if await self.kube.patch_status(self.namespace, self.name, patch, urgent):
-            metrics.STATUS_WRITES.labels(self.namespace, self.name).inc()
-            self.last_written, self.last_write_at = sent, self.clock.monotonic()
+        pending = metrics.STATUS_PENDING_SINCE.labels(self.namespace, self.name)
+        pending.set(self.clock.time())
+        try:
+            if await self.kube.patch_status(self.namespace, self.name, patch, urgent):
+                metrics.STATUS_WRITES.labels(self.namespace, self.name).inc()
+                self.last_written, self.last_write_at = sent, self.clock.monotonic()
+        finally:
+            pending.set(0)
         self.next_write_at = due
 
     def _held_until(self, rendered: dict[str, Any], due: float) -> float | None:

@@ -99,6 +99,12 @@ API_WRITES_QUEUED = Gauge(
     "workerpool_api_writes_queued",
     "Writes waiting for their turn in the client-side limiter (the operator's write backlog)",
 )
+STATUS_PENDING_SINCE = Gauge(
+    "workerpool_status_pending_since_seconds",
+    "When the pool's status write now waiting for its turn was decided (Unix time; 0: none waits):"
+    " time() minus this is how far the status is behind",
+    ["namespace", "pool"],
+)
 API_WRITE_WAIT = Histogram(
     "workerpool_api_write_wait_seconds",
     "How long a write to the API server waited for the client-side rate limiter (only writes that waited)",

@@ -30,11 +30,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
 from . import metrics
+
+log = logging.getLogger(__name__)
+BEHIND_SECONDS = 10.0  # a write that waited this long for its turn: the operator is behind
 
 
 class Priority(IntEnum):
@@ -150,6 +154,7 @@ class WriteLimiter:
         self._waiting = FairQueue()
         self._freed = asyncio.Event()
         self._server: asyncio.Task[None] | None = None
+        self._warned_at = float("-inf")
 
     @property
     def queued(self) -> int:
@@ -184,7 +189,24 @@ class WriteLimiter:
         if self._server is None or self._server.done():
             self._server = asyncio.create_task(self._serve(), name="api-write-limiter")
         await turn  # a cancelled waiter's future is cancelled too; `_serve` skips it
-        metrics.API_WRITE_WAIT.observe(self.clock() - started)
+        waited = self.clock() - started
+        metrics.API_WRITE_WAIT.observe(waited)
+        self._warn_if_behind(waited)
+
+    def _warn_if_behind(self, waited: float) -> None:
+        """A log line (at most one a minute) when writes wait long: the API server takes them
+        slower than the budget, so status lags (pods still go first); the gauges say how much."""
+        now = self.clock()
+        if waited < BEHIND_SECONDS or now - self._warned_at < 60:
+            return
+        self._warned_at = now
+        log.warning(
+            "API writes are behind: a write waited %.1f s for its turn, %d queued, %d in flight "
+            "(the API server answers slower than the write budget; status writes are coalesced, pods go first)",
+            waited,
+            len(self._waiting),
+            self.in_flight,
+        )
 
     def _room(self, counted: bool) -> bool:
         return not counted or not self.max_in_flight or self.in_flight < self.max_in_flight
