@@ -439,6 +439,28 @@ async def test_a_status_write_that_waits_its_turn_carries_the_state_current_when
     assert details[worker]["busyCount"] == 1
 
 
+async def test_a_status_write_waiting_its_turn_shows_since_when_in_a_gauge(world: World) -> None:
+    """workerpool_status_pending_since_seconds: when the waiting write was decided, 0 once it went."""
+    await ready_pool(world)
+    await world.reconcile()
+    labels = {"namespace": NS, "pool": POOL}
+    seen: list[float | None] = []
+
+    def gauge() -> float | None:
+        return REGISTRY.get_sample_value("workerpool_status_pending_since_seconds", labels)
+
+    async def turn() -> None:
+        seen.append(gauge())
+        world.clock.advance(5)
+
+    world.kube.status_turn = turn
+    world.clock.advance(1)
+    world.hub.depth = 3
+    await world.reconcile()
+    assert seen and seen[0] == pytest.approx(world.clock.time() - 5)  # set before the wait
+    assert gauge() == 0
+
+
 async def test_a_write_whose_change_was_undone_while_it_waited_is_not_sent(world: World) -> None:
     await ready_pool(world)
     await world.reconcile()
