@@ -71,10 +71,23 @@ def main() -> int:
     ap.add_argument("--api-writes", type=float, help="the operator's API write budget a second (default: its own)")
     ap.add_argument("--new-pools", type=int, default=20, help="pools created during the window, one by one")
     ap.add_argument("--kwok-nodes", type=int, default=100, help="kwok nodes the pods run on (0: left unscheduled)")
+    ap.add_argument(
+        "--apiserver-arg",
+        action="append",
+        default=[],
+        help="a kube-apiserver flag (repeatable), e.g. a slower server: --max-mutating-requests-inflight=20",
+    )
+    ap.add_argument(
+        "--operator-env",
+        action="append",
+        default=[],
+        help="KEY=VALUE for the operator (repeatable), e.g. WORKERPOOL_API_WRITES_IN_FLIGHT=0 (before it existed)",
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wpo-scale-"))
     rng = random.Random(7)
-    with LocalCluster(work / "cluster") as cluster, RedisServer(work / "redis") as server:
+    cluster_ = LocalCluster(work / "cluster", apiserver_args=tuple(args.apiserver_arg))
+    with cluster_ as cluster, RedisServer(work / "redis") as server:
         cluster.install_crd(CRD_PATH)
         cluster.kubectl("create", "namespace", NS)
         kwok = KwokNodes(work / "kwok", cluster, args.kwok_nodes).start() if args.kwok_nodes else None
@@ -85,6 +98,7 @@ def main() -> int:
         op.env["WORKERPOOL_NAMESPACES"] = ""
         if args.api_writes:
             op.env["WORKERPOOL_API_WRITES_PER_SECOND"] = str(args.api_writes)
+        op.env.update(kv.split("=", 1) for kv in args.operator_env)
         op.start()
         try:
             on_kwok = kwok is not None
@@ -143,6 +157,7 @@ def main() -> int:
                 time.sleep(args.seconds / max(1, len(new_names)))
             time.sleep(max(0.0, w0 + args.seconds - time.monotonic()))
             cpu1, w1 = cpu_seconds(op.proc.pid), time.monotonic()  # type: ignore[union-attr]
+            w1_wall = time.time()
             api1, redis1 = api_requests(cluster), redis_commands(r)
             samples1 = op.samples()
             rss = rss_mib(op.proc.pid)  # type: ignore[union-attr]
@@ -189,6 +204,21 @@ def main() -> int:
     if reactions:  # the operator's own share: from the pool's first trigger to the pod's creation
         share = f"{statistics.median(reactions):.2f} / {max(reactions):.2f}"
         print(f"{'  of which the operator (p50 / max, s)':<44}{share:>12}")
+    wait_n = summed(samples1, "workerpool_api_write_wait_seconds_count") - summed(
+        samples0, "workerpool_api_write_wait_seconds_count"
+    )
+    wait_s = summed(samples1, "workerpool_api_write_wait_seconds_sum") - summed(
+        samples0, "workerpool_api_write_wait_seconds_sum"
+    )
+    print(f"{'writes that waited for a turn / mean wait (s)':<44}{wait_n:>7.0f}  {wait_s / max(wait_n, 1):.2f}")
+    backlog = [
+        samples[k] for samples in (samples0, samples1) for k in samples if k.startswith("workerpool_api_writes_queued")
+    ]
+    print(f"{'write backlog at the window start / end':<44}{' / '.join(f'{b:.0f}' for b in backlog):>12}")
+    ages = [
+        w1_wall - v for k, v in samples1.items() if k.startswith("workerpool_status_pending_since_seconds{") and v > 0
+    ]
+    print(f"{'status writes waiting at the end, oldest (s)':<44}{len(ages):>7}  {max(ages, default=0):.1f}")
     print(f"{'event loop late > 0.1 s / > 0.5 s / > 1 s':<44}{' / '.join(f'{n:.0f}' for n in stalls):>12}")
     print(f"{'full garbage collections, seconds stopped':<44}{full_gcs:>7.0f}  {full_gc_seconds:.2f}")
     print(f"{'status watch: events in the window, restarts':<44}{watch_events:>7}  {len(watch_ended)}")

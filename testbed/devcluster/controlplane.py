@@ -46,8 +46,11 @@ class LocalCluster:
         node_name: str = "",
         service_range: str = "10.96.0.0/24",
         kubernetes_service_ip: str = "10.96.0.1",
+        apiserver_args: tuple[str, ...] = (),
     ) -> None:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="wpo-cluster-"))
+        # More kube-apiserver flags (a benchmark's slowed server: --max-mutating-requests-inflight=...).
+        self.apiserver_args = apiserver_args
         self.host = host
         self.node_name = node_name
         self.service_range = service_range
@@ -257,6 +260,7 @@ class LocalCluster:
             # Since v1.37 the `kubernetes` Service's endpoint may not be a loopback address
             # ("may not be in the loopback range"); without a node nothing uses that endpoint.
             *(["--endpoint-reconciler-type=none"] if ipaddress.ip_address(self.host).is_loopback else []),
+            *self.apiserver_args,
         ]
 
     def _apiserver_ready(self) -> bool:
