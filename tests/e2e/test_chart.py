@@ -169,6 +169,12 @@ def test_helm_lint_is_clean(stack: DevStack, binary: str) -> None:
         ["--set", "watchNamespaces={a,b}"],
         ["--set", "metrics.service.enabled=false"],
         ["--set", "networkPolicy.enabled=true", "--set", "networkPolicy.metricsNamespaces={monitoring}"],
+        [
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set-json",
+            'networkPolicy.egress=[{"cidr":"10.96.0.1/32","ports":[443]},{"cidr":"10.8.0.0/24","ports":[6379,5672]}]',
+        ],
         ["--set", "replicas=1", "--set", "evictionWebhook.enabled=false", "--set", "leaderElection.enabled=false"],
         ["--set", "shards=3"],
     ],
