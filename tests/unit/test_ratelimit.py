@@ -165,6 +165,24 @@ async def test_a_turn_is_given_back_when_the_write_fails() -> None:
     assert limiter.in_flight == 0
 
 
+async def test_a_writer_cancelled_as_its_turn_came_gives_the_turn_back() -> None:
+    """Granted and cancelled before it ran (a pool deleted mid-round): its turn is not leaked."""
+    time = VirtualTime()
+    limiter = WriteLimiter(TokenBucket(rate=1000, burst=1000), clock=time.clock, sleep=time.sleep, max_in_flight=1)
+    async with limiter.write():
+        waiter = asyncio.create_task(limiter.write().__aenter__())
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the first write ended: the limiter grants the waiter its turn...
+    assert limiter.in_flight == 1
+    waiter.cancel()  # ...and it is cancelled before it resumes
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert limiter.in_flight == 0
+    async with asyncio.timeout(5):
+        async with limiter.write():  # a leaked turn would make this wait forever
+            pass
+
+
 def test_nonsense_is_refused() -> None:
     with pytest.raises(ValueError, match="rate > 0"):
         TokenBucket(rate=0, burst=10)

@@ -167,9 +167,12 @@ class WriteLimiter:
         try:
             yield
         finally:
-            self.in_flight -= 1
-            metrics.API_WRITES_IN_FLIGHT.set(self.in_flight)
-            self._freed.set()
+            self._release()
+
+    def _release(self) -> None:
+        self.in_flight -= 1
+        metrics.API_WRITES_IN_FLIGHT.set(self.in_flight)
+        self._freed.set()
 
     async def acquire(self, priority: Priority = Priority.POD, tenant: str = "") -> None:
         """Return when this write may go (a turn not held while it runs: outside the in-flight count)."""
@@ -188,7 +191,12 @@ class WriteLimiter:
         metrics.API_WRITES_QUEUED.set(len(self._waiting))
         if self._server is None or self._server.done():
             self._server = asyncio.create_task(self._serve(), name="api-write-limiter")
-        await turn  # a cancelled waiter's future is cancelled too; `_serve` skips it
+        try:
+            await turn  # a cancelled waiter's future is cancelled too; `_serve` skips it
+        except asyncio.CancelledError:
+            if counted and turn.done() and not turn.cancelled():  # granted, then cancelled before it ran
+                self._release()
+            raise
         waited = self.clock() - started
         metrics.API_WRITE_WAIT.observe(waited)
         self._warn_if_behind(waited)
