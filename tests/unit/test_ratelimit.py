@@ -183,6 +183,29 @@ async def test_a_writer_cancelled_as_its_turn_came_gives_the_turn_back() -> None
             pass
 
 
+class BrokenOnce(TokenBucket):
+    """A bucket whose first queued turn fails (a bug in the server loop, say)."""
+
+    failed = False
+
+    def delay(self, now: float) -> float:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("bug")
+        return super().delay(now)
+
+
+async def test_a_failed_limiter_loop_is_started_again_and_serves_who_waits() -> None:
+    time = VirtualTime()
+    limiter = WriteLimiter(BrokenOnce(rate=10, burst=1), clock=time.clock, sleep=time.sleep)
+    await limiter.acquire()  # the bucket is empty now: the next writers queue
+    writers = [asyncio.create_task(limiter.acquire()) for _ in range(2)]
+    async with asyncio.timeout(5):
+        results = await asyncio.gather(*writers, return_exceptions=True)
+    # The write whose turn failed fails (it does not wait forever); the next one is served.
+    assert [type(r).__name__ for r in results] == ["RuntimeError", "NoneType"]
+
+
 def test_nonsense_is_refused() -> None:
     with pytest.raises(ValueError, match="rate > 0"):
         TokenBucket(rate=0, burst=10)

@@ -189,8 +189,7 @@ class WriteLimiter:
         turn: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting.push(priority, tenant, turn, counted)
         metrics.API_WRITES_QUEUED.set(len(self._waiting))
-        if self._server is None or self._server.done():
-            self._server = asyncio.create_task(self._serve(), name="api-write-limiter")
+        self._ensure_server()
         try:
             await turn  # a cancelled waiter's future is cancelled too; `_serve` skips it
         except asyncio.CancelledError:
@@ -216,6 +215,18 @@ class WriteLimiter:
             self.in_flight,
         )
 
+    def _ensure_server(self) -> None:
+        if self._server is None or self._server.done():
+            self._server = asyncio.create_task(self._serve(), name="api-write-limiter")
+            self._server.add_done_callback(self._served)
+
+    def _served(self, task: asyncio.Task[None]) -> None:
+        """Supervision: a server that failed (a bug) is logged and started again while writers wait."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the API write limiter failed; starting it again", exc_info=task.exception())
+            if self._waiting:
+                self._ensure_server()
+
     def _room(self, counted: bool) -> bool:
         return not counted or not self.max_in_flight or self.in_flight < self.max_in_flight
 
@@ -235,9 +246,14 @@ class WriteLimiter:
             turn = self._waiting.pop()
             metrics.API_WRITES_QUEUED.set(len(self._waiting))
             assert turn is not None  # peeked, and nothing ran since
-            wait = self.bucket.delay(self.clock())
-            if wait > 0:
-                await self.sleep(wait)
+            try:
+                wait = self.bucket.delay(self.clock())
+                if wait > 0:
+                    await self.sleep(wait)
+            except Exception as exc:
+                if not turn.done():
+                    turn.set_exception(exc)  # its writer fails with it rather than waiting forever
+                raise
             if not turn.done():
                 self._granted(head)
                 turn.set_result(True)
