@@ -40,14 +40,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aio_pika
 import redis
@@ -75,6 +76,7 @@ from devcluster.stack import DevStack, project_image  # noqa: E402
 from devcluster.watch import Watch  # noqa: E402
 
 NS = "bench"
+T = TypeVar("T")
 SLOTS = 4  # BIFROST_MAX_WORKERS = BIFROST_MAX_CONCURRENCY, `processes.max`
 MIN, MAX = 1, 4
 STARTUP = 6.0  # s: the real worker's own start, measured alone (docs/bifrost.md)
@@ -189,11 +191,17 @@ class PodTimeline:
 
 
 class Publisher:
-    """One AMQP connection kept open (as Bifrost's API keeps one), on an event loop of its own."""
+    """One AMQP connection kept open (as Bifrost's API keeps one), on an event loop of its own
+    that runs all the time in a thread (so the connection's heartbeats go out between publishes)."""
 
     def __init__(self, url: str) -> None:
         self.loop = asyncio.new_event_loop()
-        self.connection, self.channel = self.loop.run_until_complete(self._open(url))
+        self.thread = threading.Thread(target=self.loop.run_forever, name="publisher", daemon=True)
+        self.thread.start()
+        self.connection, self.channel = self._run(self._open(url))
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
 
     @staticmethod
     async def _open(url: str) -> tuple[aio_pika.abc.AbstractRobustConnection, aio_pika.abc.AbstractChannel]:
@@ -208,11 +216,12 @@ class Publisher:
                 message = aio_pika.Message(json.dumps(body).encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
                 await self.channel.default_exchange.publish(message, routing_key=QUEUE)
 
-        self.loop.run_until_complete(go())
+        self._run(go())
 
     def close(self) -> None:
-        self.loop.run_until_complete(self.connection.close())
-        self.loop.close()
+        self._run(self.connection.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
 
 
 # --- the workloads --------------------------------------------------------------------------------
@@ -544,6 +553,9 @@ def main() -> int:
     ap.add_argument("--trickle-seconds", type=float, default=330.0, help="over the HPA's 300 s scale-down window")
     ap.add_argument("--tail", type=float, default=60.0)
     args = ap.parse_args()
+    # A SIGTERM (a timeout, a kill) unwinds the stack like Ctrl-C: the node's network and its
+    # containers are removed, not left to block the next cluster on this machine.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     scenarios = [s for s in args.scenarios.split(",") if s]
     setups = args.setups.split(",")
     versions = [v for v in args.keda_versions.split(",") if v]
