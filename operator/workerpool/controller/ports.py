@@ -17,8 +17,8 @@ from typing import Any, Protocol
 from ..contracts.report import WorkerReport
 from ..contracts.wire import QueueStatus
 from ..decide.disruption import MarkPolicy
+from ..decide.events import Event
 from ..decide.observation import PodView
-from ..decide.scaling import Event
 from ..decide.status import Stall
 from ..protocols import WorkerProtocol
 from ..redis_connect import RedisAccess

@@ -22,8 +22,8 @@ from typing import Literal
 from ..contracts import names
 from ..contracts.resource import ScalingSpec, WorkerPool, WorkerPoolSpec
 from ..protocols import protocol_for
+from .events import Event, EventReason
 from .observation import Observation
-from .scaling import Event
 
 MARGIN_SECONDS = 30
 
@@ -78,7 +78,7 @@ def decide_deletion(pool: WorkerPool, obs: Observation, now: dt.datetime) -> Del
             f" gracefulShutdownSeconds + 2 heartbeats + {MARGIN_SECONDS} s) has passed: garbage collection deletes"
             f" the workers still running something ({running})"
         )
-        return DeletionStep("remove", (Event("Warning", "RetireBoundPassed", message),))
+        return DeletionStep("remove", (Event("Warning", EventReason.RETIRE_BOUND_PASSED, message),))
     return DeletionStep(recheck_after=bound - waited)
 
 
@@ -92,7 +92,7 @@ def deletion_event(pool: WorkerPool, active: int) -> Event:
     bound = retire_bound(pool.spec)
     return Event(
         "Normal",
-        "RetiringWorkers",
+        EventReason.RETIRING_WORKERS,
         f"the pool is being deleted: its {active} workers are retired first (idle ones now, busy ones once their"
         f" executions end, at most {bound:.0f} s), then garbage collection removes the pool",
     )

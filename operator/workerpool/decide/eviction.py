@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..contracts.report import WorkerReport
-from .scaling import Event
+from .events import Event, EventReason
 
 SHOWN = 5  # executions named in one answer
 
@@ -39,14 +39,14 @@ def judge_eviction(
             f"cannot confirm that worker {worker} runs no execution ({cause}): "
             "eviction held until the worker's state is known"
         )
-        return EvictionVerdict(False, message, Event("Warning", "EvictionHeld", message))
+        return EvictionVerdict(False, message, Event("Warning", EventReason.EVICTION_HELD, message))
     if not held:
         message = (
             f"worker {worker} holds no execution and claims no new one: eviction allowed"
             if handshake
             else f"worker {worker} runs nothing by its fresh heartbeat: eviction allowed"
         )
-        return EvictionVerdict(True, message, Event("Normal", "EvictionAllowed", message))
+        return EvictionVerdict(True, message, Event("Normal", EventReason.EVICTION_ALLOWED, message))
     running = ", ".join(_describe(execution, info) for execution in sorted(held)[:SHOWN])
     more = f" and {len(held) - SHOWN} more" if len(held) > SHOWN else ""
     after = (
@@ -58,7 +58,7 @@ def judge_eviction(
     event = f"eviction of {worker} held: {len(held)} running execution(s); " + (
         "it claims no new work and is evicted once they finish" if handshake else "evicted once it runs nothing"
     )
-    return EvictionVerdict(False, answer, Event("Warning", "EvictionHeld", event))
+    return EvictionVerdict(False, answer, Event("Warning", EventReason.EVICTION_HELD, event))
 
 
 def judge_draining(worker: str, info: WorkerReport | None) -> EvictionVerdict:
@@ -68,7 +68,7 @@ def judge_draining(worker: str, info: WorkerReport | None) -> EvictionVerdict:
         f"worker {worker} drains on SIGTERM: eviction allowed; it takes no new delivery and finishes "
         f"{running} within its drain deadline"
     )
-    return EvictionVerdict(True, message, Event("Normal", "EvictionAllowed", message))
+    return EvictionVerdict(True, message, Event("Normal", EventReason.EVICTION_ALLOWED, message))
 
 
 def hold_expired(held: EvictionVerdict, worker: str, held_for: float, limit: float) -> EvictionVerdict:
@@ -81,7 +81,7 @@ def hold_expired(held: EvictionVerdict, worker: str, held_for: float, limit: flo
         f"eviction of {worker} allowed: held for {held_for:.0f} s, past the pool's limit of {limit:.0f} s"
         f" (executionTimeoutSeconds + gracefulShutdownSeconds); it was held because {held.message}"
     )
-    return EvictionVerdict(True, message, Event("Warning", "EvictionHoldExpired", message))
+    return EvictionVerdict(True, message, Event("Warning", EventReason.EVICTION_HOLD_EXPIRED, message))
 
 
 def _describe(execution_id: str, info: WorkerReport | None) -> str:

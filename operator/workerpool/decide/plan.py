@@ -24,18 +24,19 @@ from ..contracts.resource import Condition, LastRecycle, WorkerPool
 from ..protocols import protocol_for
 from .deletion import FinalizerChange, decide_deletion, deletion_event, retiring_spec
 from .disruption import MarkChange, MarkMemory, MarkPolicy, decide_marks, managed_keys
+from .events import Event, EventReason
 from .observation import Observation, WorkerView
 from .pods import has_password
 from .reasons import Reason
 from .recycle import RecycleDecision, decide_recycle, recycle_events
-from .scaling import Event, ScaleMemory, ScalePlan, decide_scale
+from .scaling import ScaleMemory, ScalePlan, decide_scale
 from .status import Stall, build_status, render
 
 
 def password_in_url(field: str) -> Event:
     return Event(
         "Warning",
-        "PasswordInURL",
+        EventReason.PASSWORD_IN_URL,
         f"spec.{field}.url carries a password: put the URL in a Secret and use "
         f"spec.{field}.urlSecretRef (the spec is readable by anyone who can get the pool)",
     )

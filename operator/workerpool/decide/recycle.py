@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from ..contracts import names
 from ..contracts.resource import LastRecycle, RecycleResult
+from .events import Event, EventReason
 from .observation import WorkerView
-from .scaling import Event
 
 # Pod names are DNS-1123 subdomains.
 _WORKER_ID = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -213,16 +213,20 @@ def recycle_events(decision: RecycleDecision) -> list[Event]:
     value = decision.value[:120] + ("..." if len(decision.value) > 120 else "")
     results = decision.results or tuple(decision.record.results)
     if decision.publish is None:
-        return [Event("Warning", "RecycleRejected", f"{names.RECYCLE_ANNOTATION}={value!r}: {results[0].reason}")]
+        return [
+            Event("Warning", EventReason.RECYCLE_REJECTED, f"{names.RECYCLE_ANNOTATION}={value!r}: {results[0].reason}")
+        ]
     events = []
     requested = [_target(r) for r in results if r.status == "recycle_requested"]
     if requested:
         events.append(
-            Event("Normal", "RecycleRequested", f"recycle published for {_some(requested)} (request {value!r})")
+            Event(
+                "Normal", EventReason.RECYCLE_REQUESTED, f"recycle published for {_some(requested)} (request {value!r})"
+            )
         )
     rejected = [f"{_target(r)}: {r.reason}" for r in results if r.status == "rejected"]
     if rejected:
-        events.append(Event("Warning", "RecycleRejected", f"{_some(rejected, 3, '; ')} (request {value!r})"))
+        events.append(Event("Warning", EventReason.RECYCLE_REJECTED, f"{_some(rejected, 3, '; ')} (request {value!r})"))
     return events
 
 

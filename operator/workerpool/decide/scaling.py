@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..contracts.resource import WorkerPoolSpec
+from .events import Event, EventReason
 from .observation import Observation, PodView
 from .reasons import DeletionReason, Reason
 
@@ -55,13 +56,6 @@ class Deletion:
     name: str
     uid: str
     reason: DeletionReason
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
 
 
 @dataclass
@@ -170,7 +164,9 @@ def _replace_failed(plan: ScalePlan, obs: Observation) -> None:
     for pod in obs.pods:
         if not pod.terminating and not pod.active:
             plan.delete.append(Deletion(pod.name, pod.uid, DeletionReason.REPLACE_FAILED))
-            plan.events.append(Event("Warning", "ReplacingFailedPod", f"Pod {pod.name} is {pod.phase}: replacing it"))
+            plan.events.append(
+                Event("Warning", EventReason.REPLACING_FAILED_POD, f"Pod {pod.name} is {pod.phase}: replacing it")
+            )
 
 
 def _add_workers(plan: ScalePlan, r: _Round) -> None:
@@ -184,7 +180,7 @@ def _add_workers(plan: ScalePlan, r: _Round) -> None:
             message = f"Creating {plan.desired} workers (minWorkers {r.spec.min_workers}); demand not read yet"
         else:
             message = f"Scaling up from {count} to {plan.desired} workers: {r.numbers}"
-        plan.events.append(Event("Normal", "ScalingUp", message))
+        plan.events.append(Event("Normal", EventReason.SCALING_UP, message))
     elif r.outdated:
         starting = [p for p in r.active if p.template_hash == r.current_hash and p.name not in r.obs.workers]
         if count < plan.desired + SURGE and not starting:
@@ -192,7 +188,7 @@ def _add_workers(plan: ScalePlan, r: _Round) -> None:
             plan.events.append(
                 Event(
                     "Normal",
-                    "ReplacingOutdatedPods",
+                    EventReason.REPLACING_OUTDATED_PODS,
                     f"{len(r.outdated)} pods run an outdated template: adding 1 surge pod, then "
                     "removing outdated pods as they become idle",
                 )
@@ -245,7 +241,7 @@ def removal_event(plan: ScalePlan, deleted: list[str]) -> Event | None:
     described = ", ".join(f"{name} ({plan.removing[name]})" for name in gone)
     return Event(
         "Normal",
-        "ScalingDown" if down else "ReplacingOutdatedPods",
+        EventReason.SCALING_DOWN if down else EventReason.REPLACING_OUTDATED_PODS,
         f"{'Scaling down' if down else 'Replacing'} from {plan.active} to {plan.active - len(gone)} workers "
         f"(desired {plan.desired}), removed {described}: {plan.removal_numbers}",
     )

@@ -40,7 +40,7 @@ MAX_DETAIL_WORKERS = 50
 
 @dataclass(frozen=True)
 class Stall:
-    reason: str
+    reason: Reason
     message: str
 
 

@@ -12,9 +12,10 @@ from typing import Any
 from ...contracts.report import PROCESS_STATES
 from ...contracts.resource import SecretKeyRef
 from ...decide.backoff import Backoff
+from ...decide.events import Event
 from ...decide.observation import Observation
 from ...decide.reasons import Reason
-from ...decide.scaling import Event, ScalePlan
+from ...decide.scaling import ScalePlan
 from ...decide.status import Stall, WritePolicy, merge_patch, should_write
 from ..ports import KubeApi
 from ..process import metrics

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from ...contracts.report import WorkerReport
+from ...decide.events import Event
 from ...decide.observation import PodView
-from ...decide.scaling import Event
 from ...protocols import protocol_for
 from ..adapters.redis_hub import Fault
 from ..ports import RedisTarget

@@ -26,9 +26,10 @@ from ...contracts import names
 from ...contracts.resource import WorkerPool
 from ...contracts.wire import WireFormatError
 from ...decide.disruption import MarkChange
+from ...decide.events import Event, EventReason
 from ...decide.pods import PoolRef, render_pod
 from ...decide.reasons import DeletionReason
-from ...decide.scaling import Deletion, Event, ScalePlan, removal_event
+from ...decide.scaling import Deletion, ScalePlan, removal_event
 from ...decide.snapshot import snapshot_holds
 from ...protocols import protocol_for
 from ..adapters.kube import ApiException
@@ -121,7 +122,7 @@ class PodActions:
                 if exc.status in (400, 403, 422):  # admission (e.g. PodSecurity, a quota) or an invalid template
                     message = f"pod creation rejected ({exc.status}): {api_message(exc)}"
                     if self.state.create_rejected(message):
-                        await self.events.emit(Event("Warning", "PodCreateRejected", message))
+                        await self.events.emit(Event("Warning", EventReason.POD_CREATE_REJECTED, message))
                     return False
                 raise
             self.state.created(created)

@@ -12,8 +12,8 @@ from pydantic import ValidationError
 
 from ...contracts.resource import LastRecycle
 from ...contracts.wire import WireFormatError
+from ...decide.events import Event, EventReason
 from ...decide.recycle import RecycleDecision
-from ...decide.scaling import Event
 from ...protocols import WorkerProtocol
 from ..ports import Commands
 from ..process import metrics
@@ -86,7 +86,7 @@ class Recycler:
             await self.emit(
                 Event(
                     "Warning",
-                    "RecycleWaiting",
+                    EventReason.RECYCLE_WAITING,
                     f"recycle {decision.value!r} waits: {workers} not subscribed to its commands channel "
                     f"(reconnecting to Redis?); nothing is sent until every target listens, then once",
                 )
