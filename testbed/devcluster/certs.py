@@ -126,27 +126,9 @@ def make_pki(directory: Path, *, server_ips: tuple[str, ...] = ("127.0.0.1",), n
 
 def make_serving_tls(directory: Path, *, name: str, ips: tuple[str, ...], dns: tuple[str, ...]) -> RedisTls:
     """A CA of its own (`name`) and a certificate it signed, for both ends of a TLS
-    connection (server and client auth), valid for `ips`, `dns`, loopback and localhost."""
-    tls = RedisTls(directory, stem="tls")
-    directory.mkdir(parents=True, exist_ok=True)
-    _certificate(f"/CN={name}", tls.ca_key, tls.ca)
-    alt = [f"IP:{ip}" for ip in dict.fromkeys((*ips, "127.0.0.1"))] + [f"DNS:{d}" for d in (*dns, "localhost")]
-    _certificate(
-        f"/CN={name}-serving",
-        tls.key,
-        tls.cert,
-        "-CA",
-        str(tls.ca),
-        "-CAkey",
-        str(tls.ca_key),
-        "-addext",
-        "subjectAltName=" + ",".join(alt),
-        "-addext",
-        "extendedKeyUsage=serverAuth,clientAuth",
-    )
-    for path in (tls.key, tls.ca_key):
-        path.chmod(0o600)
-    return tls
+    connection (server and client auth), valid for `ips`, `dns`, loopback and localhost;
+    the file names KEDA's certificate directory uses (ca.crt, tls.crt, tls.key)."""
+    return _signed_tls(RedisTls(directory, stem="tls"), name, f"{name}-serving", ips, dns, "serverAuth,clientAuth")
 
 
 class RedisTls:
@@ -161,11 +143,17 @@ class RedisTls:
 
 def make_redis_tls(directory: Path, ips: tuple[str, ...], name: str = "workerpool-redis-ca") -> RedisTls:
     """The test bed's Redis TLS: its own CA (`name`) and a serving certificate for `ips`."""
-    tls = RedisTls(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    _certificate(f"/CN={name}", tls.ca_key, tls.ca)
+    return _signed_tls(RedisTls(directory), name, "redis", ips, (), "serverAuth")
+
+
+def _signed_tls(
+    tls: RedisTls, ca_name: str, subject: str, ips: tuple[str, ...], dns: tuple[str, ...], usage: str
+) -> RedisTls:
+    tls.dir.mkdir(parents=True, exist_ok=True)
+    _certificate(f"/CN={ca_name}", tls.ca_key, tls.ca)
+    alt = [f"IP:{ip}" for ip in dict.fromkeys((*ips, "127.0.0.1"))] + [f"DNS:{d}" for d in (*dns, "localhost")]
     _certificate(
-        "/CN=redis",
+        f"/CN={subject}",
         tls.key,
         tls.cert,
         "-CA",
@@ -173,9 +161,9 @@ def make_redis_tls(directory: Path, ips: tuple[str, ...], name: str = "workerpoo
         "-CAkey",
         str(tls.ca_key),
         "-addext",
-        "subjectAltName=" + ",".join([f"IP:{ip}" for ip in dict.fromkeys((*ips, "127.0.0.1"))] + ["DNS:localhost"]),
+        "subjectAltName=" + ",".join(alt),
         "-addext",
-        "extendedKeyUsage=serverAuth",
+        f"extendedKeyUsage={usage}",
     )
     for path in (tls.key, tls.ca_key):
         path.chmod(0o600)
