@@ -24,7 +24,8 @@ from devcluster.waiting import async_wait_until
 from tests.integration.test_bifrost_wire import Recorder
 from tests.unit.test_wire import SEED_HEARTBEAT
 from workerpool.contracts.names import HEARTBEAT_CHANNEL
-from workerpool.controller.adapters.redis_hub import RedisHub, Subscriber
+from workerpool.controller.adapters.redis_hub import RedisHub
+from workerpool.controller.ports import Subscriber
 from workerpool.protocols import BIFROST, SEED
 from workerpool.protocols.bifrost import EVENTS_CHANNEL, registration_key, snapshot_key
 from workerpool.redis_connect import RedisAccess

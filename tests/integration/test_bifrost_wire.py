@@ -27,7 +27,8 @@ from devcluster.waiting import async_wait_until, wait_until
 from workerpool.contracts.report import WorkerReport
 from workerpool.contracts.wire import QueueStatus
 from workerpool.controller.adapters.rabbitmq import RabbitBroker, _queue_count
-from workerpool.controller.adapters.redis_hub import RedisHub, Subscriber
+from workerpool.controller.adapters.redis_hub import RedisHub
+from workerpool.controller.ports import Subscriber
 from workerpool.decide.reasons import Reason
 from workerpool.protocols import BIFROST, Heartbeat, Offline
 from workerpool.protocols.bifrost import EVENTS_CHANNEL

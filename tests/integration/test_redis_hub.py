@@ -22,7 +22,8 @@ from devcluster.waiting import async_wait_until
 from workerpool.contracts.names import HEARTBEAT_CHANNEL
 from workerpool.contracts.report import WorkerReport
 from workerpool.contracts.wire import QueueStatus
-from workerpool.controller.adapters.redis_hub import RedisHub, Subscriber
+from workerpool.controller.adapters.redis_hub import RedisHub
+from workerpool.controller.ports import Subscriber
 from workerpool.protocols import SEED
 from workerpool.redis_connect import RedisAccess
 

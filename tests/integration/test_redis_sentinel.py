@@ -21,7 +21,8 @@ from tests.integration.test_redis_hub import Recorder, write
 from tests.integration.workers import WorkerProcess
 from workerpool.contracts.names import DEFAULT_QUEUE_KEY
 from workerpool.contracts.redis_acl import OPERATOR, WORKER
-from workerpool.controller.adapters.redis_hub import RedisHub, Subscriber
+from workerpool.controller.adapters.redis_hub import RedisHub
+from workerpool.controller.ports import Subscriber
 from workerpool.protocols import SEED
 from workerpool.redis_connect import Identity, Problem, RedisAccess
 

@@ -11,7 +11,8 @@ from redis.asyncio.sentinel import MasterNotFoundError
 from redis.exceptions import AuthenticationError, NoPermissionError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from workerpool.controller.adapters.redis_hub import SETTLE_SECONDS, Fault, LoopHealth, ResyncGate
+from workerpool.controller.adapters.redis_hub import SETTLE_SECONDS, LoopHealth, ResyncGate
+from workerpool.controller.ports import Fault
 from workerpool.redis_connect import Problem, RedisAccess, classify, describe
 
 REFUSED = Fault(Problem.UNAVAILABLE, "queue reading failed: ConnectionError: refused")

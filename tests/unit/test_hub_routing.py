@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from workerpool.controller.adapters.hub_routing import Routes, route
-from workerpool.controller.adapters.redis_hub import Subscriber
+from workerpool.controller.ports import Subscriber
 
 
 class Pods:

@@ -1,5 +1,5 @@
-"""Imports only point down: the Kopf registry on top, the adapters at the bottom of the
-controller, `decide/` and `contracts/` below everything. docs/architecture.md draws
+"""Imports only point down: the Kopf registry on top, the ports and the process below the
+adapters that implement them, `decide/` and `contracts/` below everything. docs/architecture.md draws
 these layers; this test is what keeps the drawing true."""
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ PACKAGE_IMPORTS: dict[str, set[str]] = {
 # `loop` and `admission` share a rank: neither imports the other (the gate uses ports.EvictedPool).
 CONTROLLER_RANKS = {
     "process": 0,
-    "adapters": 1,
-    "ports": 2,
+    "ports": 1,  # below the adapters: they implement the ports and import their types, never the reverse
+    "adapters": 2,
     "loop": 3,
     "admission": 3,
     "fleet": 4,
@@ -117,6 +117,7 @@ def test_every_part_and_layer_is_ranked() -> None:
     ("where", "source", "complaint"),
     [
         ("controller/adapters/kube.py", "from ..loop.controller import PoolController\n", "adapters imports"),
+        ("controller/ports.py", "from .adapters.redis_hub import RedisHub\n", "ports imports"),
         ("controller/admission/evictions.py", "from ..loop.controller import PoolController\n", "admission imports"),
         ("controller/loop/state.py", "from ..fleet import manager\n", "loop imports"),
         ("decide/scaling.py", "from ..controller.process import metrics\n", "decide imports"),

@@ -14,11 +14,11 @@ import pytest
 from workerpool.contracts.report import ExecutionReport, ProcessReport, WorkerReport
 from workerpool.contracts.resource import WorkerPool
 from workerpool.contracts.wire import WireFormatError
-from workerpool.controller.adapters.worker_commands import PublishOnce
 from workerpool.controller.loop import pod_actions
 from workerpool.controller.loop.api_io import EventEmitter
 from workerpool.controller.loop.pod_actions import PodActions
 from workerpool.controller.loop.state import PoolState
+from workerpool.controller.ports import PublishOnce
 from workerpool.decide.pods import PoolRef
 from workerpool.decide.reasons import DeletionReason
 from workerpool.decide.scaling import Deletion, ScalePlan

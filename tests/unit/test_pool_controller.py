@@ -22,12 +22,10 @@ from devcluster.heartbeats import heartbeat
 from workerpool.contracts.resource import LastRecycle, RecycleResult
 from workerpool.contracts.wire import QueueStatus
 from workerpool.controller.adapters.kube import ApiException
-from workerpool.controller.adapters.redis_hub import Fault, Subscriber
-from workerpool.controller.adapters.worker_commands import PublishOnce
 from workerpool.controller.admission.evictions import EvictionGate
 from workerpool.controller.fleet.pod_index import PodIndex
 from workerpool.controller.loop.controller import PoolController
-from workerpool.controller.ports import PoolDeps
+from workerpool.controller.ports import Fault, PoolDeps, PublishOnce, Subscriber
 from workerpool.decide.recycle import dedupe_key
 from workerpool.protocols.seed import heartbeat_report
 from workerpool.redis_connect import Problem, RedisAccess

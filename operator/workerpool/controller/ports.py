@@ -5,14 +5,19 @@ fleet's `Connections` and `PodIndex` (over `loop.eviction_view`) and
 `SYSTEM_CLOCK`; unit tests drive a controller with in-memory fakes of these in
 virtual time.
 
-May import: `adapters/` (the types they hand over), `process/`, and everything
-below the controller (`decide`, `contracts`, `protocols`, `redis_connect`)."""
+The types the adapters hand over (`Fault`, `Subscriber` and its `PoolListener`,
+`BrokerAccess`, `PublishOnce`) are defined here, so the ports sit below the
+adapters: the adapters implement these, the loop uses them, and neither layer
+reaches into the other's modules for a type.
+
+May import: `process/`, and everything below the controller (`decide`,
+`contracts`, `protocols`, `redis_connect`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ..contracts.report import WorkerReport
 from ..contracts.wire import QueueStatus
@@ -21,11 +26,63 @@ from ..decide.events import Event
 from ..decide.observation import PodView
 from ..decide.status import Stall
 from ..protocols import WorkerProtocol
-from ..redis_connect import RedisAccess
-from .adapters.rabbitmq import BrokerAccess
-from .adapters.redis_hub import Fault, PoolListener, Subscriber
-from .adapters.worker_commands import PublishOnce
+from ..redis_connect import Problem, RedisAccess
 from .process.clock import SYSTEM_CLOCK, Clock
+
+# --- what the adapters hand over ------------------------------------------------------
+
+
+class PoolListener(Protocol):
+    """What a hub tells a pool (a pool controller's PoolState). Called on the event loop; never blocks."""
+
+    def on_heartbeat(self, report: WorkerReport) -> None: ...
+    def on_offline(self, worker_id: str) -> None: ...  # the worker said it stopped
+    def on_queue(self, status: QueueStatus) -> None: ...  # the pool's queue depth moved
+    def on_resync(self, present: set[str], regs: dict[str, WorkerReport]) -> None: ...  # ids, re-read reports
+    def on_health(self) -> None: ...  # the hub's error changed
+    def owns(self, worker_id: str) -> bool: ...  # is this worker id one of the pool's pods?
+
+
+@dataclass
+class Subscriber:
+    """A pool listening to a hub."""
+
+    namespace: str
+    name: str
+    queue_key: str | None  # the seed's queue sorted set; None: the pool's demand is read elsewhere
+    trust_seconds: float  # a heartbeat heard this recently is not re-read from the hash by a resync
+    listener: PoolListener
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Why a loop cannot read Redis: the kind (the condition's reason) and a message without secrets."""
+
+    problem: Problem
+    message: str
+
+
+@dataclass(frozen=True)
+class BrokerAccess:
+    """How to reach one broker: its AMQP URL and, optionally, its management API (both may carry
+    passwords: never shown)."""
+
+    url: str = field(repr=False)
+    management: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class PublishOnce:
+    """What came of a recycle's publish: `published` now (its record), `handled_before` (the
+    stored record of the run that did), or `not_listening` (nothing written nor sent: no
+    subscriber on these channels yet)."""
+
+    outcome: Literal["published", "handled_before", "not_listening"]
+    record: str
+    not_listening: tuple[str, ...] = ()
+
+
+# --- the ports ------------------------------------------------------------------------
 
 
 class KubeApi(Protocol):

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .redis_hub import Subscriber
+    from ..ports import Subscriber
 
 Key = tuple[str, str]  # (namespace, pool)
 MAX_ROUTES = 20_000  # remembered workers; past it the memory starts over (a scan each, once)

@@ -41,8 +41,8 @@ from yarl import URL
 from ...contracts.wire import QueueStatus
 from ...decide.reasons import Reason
 from ...decide.status import Stall
+from ..ports import PoolListener
 from ..process import metrics
-from .redis_hub import PoolListener
 from .tasks import cancel_and_wait, supervise
 
 log = logging.getLogger(__name__)
@@ -52,15 +52,6 @@ TIMEOUT_SECONDS = 5.0
 FAILURES = (AMQPError, OSError, TimeoutError, RuntimeError, aiohttp.ClientError)
 MAX_MANAGEMENT_REPLY = 1024 * 1024  # one queue's JSON is a few KiB: read no more than this of it
 MAX_COUNT = 2**53 - 1
-
-
-@dataclass(frozen=True)
-class BrokerAccess:
-    """How to reach one broker: its AMQP URL and, optionally, its management API (both may carry
-    passwords: never shown)."""
-
-    url: str = field(repr=False)
-    management: str | None = field(default=None, repr=False)
 
 
 def scrub(text: str, url: str) -> str:

@@ -24,7 +24,6 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -33,6 +32,7 @@ from ...contracts.report import WorkerReport
 from ...contracts.wire import MAX_MESSAGE_BYTES, QueueStatus
 from ...protocols import Heartbeat, Offline, WorkerProtocol
 from ...redis_connect import Identity, Problem, RedisAccess, classify, describe, diagnose, redis_client
+from ..ports import Fault, Subscriber
 from ..process import metrics
 from ..process.clock import SYSTEM_CLOCK, Clock
 from ..process.lograte import RateLimitedLog
@@ -64,36 +64,6 @@ RESYNC_BATCH = 100
 # workers' reports cannot be trusted (`error`).
 LOOPS = ("queues", "heartbeats", "resync")
 WORKER_LOOPS = ("heartbeats", "resync")
-
-
-class PoolListener(Protocol):
-    """What a hub tells a pool (a pool controller's PoolState). Called on the event loop; never blocks."""
-
-    def on_heartbeat(self, report: WorkerReport) -> None: ...
-    def on_offline(self, worker_id: str) -> None: ...  # the worker said it stopped
-    def on_queue(self, status: QueueStatus) -> None: ...  # the pool's queue depth moved
-    def on_resync(self, present: set[str], regs: dict[str, WorkerReport]) -> None: ...  # ids, re-read reports
-    def on_health(self) -> None: ...  # the hub's error changed
-    def owns(self, worker_id: str) -> bool: ...  # is this worker id one of the pool's pods?
-
-
-@dataclass
-class Subscriber:
-    """A pool listening to a hub."""
-
-    namespace: str
-    name: str
-    queue_key: str | None  # the seed's queue sorted set; None: the pool's demand is read elsewhere
-    trust_seconds: float  # a heartbeat heard this recently is not re-read from the hash by a resync
-    listener: PoolListener
-
-
-@dataclass(frozen=True)
-class Fault:
-    """Why a loop cannot read Redis: the kind (the condition's reason) and a message without secrets."""
-
-    problem: Problem
-    message: str
 
 
 @dataclass

@@ -5,14 +5,13 @@ and publishing a recycle exactly once; and reading one worker's report now."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Literal
 
 import redis.asyncio as aioredis
 
 from ...contracts.report import WorkerReport
 from ...protocols import RetireHandshake, WorkerProtocol
 from ...redis_connect import ReplicaAck
+from ..ports import PublishOnce
 from ..process import metrics
 
 # KEYS[1] = worker:{id}:retiring, KEYS[2] = {queue}:held:{id}; ARGV[1] = TTL s.
@@ -55,17 +54,6 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 for i = 3, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end
 return {1, ARGV[1]}
 """
-
-
-@dataclass(frozen=True)
-class PublishOnce:
-    """What came of a recycle's publish: `published` now (its record), `handled_before` (the
-    stored record of the run that did), or `not_listening` (nothing written nor sent: no
-    subscriber on these channels yet)."""
-
-    outcome: Literal["published", "handled_before", "not_listening"]
-    record: str
-    not_listening: tuple[str, ...] = ()
 
 
 class NoHandshake(RuntimeError):

@@ -11,9 +11,10 @@ from typing import Any
 
 from ...protocols import protocol_for
 from ...redis_connect import RedisAccess
-from ..adapters.rabbitmq import BrokerAccess, RabbitBroker
+from ..adapters.rabbitmq import RabbitBroker
 from ..adapters.redis_hub import RedisHub, operator_client
 from ..adapters.worker_commands import WorkerCommands
+from ..ports import BrokerAccess
 from ..process.config import OperatorConfig
 
 

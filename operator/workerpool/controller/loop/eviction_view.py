@@ -10,8 +10,7 @@ from ...contracts.report import WorkerReport
 from ...decide.events import Event
 from ...decide.observation import PodView
 from ...protocols import protocol_for
-from ..adapters.redis_hub import Fault
-from ..ports import RedisTarget
+from ..ports import Fault, RedisTarget
 from .controller import PoolController
 
 

@@ -13,9 +13,7 @@ from ...decide.reasons import Reason
 from ...decide.status import Stall
 from ...protocols import WorkerProtocol, protocol_for
 from ...redis_connect import Problem, RedisAccess
-from ..adapters.rabbitmq import BrokerAccess
-from ..adapters.redis_hub import PoolListener, Subscriber
-from ..ports import Broker, Hub, PoolDeps
+from ..ports import Broker, BrokerAccess, Hub, PoolDeps, PoolListener, Subscriber
 from .api_io import UrlSource
 
 # The Stalled reason of each kind of hub fault.
