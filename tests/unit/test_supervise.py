@@ -7,7 +7,7 @@ import asyncio
 
 from prometheus_client import REGISTRY
 
-from workerpool.controller.adapters.tasks import cancel_and_wait, supervise
+from workerpool.controller.process.tasks import cancel_and_wait, supervise
 
 
 def crashes(kind: str) -> float:

@@ -15,9 +15,12 @@ May import: `process/`, and everything below the controller (`decide`,
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from ..contracts.report import WorkerReport
 from ..contracts.wire import QueueStatus
@@ -80,6 +83,39 @@ class PublishOnce:
     outcome: Literal["published", "handled_before", "not_listening"]
     record: str
     not_listening: tuple[str, ...] = ()
+
+
+# --- the API server's answers, in the loop's words ------------------------------------
+
+ApiError = ApiException  # what the Kubernetes client raises for a refused request
+# `ApiError` is what the Kubernetes client raises for a refused request; the loop reads it
+# only through these, so what an HTTP status means is said once, here.
+
+
+def refused_by_admission(exc: ApiError) -> bool:
+    """Admission said no (Pod Security, a quota, a policy) or the object is invalid: retrying
+    the same request cannot succeed until something changes."""
+    return exc.status in (400, 403, 422)
+
+
+def client_error(exc: ApiError) -> bool:
+    """The server refused the request (4xx): nothing was done. A 5xx may have done it after all."""
+    return 400 <= (exc.status or 0) < 500
+
+
+def retry_after(exc: ApiError) -> str | None:
+    """The server's Retry-After (a throttled request), None when the call never got a response."""
+    headers = getattr(exc, "headers", None)
+    value = headers.get("Retry-After") if headers is not None else None
+    return str(value) if value is not None else None
+
+
+def api_message(exc: ApiError) -> str:
+    """The server's own message (its Status body), at most 500 characters."""
+    try:
+        return str(json.loads(exc.body or b"{}").get("message", exc.reason))[:500]
+    except (TypeError, ValueError):
+        return str(exc.reason)
 
 
 # --- the ports ------------------------------------------------------------------------

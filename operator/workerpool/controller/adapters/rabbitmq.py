@@ -43,7 +43,7 @@ from ...decide.reasons import Reason
 from ...decide.status import Stall
 from ..ports import PoolListener
 from ..process import metrics
-from .tasks import cancel_and_wait, supervise
+from ..process.tasks import cancel_and_wait, supervise
 
 log = logging.getLogger(__name__)
 

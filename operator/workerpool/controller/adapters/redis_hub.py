@@ -36,9 +36,9 @@ from ..ports import Fault, Subscriber
 from ..process import metrics
 from ..process.clock import SYSTEM_CLOCK, Clock
 from ..process.lograte import RateLimitedLog
+from ..process.tasks import Crashed, cancel_and_wait, supervise
 from .hub_routing import Routes, route
 from .redis_reads import QueueReadings, Refusals, parse_channel_message, read_queues, read_reports
-from .tasks import Crashed, cancel_and_wait, supervise
 from .worker_commands import WorkerCommands
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from pathlib import Path
 import kopf
 
 from ..adapters.kube import ApiException, Kube
-from ..adapters.tasks import supervise
 from ..process.config import OperatorConfig
+from ..process.tasks import supervise
 from .tls import WebhookTLS, make_tls, still_good
 
 log = logging.getLogger(__name__)

@@ -12,10 +12,10 @@ import os
 import socket
 
 from ..adapters.kube import ApiException, Kube
-from ..adapters.tasks import supervise
 from ..fleet.manager import Manager
 from ..process.clock import SYSTEM_CLOCK
 from ..process.config import OperatorConfig
+from ..process.tasks import supervise
 from .leader import LeaderElector, LeaseTiming
 from .topology_watch import TopologyWatch
 

@@ -28,11 +28,10 @@ from ...decide.plan import Context, Plan, PoolMemory, decide, status_of
 from ...decide.pods import PoolRef
 from ...decide.scaling import ScalePlan
 from ...decide.status import WritePolicy, invalid_status, render
-from ..adapters.kube import ApiException
-from ..adapters.tasks import supervise
-from ..ports import PoolDeps
+from ..ports import ApiError, PoolDeps, retry_after
 from ..process import metrics
 from ..process.clock import Clock
+from ..process.tasks import supervise
 from .api_io import EventEmitter, PoolRetry, StatusWriter, export_metrics
 from .derived import ParsedPool, StoredConditions, TemplateHash
 from .pod_actions import PodActions
@@ -238,9 +237,9 @@ class PoolController:
 
 def _after_failure(retry: PoolRetry, namespace: str, name: str, exc: Exception) -> float:
     """Count and log a failed round: the seconds before the next (backoff, or the API's Retry-After)."""
-    if isinstance(exc, ApiException):
+    if isinstance(exc, ApiError):
         metrics.ERRORS.labels(namespace, name, f"api{exc.status}").inc()
-        delay = retry.failed(parse_retry_after(_header(exc, "Retry-After")))
+        delay = retry.failed(parse_retry_after(retry_after(exc)))
         log.warning("%s/%s: API error %s %s; retrying in %.1f s", namespace, name, exc.status, exc.reason, delay)
     elif isinstance(exc, (RedisError, OSError)):
         # Redis went away mid-round (a failover, a restart): expected, and the hub's own fault
@@ -274,10 +273,3 @@ def _acts_on(meta: dict[str, Any]) -> tuple[Any, ...]:
     """The parts of a pool's metadata whose change needs a reconcile (a status write does not)."""
     recycle = (meta.get("annotations") or {}).get(names.RECYCLE_ANNOTATION)
     return meta.get("generation"), recycle, meta.get("deletionTimestamp"), tuple(meta.get("finalizers") or ())
-
-
-def _header(exc: ApiException, name: str) -> str | None:
-    """A response header of a failed API call (None when the call never got a response)."""
-    headers = getattr(exc, "headers", None)
-    value = headers.get(name) if headers is not None else None
-    return str(value) if value is not None else None

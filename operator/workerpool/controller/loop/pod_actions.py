@@ -19,7 +19,6 @@ the pool cannot shrink."""
 
 from __future__ import annotations
 
-import json
 import logging
 
 from ...contracts import names
@@ -32,8 +31,7 @@ from ...decide.reasons import DeletionReason
 from ...decide.scaling import Deletion, ScalePlan, removal_event
 from ...decide.snapshot import snapshot_holds
 from ...protocols import protocol_for
-from ..adapters.kube import ApiException
-from ..ports import Commands, KubeApi
+from ..ports import ApiError, Commands, KubeApi, api_message, client_error, refused_by_admission
 from ..process import metrics
 from .api_io import EventEmitter
 from .state import PoolState
@@ -118,8 +116,8 @@ class PodActions:
         for done in range(count):
             try:
                 created = await self.kube.create_pod(self.namespace, render_pod(ref, pool.spec, self.worker_image))
-            except ApiException as exc:
-                if exc.status in (400, 403, 422):  # admission (e.g. PodSecurity, a quota) or an invalid template
+            except ApiError as exc:
+                if refused_by_admission(exc):
                     message = f"pod creation rejected ({exc.status}): {api_message(exc)}"
                     if self.state.create_rejected(message):
                         await self.events.emit(Event("Warning", EventReason.POD_CREATE_REJECTED, message))
@@ -139,8 +137,8 @@ class PodActions:
             return False
         try:
             await self.kube.delete_pod(self.namespace, deletion.name, deletion.uid)
-        except ApiException as exc:
-            if retired and commands is not None and commands.has_handshake and 400 <= (exc.status or 0) < 500:
+        except ApiError as exc:
+            if retired and commands is not None and commands.has_handshake and client_error(exc):
                 # Refused, so the pod stays: its worker may claim again at once, not when
                 # the mark expires. (A 5xx may have deleted it after all: the mark stays.)
                 await commands.unretire(deletion.name, pool.spec.redis.queue_key)
@@ -212,10 +210,3 @@ class PodActions:
         log.info("%s/%s: %s kept: %s", self.namespace, self.name, worker_id, why)
         metrics.DELETES_AVERTED.labels(self.namespace, self.name).inc()
         return False
-
-
-def api_message(exc: ApiException) -> str:
-    try:
-        return str(json.loads(exc.body or b"{}").get("message", exc.reason))[:500]
-    except (TypeError, ValueError):
-        return str(exc.reason)

@@ -16,8 +16,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
-from ..process import metrics
-from ..process.lograte import RateLimitedLog
+from . import metrics
+from .lograte import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
