@@ -34,7 +34,8 @@ CONTROLLER_RANKS = {
     "admission": 3,
     "fleet": 4,
     "ha": 5,
-    "handlers": 6,
+    "app": 6,
+    "handlers": 7,
 }
 
 

@@ -1,4 +1,4 @@
-"""The Kopf registry: every handler is a docstring and one call.
+"""The Kopf registry: every handler is a docstring and one call (the parts are made in `app.py`).
 
 Only `on.event` handlers are used for WorkerPools and pods: Kopf then keeps no
 state on the objects (no finalizer, no last-handled-configuration annotation,
@@ -10,64 +10,43 @@ cannot re-handle objects or swallow our annotations from diffs.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import kopf
 
 from ..contracts import names
 from .adapters.kube import Kube
-from .fleet.manager import Manager
-from .ha.leadership import Leadership
+from .app import App, Stoppable
 from .process.config import OperatorConfig
-from .process.gc_policy import PauseTimer, keep_collections_short
-from .process.loop_lag import watch_loop_lag
-from .process.ratelimit import TokenBucket, WriteLimiter
 
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """Configure Kopf, serve the eviction webhook, start the pool manager and (maybe) leader election."""
+    """Configure Kopf, then start the operator (`app.py`: the webhook when served, the pools, leadership)."""
     configure(settings)
-    config = OperatorConfig.from_env()
-    bucket = TokenBucket(config.api_writes_per_second, config.api_write_burst)
-    limiter = WriteLimiter(bucket, time.monotonic, max_in_flight=config.api_writes_in_flight)
-    kube = await Kube.connect(limiter)
-    memo.manager = Manager(config, kube)
-    memo.webhook = None
-    if config.webhook_port:
+
+    async def serve_webhook(kube: Kube, config: OperatorConfig) -> Stoppable:
         # Imported only when served: `cryptography` costs ~10 MiB of RSS.
         from .admission.webhook import WebhookKeeper
 
-        memo.webhook = WebhookKeeper(kube, config)
-        await memo.webhook.setup(settings)
+        keeper = WebhookKeeper(kube, config)
+        await keeper.setup(settings)
         # Registered only when served: Kopf refuses to run admission handlers without a server.
         kopf.on.validate("", "v1", "pods", subresource="eviction", operations=["CREATE"], id="eviction")(eviction)
-    memo.leadership = Leadership(config, kube, memo.manager)
-    await memo.leadership.start()
-    memo.background = [asyncio.create_task(watch_loop_lag(), name="loop-lag")]
-    memo.gc_pauses = PauseTimer()
-    memo.gc_pauses.install()
-    if config.gc_freeze_seconds:
-        memo.background.append(asyncio.create_task(keep_collections_short(config.gc_freeze_seconds), name="gc"))
+        return keeper
+
+    memo.app = await App.start(serve_webhook)
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     """Stop acting, give up the lease, stop every pool controller and Redis hub."""
-    for task in memo.background:
-        task.cancel()
-    memo.gc_pauses.remove()
-    await memo.leadership.stop()
-    if memo.webhook is not None:
-        await memo.webhook.stop()
-    await memo.manager.stop()
+    await memo.app.stop()
 
 
 async def eviction(body: kopf.Body, dryrun: bool, memo: kopf.Memo, **_: Any) -> None:
     """Allow evicting a worker pod only when it runs no execution (else 429: the evicting client retries)."""
-    verdict = await memo.manager.evictions.review(body.metadata.namespace or "", body.metadata.name or "", dryrun)
+    verdict = await memo.app.manager.evictions.review(body.metadata.namespace or "", body.metadata.name or "", dryrun)
     if verdict is not None and not verdict.allowed:
         raise kopf.AdmissionError(verdict.message, code=429)
 
@@ -75,19 +54,19 @@ async def eviction(body: kopf.Body, dryrun: bool, memo: kopf.Memo, **_: Any) -> 
 @kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)  # type: ignore[arg-type]
 async def workerpool_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
     """A WorkerPool appeared, changed or went away."""
-    await memo.manager.on_pool_event(event.get("type"), event["object"])
+    await memo.app.manager.on_pool_event(event.get("type"), event["object"])
 
 
 @kopf.on.event("", "v1", "pods", labels={names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE})  # type: ignore[arg-type]
 def pod_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
     """A worker pod changed."""
-    memo.manager.on_pod_event(event.get("type"), event["object"])
+    memo.app.manager.on_pod_event(event.get("type"), event["object"])
 
 
 @kopf.on.probe(id="pools")
 def pools_probe(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
     """Liveness: fails when pool controllers stopped making progress."""
-    result: dict[str, Any] = memo.manager.health()
+    result: dict[str, Any] = memo.app.manager.health()
     return result
 
 
