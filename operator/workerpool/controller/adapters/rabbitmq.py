@@ -40,6 +40,7 @@ from yarl import URL
 
 from ...contracts.wire import QueueStatus
 from ...decide.reasons import Reason
+from ...decide.stalls import demand_unknown
 from ...decide.status import Stall
 from ..ports import PoolListener
 from ..process import metrics
@@ -108,16 +109,10 @@ class RabbitBroker:
     def reading(self, queues: tuple[str, ...]) -> tuple[QueueStatus | None, Stall | None]:
         """The queues' ready messages summed (None until each was read once), and why it is stalled."""
         if self.error is not None:
-            return None, Stall(
-                Reason.RABBITMQ_UNAVAILABLE,
-                f"RabbitMQ unavailable ({self.error}): demand unknown, no scale-down, at least minWorkers kept",
-            )
+            return None, demand_unknown(Reason.RABBITMQ_UNAVAILABLE, f"RabbitMQ unavailable ({self.error})")
         for queue in queues:
             if queue in self._queue_errors:
-                return None, Stall(
-                    Reason.RABBITMQ_QUEUE_UNAVAILABLE,
-                    f"{self._queue_errors[queue]}: demand unknown, no scale-down, at least minWorkers kept",
-                )
+                return None, demand_unknown(Reason.RABBITMQ_QUEUE_UNAVAILABLE, self._queue_errors[queue])
         if any(q not in self._ready for q in queues):
             return None, None  # not read yet
         return QueueStatus(depth=sum(self._ready[q] for q in queues)), None

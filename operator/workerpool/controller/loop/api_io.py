@@ -16,6 +16,7 @@ from ...decide.events import Event
 from ...decide.observation import Observation
 from ...decide.reasons import Reason
 from ...decide.scaling import ScalePlan
+from ...decide.stalls import secret_missing
 from ...decide.status import Stall, WritePolicy, merge_patch, should_write
 from ..ports import KubeApi
 from ..process import metrics
@@ -143,10 +144,7 @@ class UrlSource:
             value = await self.kube.read_secret_key(self.namespace, *ref)
             self.cache = cached = (ref, value, self.clock.monotonic())
         if cached[1] is None:
-            return None, Stall(
-                self.reason,
-                f"Secret {ref[0]} with key {ref[1]} not found in namespace {self.namespace}",
-            )
+            return None, secret_missing(self.reason, ref[0], ref[1], self.namespace)
         return cached[1].strip(), None
 
 

@@ -10,6 +10,7 @@ from ...contracts.redis_url import RedisUrlError, parse_redis_url
 from ...contracts.resource import WorkerPool
 from ...contracts.wire import QueueStatus
 from ...decide.reasons import Reason
+from ...decide.stalls import workers_unknown
 from ...decide.status import Stall
 from ...protocols import WorkerProtocol, protocol_for
 from ...redis_connect import Problem, RedisAccess
@@ -83,10 +84,7 @@ class SourceResolver:
             self._subscribe(access, pool, protocol)
             hub = self.hub = self.deps.hubs.hub_for(access, protocol.name)
             if (fault := hub.worker_fault or hub.fault) is not None:
-                stall = Stall(
-                    FAULT_REASONS[fault.problem],
-                    f"{fault.message}: no scale-down, no eviction, at least minWorkers kept",
-                )
+                stall = workers_unknown(FAULT_REASONS[fault.problem], fault.message)
         rabbitmq = pool.spec.rabbitmq
         if rabbitmq is None:
             if self.broker_url is not None:  # the spec no longer names a broker
