@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from devcluster.heartbeats import heartbeat
 from workerpool.contracts import names
-from workerpool.decide.disruption import MarkMemory, MarkPolicy, decide_marks, managed_keys
+from workerpool.decide.disruption import MAX_STRETCH, MarkMemory, MarkPolicy, decide_marks, managed_keys, under_backlog
 from workerpool.decide.observation import PodView, WorkerView
 from workerpool.protocols.seed import heartbeat_report
 
@@ -84,3 +84,26 @@ def test_never_unmarked_while_busy_and_writes_bounded_by_the_busy_spells(seq: li
             assert marked
     spells = sum(1 for i, s in enumerate(seq) if s == "busy" and (i == 0 or seq[i - 1] != "busy"))
     assert writes <= 2 * spells
+
+
+@given(
+    hold_down=st.floats(0, 3600),
+    backlog=st.integers(-10, 100_000),
+    more=st.integers(0, 10_000),
+)
+def test_the_hold_down_stretches_with_the_write_backlog_within_bounds(
+    hold_down: float, backlog: int, more: int
+) -> None:
+    """Behind on writes, unmarks wait longer (never shorter than set, at most 10x, never less for more backlog)."""
+    policy = MarkPolicy(hold_down_seconds=hold_down)
+    stretched = under_backlog(policy, backlog).hold_down_seconds
+    assert hold_down <= stretched <= MAX_STRETCH * hold_down
+    assert under_backlog(policy, backlog + more).hold_down_seconds >= stretched
+    assert under_backlog(policy, 0) == policy  # no backlog: exactly the setting
+
+
+def test_a_backlog_delays_the_unmark_of_an_idle_worker() -> None:
+    policy = MarkPolicy(hold_down_seconds=60)
+    assert under_backlog(policy, 99).hold_down_seconds == 60
+    assert under_backlog(policy, 250).hold_down_seconds == 180
+    assert under_backlog(policy, 10**6).hold_down_seconds == 600

@@ -203,6 +203,7 @@ class PoolDeps:
     clock: Clock = SYSTEM_CLOCK
     marks: MarkPolicy = field(default_factory=MarkPolicy)
     progress: Callable[[], None] = lambda: None  # called after every reconcile (the liveness check)
+    write_backlog: Callable[[], int] = lambda: 0  # writes queued in the write limiter now
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,16 @@ The rules (pure: pods and heartbeats in, annotation changes out):
   what it has; unknown is never idle, and it restarts the hold-down.
 - An annotation the pool's pod template sets is the template's: never written.
 - With the marks switched off, the marks already set are removed.
+- When the operator's API writes are behind (a backlog in its write limiter),
+  the hold-down stretches with the backlog (`under_backlog`): an unmark is the
+  one write that can wait without harm (the pod stays protected a while
+  longer), and a worker busy again before it goes costs no write at all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..contracts import names
 from .observation import PodView, WorkerView
@@ -37,6 +41,17 @@ MARK_VALUES = dict(names.BUSY_MARKS)  # key -> its value while the pod is marked
 class MarkPolicy:
     enabled: bool = True
     hold_down_seconds: float = DEFAULT_HOLD_DOWN_SECONDS
+
+
+BACKLOG_PER_STEP = 100  # queued writes that add one more hold-down
+MAX_STRETCH = 10  # the hold-down grows to at most this many times its setting
+
+
+def under_backlog(policy: MarkPolicy, backlog: int) -> MarkPolicy:
+    """The policy with its hold-down stretched by the operator's write backlog: one more
+    hold-down per BACKLOG_PER_STEP queued writes, at most MAX_STRETCH times the setting."""
+    stretch = min(MAX_STRETCH, 1 + max(0, backlog) // BACKLOG_PER_STEP)
+    return policy if stretch == 1 else replace(policy, hold_down_seconds=policy.hold_down_seconds * stretch)
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,10 @@ class _Clients:
         self.admission = client.AdmissionregistrationV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
 
+    def write_backlog(self) -> int:
+        """Writes waiting for their turn in the limiter now (0 without one)."""
+        return self.limiter.queued if self.limiter is not None else 0
+
     @contextlib.asynccontextmanager
     async def _write(self, namespace: str, priority: Priority = Priority.POD) -> AsyncIterator[None]:
         """Every write waits for the client-side limiter first (reads and watches do not), its

@@ -59,6 +59,7 @@ class Manager:
             status_volatile_refresh=config.status_volatile_refresh,
             progress=self._progress,
             marks=config.mark_policy,
+            write_backlog=kube.write_backlog,
         )
         self.pod_index = PodIndex(self.pools)
         self.evictions = EvictionGate(self.pod_index, self.connections.commands_for, kube, SYSTEM_CLOCK)

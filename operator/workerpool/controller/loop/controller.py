@@ -23,6 +23,7 @@ from ...contracts.resource import LastRecycle, WorkerPool
 from ...contracts.wire import describe_validation_error
 from ...decide.backoff import parse_retry_after
 from ...decide.deletion import finalizers_after
+from ...decide.disruption import under_backlog
 from ...decide.observation import Observation
 from ...decide.plan import Context, Plan, PoolMemory, decide, status_of
 from ...decide.pods import PoolRef
@@ -181,7 +182,7 @@ class PoolController:
             create_error=self.state.create_error,
             status_known=self.state.resynced,
             previous_conditions=self.stored_conditions.of(self.body.get("status")),
-            marks=self.deps.marks,
+            marks=under_backlog(self.deps.marks, self.deps.write_backlog()),
             removals_called_off=self.state.called_off.recent(),
         )
         return obs, ctx
