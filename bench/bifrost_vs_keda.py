@@ -299,8 +299,11 @@ class KedaWorkload(Workload):
         return any(c["type"] == "Ready" and c["status"] == "True" for c in out.get("status", {}).get("conditions", []))
 
     def delete(self) -> None:
+        """The ScaledObject, its HPA (one left behind would scale a same-named Deployment to its last
+        desired count at once; each scenario's workload has its own name too), the Deployment."""
         self.bench.kubectl("delete", "scaledobject", self.name, "-n", NS, "--wait=true")
         self.bench.kubectl("delete", "triggerauthentication", f"{self.name}-rabbitmq", "-n", NS, "--wait=true")
+        self.bench.kubectl("delete", "hpa", f"keda-hpa-{self.name}", "-n", NS, "--ignore-not-found", "--wait=true")
         self.bench.kubectl("delete", "deployment", self.name, "-n", NS, "--wait=true")
 
 
@@ -590,8 +593,8 @@ def run_setups(
     if "workerpool" in setups:
         op = OperatorProcess(stack, NS, work).start()
         try:
-            for s in scenarios:
-                results[s]["workerpool"] = bench.run(PoolWorkload(bench, "wp"), scenario_fn(bench, s))
+            for i, s in enumerate(scenarios):  # a name of its own each: no state of the last one carries over
+                results[s]["workerpool"] = bench.run(PoolWorkload(bench, f"wp{i}"), scenario_fn(bench, s))
                 print(s, "workerpool", row("workerpool", results[s]["workerpool"]), flush=True)
         finally:
             op.stop()
@@ -603,8 +606,9 @@ def run_setups(
                 if setup == "keda-runbook" and version != versions[0]:
                     continue  # the runbook pins one version: the first asked for
                 label = f"{setup} {version}"
-                for s in scenarios:
-                    wl = KedaWorkload(bench, "kw", scale_in=setup == "keda-scale-in")
+                for i, s in enumerate(scenarios):
+                    name = f"kw{i}-{setup.removeprefix('keda-')}-{version.replace('.', '')}"
+                    wl = KedaWorkload(bench, name, scale_in=setup == "keda-scale-in")
                     results[s][label] = bench.run(wl, scenario_fn(bench, s))
                     print(s, label, row(label, results[s][label]), flush=True)
 
