@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,13 +149,17 @@ def test_a_delivery_waits_unacknowledged_for_a_slot_then_is_dead_lettered(
         wait_until(lambda: redis.Redis.from_url(redis_server.url).exists(f"bifrost:pool:{w.worker_id}"),
                    timeout=START, what="the registration")  # fmt: skip
         long, waiting = execution(30), execution(1)
+        published_at = time.time()
         publish_executions(url, [long, waiting])
         wait_until(lambda: len(ledger.deliveries()) == 2, timeout=BEAT, what="both delivered")
         assert ready_messages(url) == 0  # held by the worker: not ready
         failed = wait_until(lambda: ledger.results(), timeout=BEAT + 5, what="the slot wait to end")
         no_slot = "No worker slot available after timeout"
         expected = {"execution_id": waiting["execution_id"], "worker_id": w.worker_id, "success": False}
-        assert failed == [{**expected, "error_type": "RuntimeError", "error": no_slot}]
+        assert [{k: v for k, v in r.items() if k != "at"} for r in failed] == [
+            {**expected, "error_type": "RuntimeError", "error": no_slot}
+        ]
+        assert failed[0]["at"] > published_at  # when it was recorded: the benchmarks' producer-to-result latency
         assert wait_until(lambda: ready_messages(url, POISON) == 1, timeout=BEAT, what="the dead letter")
     finally:
         w.stop()
