@@ -169,9 +169,11 @@ class PodTimeline:
         self.added: dict[str, float] = {}
         self.ready: dict[str, float] = {}
         self.gone: dict[str, float] = {}
+        self.seen = 0  # events already read (the waits call this often: each event is read once)
 
     def update(self) -> None:
-        for at, event in self.watch.since(0.0):
+        events = self.watch.since(0.0)
+        for at, event in events[self.seen :]:
             obj = event["object"]
             name, t = obj["metadata"]["name"], at + self.offset
             self.added.setdefault(name, t)
@@ -180,6 +182,7 @@ class PodTimeline:
                 self.ready.setdefault(name, t)
             if event["type"] == "DELETED":
                 self.gone.setdefault(name, t)
+        self.seen = len(events)
 
     def live(self) -> set[str]:
         self.update()

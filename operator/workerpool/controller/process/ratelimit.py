@@ -88,9 +88,6 @@ class TokenBucket:
         return True
 
 
-Waiter = tuple["asyncio.Future[bool]", bool]  # its turn, and whether it counts as in flight
-
-
 class FairQueue:
     """Waiters by priority, and within one priority by tenant (a namespace) in turn: a tenant
     with a thousand writes queued waits its turn like one with a single write, so one pool (or
@@ -98,43 +95,34 @@ class FairQueue:
 
     def __init__(self) -> None:
         # priority -> tenant -> its waiters in order of arrival; the dict's order is the rotation.
-        self._queues: dict[int, dict[str, collections.deque[Waiter]]] = {}
+        self._queues: dict[int, dict[str, collections.deque[asyncio.Future[None]]]] = {}
+        self._size = 0  # kept, not counted: every write asks (a thousand queued made each ask O(n))
 
     def __len__(self) -> int:
-        return sum(1 for tenants in self._queues.values() for q in tenants.values() for f, _ in q if not f.done())
+        """Waiters queued (a cancelled one until the queue reaches it)."""
+        return self._size
 
-    def push(self, priority: int, tenant: str, turn: asyncio.Future[bool], counted: bool = False) -> None:
-        self._queues.setdefault(priority, {}).setdefault(tenant, collections.deque()).append((turn, counted))
+    def push(self, priority: int, tenant: str, turn: asyncio.Future[None]) -> None:
+        self._queues.setdefault(priority, {}).setdefault(tenant, collections.deque()).append(turn)
+        self._size += 1
 
-    def peek(self) -> bool | None:
-        """Whether the next waiter counts as in flight (None: nobody waits)."""
-        head = self._head()
-        return None if head is None else head[0][0][1]
-
-    def pop(self) -> asyncio.Future[bool] | None:
+    def pop(self) -> asyncio.Future[None] | None:
         """The next waiter: the highest priority's next tenant in rotation (that tenant goes last)."""
-        head = self._head()
-        if head is None:
-            return None
-        waiters, tenants, tenant = head
-        turn, _ = waiters.popleft()
-        del tenants[tenant]
-        if waiters:
-            tenants[tenant] = waiters  # back of the rotation
-        return turn
-
-    def _head(self) -> tuple[collections.deque[Waiter], dict[str, collections.deque[Waiter]], str] | None:
-        """The next tenant's waiters (the first one live), dropping the cancelled ones on the way."""
         for priority in sorted(self._queues):
             tenants = self._queues[priority]
             while tenants:
                 tenant = next(iter(tenants))
-                waiters = tenants[tenant]
-                while waiters and waiters[0][0].done():  # cancelled while waiting
+                waiters = tenants.pop(tenant)
+                while waiters and waiters[0].done():  # cancelled while waiting
                     waiters.popleft()
+                    self._size -= 1
+                if not waiters:
+                    continue
+                turn = waiters.popleft()
+                self._size -= 1
                 if waiters:
-                    return waiters, tenants, tenant
-                del tenants[tenant]
+                    tenants[tenant] = waiters  # back of the rotation
+                return turn
             del self._queues[priority]
         return None
 
@@ -145,7 +133,7 @@ class WriteLimiter:
         bucket: TokenBucket,
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        max_in_flight: int = 0,  # 0: no limit (writes that never say when they end: `acquire`)
+        max_in_flight: int = 0,  # 0: no limit
     ) -> None:
         if max_in_flight < 0:
             raise ValueError("max_in_flight must be >= 0")
@@ -163,37 +151,38 @@ class WriteLimiter:
     @contextlib.asynccontextmanager
     async def write(self, priority: Priority = Priority.POD, tenant: str = "") -> AsyncIterator[None]:
         """Hold a turn for one write to the API server, from its turn until it returns."""
-        await self._turn(priority, tenant, counted=True)
+        await self._turn(priority, tenant)
         try:
             yield
         finally:
             self._release()
+
+    async def acquire(self, priority: Priority = Priority.POD, tenant: str = "") -> None:
+        """Return when a write may go (its turn given back at once: for writes that never say when they end)."""
+        async with self.write(priority, tenant):
+            pass
 
     def _release(self) -> None:
         self.in_flight -= 1
         metrics.API_WRITES_IN_FLIGHT.set(self.in_flight)
         self._freed.set()
 
-    async def acquire(self, priority: Priority = Priority.POD, tenant: str = "") -> None:
-        """Return when this write may go (a turn not held while it runs: outside the in-flight count)."""
-        await self._turn(priority, tenant, counted=False)
-
-    async def _turn(self, priority: Priority, tenant: str, *, counted: bool) -> None:
+    async def _turn(self, priority: Priority, tenant: str) -> None:
         """At once while tokens (and in-flight room) last and nobody waits, else in turn
         (by priority, then `tenant` by `tenant`)."""
         idle = not self._waiting and (self._server is None or self._server.done())
-        if idle and self._room(counted) and self.bucket.try_take(self.clock()):
-            self._granted(counted)
+        if idle and self._room() and self.bucket.try_take(self.clock()):
+            self._granted()
             return
         started = self.clock()
-        turn: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.push(priority, tenant, turn, counted)
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.push(priority, tenant, turn)
         metrics.API_WRITES_QUEUED.set(len(self._waiting))
         self._ensure_server()
         try:
             await turn  # a cancelled waiter's future is cancelled too; `_serve` skips it
         except asyncio.CancelledError:
-            if counted and turn.done() and not turn.cancelled():  # granted, then cancelled before it ran
+            if turn.done() and not turn.cancelled():  # granted, then cancelled before it ran
                 self._release()
             raise
         waited = self.clock() - started
@@ -227,25 +216,25 @@ class WriteLimiter:
             if self._waiting:
                 self._ensure_server()
 
-    def _room(self, counted: bool) -> bool:
-        return not counted or not self.max_in_flight or self.in_flight < self.max_in_flight
+    def _room(self) -> bool:
+        return not self.max_in_flight or self.in_flight < self.max_in_flight
 
-    def _granted(self, counted: bool) -> None:
-        if counted:
-            self.in_flight += 1
-            metrics.API_WRITES_IN_FLIGHT.set(self.in_flight)
+    def _granted(self) -> None:
+        self.in_flight += 1
+        metrics.API_WRITES_IN_FLIGHT.set(self.in_flight)
 
     async def _serve(self) -> None:
         """Hand out turns at the bucket's rate, highest priority first, tenants in turn, never
-        more counted writes in flight than `max_in_flight`."""
-        while (head := self._waiting.peek()) is not None:
-            if not self._room(head):
+        more writes in flight than `max_in_flight`."""
+        while self._waiting:
+            if not self._room():
                 self._freed.clear()
                 await self._freed.wait()
                 continue
             turn = self._waiting.pop()
             metrics.API_WRITES_QUEUED.set(len(self._waiting))
-            assert turn is not None  # peeked, and nothing ran since
+            if turn is None:  # only cancelled waiters were left
+                continue
             try:
                 wait = self.bucket.delay(self.clock())
                 if wait > 0:
@@ -255,5 +244,5 @@ class WriteLimiter:
                     turn.set_exception(exc)  # its writer fails with it rather than waiting forever
                 raise
             if not turn.done():
-                self._granted(head)
-                turn.set_result(True)
+                self._granted()
+                turn.set_result(None)
