@@ -17,6 +17,7 @@ Usage: python bench/scale_bench.py [--pools 100] [--workers 10] [--seconds 60] [
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -40,6 +41,7 @@ from bench.stats import pct  # noqa: E402
 from devcluster.controlplane import LocalCluster  # noqa: E402
 from devcluster.harness import OperatorProcess, parse_series, wait_until  # noqa: E402
 from devcluster.heartbeats import heartbeat_payload  # noqa: E402
+from devcluster.identity import own_priority_level, service_account  # noqa: E402
 from devcluster.kwok import KwokNodes, tolerate_kwok  # noqa: E402
 from devcluster.redis_server import RedisServer  # noqa: E402
 from devcluster.stack import CRD_PATH  # noqa: E402
@@ -83,22 +85,51 @@ def main() -> int:
         default=[],
         help="KEY=VALUE for the operator (repeatable), e.g. WORKERPOOL_API_WRITES_IN_FLIGHT=0 (before it existed)",
     )
+    ap.add_argument(
+        "--operator-src",
+        type=Path,
+        help="run the operator from this checkout (e.g. a git worktree of an older commit) instead of this one",
+    )
+    ap.add_argument(
+        "--identity",
+        choices=("service-account", "admin"),
+        default="service-account",
+        help="the operator's identity: a ServiceAccount, as the chart runs it (the API server's priority and "
+        "fairness queues its requests as a workload's), or the test bed's admin (exempt from it)",
+    )
+    ap.add_argument(
+        "--operator-shares",
+        type=int,
+        help="a priority level of the operator's own with this many concurrency shares, queuing "
+        "(1: one seat, a slow API server as far as the operator can tell)",
+    )
+    ap.add_argument("--json", type=Path, help="also write the measured numbers here (bench/scale_speeds.py reads them)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wpo-scale-"))
     rng = random.Random(7)
     cluster_ = LocalCluster(work / "cluster", apiserver_args=tuple(args.apiserver_arg))
-    with cluster_ as cluster, RedisServer(work / "redis") as server:
+    with contextlib.ExitStack() as stack:
+        cluster = stack.enter_context(cluster_)
+        server = stack.enter_context(RedisServer(work / "redis"))
         cluster.install_crd(CRD_PATH)
         cluster.kubectl("create", "namespace", NS)
+        kubeconfig = None
+        if args.identity == "service-account":
+            who = stack.enter_context(service_account(cluster, NS, work, "workerpool-operator"))
+            kubeconfig = who.kubeconfig
+            if args.operator_shares:
+                own_priority_level(cluster, who, args.operator_shares)
         kwok = KwokNodes(work / "kwok", cluster, args.kwok_nodes).start() if args.kwok_nodes else None
         r = redis.Redis.from_url(server.url)
         op = OperatorProcess.__new__(OperatorProcess)
         # Cluster-wide, as the chart installs it by default.
-        OperatorProcess.__init__(op, _StackShim(cluster), NS, work)  # type: ignore[arg-type]
+        OperatorProcess.__init__(op, _StackShim(cluster), NS, work, kubeconfig)  # type: ignore[arg-type]
         op.env["WORKERPOOL_NAMESPACES"] = ""
         if args.api_writes:
             op.env["WORKERPOOL_API_WRITES_PER_SECOND"] = str(args.api_writes)
         op.env.update(kv.split("=", 1) for kv in args.operator_env)
+        if args.operator_src:  # ahead of this checkout's editable install on the path
+            op.env["PYTHONPATH"] = str(args.operator_src.resolve() / "operator")
         op.start()
         try:
             on_kwok = kwok is not None
@@ -127,10 +158,12 @@ def main() -> int:
 
             total = args.pools * args.workers
             all_pods = wait_until(lambda: (p := pods()) and len(p) >= total and p, timeout=600, what=f"{total} pods")
-            print(f"{total} pods created in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+            created_s = running_s = time.monotonic() - t0
+            print(f"{total} pods created in {created_s:.0f} s", file=sys.stderr, flush=True)
             if on_kwok:
                 wait_until(lambda: running_pods(cluster) >= total, timeout=900, what="every pod Running", interval=2)
-                print(f"{total} pods Running in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+                running_s = time.monotonic() - t0
+                print(f"{total} pods Running in {running_s:.0f} s", file=sys.stderr, flush=True)
 
             started = dt.datetime.now(dt.UTC)
             state = dict.fromkeys((name for name, _ in all_pods), False)
@@ -148,7 +181,7 @@ def main() -> int:
             gen.start()
             time.sleep(2 * args.interval)  # warm-up: every worker registered once
             samples0 = op.samples()
-            api0, redis0 = api_requests(cluster), redis_commands(r)
+            api0, redis0, lat0 = api_requests(cluster), redis_commands(r), api_latencies(cluster)
             cpu0, w0 = cpu_seconds(op.proc.pid), time.monotonic()  # type: ignore[union-attr]
             first_flip = len(flips)
             for name in new_names:  # the window: new pools one by one while the others churn
@@ -158,7 +191,7 @@ def main() -> int:
             time.sleep(max(0.0, w0 + args.seconds - time.monotonic()))
             cpu1, w1 = cpu_seconds(op.proc.pid), time.monotonic()  # type: ignore[union-attr]
             w1_wall = time.time()
-            api1, redis1 = api_requests(cluster), redis_commands(r)
+            api1, redis1, lat1 = api_requests(cluster), redis_commands(r), api_latencies(cluster)
             samples1 = op.samples()
             rss = rss_mib(op.proc.pid)  # type: ignore[union-attr]
             stop.set()
@@ -173,62 +206,129 @@ def main() -> int:
             op.stop()
             if kwok is not None:
                 kwok.stop()
-    core = (cpu1 - cpu0) / (w1 - w0)
     window = w1 - w0
-    writes1, writes0 = (summed(x, "workerpool_status_writes_total") for x in (samples1, samples0))
-    reactions = pool_values(samples1, "workerpool_scale_up_reaction_seconds_sum", new_names)
-    stalls = [b - a for a, b in zip(loop_stalls(samples0), loop_stalls(samples1), strict=True)]
-    full_gcs, full_gc_seconds = (b - a for a, b in zip(gen2(samples0), gen2(samples1), strict=True))
-    print(
-        f"\none operator, {args.pools} pools x {args.workers} workers, heartbeats every {args.interval:g} s "
-        f"({total / args.interval:.0f}/s), {args.flip:.0%} of them change state, {args.seconds:.0f} s window; "
-        + (f"pods Running on {args.kwok_nodes} kwok nodes" if args.kwok_nodes else "pods left unscheduled")
-    )
-    big = args.pools >= 1000
-    print(f"{'metric':<44}{'value':>12}{'target':>14}")
-    print(f"{'operator CPU (cores)':<44}{core:>12.3f}{'< 1' if big else '< 0.25':>14}")
-    print(f"{'operator RSS (MiB)':<44}{rss:>12.0f}{'< 500' if big else '< 200':>14}")
+    n: dict[str, float] = {
+        "pods_created_s": created_s,
+        "pods_running_s": running_s,
+        "cpu_cores": (cpu1 - cpu0) / window,
+        "rss_mib": rss,
+        "changes_measured": measured,
+        "changes_shown": len(lag),
+        "new_pools": len(new_names),
+        "new_pools_with_pod": len(first_pod),
+    }
     if lag:
-        print(f"{'status lag p50 (s)':<44}{statistics.median(lag):>12.2f}")
-        print(f"{'status lag p99 (s)':<44}{pct(lag, 99):>12.2f}{'< 5':>14}")
-    print(f"{'state changes observed in status':<44}{len(lag):>7}/{measured:<4}")
-    writes = (writes1 - writes0) * 60 / window
-    print(f"{'status writes / minute (all pools)':<44}{writes:>12.0f}")
-    print(f"{'status writes / minute per pool':<44}{writes / (args.pools + len(new_names)):>12.2f}{'<= 60':>14}")
-    marks = (summed(samples1, MARK_WRITES) - summed(samples0, MARK_WRITES)) * 60 / window
-    print(f"{'busy-mark writes / minute (all pools)':<44}{marks:>12.0f}")
+        n |= {"lag_p50_s": statistics.median(lag), "lag_p99_s": pct(lag, 99)}
     if first_pod:
-        print(f"{'new pool -> first pod p50 (s)':<44}{statistics.median(first_pod):>12.2f}")
-        print(f"{'new pool -> first pod p99 (s)':<44}{pct(first_pod, 99):>12.2f}{'< 2':>14}")
-    print(f"{'new pools that got their first pod':<44}{len(first_pod):>7}/{len(new_names):<4}")
+        n |= {"first_pod_p50_s": statistics.median(first_pod), "first_pod_p99_s": pct(first_pod, 99)}
+    reactions = pool_values(samples1, "workerpool_scale_up_reaction_seconds_sum", new_names)
     if reactions:  # the operator's own share: from the pool's first trigger to the pod's creation
-        share = f"{statistics.median(reactions):.2f} / {max(reactions):.2f}"
-        print(f"{'  of which the operator (p50 / max, s)':<44}{share:>12}")
-    wait_n = summed(samples1, "workerpool_api_write_wait_seconds_count") - summed(
-        samples0, "workerpool_api_write_wait_seconds_count"
-    )
-    wait_s = summed(samples1, "workerpool_api_write_wait_seconds_sum") - summed(
-        samples0, "workerpool_api_write_wait_seconds_sum"
-    )
-    print(f"{'writes that waited for a turn / mean wait (s)':<44}{wait_n:>7.0f}  {wait_s / max(wait_n, 1):.2f}")
-    backlog = [
-        samples[k] for samples in (samples0, samples1) for k in samples if k.startswith("workerpool_api_writes_queued")
-    ]
-    print(f"{'write backlog at the window start / end':<44}{' / '.join(f'{b:.0f}' for b in backlog):>12}")
-    ages = [
-        w1_wall - v for k, v in samples1.items() if k.startswith("workerpool_status_pending_since_seconds{") and v > 0
-    ]
-    print(f"{'status writes waiting at the end, oldest (s)':<44}{len(ages):>7}  {max(ages, default=0):.1f}")
-    print(f"{'event loop late > 0.1 s / > 0.5 s / > 1 s':<44}{' / '.join(f'{n:.0f}' for n in stalls):>12}")
-    print(f"{'full garbage collections, seconds stopped':<44}{full_gcs:>7.0f}  {full_gc_seconds:.2f}")
-    print(f"{'status watch: events in the window, restarts':<44}{watch_events:>7}  {len(watch_ended)}")
+        n |= {"operator_share_p50_s": statistics.median(reactions), "operator_share_max_s": max(reactions)}
+    n |= window_numbers(samples0, samples1, window, w1_wall)
+    n |= write_latency(lat0, lat1)
+    n |= {"watch_events": watch_events, "watch_restarts": len(watch_ended)}
+    print_table(args, n, total)
+    rates = rate_of(api0, api1, window)
     print("\nAPI requests a second in the window (the API server's counters, all clients):")
-    for (verb, resource), count in sorted(rate_of(api0, api1, window).items(), key=lambda kv: -kv[1])[:12]:
+    for (verb, resource), count in sorted(rates.items(), key=lambda kv: -kv[1])[:12]:
         print(f"  {verb:<8}{resource:<36}{count:>10.2f}")
     print("Redis commands a second in the window (load generator: hset, expire, publish):")
     for command, count in sorted(rate_of(redis0, redis1, window).items(), key=lambda kv: -kv[1])[:10]:
         print(f"  {command:<44}{count:>10.1f}")
+    for (verb, resource), key in ((("PATCH", "workerpools/status"), "api_patch_status_per_s"),
+                                  (("PATCH", "pods"), "api_patch_pods_per_s"),
+                                  (("POST", "pods"), "api_create_pods_per_s")):  # fmt: skip
+        n[key] = rates.get((verb, resource), 0.0)
+    if args.json:
+        args.json.write_text(json.dumps(n, indent=1, sort_keys=True))
     return 0
+
+
+def window_numbers(
+    samples0: dict[str, float], samples1: dict[str, float], window: float, end_wall: float
+) -> dict[str, float]:
+    """The operator's own counters over the window: writes, marks, waits, backlog, loop lag, GC."""
+    per_minute = 60 / window
+
+    def delta(name: str) -> float:
+        return summed(samples1, name) - summed(samples0, name)
+
+    waited = delta("workerpool_api_write_wait_seconds_count")
+    backlog = [
+        summed(s, "workerpool_api_writes_queued") + s.get("workerpool_api_writes_queued", 0.0)
+        for s in (samples0, samples1)
+    ]
+    ages = [
+        end_wall - v for k, v in samples1.items() if k.startswith("workerpool_status_pending_since_seconds{") and v > 0
+    ]
+    late = [b - a for a, b in zip(loop_stalls(samples0), loop_stalls(samples1), strict=True)]
+    gcs, gc_seconds = (b - a for a, b in zip(gen2(samples0), gen2(samples1), strict=True))
+    return {
+        "status_writes_per_min": delta("workerpool_status_writes_total") * per_minute,
+        "mark_writes_per_min": delta(MARK_WRITES) * per_minute,
+        "writes_waited": waited,
+        "write_wait_mean_s": delta("workerpool_api_write_wait_seconds_sum") / max(waited, 1),
+        "backlog_start": backlog[0],
+        "backlog_end": backlog[1],
+        "status_pending_end": len(ages),
+        "status_pending_oldest_s": max(ages, default=0.0),
+        "loop_late_0_1": late[0],
+        "loop_late_0_5": late[1],
+        "loop_late_1": late[2],
+        "full_gcs": gcs,
+        "full_gc_s": gc_seconds,
+    }
+
+
+def print_table(args: argparse.Namespace, n: dict[str, float], total: int) -> None:
+    print(
+        f"\none operator, {args.pools} pools x {args.workers} workers, heartbeats every {args.interval:g} s "
+        f"({total / args.interval:.0f}/s), {args.flip:.0%} of them change state, {args.seconds:.0f} s window; "
+        + (f"pods Running on {args.kwok_nodes} kwok nodes" if args.kwok_nodes else "pods left unscheduled")
+        + f"; the operator as {args.identity}"
+        + (f" in a priority level of {args.operator_shares} shares" if args.operator_shares else "")
+        + (f"; API server {' '.join(args.apiserver_arg)}" if args.apiserver_arg else "")
+        + (f"; operator from {args.operator_src}" if args.operator_src else "")
+    )
+    big = args.pools >= 1000
+    rows: list[tuple[str, str, str]] = [
+        ("pods created / Running (s)", f"{n['pods_created_s']:.0f} / {n['pods_running_s']:.0f}", ""),
+        ("operator CPU (cores)", f"{n['cpu_cores']:.3f}", "< 1" if big else "< 0.25"),
+        ("operator RSS (MiB)", f"{n['rss_mib']:.0f}", "< 500" if big else "< 200"),
+        ("status lag p50 / p99 (s)", _pair(n, "lag_p50_s", "lag_p99_s"), "p99 < 10" if big else "p99 < 0.2"),
+        ("state changes observed in status", f"{n['changes_shown']:.0f}/{n['changes_measured']:.0f}", "all"),
+        ("status writes / minute (all pools)", f"{n['status_writes_per_min']:.0f}", ""),
+        ("busy-mark writes / minute (all pools)", f"{n['mark_writes_per_min']:.0f}", ""),
+        ("new pools that got their first pod", f"{n['new_pools_with_pod']:.0f}/{n['new_pools']:.0f}", "all"),
+        ("new pool -> first pod p50 / p99 (s)", _pair(n, "first_pod_p50_s", "first_pod_p99_s"), "p99 < 2"),
+        ("  of which the operator (p50 / max, s)", _pair(n, "operator_share_p50_s", "operator_share_max_s"), "< 1"),
+        ("API server write latency mean (ms)", f"{1000 * n.get('api_write_latency_s', 0):.0f}", ""),
+        (
+            "writes that waited for a turn / mean wait (s)",
+            f"{n['writes_waited']:.0f} / {n['write_wait_mean_s']:.2f}",
+            "",
+        ),
+        ("write backlog at the window start / end", f"{n['backlog_start']:.0f} / {n['backlog_end']:.0f}", ""),
+        (
+            "status writes waiting at the end, oldest (s)",
+            f"{n['status_pending_end']:.0f} / {n['status_pending_oldest_s']:.1f}",
+            "",
+        ),
+        (
+            "event loop late > 0.1 s / > 0.5 s / > 1 s",
+            f"{n['loop_late_0_1']:.0f} / {n['loop_late_0_5']:.0f} / {n['loop_late_1']:.0f}",
+            "",
+        ),
+        ("full garbage collections, seconds stopped", f"{n['full_gcs']:.0f} / {n['full_gc_s']:.2f}", ""),
+        ("status watch: events in the window, restarts", f"{n['watch_events']:.0f} / {n['watch_restarts']:.0f}", ""),
+    ]
+    print(f"{'metric':<46}{'value':>16}{'target':>12}")
+    for label, value, target in rows:
+        print(f"{label:<46}{value:>16}{target:>12}")
+
+
+def _pair(n: dict[str, float], a: str, b: str) -> str:
+    return f"{n[a]:.2f} / {n[b]:.2f}" if a in n and b in n else "-"
 
 
 @dataclass
@@ -327,6 +427,25 @@ def api_requests(cluster: LocalCluster) -> dict[tuple[str, str], float]:
         key = (labels.get("verb", ""), resource)
         out[key] = out.get(key, 0.0) + value
     return out
+
+
+def api_latencies(cluster: LocalCluster) -> tuple[float, float]:
+    """The API server's own time for the writes it served (PATCH/POST/PUT/DELETE): (seconds summed, count)."""
+    text = cluster.kubectl("get", "--raw", "/metrics", timeout=60).stdout
+    total = count = 0.0
+    for name, labels, value in parse_series(text):
+        if labels.get("verb") not in ("PATCH", "POST", "PUT", "DELETE"):
+            continue
+        if name == "apiserver_request_duration_seconds_sum":
+            total += value
+        elif name == "apiserver_request_duration_seconds_count":
+            count += value
+    return total, count
+
+
+def write_latency(before: tuple[float, float], after: tuple[float, float]) -> dict[str, float]:
+    served = after[1] - before[1]
+    return {"api_write_latency_s": (after[0] - before[0]) / served} if served > 0 else {}
 
 
 def redis_commands(r: redis.Redis) -> dict[str, float]:

@@ -26,10 +26,9 @@ import redis
 from devcluster.certs import make_pki
 from devcluster.client import Client
 from devcluster.harness import READY, RECYCLE, SCALE, OperatorProcess, Pools, pool_manifest, wait_until
+from devcluster.identity import service_account
 from devcluster.redis_server import RedisServer
 from devcluster.stack import DevStack
-
-from .identity import service_account
 
 pytestmark = [pytest.mark.faults, pytest.mark.cluster]
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from devcluster.harness import READY, SCALE, OperatorProcess, Pools, pool_manifest
+from devcluster.identity import Identity, own_priority_level, remove_priority_level, service_account
 from devcluster.redis_server import RedisServer
 from devcluster.stack import DevStack
-
-from .identity import Identity, service_account
 
 pytestmark = [pytest.mark.faults, pytest.mark.cluster]
 
@@ -25,45 +23,8 @@ def test_throttled_operator_still_converges(
 
 def run_throttled(stack: DevStack, operator: Identity, tmp_path: Path, redis_server: RedisServer) -> None:
     """An APF priority level with one seat, Reject, for the operator's identity only."""
-    cluster, namespace, sa = stack.cluster, operator.namespace, operator.name
-    apf = [
-        {
-            "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
-            "kind": "PriorityLevelConfiguration",
-            "metadata": {"name": sa},
-            "spec": {
-                "type": "Limited",
-                "limited": {"nominalConcurrencyShares": 1, "lendablePercent": 0, "limitResponse": {"type": "Reject"}},
-            },
-        },
-        {
-            "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
-            "kind": "FlowSchema",
-            "metadata": {"name": sa},
-            "spec": {
-                "priorityLevelConfiguration": {"name": sa},
-                "matchingPrecedence": 100,
-                "distinguisherMethod": {"type": "ByUser"},
-                "rules": [
-                    {
-                        "subjects": [
-                            {"kind": "ServiceAccount", "serviceAccount": {"name": sa, "namespace": namespace}}
-                        ],
-                        "resourceRules": [
-                            {
-                                "verbs": ["*"],
-                                "apiGroups": ["*"],
-                                "resources": ["*"],
-                                "namespaces": ["*"],
-                                "clusterScope": True,
-                            }
-                        ],
-                    }
-                ],
-            },
-        },
-    ]
-    cluster.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": apf}))
+    cluster, namespace = stack.cluster, operator.namespace
+    own_priority_level(cluster, operator, shares=1, limit_response="Reject")
     op = OperatorProcess(stack, namespace, tmp_path, kubeconfig=operator.kubeconfig).start()
     pools = Pools(stack, namespace)
     try:
@@ -81,8 +42,7 @@ def run_throttled(stack: DevStack, operator: Identity, tmp_path: Path, redis_ser
         assert throttled > 0, "the API server never throttled the operator: the test proved nothing"
     finally:
         op.stop()
-        cluster.kubectl("delete", "flowschema", sa, check=False)
-        cluster.kubectl("delete", "prioritylevelconfiguration", sa, check=False)
+        remove_priority_level(cluster, operator)
 
 
 def test_the_client_side_limit_spaces_writes_and_the_pool_still_converges(
