@@ -72,6 +72,9 @@ def main() -> int:
     ap.add_argument("--flip", type=float, default=0.05, help="fraction of heartbeats that change state")
     ap.add_argument("--api-writes", type=float, help="the operator's API write budget a second (default: its own)")
     ap.add_argument("--new-pools", type=int, default=20, help="pools created during the window, one by one")
+    ap.add_argument(
+        "--scale-ups", type=int, default=20, help="existing pools grown by one worker during the window, one by one"
+    )
     ap.add_argument("--kwok-nodes", type=int, default=100, help="kwok nodes the pods run on (0: left unscheduled)")
     ap.add_argument(
         "--apiserver-arg",
@@ -177,6 +180,10 @@ def main() -> int:
             watch = Watch(cluster, NS, "workerpools")
             new_names = [f"new{i:03d}" for i in range(args.new_pools)]
             new_pods = Watch(cluster, NS, "pods", "-l", f"bifrost.dev/pool in ({','.join(new_names) or 'none'})")
+            step = max(1, args.pools // max(1, args.scale_ups))
+            grown = [f"p{i:03d}" for i in range(0, args.pools, step)][: args.scale_ups]
+            grown_pods = Watch(cluster, NS, "pods", "-l", f"bifrost.dev/pool in ({','.join(grown) or 'none'})")
+            grown_at: dict[str, float] = {}
             gen = threading.Thread(target=generate, daemon=True)
             gen.start()
             time.sleep(2 * args.interval)  # warm-up: every worker registered once
@@ -184,10 +191,16 @@ def main() -> int:
             api0, redis0, lat0 = api_requests(cluster), redis_commands(r), api_latencies(cluster)
             cpu0, w0 = cpu_seconds(op.proc.pid), time.monotonic()  # type: ignore[union-attr]
             first_flip = len(flips)
-            for name in new_names:  # the window: new pools one by one while the others churn
-                new = pool_doc(name, 1, args.interval, server.url, on_kwok)
-                cluster.kubectl("create", "-f", "-", input=json.dumps(new))
-                time.sleep(args.seconds / max(1, len(new_names)))
+            steps = max(len(new_names), len(grown), 1)
+            for i in range(steps):  # the window: new pools and scale-ups one by one while the others churn
+                if i < len(new_names):
+                    new = pool_doc(new_names[i], 1, args.interval, server.url, on_kwok)
+                    cluster.kubectl("create", "-f", "-", input=json.dumps(new))
+                if i < len(grown):
+                    grown_at[grown[i]] = time.monotonic()
+                    more = json.dumps({"spec": {"minWorkers": args.workers + 1, "maxWorkers": args.workers + 1}})
+                    cluster.kubectl("patch", "workerpool", grown[i], "-n", NS, "--type=merge", "-p", more)
+                time.sleep(args.seconds / steps)
             time.sleep(max(0.0, w0 + args.seconds - time.monotonic()))
             cpu1, w1 = cpu_seconds(op.proc.pid), time.monotonic()  # type: ignore[union-attr]
             w1_wall = time.time()
@@ -199,6 +212,8 @@ def main() -> int:
             watch_events, watch_ended = len(watch.since(w0)), list(watch.restarts)
             watch.stop()
             new_pods.stop()
+            grown_pods.stop()
+            scale_up = scale_up_delays(grown_at, grown_pods.since(0.0))
             lag = flip_lags(flips, first_flip, transitions(watch.since(0.0)))
             first_pod = first_pod_delays(new_names, watch.since(0.0), new_pods.since(0.0))
             measured = len(flips) - first_flip
@@ -221,6 +236,9 @@ def main() -> int:
         n |= {"lag_p50_s": statistics.median(lag), "lag_p99_s": pct(lag, 99)}
     if first_pod:
         n |= {"first_pod_p50_s": statistics.median(first_pod), "first_pod_p99_s": pct(first_pod, 99)}
+    n |= {"scale_ups": len(grown), "scale_ups_with_pod": len(scale_up)}
+    if scale_up:
+        n |= {"scale_up_p50_s": statistics.median(scale_up), "scale_up_p99_s": pct(scale_up, 99)}
     reactions = pool_values(samples1, "workerpool_scale_up_reaction_seconds_sum", new_names)
     if reactions:  # the operator's own share: from the pool's first trigger to the pod's creation
         n |= {"operator_share_p50_s": statistics.median(reactions), "operator_share_max_s": max(reactions)}
@@ -301,6 +319,8 @@ def print_table(args: argparse.Namespace, n: dict[str, float], total: int) -> No
         ("busy-mark writes / minute (all pools)", f"{n['mark_writes_per_min']:.0f}", ""),
         ("new pools that got their first pod", f"{n['new_pools_with_pod']:.0f}/{n['new_pools']:.0f}", "all"),
         ("new pool -> first pod p50 / p99 (s)", _pair(n, "first_pod_p50_s", "first_pod_p99_s"), "p99 < 2"),
+        ("existing pools grown by one that got the pod", f"{n['scale_ups_with_pod']:.0f}/{n['scale_ups']:.0f}", "all"),
+        ("pool grown -> its new pod p50 / p99 (s)", _pair(n, "scale_up_p50_s", "scale_up_p99_s"), "p99 < 2"),
         ("  of which the operator (p50 / max, s)", _pair(n, "operator_share_p50_s", "operator_share_max_s"), "< 1"),
         ("API server write latency mean (ms)", f"{1000 * n.get('api_write_latency_s', 0):.0f}", ""),
         (
@@ -414,6 +434,23 @@ def first_pod_delays(
         if e.get("type") == "ADDED" and pool is not None:
             first.setdefault(pool, at)
     return [first[n] - added[n] for n in names if n in first and n in added]
+
+
+def scale_up_delays(patched_at: dict[str, float], pods: list[tuple[float, dict[str, Any]]]) -> list[float]:
+    """Per grown pool: from the patch to its first new pod's ADDED (as the watch delivered it; a pod
+    seen before the patch and listed again by a restarted watch is not new)."""
+    first: dict[str, float] = {}
+    known: set[str] = set()
+    for at, e in pods:
+        meta = (e.get("object") or {}).get("metadata", {})
+        pool, name = meta.get("labels", {}).get("bifrost.dev/pool"), meta.get("name")
+        if pool not in patched_at or name is None:
+            continue
+        if at <= patched_at[pool]:
+            known.add(name)
+        elif e.get("type") == "ADDED" and name not in known:
+            first.setdefault(pool, at)
+    return [first[p] - t for p, t in patched_at.items() if p in first]
 
 
 def api_requests(cluster: LocalCluster) -> dict[tuple[str, str], float]:
