@@ -236,8 +236,10 @@ class World:
         return PoolController(deps, body)
 
     async def reconcile(self) -> None:
-        """One reconcile, then the pool's watch event with the status it wrote (as Kopf delivers it)."""
+        """One reconcile and its status write, then the pool's watch event with the status it wrote
+        (as Kopf delivers it)."""
         await self.ctl.reconcile()
+        await self.ctl.status.settled()
         body = copy.deepcopy(self.body)
         body["status"] = copy.deepcopy(self.kube.status)
         self.ctl.on_body(body)
@@ -364,6 +366,13 @@ def refuse_status_writes(world: World, status: int, headers: dict[str, str]) -> 
     world.kube.patch_status = refused  # type: ignore[method-assign]
 
 
+def refuse_creates(world: World, status: int, headers: dict[str, str]) -> None:
+    async def refused(namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        raise ApiException(http_resp=RefusingResponse(status, headers))
+
+    world.kube.create_pod = refused  # type: ignore[method-assign]
+
+
 async def ready_pool(world: World) -> None:
     world.hub.depth = 0
     await world.ctl.run_round()
@@ -373,7 +382,8 @@ async def ready_pool(world: World) -> None:
 
 async def test_a_429s_retry_after_is_the_wait_before_the_next_round(world: World) -> None:
     await ready_pool(world)
-    refuse_status_writes(world, 429, {"Retry-After": "7"})
+    world.hub.depth = 3  # every round wants more workers...
+    refuse_creates(world, 429, {"Retry-After": "7"})  # ...and the API server refuses each create
     delays = [await world.ctl.run_round() for _ in range(3)]
     # Never sooner than the server asked, though the backoff's own first steps are shorter.
     assert all(d is not None and d >= 7 for d in delays)
@@ -382,7 +392,8 @@ async def test_a_429s_retry_after_is_the_wait_before_the_next_round(world: World
 
 async def test_errors_back_off_exponentially_with_bounded_jitter_and_reset_on_success(world: World) -> None:
     await ready_pool(world)
-    refuse_status_writes(world, 500, {})
+    world.hub.depth = 3
+    refuse_creates(world, 500, {})
     delays = []
     for _ in range(10):
         world.clock.advance(1)
@@ -394,9 +405,84 @@ async def test_errors_back_off_exponentially_with_bounded_jitter_and_reset_on_su
         step = min(30.0, 2.0 ** (failures - 1))
         assert step / 2 <= delay <= step  # equal jitter: half fixed, half random
     assert max(delays) <= 30.0
-    world.kube.patch_status = FakeKube.patch_status.__get__(world.kube)  # type: ignore[method-assign]
+    world.kube.create_pod = FakeKube.create_pod.__get__(world.kube)  # type: ignore[method-assign]
     assert await world.ctl.run_round() is None
     assert retry_gauge() == 0
+
+
+async def test_a_round_never_waits_for_its_status_writes_turn(world: World) -> None:
+    """The API server is behind: the pool's status write waits for its turn, and the pool's next
+    rounds still create the pods they decide (a scale-up is not queued behind its own status)."""
+    await ready_pool(world)
+    await world.reconcile()
+    turn = asyncio.Event()
+
+    async def behind_every_other_pool() -> None:
+        await turn.wait()
+
+    world.kube.status_turn = behind_every_other_pool
+    world.clock.advance(1)
+    world.beat(busy=set(world.kube.pods))
+    # (a round that waited for the turn would never return: wait_for fails the test instead)
+    await asyncio.wait_for(world.ctl.reconcile(), 5)  # a state change: its status write is queued
+    written, workers = world.kube.status_writes, len(world.kube.pods)
+    world.hub.depth = 3
+    await asyncio.wait_for(world.ctl.reconcile(), 5)  # the queue grew: more workers, while the write still waits
+    assert len(world.kube.pods) > workers and world.kube.status_writes == written
+    turn.set()
+    await world.ctl.status.settled()
+    assert world.kube.status_writes == written + 1  # one write, of the newest state
+    assert world.kube.status["queue"]["depth"] == 3 and world.kube.status["desiredWorkers"] == len(world.kube.pods)
+
+
+async def test_a_failed_status_write_is_sent_again_after_the_servers_retry_after_with_the_newest_state(
+    world: World,
+) -> None:
+    await ready_pool(world)
+    await world.reconcile()
+    slept: list[float] = []
+    refused_before = errors("api429")
+    refuse_status_writes(world, 429, {"Retry-After": "7"})
+
+    async def sleep(seconds: float) -> None:  # the server is back after the wait; the pool changed meanwhile
+        slept.append(seconds)
+        world.clock.advance(seconds)
+        world.kube.patch_status = FakeKube.patch_status.__get__(world.kube)  # type: ignore[method-assign]
+        world.hub.depth = 2
+
+    world.ctl.status.sleep = sleep
+    world.clock.advance(1)
+    world.hub.depth = 1
+    assert await world.ctl.run_round() is None  # the round itself does not fail
+    await world.ctl.status.settled()
+    assert slept == [7.0]
+    assert world.kube.status["queue"]["depth"] == 2  # what was current when it went, not when it failed
+    assert errors("api429") == refused_before + 1
+
+
+async def test_a_pool_that_stops_drops_its_pending_status_write(world: World) -> None:
+    """Leadership lost while a write waits for its turn: this replica writes nothing more."""
+    await ready_pool(world)
+    await world.reconcile()
+    turn = asyncio.Event()
+
+    async def waits() -> None:
+        await turn.wait()
+
+    world.kube.status_turn = waits
+    world.clock.advance(1)
+    world.hub.depth = 2
+    await world.ctl.reconcile()
+    written = world.kube.status_writes
+    await world.ctl.pause()
+    turn.set()
+    await world.ctl.status.settled()
+    assert world.kube.status_writes == written
+
+
+def errors(reason: str) -> float:
+    labels = {"namespace": NS, "pool": POOL, "reason": reason}
+    return REGISTRY.get_sample_value("workerpool_reconcile_errors_total", labels) or 0.0
 
 
 def retry_gauge() -> float | None:

@@ -4,21 +4,22 @@ the spec or a Secret, cached), and the pool's metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ...contracts.report import PROCESS_STATES
 from ...contracts.resource import SecretKeyRef
-from ...decide.backoff import Backoff
+from ...decide.backoff import Backoff, parse_retry_after
 from ...decide.events import Event
 from ...decide.observation import Observation
 from ...decide.reasons import Reason
 from ...decide.scaling import ScalePlan
 from ...decide.stalls import secret_missing
 from ...decide.status import Stall, WritePolicy, merge_patch, should_write
-from ..ports import KubeApi
+from ..ports import ApiError, KubeApi, retry_after
 from ..process import metrics
 from ..process.clock import Clock
 
@@ -68,60 +69,153 @@ class PoolRetry:
 
 
 class StatusWriter:
-    """The pool's status subresource, written when the write policy says so (merge patches)."""
+    """The pool's status subresource, written when the write policy says so (merge patches).
 
-    def __init__(self, kube: KubeApi, namespace: str, name: str, policy: WritePolicy, clock: Clock) -> None:
+    A round never waits for its status write's turn: it hands over what it
+    rendered (and how to render it again) and goes on, and a writer task of the
+    pool's takes the turn and sends the newest state then. When the API server
+    is slower than the work, a pool's next round (its scale-up, a replacement)
+    would otherwise wait behind its own status write, and so behind every
+    pool's queued before it. One write per pool is pending at a time, so the
+    queue holds the stalest pools first and each writes its newest state:
+    waiting coalesces changes instead of making the status lag by the queue's
+    length. A failed write is retried by the writer (backoff, Retry-After),
+    newest state again, without failing the pool's rounds.
+    """
+
+    def __init__(
+        self,
+        kube: KubeApi,
+        namespace: str,
+        name: str,
+        policy: WritePolicy,
+        clock: Clock,
+        wake: Callable[[], None] = lambda: None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.kube, self.namespace, self.name, self.policy, self.clock = kube, namespace, name, policy, clock
+        self.wake, self.sleep = wake, sleep  # wake: the pool's loop, when a held-back write becomes due
         self.last_written: dict[str, Any] | None = None
         self.last_write_at = 0.0
         self.next_write_at: float | None = None  # when a held-back change is due
+        self.backoff = Backoff()  # its own: the rounds' retry delay is theirs
+        self._latest: tuple[dict[str, Any], Render | None] | None = None  # the newest round's status
+        self._decided_at = 0.0  # when the pending write was decided
+        self._wanted = False  # a write is due: the writer sends the newest state at its turn
+        self._writer: asyncio.Task[None] | None = None
+        self._sending = False  # the writer has its turn: its request is at the API server
 
     def forget(self, stored: dict[str, Any] | None) -> None:
         """Someone else may have written since: patch against what is stored now (nulls clear its extras)."""
         self.last_written, self.last_write_at, self.next_write_at = dict(stored or {}) or None, 0.0, None
 
-    async def write(
-        self, rendered: dict[str, Any], current: Callable[[], dict[str, Any] | None] | None = None, urgent: bool = False
-    ) -> None:
-        """Write `rendered` if the policy says so; `current()` re-renders it if the write waited its turn;
-        `urgent` (a new lastRecycle): at once, ahead of other pools' status writes.
+    async def stop(self) -> None:
+        """No more writes (leadership lost, the pool gone): a pending one is dropped."""
+        self._wanted = False
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
+        metrics.STATUS_PENDING_SINCE.labels(self.namespace, self.name).set(0)
 
-        A write queued behind the API budget goes out with the status as it is
-        then (not as it was when queued): the wait coalesces changes instead of
-        making the status lag by the queue's length.
-        """
+    async def settled(self) -> None:
+        """Return when no write is pending (tests; a clean stop)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.wait([self._writer])
+
+    async def write(self, rendered: dict[str, Any], current: Render | None = None, urgent: bool = False) -> None:
+        """Hand over the round's status: written if the policy says so, by the writer at its turn;
+        `current()` renders it again then. `urgent` (a new lastRecycle): now, in the round, ahead
+        of other pools' status writes (a failure fails the round)."""
         now = self.clock.monotonic()
+        self._latest = (rendered, current)
         write, wait = should_write(rendered, self.last_written, self.last_write_at, now, self.policy)
-        urgent = urgent and rendered != self.last_written
-        if not write and not urgent:
+        if urgent and rendered != self.last_written:
+            await self._yield_to_urgent()
+            await self._send(urgent=True)
+            return
+        if not write:
             self.next_write_at = self._held_until(rendered, now + wait)
             return
-        sent, due = rendered, None
+        if not self._wanted:
+            self._wanted, self._decided_at = True, now
+            metrics.STATUS_PENDING_SINCE.labels(self.namespace, self.name).set(self.clock.time())
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_pending(), name=f"status-{self.namespace}-{self.name}")
+
+    async def _yield_to_urgent(self) -> None:
+        """A pending write gives way (it would send the same newest state); one already at the API
+        server is let finish, so two patches of one status never cross."""
+        if self._writer is None or self._writer.done():
+            return
+        if not self._sending:
+            self._writer.cancel()
+        await asyncio.gather(self._writer, return_exceptions=True)
+        self._wanted = False
+
+    async def _write_pending(self) -> None:
+        """The writer: while a write is due, send the newest state; after a failure, wait (backoff,
+        Retry-After) and send the newest state again."""
+        while self._wanted:
+            self._wanted = False
+            try:
+                await self._send(urgent=False)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._wanted = True
+                await self.sleep(self._failed(exc))
+                continue
+            self.backoff.reset()
+        metrics.STATUS_PENDING_SINCE.labels(self.namespace, self.name).set(0)
+        if self.next_write_at is not None:
+            self.wake()  # a held-back change: the loop's next wake-up must include it
+
+    def _failed(self, exc: Exception) -> float:
+        """Count and log a failed write: the seconds before the next try (backoff, Retry-After)."""
+        if isinstance(exc, ApiError):
+            why, asked = f"API error {exc.status} {exc.reason}", parse_retry_after(retry_after(exc))
+            metrics.ERRORS.labels(self.namespace, self.name, f"api{exc.status}").inc()
+        else:
+            why, asked = type(exc).__name__, None
+            metrics.ERRORS.labels(self.namespace, self.name, "status").inc()
+        delay = self.backoff.next_delay(random.random(), asked)
+        log.warning("%s/%s: status write failed (%s); trying again in %.1f s", self.namespace, self.name, why, delay)
+        return delay
+
+    async def _send(self, urgent: bool) -> None:
+        """One patch of the newest state, rendered again if the write waited for its turn."""
+        decided_at, due = self._decided_at, None
+        sent: dict[str, Any] | None = None
 
         def patch() -> dict[str, Any] | None:
             nonlocal sent, due
+            self._sending = True
             later = self.clock.monotonic()
-            if current is not None and later - now > REFRESH_AFTER:
+            assert self._latest is not None
+            sent, current = self._latest
+            if current is not None and (urgent or later - decided_at > REFRESH_AFTER):
                 sent = current() or sent
-                still, wait = should_write(sent, self.last_written, self.last_write_at, later, self.policy)
-                if not still and not urgent:  # what made the write worth it was undone while it waited
-                    due = self._held_until(sent, later + wait)
-                    return None
+            still, wait = should_write(sent, self.last_written, self.last_write_at, later, self.policy)
+            if not still and not (urgent and sent != self.last_written):  # undone while it waited
+                due = self._held_until(sent, later + wait)
+                return None
             return merge_patch(sent, self.last_written)
 
-        pending = metrics.STATUS_PENDING_SINCE.labels(self.namespace, self.name)
-        pending.set(self.clock.time())
         try:
             if await self.kube.patch_status(self.namespace, self.name, patch, urgent):
                 metrics.STATUS_WRITES.labels(self.namespace, self.name).inc()
                 self.last_written, self.last_write_at = sent, self.clock.monotonic()
         finally:
-            pending.set(0)
+            self._sending = False
         self.next_write_at = due
 
     def _held_until(self, rendered: dict[str, Any], due: float) -> float | None:
         """When a status held back now must be written (None: nothing differs from what is stored)."""
         return due if rendered != self.last_written else None
+
+
+Render = Callable[[], dict[str, Any] | None]
 
 
 class UrlSource:

@@ -69,7 +69,7 @@ class PoolController:
         self.events = EventEmitter(deps.kube, self.namespace, self.name, deps.clock, meta.get("uid", ""))
         self.recycler = Recycler(self.events.emit, (self.namespace, self.name))
         policy = WritePolicy(deps.status_min_interval, deps.status_volatile_refresh)
-        self.status = StatusWriter(deps.kube, self.namespace, self.name, policy, deps.clock)
+        self.status = StatusWriter(deps.kube, self.namespace, self.name, policy, deps.clock, wake=self.trigger.set)
         self.actions = PodActions(deps.kube, self.state, self.events, deps.worker_image)
         self.task: asyncio.Task[None] | None = None
         self.template_hash = TemplateHash(deps.worker_image)
@@ -88,6 +88,7 @@ class PoolController:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
             self.task = None
+        await self.status.stop()
 
     def resume(self) -> None:
         """Act again (leadership gained): forget what this replica wrote or decided while another led."""
