@@ -188,6 +188,7 @@ class Problem(StrEnum):
     AUTH = "auth"  # the credentials are refused
     PERMISSION = "permission"  # the ACL user may not run a command
     INTERNAL = "internal"  # not Redis's doing: the operator's own loop crashed (restarting)
+    NAMES_SHARED = "names-shared"  # read fine, but another pool's workers report under the same names
 
 
 def classify(exc: BaseException, sentinel: bool) -> Problem:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from workerpool.controller.adapters.hub_routing import Routes, route
+from hypothesis import given
+from hypothesis import strategies as st
+
+from workerpool.controller.adapters.hub_routing import Routes, SharedPodNames, route
 from workerpool.controller.ports import Subscriber
+from workerpool.decide.pods import pod_name_prefix
 
 
 class Pods:
@@ -56,3 +60,44 @@ def test_an_unowned_worker_is_not_remembered() -> None:
     assert route(subs, "stranger", None, None, routes) == []
     subs[("ns", "p0")].listener.pods.add("stranger")  # its pod appears a moment later
     assert [s.name for s in route(subs, "stranger", None, None, routes)] == ["p0"]
+
+
+# --- pools whose workers may report under each other's pods' names ---------------------------------
+
+NAMES = st.sampled_from(["w", "x", "a" * 57 + "b", "a" * 57 + "c", "a" * 60, "a" * 61 + "-z"])
+SERVERS = st.sampled_from(["redis-a:6379", "redis-b:6379"])
+STEPS = st.lists(st.tuples(st.booleans(), st.sampled_from(["team-a", "team-b", "team-c"]), NAMES, SERVERS))
+
+
+@given(STEPS)
+def test_pools_share_pod_names_exactly_when_their_server_and_generated_prefix_agree(
+    steps: list[tuple[bool, str, str, str]],
+) -> None:
+    """Against the rule itself: the API server keeps 58 characters of `name-` and adds 5 random
+    ones, so two pools on one server name pods alike iff their cut prefixes agree. And a pool that
+    joins or leaves wakes exactly the others of its group."""
+    index, where, woken = SharedPodNames(), {}, []
+    for joins, namespace, name, server in steps:
+        key = (namespace, name)
+        before = {k: index.others(k) for k in where}
+        if joins:
+            index.join(key, server, lambda k=key: woken.append(k))  # type: ignore[misc]
+            where[key] = server
+        else:
+            index.leave(key)
+            where.pop(key, None)
+        for k, s in where.items():
+            expected = sorted(
+                o for o, t in where.items() if o != k and t == s and (o[1] + "-")[:58] == (k[1] + "-")[:58]
+            )
+            assert list(index.others(k)) == expected
+        changed = {k for k in where if k != key and before.get(k, ()) != index.others(k)}
+        assert changed <= set(woken)
+        woken.clear()
+
+
+def test_the_generated_prefix_is_what_the_api_server_keeps() -> None:
+    assert pod_name_prefix("w") == "w-"
+    assert pod_name_prefix("a" * 60) == "a" * 58
+    assert pod_name_prefix("a" * 57 + "b") == "a" * 57 + "b"
+    assert pod_name_prefix("a" * 57) == "a" * 57 + "-"

@@ -164,9 +164,13 @@ class FakeHub:
         self.depth: int | None = None
         self.commands = FakeCommands()
         self.sub: Subscriber | None = None
+        self.shared: tuple[tuple[str, str], ...] = ()  # pools whose workers may report under our pods' names
 
     def subscribe(self, sub: Subscriber) -> None:
         self.sub = sub
+
+    def names_shared_with(self, namespace: str, name: str) -> tuple[tuple[str, str], ...]:
+        return self.shared
 
     @property
     def fault(self) -> Fault | None:
@@ -845,3 +849,34 @@ async def test_the_round_that_publishes_a_recycle_writes_its_record_at_once_ahea
     assert world.kube.status["lastRecycle"]["request"] == f"{worker}@now"
     await world.reconcile()  # nothing new: no second urgent write
     assert world.kube.urgent_writes == 1
+
+
+async def test_workers_whose_names_another_pool_may_share_are_unknown_never_idle_nor_ready(world: World) -> None:
+    """Same-named pools in two namespaces on one Redis server, with workers whose reports carry only
+    the pod name: whose worker sent a heartbeat cannot be told, so none is trusted."""
+    world.hub.depth = 0
+    await world.reconcile()
+    world.sub.listener.on_resync(set(), {})
+    world.hub.depth = 3
+    world.beat()
+    await world.reconcile()
+    grown = len(world.kube.pods)
+    world.hub.shared = (("other-team", POOL),)
+    world.hub.depth = 0  # no work: every worker idle by its reports, so the pool would shrink
+    for _ in range(5):
+        world.clock.advance(60)
+        world.beat()
+        await world.reconcile()
+    assert world.kube.deleted == [] and len(world.kube.pods) == grown
+    stalled = world.condition("Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "PodNamesShared"
+    assert "other-team/p" in stalled["message"] and "rename a pool" in stalled["message"]
+    assert world.condition("Ready")["status"] == "False"  # (the counts stay as last known, as in an outage)
+    assert len(world.events("PodNamesShared")) >= 1
+    world.hub.shared = ()  # the other pool renamed: trusted again, and the idle workers go
+    for _ in range(5):
+        world.clock.advance(60)
+        world.beat()
+        await world.reconcile()
+        world.watch_deletions()
+    assert world.kube.deleted and world.condition("Stalled")["status"] == "False"

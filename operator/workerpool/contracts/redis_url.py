@@ -41,6 +41,13 @@ class RedisUrl:
     def sentinel(self) -> bool:
         return bool(self.sentinels)
 
+    @property
+    def server(self) -> tuple[object, ...]:
+        """The server (or Sentinel-watched primary) the URL reaches, whatever its database, scheme
+        or credentials: pub/sub channels are server-wide, so all URLs of one server hear alike.
+        (Two host names of one server are not known to be one.)"""
+        return (self.sentinels, self.master, self.host, self.port, self.path)
+
 
 def parse_redis_url(url: str) -> RedisUrl:
     """The URL's shape; raises RedisUrlError naming what is wrong."""

@@ -94,6 +94,10 @@ class Plan:
     recheck_after: float | None  # seconds until a time-based decision is due
 
 
+# Stalls the pool's author must fix (a Warning Event, at most once a minute, besides the condition).
+WARNED_STALLS = (Reason.REDIS_URL_INVALID, Reason.REDIS_URL_REFUSED, Reason.POD_NAMES_SHARED)
+
+
 def decide(pool: WorkerPool, obs: Observation, ctx: Context, memory: PoolMemory, now: dt.datetime) -> Plan:
     events: list[Event] = []
     if memory.password_warned_generation != pool.generation:
@@ -104,7 +108,7 @@ def decide(pool: WorkerPool, obs: Observation, ctx: Context, memory: PoolMemory,
         if warnings:
             events.extend(warnings)
             memory = replace(memory, password_warned_generation=pool.generation)
-    if ctx.stall is not None and ctx.stall.reason in (Reason.REDIS_URL_INVALID, Reason.REDIS_URL_REFUSED):
+    if ctx.stall is not None and ctx.stall.reason in WARNED_STALLS:
         events.append(Event("Warning", ctx.stall.reason, ctx.stall.message))  # posted at most once a minute
     deleting = pool.deleting_since is not None
     spec = retiring_spec(pool.spec) if deleting else pool.spec  # a deleted pool wants no worker

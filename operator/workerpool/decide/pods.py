@@ -109,6 +109,20 @@ def template_hash(template: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
 
 
+# The API server names a pod from its generateName cut to 58 characters plus 5 random ones
+# (apiserver's names.SimpleNameGenerator: 63 - 5): pools whose cut names agree name pods alike.
+GENERATED_BASE_MAX = 58
+
+
+def generate_name(pool_name: str) -> str:
+    return f"{pool_name}-"
+
+
+def pod_name_prefix(pool_name: str) -> str:
+    """What every pod of the pool's name starts with, and all the API server keeps of the pool's name."""
+    return generate_name(pool_name)[:GENERATED_BASE_MAX]
+
+
 def render_pod(pool: PoolRef, spec: WorkerPoolSpec, default_image: str) -> dict[str, Any]:
     """A complete Pod manifest for a new worker (the API server picks the name suffix)."""
     template = render_template(pool, spec, default_image)
@@ -123,7 +137,7 @@ def render_pod(pool: PoolRef, spec: WorkerPoolSpec, default_image: str) -> dict[
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "generateName": f"{pool.name}-",
+            "generateName": generate_name(pool.name),
             "namespace": pool.namespace,
             "labels": labels,
             "annotations": dict(meta.get("annotations", {})),

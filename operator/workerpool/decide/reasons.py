@@ -36,6 +36,9 @@ class Reason(StrEnum):
     # An operator loop reading this Redis or broker crashed (a bug or an input nobody foresaw):
     # restarted by its supervisor; nothing read through it is trusted until it succeeds again.
     LOOP_RESTARTING = "LoopRestarting"
+    # Pools on one Redis server whose pods are named alike, with workers whose reports carry only
+    # the pod name (Bifrost's): whose worker sent a report cannot be told.
+    POD_NAMES_SHARED = "PodNamesShared"
     REDIS_CA_SECRET_NOT_FOUND = "RedisCASecretNotFound"
     REDIS_SECRET_NOT_FOUND = "RedisSecretNotFound"
     REDIS_URL_INVALID = "RedisURLInvalid"  # a URL that cannot be used (its scheme, its shape)

@@ -24,3 +24,14 @@ def demand_unknown(reason: Reason, why: str) -> Stall:
 
 def secret_missing(reason: Reason, name: str, key: str, namespace: str) -> Stall:
     return Stall(reason, f"Secret {name} with key {key} not found in namespace {namespace}")
+
+
+def pod_names_shared(prefix: str, others: tuple[tuple[str, str], ...]) -> Stall:
+    """Other pools' workers may report under this pool's pods' names (Bifrost's reports carry no pool)."""
+    shown = ", ".join(f"{ns}/{name}" for ns, name in others[:5]) + (" and more" if len(others) > 5 else "")
+    return Stall(
+        Reason.POD_NAMES_SHARED,
+        f"{shown} use the same Redis server and name their pods alike ({prefix}...): the worker's heartbeat"
+        " carries only its pod's name, so whose worker sent one cannot be told; rename a pool, or give each"
+        f" its own Redis server: {WORKERS_UNKNOWN}, no worker counted ready or idle",
+    )

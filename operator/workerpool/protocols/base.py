@@ -83,6 +83,11 @@ class WorkerProtocol(Protocol):
     @property
     def has_retire_handshake(self) -> bool: ...
     @property
+    def reports_name_their_pool(self) -> bool:
+        """Whether a worker's report says which pool it is in (else its pod name alone tells)."""
+        ...
+
+    @property
     def follows_sentinel(self) -> bool:
         """Whether its worker takes a Sentinel URL and follows a failover (else one Redis URL only)."""
         ...

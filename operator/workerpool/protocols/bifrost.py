@@ -141,6 +141,7 @@ class BifrostProtocol:
     registration_match = f"{KEY_PREFIX}*"
     follows_sentinel = False  # BIFROST_REDIS_URL: one URL, no failover
     recycle_kills_running = True
+    reports_name_their_pool = False  # registration and heartbeat carry the worker id (the pod's name) only
     has_retire_handshake = False
 
     def worker_id_from_key(self, key: str) -> str | None:

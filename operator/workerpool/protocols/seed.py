@@ -60,6 +60,7 @@ class SeedProtocol:
     registration_match = names.WORKER_KEY_PATTERN
     follows_sentinel = True  # the reference worker resolves the primary through Sentinel
     recycle_kills_running = False  # the reference worker recycles only an idle process
+    reports_name_their_pool = True  # its heartbeat carries pool and namespace
     has_retire_handshake = True
 
     def worker_id_from_key(self, key: str) -> str | None:

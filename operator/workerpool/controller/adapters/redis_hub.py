@@ -37,7 +37,7 @@ from ..process import metrics
 from ..process.clock import SYSTEM_CLOCK, Clock
 from ..process.lograte import RateLimitedLog
 from ..process.tasks import Crashed, cancel_and_wait, supervise
-from .hub_routing import Routes, route
+from .hub_routing import SharedPodNames, Subscriptions, route
 from .redis_reads import QueueReadings, Refusals, parse_channel_message, read_queues, read_reports
 from .worker_commands import WorkerCommands
 
@@ -156,7 +156,7 @@ class RedisHub:
     identity: Identity | None = None  # the operator's own Redis user (None: the URL's)
     clock: Clock = SYSTEM_CLOCK  # when heartbeats were heard, and the queues' ages
     max_message_bytes: int = MAX_MESSAGE_BYTES  # a heartbeat or a registration over it is refused unparsed
-    subscribers: dict[tuple[str, str], Subscriber] = field(default_factory=dict)
+    pod_names: SharedPodNames | None = None  # the replica's index of pools told apart by pod name alone
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -167,13 +167,13 @@ class RedisHub:
         self._queues = QueueReadings({}, {})  # empty until the first reading
         self._refusals = Refusals(self.label, RateLimitedLog(log, clock=self.clock))
         self._resync_now = asyncio.Event()
+        by_name = self.pod_names if not self.protocol.reports_name_their_pool else None
+        self._subs = Subscriptions(self.access.target.server, by_name, self._resync_now.set)
         # worker id -> (when its last heartbeat arrived by pub/sub, its pool, its namespace). A
         # worker no pool owns yet (another shard's, a pool not subscribed yet) is remembered too,
         # so a resync does not re-read it, but only up to MAX_HEARD: beyond, only owned ones.
         self._heard: Heard = {}
-        self._routes = Routes()  # who owns a worker whose reports name no pool (Bifrost's)
         self._gate = ResyncGate()
-        self._new_pools: set[tuple[str, str]] = set()  # subscribed since the last resync
         self._loops = LoopHealth(self.label, self.sentinel, self._tell_pools)
 
     # --- life cycle ---------------------------------------------------------------------
@@ -198,18 +198,18 @@ class RedisHub:
         await cancel_and_wait(self.tasks)
         await self.client.aclose()
 
+    @property
+    def subscribers(self) -> dict[tuple[str, str], Subscriber]:
+        return self._subs.by_key
+
     def subscribe(self, sub: Subscriber) -> None:
-        if (sub.namespace, sub.name) not in self.subscribers:
-            # A new pool learns its workers at once (not after a period), and fully:
-            # the next resync re-reads its workers (not all: at 1000 pools that was 10,000 hashes).
-            self._new_pools.add((sub.namespace, sub.name))
-            self._resync_now.set()
-        self.subscribers[(sub.namespace, sub.name)] = sub
-        self._routes.clear()
+        self._subs.add(sub)
 
     def unsubscribe(self, namespace: str, name: str) -> None:
-        self.subscribers.pop((namespace, name), None)
-        self._routes.clear()
+        self._subs.remove(namespace, name)
+
+    def names_shared_with(self, namespace: str, name: str) -> tuple[tuple[str, str], ...]:
+        return self._subs.shared_with(namespace, name)
 
     async def _failed(self, loop: str, exc: BaseException, what: str) -> None:
         self._loops.record(loop, self._loops.fault_of(await diagnose(self.client, exc), what, self.access))
@@ -266,14 +266,14 @@ class RedisHub:
         heard = parse_channel_message(self.protocol, raw, self.max_message_bytes, self._refusals)
         if isinstance(heard, Heartbeat):
             report = heard.report
-            routed = route(self.subscribers, report.worker_id, report.pool, report.namespace, self._routes)
+            routed = self._subs.route(report.worker_id, report.pool, report.namespace)
             if (routed or len(self._heard) < MAX_HEARD) and len(report.worker_id) <= MAX_POD_NAME:
                 self._heard[report.worker_id] = (self.clock.monotonic(), _name(report.pool), _name(report.namespace))
             for sub in routed:
                 sub.listener.on_heartbeat(report)
         elif isinstance(heard, Offline):
             self._heard.pop(heard.worker_id, None)
-            for sub in route(self.subscribers, heard.worker_id, None, None, self._routes):
+            for sub in self._subs.route(heard.worker_id, None, None):
                 sub.listener.on_offline(heard.worker_id)
         # Ignored: other event types share the channel (Bifrost's pool_scaling, ...): no log line each.
 
@@ -339,7 +339,7 @@ class RedisHub:
     async def _resync(self, full: bool) -> None:
         proto = self.protocol
         ids = worker_ids(proto, [k async for k in self.client.scan_iter(match=proto.registration_match, count=1000)])
-        new, self._new_pools = self._new_pools, set()
+        new = self._subs.take_new()
         now, subs, heard = self.clock.monotonic(), self.subscribers, self._heard
         stale = ids if full else not_heard_lately(ids, new, heard, subs, now, self.resync_seconds)
         regs = await read_reports(self.client, proto, stale, self._refusals, self.max_message_bytes)

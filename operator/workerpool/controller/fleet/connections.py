@@ -11,6 +11,7 @@ from typing import Any
 
 from ...protocols import protocol_for
 from ...redis_connect import RedisAccess
+from ..adapters.hub_routing import SharedPodNames
 from ..adapters.rabbitmq import RabbitBroker
 from ..adapters.redis_hub import RedisHub, operator_client
 from ..adapters.worker_commands import WorkerCommands
@@ -26,6 +27,7 @@ class Connections:
         # Command-only Redis clients for a replica that is not acting (no hub, no subscriptions).
         self._command_clients: dict[tuple[RedisAccess, str], WorkerCommands] = {}
         self._closing: set[asyncio.Task[None]] = set()  # hubs and brokers being stopped (kept referenced)
+        self.pod_names = SharedPodNames()  # across hubs: pub/sub is server-wide, hubs are per URL
 
     def hub_for(self, access: RedisAccess, protocol: str) -> RedisHub:
         hub = self.hubs.get((access, protocol))
@@ -38,6 +40,7 @@ class Connections:
                 config.queue_poll_seconds,
                 config.redis_identity,
                 max_message_bytes=config.max_message_bytes,
+                pod_names=self.pod_names,
             )
             self.hubs[(access, protocol)] = hub
             hub.start()

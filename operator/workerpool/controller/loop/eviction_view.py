@@ -10,6 +10,7 @@ from ...contracts.report import WorkerReport
 from ...decide.events import Event
 from ...decide.observation import PodView
 from ...protocols import protocol_for
+from ...redis_connect import Problem
 from ..ports import Fault, RedisTarget
 from .controller import PoolController
 
@@ -34,8 +35,12 @@ class PoolForEviction:
         return tracked.info if tracked is not None else None
 
     def redis_fault(self) -> Fault | None:
-        hub = self._ctl.sources.hub
-        return hub.worker_fault if hub is not None else None
+        """Why the pool's workers' reports cannot be trusted now (None: they can)."""
+        sources = self._ctl.sources
+        fault = sources.hub.worker_fault if sources.hub is not None else None
+        if fault is None and sources.names_shared is not None:
+            return Fault(Problem.NAMES_SHARED, sources.names_shared.message)
+        return fault
 
     async def redis_target(self) -> RedisTarget | None:
         """The pool's Redis, queue key and protocol, also on a replica that is not acting (None: unknown)."""

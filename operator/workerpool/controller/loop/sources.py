@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from ...contracts.redis_url import RedisUrlError, parse_redis_url
 from ...contracts.resource import WorkerPool
 from ...contracts.wire import QueueStatus
+from ...decide.pods import pod_name_prefix
 from ...decide.reasons import Reason
-from ...decide.stalls import workers_unknown
+from ...decide.stalls import pod_names_shared, workers_unknown
 from ...decide.status import Stall
 from ...protocols import WorkerProtocol, protocol_for
 from ...redis_connect import Problem, RedisAccess
@@ -25,6 +26,7 @@ FAULT_REASONS = {
     Problem.AUTH: Reason.REDIS_AUTH_FAILED,
     Problem.PERMISSION: Reason.REDIS_PERMISSION_DENIED,
     Problem.INTERNAL: Reason.LOOP_RESTARTING,
+    Problem.NAMES_SHARED: Reason.POD_NAMES_SHARED,
 }
 
 
@@ -37,6 +39,7 @@ class Sources:
     stall: Stall | None  # why the workers cannot be read (Redis URL, Secret, the hub failing)
     broker: Broker | None = None
     broker_stall: Stall | None = None  # why the broker cannot be asked (its URL's Secret)
+    names_shared: Stall | None = None  # other pools' workers may report under this pool's pods' names
 
 
 class SourceResolver:
@@ -49,6 +52,7 @@ class SourceResolver:
         self.protocol_name = "seed"  # the protocol of the hub subscribed to
         self.queue_key = ""  # the pool's queue, as last subscribed
         self.broker_url: BrokerAccess | None = None
+        self.names_shared: Stall | None = None  # as the last round found (the eviction gate reads it)
         self.redis_url = UrlSource(deps.kube, namespace, deps.clock)
         self.redis_ca = UrlSource(deps.kube, namespace, deps.clock, Reason.REDIS_CA_SECRET_NOT_FOUND)
         self.rabbitmq_url = UrlSource(deps.kube, namespace, deps.clock, Reason.RABBITMQ_SECRET_NOT_FOUND)
@@ -85,12 +89,15 @@ class SourceResolver:
             hub = self.hub = self.deps.hubs.hub_for(access, protocol.name)
             if (fault := hub.worker_fault or hub.fault) is not None:
                 stall = workers_unknown(FAULT_REASONS[fault.problem], fault.message)
+        shared = hub.names_shared_with(self.namespace, self.name) if hub is not None else ()
+        self.names_shared = pod_names_shared(pod_name_prefix(pool.name), shared) if shared else None
+        stall = stall or self.names_shared
         rabbitmq = pool.spec.rabbitmq
         if rabbitmq is None:
             if self.broker_url is not None:  # the spec no longer names a broker
                 self.deps.brokers.release_broker(self.broker_url, self.namespace, self.name)
                 self.broker_url = None
-            return Sources(protocol, hub, stall)
+            return Sources(protocol, hub, stall, names_shared=self.names_shared)
         broker_url, broker_stall = await self.rabbitmq_url.get(rabbitmq.url, rabbitmq.url_secret_ref)
         management: str | None = None
         if rabbitmq.management_url is not None or rabbitmq.management_url_secret_ref is not None:
@@ -101,7 +108,7 @@ class SourceResolver:
         broker = None
         if broker_url is not None and broker_stall is None:
             broker = self._subscribe_broker(BrokerAccess(broker_url, management), tuple(rabbitmq.queues))
-        return Sources(protocol, hub, stall, broker, broker_stall)
+        return Sources(protocol, hub, stall, broker, broker_stall, self.names_shared)
 
     def _subscribe(self, access: RedisAccess, pool: WorkerPool, protocol: WorkerProtocol) -> None:
         if self.hub_access != access or self.protocol_name != protocol.name:
@@ -171,4 +178,6 @@ def redis_error(sources: Sources) -> str | None:
     if sources.hub is None:
         return sources.stall.message if sources.stall else "no Redis URL"
     fault = sources.hub.worker_fault
-    return fault.message if fault else None
+    if fault is not None:
+        return fault.message
+    return sources.names_shared.message if sources.names_shared is not None else None
