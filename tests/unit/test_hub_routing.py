@@ -8,8 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from workerpool.controller.adapters.hub_routing import Routes, SharedPodNames, route
+from workerpool.controller.adapters.redis_hub import RedisHub
 from workerpool.controller.ports import Subscriber
 from workerpool.decide.pods import pod_name_prefix
+from workerpool.protocols import WorkerProtocol
+from workerpool.protocols.bifrost import BIFROST
+from workerpool.protocols.seed import SEED
+from workerpool.redis_connect import RedisAccess
 
 
 class Pods:
@@ -101,3 +106,39 @@ def test_the_generated_prefix_is_what_the_api_server_keeps() -> None:
     assert pod_name_prefix("a" * 60) == "a" * 58
     assert pod_name_prefix("a" * 57 + "b") == "a" * 57 + "b"
     assert pod_name_prefix("a" * 57) == "a" * 57 + "-"
+
+
+class Woken:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_health(self) -> None:
+        self.count += 1
+
+    def owns(self, worker_id: str) -> bool:
+        return False
+
+
+async def test_hubs_of_one_server_share_the_index_and_only_workers_without_a_pool_name_are_indexed() -> None:
+    """Two URLs of one server (databases 0 and 1: pub/sub ignores the database) are two hubs; a
+    same-named pool on each is found by both. The seed's reports name their pool: never indexed."""
+    names = SharedPodNames()
+
+    def hub(url: str, protocol: WorkerProtocol) -> RedisHub:
+        return RedisHub(RedisAccess(url), protocol, 1.0, 1.0, pod_names=names)
+
+    db0, db1 = hub("redis://r:6379/0", BIFROST), hub("redis://u:secret@r:6379/1", BIFROST)
+    elsewhere, seed = hub("redis://other:6379/0", BIFROST), hub("redis://r:6379/0", SEED)
+    a, b = Woken(), Woken()
+    db0.subscribe(Subscriber("team-a", "w", None, 5.0, a))  # type: ignore[arg-type]
+    db1.subscribe(Subscriber("team-b", "w", None, 5.0, b))  # type: ignore[arg-type]
+    elsewhere.subscribe(Subscriber("team-c", "w", None, 5.0, Woken()))  # type: ignore[arg-type]
+    seed.subscribe(Subscriber("team-d", "w", None, 5.0, Woken()))  # type: ignore[arg-type]
+    assert db0.names_shared_with("team-a", "w") == (("team-b", "w"),)
+    assert db1.names_shared_with("team-b", "w") == (("team-a", "w"),)
+    assert elsewhere.names_shared_with("team-c", "w") == () and seed.names_shared_with("team-d", "w") == ()
+    assert a.count == 1  # woken when team-b joined
+    db1.unsubscribe("team-b", "w")
+    assert db0.names_shared_with("team-a", "w") == () and a.count == 2
+    for h in (db0, db1, elsewhere, seed):
+        await h.stop()
