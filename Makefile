@@ -13,7 +13,7 @@ UV    := hack/uv.sh
 test: setup image deps
 	$(PY) -m ruff check operator testbed tests hack bench
 	$(PY) -m mypy operator/workerpool testbed/devcluster
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=30
 
 unit: $(VENV_STAMP)
 	$(PY) -m pytest -q tests/unit
