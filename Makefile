@@ -7,13 +7,17 @@ TESTBED := PYTHONPATH=testbed
 
 UV    := hack/uv.sh
 
-.PHONY: test unit lint typecheck deps lock lock-check deps-check bench-setup setup system-packages control-plane image crd crd-check cluster-up cluster-down demo faults clean
+.PHONY: test test-nightly unit lint typecheck deps lock lock-check deps-check bench-setup setup system-packages control-plane image crd crd-check cluster-up cluster-down demo faults clean
 
 ## test: everything CI runs (lint, types, unit, integration, e2e on the local node)
 test: setup image deps
 	$(PY) -m ruff check operator testbed tests hack bench
 	$(PY) -m mypy operator/workerpool testbed/devcluster
-	$(PY) -m pytest -q -p no:cacheprovider --durations=30
+	$(PY) -m pytest -q -p no:cacheprovider --durations=30 -m "not nightly"
+
+## test-nightly: the nightly tier: the test bed's self-tests and the fuzz tests at full volume
+test-nightly: setup image
+	WORKERPOOL_FUZZ=full $(PY) -m pytest -q -p no:cacheprovider -m "nightly or faults"
 
 unit: $(VENV_STAMP)
 	$(PY) -m pytest -q tests/unit

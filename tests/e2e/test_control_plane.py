@@ -2,7 +2,11 @@
 have it: Pod Security "restricted" enforced on the project's image, the kubelet's
 SIGTERM/grace handling, restarts, garbage collection, and the network rule
 (pods reach the gateway and the Service range, nothing else). That the session
-leaves nothing behind is asserted by the `stack` fixture's teardown."""
+leaves nothing behind is asserted by the `stack` fixture's teardown.
+
+The test bed's checks of itself (the kubelet, restarts, garbage collection, the
+network rule) are the nightly tier (`make test-nightly`): they prove the bed,
+not a promise of the product, and need not run on every change."""
 
 from __future__ import annotations
 
@@ -184,6 +188,7 @@ def test_pod_security_restricted_rejects_a_root_pod(stack: DevStack, namespace: 
     assert 'violates PodSecurity "restricted:latest"' in out.stderr
 
 
+@pytest.mark.nightly  # the test bed checking itself
 def test_the_kubelet_sends_sigterm_on_deletion(stack: DevStack, namespace: str) -> None:
     run_pod(stack, namespace, "p2", SELF_REPORT, grace=30)
     wait_log(stack, namespace, "p2", "ready")
@@ -193,6 +198,7 @@ def test_the_kubelet_sends_sigterm_on_deletion(stack: DevStack, namespace: str) 
     assert time.monotonic() - t0 < 30
 
 
+@pytest.mark.nightly  # the test bed checking itself
 def test_a_process_ignoring_sigterm_is_killed_after_the_grace_period(stack: DevStack, namespace: str) -> None:
     script = """
         import signal, time
@@ -207,6 +213,7 @@ def test_a_process_ignoring_sigterm_is_killed_after_the_grace_period(stack: DevS
     assert time.monotonic() - t0 >= 2
 
 
+@pytest.mark.nightly  # the test bed checking itself
 def test_restart_policy_always_restarts_a_crashed_container(stack: DevStack, namespace: str) -> None:
     script = """
         import sys, time
@@ -224,6 +231,7 @@ def test_restart_policy_always_restarts_a_crashed_container(stack: DevStack, nam
     )
 
 
+@pytest.mark.nightly  # the test bed checking itself
 def test_pods_reach_the_gateway_and_services_but_not_the_outside(stack: DevStack, namespace: str) -> None:
     """The network rule: no default route, the guard rule, no NAT; the API server through its Service."""
     script = f"""
@@ -251,6 +259,7 @@ def test_pods_reach_the_gateway_and_services_but_not_the_outside(stack: DevStack
     assert "default_route False" in log
 
 
+@pytest.mark.nightly  # the test bed checking itself
 def test_deleting_an_owner_garbage_collects_its_pods(stack: DevStack, namespace: str) -> None:
     stack.cluster.kubectl("create", "configmap", "owner", "-n", namespace)
     owner = get_json(stack.cluster, "configmap", "owner", "-n", namespace)

@@ -30,11 +30,12 @@ from workerpool.protocols import BIFROST, SEED
 from workerpool.protocols.base import Heartbeat, Ignored, Offline
 
 from ..unit.test_wire import SEED_HEARTBEAT
+from .volume import fuzz_examples
 
 pytestmark = pytest.mark.faults
 T = TypeVar("T")
 
-MANY = settings(max_examples=800, deadline=None)
+MANY = settings(max_examples=fuzz_examples(800), deadline=None)
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "bifrost"
 BIFROST_MESSAGES = [
     json.loads((SAMPLES / f"{n}.json").read_text()) for n in ("heartbeat-busy", "heartbeat-idle", "worker-offline")

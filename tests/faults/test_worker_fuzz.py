@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from devcluster.redis_server import RedisServer
 
 from ..integration.workers import START, Client, WorkerProcess, wait_until
+from .volume import fuzz_examples
 
 pytestmark = [pytest.mark.faults, pytest.mark.redis]
 
@@ -45,7 +46,7 @@ payloads = st.one_of(
 )
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=fuzz_examples(1500), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw=payloads)
 def test_arbitrary_commands(live_worker: tuple[WorkerProcess, Client], raw: str | bytes) -> None:
     w, client = live_worker
