@@ -289,6 +289,29 @@ def test_invalid_context_gets_a_failure_result(client: Client, start_worker: Sta
     assert "function" in (result.error or "")
 
 
+def test_only_the_pools_allowed_modules_run(client: Client, start_worker: StartWorker) -> None:
+    """WORKER_ALLOWED_MODULES (spec.allowedModules): anyone who can write the queue names the
+    function, so a module outside the list is failed unrun, and no process is used for it."""
+    w = start_worker(MIN_WORKERS=1, MAX_WORKERS=1, WORKER_ALLOWED_MODULES="workerpool.worker, examples")
+    (pid,) = ready(client, w, 1)
+    assert client.wait_result(client.submit("pid")).result == pid  # a submodule of an allowed module
+    for function in ("subprocess:run", "workerpool.workerx:anything", "workerpool:__version__"):
+        eid = f"refused-{function.partition(':')[0]}"
+        context = {"function": function, "parameters": {"args": ["touch", "/tmp/owned"]}}
+        client.r.set(f"bifrost:exec:{eid}:context", json.dumps(context))
+        client.r.zadd(client.queue, {eid: time.time()})
+        result = client.wait_result(eid)
+        assert not result.success and result.error_type == "FunctionNotAllowed", function
+        assert "allowedModules" in (result.error or "")
+    assert client.wait_result(client.submit("pid")).result == pid  # the same process: none was used or lost
+    reg = client.wait_registration(w.worker_id, lambda r: done(r) >= 2, "2 executions completed", timeout=START)
+    assert done(reg) == 2  # the refused ones never reached a process
+
+
+def done(reg: Any) -> int:
+    return sum(p.executions_completed for p in reg.info.processes)
+
+
 def test_execution_error_is_reported(client: Client, start_worker: StartWorker) -> None:
     w = start_worker(MIN_WORKERS=1, MAX_WORKERS=1)
     (pid,) = ready(client, w, 1)

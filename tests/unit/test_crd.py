@@ -57,6 +57,7 @@ def test_cel_rules_are_declared() -> None:
         "self.protocol == 'bifrost' ? has(self.rabbitmq) : !has(self.rabbitmq)",
         "self.protocol != 'bifrost' || (has(self.template.spec) && size(self.template.spec.containers) > 0)",
         "self.protocol != 'bifrost' || !has(self.redis.tls) || !has(self.redis.tls.caSecretRef)",
+        "self.protocol != 'bifrost' || !has(self.allowedModules)",
         " && ".join(f"!self.queueKey.startsWith('{p}')" for p in PROTOCOL_KEY_SPACES),
         "self.protocol != 'bifrost' || !has(self.template.spec)"
         " || (!has(self.template.spec.hostname) && !has(self.template.spec.subdomain))",

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from workerpool.contracts.resource import WorkerPoolSpec
 from workerpool.decide.pods import PoolRef, has_password, redact, render_pod, render_template, template_hash
+from workerpool.worker.config import WorkerConfig
 
 REF = PoolRef("default", "bifrost", "uid-1")
 
@@ -191,3 +194,24 @@ def test_metrics_port_reaches_the_worker_as_env_and_a_named_container_port() -> 
     }
     ports = render_pod(REF, spec(metricsPort=9400, template={"spec": user}), "img")["spec"]["containers"][0]["ports"]
     assert [(p["name"], p["containerPort"]) for p in ports] == [("http", 8080), ("metrics", 9400)]
+
+
+def test_allowed_modules_reach_the_reference_worker_and_bifrost_pools_are_refused_them() -> None:
+    pod = render_pod(REF, spec(allowedModules=["tasks", "billing.jobs"]), "img")
+    assert env(pod)["WORKER_ALLOWED_MODULES"]["value"] == "tasks,billing.jobs"
+    assert "WORKER_ALLOWED_MODULES" not in env(render_pod(REF, spec(), "img"))  # unset: any module
+    for bad in (["os; rm"], ["a..b"], [".x"], ["x" * 201]):
+        with pytest.raises(ValidationError):
+            spec(allowedModules=bad)
+
+
+@given(
+    st.from_regex(r"[a-z_]{1,6}(\.[a-z_]{1,6}){0,2}", fullmatch=True),
+    st.from_regex(r"[a-z0-9_]{1,4}", fullmatch=True),
+)
+def test_a_function_runs_only_from_an_allowed_module_or_its_submodules(module: str, suffix: str) -> None:
+    config = WorkerConfig(redis_url="redis://r:6379/0", WORKER_ALLOWED_MODULES=f" Other , {module} ")  # type: ignore[call-arg]
+    assert config.allows(f"{module}:f") and config.allows(f"{module}.sub:f")
+    assert not config.allows(f"{module}{suffix}:f")  # a longer name is another module
+    assert not config.allows("subprocess:run")
+    assert WorkerConfig(redis_url="redis://r:6379/0").allows("subprocess:run")  # unset: any module

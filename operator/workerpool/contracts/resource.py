@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, model_validator
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, StringConstraints, model_validator
 
 from .names import DEFAULT_QUEUE_KEY, PROTOCOL_KEY_SPACES
 from .wire import ContractModel, QueueStatus
@@ -50,6 +50,12 @@ POD_TEMPLATE_SCHEMA_MARK = "x-workerpool-pod-template-spec"
 
 
 # --- spec ----------------------------------------------------------------------
+
+
+# A dotted Python module path (`package.module`), as `module:callable` names it.
+ModuleName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$", max_length=200)
+]
 
 
 class ProcessesSpec(ResourceModel):
@@ -235,6 +241,14 @@ class WorkerPoolSpec(ResourceModel):
         0, ge=0, description="Replace a process after this many executions; 0 = never."
     )
     heartbeat_interval_seconds: int = Field(10, ge=1, le=300, description="Seconds between worker heartbeats.")
+    allowed_modules: list[ModuleName] | None = Field(
+        None,
+        max_length=64,
+        description="protocol seed: the Python modules (and their submodules) whose functions the workers run"
+        " (WORKER_ALLOWED_MODULES); an execution naming another is failed unrun (FunctionNotAllowed). Unset: any"
+        " module the image can import, so anyone who can write the pool's Redis queue runs code in its pods: set"
+        " it wherever the Redis is shared (docs/security.md).",
+    )
     redis: RedisSpec
     rabbitmq: RabbitMQSpec | None = Field(
         None, description="protocol: bifrost only: the broker and queues whose ready messages are demand."
@@ -289,6 +303,11 @@ class WorkerPoolSpec(ResourceModel):
             "protocol bifrost: template.spec.hostname and subdomain are not allowed: Bifrost's worker names itself"
             " by its hostname, and pods of one pool would share it (the operator tells workers apart by it)",
             lambda s: s.protocol != "bifrost" or not _sets_hostname(s.template),
+        ),
+        CelRule(
+            "self.protocol != 'bifrost' || !has(self.allowedModules)",
+            "allowedModules is for protocol seed (the reference worker reads WORKER_ALLOWED_MODULES)",
+            lambda s: s.protocol != "bifrost" or s.allowed_modules is None,
         ),
         CelRule(
             "self.protocol == 'bifrost' || !self.drainsOnSigterm",

@@ -102,6 +102,8 @@ class SeedProtocol:
         }
         if spec.metrics_port is not None:
             plain["WORKER_METRICS_PORT"] = spec.metrics_port
+        if spec.allowed_modules is not None:
+            plain["WORKER_ALLOWED_MODULES"] = ",".join(spec.allowed_modules)
         if spec.redis.ca_secret_ref is not None:
             plain["REDIS_TLS_CA_FILE"] = names.REDIS_CA_FILE  # the bundle render_template mounts
         return [

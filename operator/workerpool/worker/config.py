@@ -45,6 +45,16 @@ class WorkerConfig(BaseSettings):
     result_ttl_seconds: PositiveInt = 86400
     # Prometheus metrics (worker/metrics.py) on this port; unset: none served.
     metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="WORKER_METRICS_PORT")
+    # Comma-separated modules whose functions may run (their submodules too); unset: any.
+    allowed_modules: str | None = Field(None, max_length=16384, validation_alias="WORKER_ALLOWED_MODULES")
+
+    def allows(self, function: str) -> bool:
+        """Whether `module:callable` names a function of an allowed module (`allowed_modules`)."""
+        if self.allowed_modules is None:
+            return True
+        module = function.partition(":")[0]
+        allowed = (m.strip() for m in self.allowed_modules.split(","))
+        return any(m and (module == m or module.startswith(m + ".")) for m in allowed)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -87,6 +87,11 @@ class Dispatcher:
             detail = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
             self._fail(eid, "InvalidContext", f"invalid execution context: {detail}")
             return True
+        if not self.config.allows(ctx.function):
+            # Anyone who can write the queue names the function: only the pool's own modules run.
+            module = ctx.function.partition(":")[0][:200]
+            self._fail(eid, "FunctionNotAllowed", f"module {module!r} is not in the pool's allowedModules")
+            return True
         proc = self.pool.acquire()
         if proc is None:
             # Capacity was checked before claiming; since then the worker began to stop
