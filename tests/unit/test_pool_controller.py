@@ -414,9 +414,9 @@ async def test_errors_back_off_exponentially_with_bounded_jitter_and_reset_on_su
     assert retry_gauge() == 0
 
 
-async def test_a_round_never_waits_for_its_status_writes_turn(world: World) -> None:
-    """The API server is behind: the pool's status write waits for its turn, and the pool's next
-    rounds still create the pods they decide (a scale-up is not queued behind its own status)."""
+async def status_writes_held(world: World) -> asyncio.Event:
+    """A ready pool whose status writes wait for their turn (behind every other pool's) until the
+    event is set; a second later."""
     await ready_pool(world)
     await world.reconcile()
     turn = asyncio.Event()
@@ -426,6 +426,13 @@ async def test_a_round_never_waits_for_its_status_writes_turn(world: World) -> N
 
     world.kube.status_turn = behind_every_other_pool
     world.clock.advance(1)
+    return turn
+
+
+async def test_a_round_never_waits_for_its_status_writes_turn(world: World) -> None:
+    """The API server is behind: the pool's status write waits for its turn, and the pool's next
+    rounds still create the pods they decide (a scale-up is not queued behind its own status)."""
+    turn = await status_writes_held(world)
     world.beat(busy=set(world.kube.pods))
     # (a round that waited for the turn would never return: wait_for fails the test instead)
     await asyncio.wait_for(world.ctl.reconcile(), 5)  # a state change: its status write is queued
@@ -466,15 +473,7 @@ async def test_a_failed_status_write_is_sent_again_after_the_servers_retry_after
 
 async def test_a_pool_that_stops_drops_its_pending_status_write(world: World) -> None:
     """Leadership lost while a write waits for its turn: this replica writes nothing more."""
-    await ready_pool(world)
-    await world.reconcile()
-    turn = asyncio.Event()
-
-    async def waits() -> None:
-        await turn.wait()
-
-    world.kube.status_turn = waits
-    world.clock.advance(1)
+    turn = await status_writes_held(world)
     world.hub.depth = 2
     await world.ctl.reconcile()
     written = world.kube.status_writes
