@@ -22,11 +22,13 @@ import kopf
 from ..adapters.kube import ApiException, Kube
 from ..process.config import OperatorConfig
 from ..process.tasks import supervise
-from .tls import WebhookTLS, make_tls, still_good
+from .tls import WebhookTLS, make_tls, renew, still_good
 
 log = logging.getLogger(__name__)
 
-RENEW_CHECK_SECONDS = 6 * 3600
+# Every replica re-reads the shared Secret this often: a certificate another replica renewed is
+# served here within a minute (the previous one stays trusted far longer: tls.renew).
+RENEW_CHECK_SECONDS = 60
 CERT_FILE, KEY_FILE = "tls.crt", "tls.key"
 
 
@@ -43,7 +45,7 @@ async def load_tls(kube: Kube, config: OperatorConfig) -> WebhookTLS:
         current = WebhookTLS.from_secret_data(stored[0]) if stored is not None else None
         if current is not None and still_good(current, hosts, now):
             return current
-        fresh = make_tls(hosts, now)
+        fresh = renew(current, hosts, now) if current is not None else make_tls(hosts, now)
         try:
             await kube.write_secret(namespace, name, fresh.as_secret_data(), version)
         except ApiException as exc:
