@@ -27,6 +27,14 @@ def test_operator_defaults_and_values(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (config.namespaces, config.status_volatile_refresh, config.resync_seconds) == (("a", "b"), 5.0, 10.0)
 
 
+def test_the_template_policy_is_off_unless_the_install_turns_it_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not OperatorConfig.from_env().template_policy.enabled
+    monkeypatch.setenv("WORKERPOOL_TEMPLATE_POLICY", "true")
+    monkeypatch.setenv("WORKERPOOL_TEMPLATE_SERVICE_ACCOUNTS", "default, workers")
+    policy = OperatorConfig.from_env().template_policy
+    assert policy.enabled and policy.service_accounts == {"default", "workers"}
+
+
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [

@@ -28,6 +28,7 @@ from ..decide.disruption import MarkPolicy
 from ..decide.events import Event
 from ..decide.observation import PodView
 from ..decide.status import Stall
+from ..decide.template_policy import TemplatePolicy
 from ..protocols import WorkerProtocol
 from ..redis_connect import Problem, RedisAccess
 from .process.clock import SYSTEM_CLOCK, Clock
@@ -207,6 +208,7 @@ class PoolDeps:
     marks: MarkPolicy = field(default_factory=MarkPolicy)
     progress: Callable[[], None] = lambda: None  # called after every reconcile (the liveness check)
     write_backlog: Callable[[], int] = lambda: 0  # writes queued in the write limiter now
+    template_policy: TemplatePolicy = field(default_factory=TemplatePolicy)  # what pod templates may ask for
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from .reasons import Reason
 from .recycle import RecycleDecision, decide_recycle, recycle_events
 from .scaling import ScaleMemory, ScalePlan, decide_scale
 from .status import Stall, build_status, render
+from .template_policy import TemplatePolicy, template_refusal
 
 
 def password_in_url(field: str) -> Event:
@@ -78,6 +79,7 @@ class Context:
     previous_conditions: Sequence[Condition] = ()
     marks: MarkPolicy = field(default_factory=MarkPolicy)  # the node-autoscaler marks on busy workers
     removals_called_off: int = 0  # removals called off in a row lately: the chosen worker turned busy first
+    template_policy: TemplatePolicy = field(default_factory=TemplatePolicy)  # set at install
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ class Plan:
 
 
 # Stalls the pool's author must fix (a Warning Event, at most once a minute, besides the condition).
-WARNED_STALLS = (Reason.REDIS_URL_INVALID, Reason.REDIS_URL_REFUSED, Reason.POD_NAMES_SHARED)
+WARNED_STALLS = (Reason.REDIS_URL_INVALID, Reason.REDIS_URL_REFUSED, Reason.POD_NAMES_SHARED, Reason.TEMPLATE_REFUSED)
 
 
 def decide(pool: WorkerPool, obs: Observation, ctx: Context, memory: PoolMemory, now: dt.datetime) -> Plan:
@@ -108,11 +110,14 @@ def decide(pool: WorkerPool, obs: Observation, ctx: Context, memory: PoolMemory,
         if warnings:
             events.extend(warnings)
             memory = replace(memory, password_warned_generation=pool.generation)
-    if ctx.stall is not None and ctx.stall.reason in WARNED_STALLS:
-        events.append(Event("Warning", ctx.stall.reason, ctx.stall.message))  # posted at most once a minute
+    stall = _stall(pool, ctx)
+    if stall is not None and stall.reason in WARNED_STALLS:
+        events.append(Event("Warning", stall.reason, stall.message))  # posted at most once a minute
     deleting = pool.deleting_since is not None
     spec = retiring_spec(pool.spec) if deleting else pool.spec  # a deleted pool wants no worker
     scale = decide_scale(spec, obs, memory.scale, ctx.template_hash)
+    if stall is not None and stall.reason == Reason.TEMPLATE_REFUSED:
+        scale = _held(scale)
     _explain_pinned(pool, obs, scale, ctx.removals_called_off)
     deletion = decide_deletion(pool, obs, now)
     if deleting:
@@ -193,7 +198,7 @@ def status_of(
 ) -> dict[str, Any] | None:
     """The rendered status for a round's scale plan and what is observed (None: nothing to show
     yet). Also how a write that waited for its turn is brought up to date, without deciding again."""
-    stall = ctx.stall
+    stall = _stall(pool, ctx)
     if stall is None and ctx.create_error is not None:
         stall = Stall(Reason.PODS_REJECTED, ctx.create_error)
     if not ctx.status_known and stall is None:
@@ -209,6 +214,18 @@ def status_of(
         process_bounds=(0, pool.spec.processes.max),
     )
     return render(status)
+
+
+def _stall(pool: WorkerPool, ctx: Context) -> Stall | None:
+    """Why the pool is stalled besides a refused create: its sources, then the template policy."""
+    return ctx.stall or template_refusal(pool.spec.template, ctx.template_policy)
+
+
+def _held(scale: ScalePlan) -> ScalePlan:
+    """No pod changes: nothing is created from a refused template, and nothing that runs is removed
+    for a replacement that cannot come (the scale-down window's memory is kept)."""
+    return replace(scale, create=0, delete=[], events=[], removing={}, removal_numbers="",
+                   reconciling_reason=None, reconciling_message="")  # fmt: skip
 
 
 def _earliest(*delays: float | None) -> float | None:

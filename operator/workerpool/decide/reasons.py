@@ -39,6 +39,7 @@ class Reason(StrEnum):
     # Pools on one Redis server whose pods are named alike, with workers whose reports carry only
     # the pod name (Bifrost's): whose worker sent a report cannot be told.
     POD_NAMES_SHARED = "PodNamesShared"
+    TEMPLATE_REFUSED = "TemplateRefused"  # the install's template policy refuses the pod template
     REDIS_CA_SECRET_NOT_FOUND = "RedisCASecretNotFound"
     REDIS_SECRET_NOT_FOUND = "RedisSecretNotFound"
     REDIS_URL_INVALID = "RedisURLInvalid"  # a URL that cannot be used (its scheme, its shape)

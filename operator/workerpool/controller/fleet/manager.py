@@ -60,6 +60,7 @@ class Manager:
             progress=self._progress,
             marks=config.mark_policy,
             write_backlog=kube.write_backlog,
+            template_policy=config.template_policy,
         )
         self.pod_index = PodIndex(self.pools)
         self.evictions = EvictionGate(self.pod_index, self.connections.commands_for, kube, SYSTEM_CLOCK)

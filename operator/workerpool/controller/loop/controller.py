@@ -185,6 +185,7 @@ class PoolController:
             previous_conditions=self.stored_conditions.of(self.body.get("status")),
             marks=under_backlog(self.deps.marks, self.deps.write_backlog()),
             removals_called_off=self.state.called_off.recent(),
+            template_policy=self.deps.template_policy,
         )
         return obs, ctx
 

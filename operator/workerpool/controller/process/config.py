@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from ...contracts.wire import MAX_MESSAGE_BYTES
 from ...decide.disruption import MarkPolicy
 from ...decide.shards import Shard
+from ...decide.template_policy import TemplatePolicy
 from ...redis_connect import Identity
 from ...settings_errors import describe
 
@@ -61,6 +62,11 @@ class OperatorConfig(BaseSettings):
     webhook_configuration: str = ""  # the ValidatingWebhookConfiguration whose caBundle the operator keeps
     webhook_cert_dir: str = "/tmp/workerpool-webhook"
 
+    # The template policy (decide/template_policy.py; chart `templatePolicy`): off, or on with the
+    # ServiceAccounts a pool's pods may use.
+    template_policy_enabled: bool = Field(False, validation_alias=f"{PREFIX}TEMPLATE_POLICY")
+    template_service_accounts: Annotated[tuple[str, ...], NoDecode] = ("default",)
+
     # This process's shard, "I/N" (empty: the only one): it acts on the pools that hash to I.
     shard: str = ""
 
@@ -94,6 +100,10 @@ class OperatorConfig(BaseSettings):
         )
 
     @property
+    def template_policy(self) -> TemplatePolicy:
+        return TemplatePolicy(self.template_policy_enabled, frozenset(self.template_service_accounts))
+
+    @property
     def mark_policy(self) -> MarkPolicy:
         return MarkPolicy(self.busy_marks, self.busy_marks_hold_down_seconds)
 
@@ -106,7 +116,7 @@ class OperatorConfig(BaseSettings):
             )
         return self
 
-    @field_validator("namespaces", "webhook_hosts", "redis_identity_hosts", mode="before")
+    @field_validator("namespaces", "webhook_hosts", "redis_identity_hosts", "template_service_accounts", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:  # "a, b" -> ("a", "b")
         if isinstance(value, str):
