@@ -52,6 +52,7 @@ class FakeKube:
         self.status_writes = 0
         self.patches: list[dict[str, Any]] = []
         self.status_turn: Callable[[], Awaitable[None]] | None = None
+        self.mark_turn: Callable[[], Awaitable[None]] | None = None
         self.events: list[tuple[str, str]] = []
         self.marks: list[tuple[str, dict[str, str | None]]] = []  # every annotation patch, in order
         self.refuse_creates = False  # as Pod Security or a quota would
@@ -103,6 +104,8 @@ class FakeKube:
         await self.mark_pod(namespace, name, dict(annotations))
 
     async def mark_pod(self, namespace: str, name: str, patch: dict[str, str | None]) -> dict[str, Any] | None:
+        if self.mark_turn is not None:
+            await self.mark_turn()  # the mark waits for its turn (the rate limiter's queue)
         self.marks.append((name, dict(patch)))
         pod = self.pods.get(name)
         if pod is None:
@@ -243,7 +246,7 @@ class World:
         """One reconcile and its status write, then the pool's watch event with the status it wrote
         (as Kopf delivers it)."""
         await self.ctl.reconcile()
-        await self.ctl.status.settled()
+        await self.ctl.settled()
         body = copy.deepcopy(self.body)
         body["status"] = copy.deepcopy(self.kube.status)
         self.ctl.on_body(body)
@@ -780,6 +783,27 @@ async def test_a_busy_worker_is_marked_at_once_and_unmarked_after_the_hold_down(
     await beat_and_reconcile(world, 2, busy=lambda i: False)
     assert world.kube.marks == [(pod, MARKED), (pod, UNMARKED)]
     assert not MARKED.keys() & world.kube.pods[pod]["metadata"]["annotations"].keys()
+
+
+async def test_a_round_never_waits_for_its_marks_and_a_mark_on_its_way_is_not_sent_twice(world: World) -> None:
+    await ready_pool(world)
+    await world.reconcile()
+    (pod,) = world.kube.pods
+    turn = asyncio.Event()
+
+    async def behind_every_other_pool() -> None:
+        await turn.wait()
+
+    world.kube.mark_turn = behind_every_other_pool
+    world.beat(busy={pod})
+    await asyncio.wait_for(world.ctl.reconcile(), 5)  # the mark waits for its turn; the round does not
+    world.clock.advance(1)
+    world.hub.depth = 6
+    await asyncio.wait_for(world.ctl.reconcile(), 5)  # the same mark decided again, and more workers
+    assert len(world.kube.pods) > 1 and world.kube.marks == []
+    turn.set()
+    await world.ctl.settled()
+    assert world.kube.marks == [(pod, MARKED)]  # once
 
 
 async def test_an_unknown_worker_keeps_its_mark(world: World) -> None:

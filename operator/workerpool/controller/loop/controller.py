@@ -89,6 +89,12 @@ class PoolController:
             await asyncio.gather(self.task, return_exceptions=True)
             self.task = None
         await self.status.stop()
+        await self.actions.patches.stop()
+
+    async def settled(self) -> None:
+        """Return when the writes the rounds handed over (status, marks, gates) are done (tests)."""
+        await self.status.settled()
+        await self.actions.patches.settled()
 
     def resume(self) -> None:
         """Act again (leadership gained): forget what this replica wrote or decided while another led."""
@@ -202,8 +208,8 @@ class PoolController:
             await self.events.emit(event)
         since, self.triggered_at = self.triggered_at, None
         await self.actions.apply(pool, PoolRef(pool.name, pool.namespace, pool.uid), plan.scale, commands, since)
-        await self.actions.mark(plan.marks)
-        await self.actions.open_gates(plan.registered, _utc(self.clock).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        self.actions.mark(plan.marks)
+        self.actions.open_gates(plan.registered, _utc(self.clock).strftime("%Y-%m-%dT%H:%M:%SZ"))
         if plan.finalizer is not None:
             version, wanted = str(self.body["metadata"].get("resourceVersion")), finalizers_after(pool, plan.finalizer)
             if (patched := await self.deps.kube.set_finalizers(self.namespace, self.name, version, wanted)) is not None:

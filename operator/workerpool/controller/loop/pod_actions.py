@@ -19,6 +19,7 @@ the pool cannot shrink."""
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from ...contracts import names
@@ -34,6 +35,7 @@ from ...protocols import protocol_for
 from ..ports import ApiError, Commands, KubeApi, api_message, client_error, refused_by_admission
 from ..process import metrics
 from .api_io import EventEmitter
+from .pod_patches import PodPatches
 from .state import PoolState
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class PodActions:
         self.kube, self.state, self.events, self.worker_image = kube, state, events, worker_image
         self.namespace, self.name = events.namespace, events.name
         self.gates_opened: set[str] = set()  # pod uids whose readiness gate this controller opened
+        self.patches = PodPatches(state, self.namespace, self.name)  # marks and gates, sent in the background
 
     async def apply(
         self, pool: WorkerPool, ref: PoolRef, plan: ScalePlan, commands: Commands | None, since: float | None
@@ -79,19 +82,24 @@ class PodActions:
             return None
         return min(self.state.confirming.values()) + pool.spec.heartbeat_interval_seconds + NEXT_HEARTBEAT_SLACK
 
-    async def mark(self, changes: tuple[MarkChange, ...]) -> None:
-        """Set or remove busy workers' node-autoscaler annotations (after the round's pod changes)."""
+    def mark(self, changes: tuple[MarkChange, ...]) -> None:
+        """Hand busy workers' node-autoscaler annotations to the pool's pod patches (after the round's
+        pod changes; the round does not wait for them)."""
         for change in changes:
-            patched = await self.kube.mark_pod(self.namespace, change.pod, change.patch)
-            if patched is not None:
-                self.state.patched(patched)
-            metrics.MARK_WRITES.labels(self.namespace, self.name, "mark" if change.mark else "unmark").inc()
+            kind = "mark" if change.mark else "unmark"
 
-    async def open_gates(self, pods: tuple[str, ...], now: str) -> None:
+            def counted(made: bool, kind: str = kind) -> None:
+                if made:
+                    metrics.MARK_WRITES.labels(self.namespace, self.name, kind).inc()
+
+            send = functools.partial(self.kube.mark_pod, self.namespace, change.pod, change.patch)
+            self.patches.submit(("mark", change.pod), change.mark, send, counted)
+
+    def open_gates(self, pods: tuple[str, ...], now: str) -> None:
         """Open the readiness gate of pods whose worker has registered (`now`: the RFC 3339 time).
 
         Once per pod: a kubelet stand-in that rewrites the whole condition list (kwok's) must not
-        turn this into a status write every round."""
+        turn this into a status write every round. A gate whose patch failed is opened again later."""
         self.gates_opened &= {v.uid for v in self.state.pods.values()}
         for pod in pods:
             view = self.state.pods.get(pod)
@@ -105,9 +113,13 @@ class PodActions:
                 "message": "the pod's worker has registered in Redis and sends heartbeats",
                 "lastTransitionTime": now,
             }
-            patched = await self.kube.set_pod_condition(self.namespace, pod, condition)
-            if patched is not None:
-                self.state.patched(patched)
+
+            def opened(made: bool, uid: str = view.uid) -> None:
+                if not made:
+                    self.gates_opened.discard(uid)
+
+            send = functools.partial(self.kube.set_pod_condition, self.namespace, pod, condition)
+            self.patches.submit(("gate", pod), view.uid, send, opened)
 
     async def _create(self, pool: WorkerPool, ref: PoolRef, count: int, since: float | None) -> bool:
         """False when the API server refused a create, now or lately (then nothing more this round)."""
