@@ -449,6 +449,30 @@ async def test_a_round_never_waits_for_its_status_writes_turn(world: World) -> N
     assert world.kube.status["queue"]["depth"] == 3 and world.kube.status["desiredWorkers"] == len(world.kube.pods)
 
 
+async def test_a_write_handed_to_the_writer_leaves_no_past_due_time_to_spin_the_loop(world: World) -> None:
+    """A change held back by the minimum interval sets when it is due; once the write is handed to
+    the writer (waiting for its turn), that time must not stay behind: past, it made the pool's
+    loop run rounds with zero timeouts (a whole core at 1000 pools in bench/scale_bench.py)."""
+    await ready_pool(world)
+    await world.reconcile()
+    (pod,) = world.kube.pods
+    turn = asyncio.Event()
+
+    async def behind_every_other_pool() -> None:
+        await turn.wait()
+
+    world.kube.status_turn = behind_every_other_pool
+    world.clock.advance(0.5)
+    world.beat(busy={pod})
+    await asyncio.wait_for(world.ctl.reconcile(), 5)  # within the minimum interval: held back
+    assert world.ctl.status.next_write_at is not None
+    world.clock.advance(1)
+    await asyncio.wait_for(world.ctl.reconcile(), 5)  # due: handed to the writer, which waits
+    assert world.ctl.status.next_write_at is None
+    turn.set()
+    await world.ctl.settled()
+
+
 async def test_a_failed_status_write_is_sent_again_after_the_servers_retry_after_with_the_newest_state(
     world: World,
 ) -> None:

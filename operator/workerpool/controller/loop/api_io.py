@@ -137,6 +137,9 @@ class StatusWriter:
         if not write:
             self.next_write_at = self._held_until(rendered, now + wait)
             return
+        # Handed to the writer, which says when a held-back change is due (and wakes the loop):
+        # a due time left here, now past, would spin the pool's loop with zero timeouts.
+        self.next_write_at = None
         if not self._wanted:
             self._wanted, self._decided_at = True, now
             metrics.STATUS_PENDING_SINCE.labels(self.namespace, self.name).set(self.clock.time())
