@@ -284,6 +284,8 @@ def window_numbers(
     return {
         "status_writes_per_min": delta("workerpool_status_writes_total") * per_minute,
         "mark_writes_per_min": delta(MARK_WRITES) * per_minute,
+        "rounds_per_s": delta("workerpool_reconcile_duration_seconds_count") / window,
+        "round_cpu_share": delta("workerpool_reconcile_duration_seconds_sum") / window,
         "writes_waited": waited,
         "write_wait_mean_s": delta("workerpool_api_write_wait_seconds_sum") / max(waited, 1),
         "backlog_start": backlog[0],
@@ -317,6 +319,7 @@ def print_table(args: argparse.Namespace, n: dict[str, float], total: int) -> No
         ("state changes observed in status", f"{n['changes_shown']:.0f}/{n['changes_measured']:.0f}", "all"),
         ("status writes / minute (all pools)", f"{n['status_writes_per_min']:.0f}", ""),
         ("busy-mark writes / minute (all pools)", f"{n['mark_writes_per_min']:.0f}", ""),
+        ("pool rounds / s, seconds in rounds / s", f"{n['rounds_per_s']:.0f} / {n['round_cpu_share']:.2f}", ""),
         ("new pools that got their first pod", f"{n['new_pools_with_pod']:.0f}/{n['new_pools']:.0f}", "all"),
         ("new pool -> first pod p50 / p99 (s)", _pair(n, "first_pod_p50_s", "first_pod_p99_s"), "p99 < 2"),
         ("existing pools grown by one that got the pod", f"{n['scale_ups_with_pod']:.0f}/{n['scale_ups']:.0f}", "all"),

@@ -57,6 +57,7 @@ ROWS: list[tuple[str, str, str]] = [  # (label, key, format)
     ("pool grown -> new pod p99 (s)", "scale_up_p99_s", "{:.2f}"),
     ("status writes / minute", "status_writes_per_min", "{:.0f}"),
     ("busy-mark writes / minute", "mark_writes_per_min", "{:.0f}"),
+    ("pool rounds / s", "rounds_per_s", "{:.0f}"),
     ("PATCH status / s (API server)", "api_patch_status_per_s", "{:.1f}"),
     ("PATCH pods / s (API server)", "api_patch_pods_per_s", "{:.1f}"),
     ("API write latency mean (s)", "api_write_latency_s", "{:.3f}"),
