@@ -103,9 +103,17 @@ class FakeKube:
     async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         await self.mark_pod(namespace, name, dict(annotations))
 
-    async def mark_pod(self, namespace: str, name: str, patch: dict[str, str | None]) -> dict[str, Any] | None:
+    async def mark_pod(
+        self,
+        namespace: str,
+        name: str,
+        patch: dict[str, str | None],
+        still: Callable[[], bool] | None = None,
+    ) -> dict[str, Any] | None:
         if self.mark_turn is not None:
             await self.mark_turn()  # the mark waits for its turn (the rate limiter's queue)
+        if still is not None and not still():
+            return None
         self.marks.append((name, dict(patch)))
         pod = self.pods.get(name)
         if pod is None:
@@ -828,6 +836,32 @@ async def test_a_round_never_waits_for_its_marks_and_a_mark_on_its_way_is_not_se
     turn.set()
     await world.ctl.settled()
     assert world.kube.marks == [(pod, MARKED)]  # once
+
+
+async def test_a_mark_removal_still_waiting_when_its_worker_turns_busy_again_is_not_sent(world: World) -> None:
+    """Removals wait behind every status write; one whose worker took work meanwhile would strip
+    the protection from a busy pod: at its turn it is dropped, and the mark stays."""
+    await ready_pool(world)
+    await world.reconcile()
+    (pod,) = world.kube.pods
+    world.beat(busy={pod})
+    await world.reconcile()
+    assert world.kube.marks == [(pod, MARKED)]
+    turn = asyncio.Event()
+
+    async def behind_every_status_write() -> None:
+        await turn.wait()
+
+    world.kube.mark_turn = behind_every_status_write
+    for _ in range(61):  # idle past the hold-down: the removal is decided and waits for its turn
+        world.clock.advance(1)
+        world.beat()
+        await asyncio.wait_for(world.ctl.reconcile(), 5)
+    world.beat(busy={pod})  # busy again before the removal's turn
+    turn.set()
+    await world.ctl.settled()
+    assert world.kube.marks == [(pod, MARKED)]
+    assert world.kube.pods[pod]["metadata"]["annotations"].items() >= MARKED.items()
 
 
 async def test_an_unknown_worker_keeps_its_mark(world: World) -> None:

@@ -98,10 +98,16 @@ class _PodPatches(_Clients):
         # Not rate-limited: it marks a pod whose eviction was just held (one per held pod a minute).
         await self._patch_annotations(namespace, name, dict(annotations))
 
-    async def mark_pod(self, namespace: str, name: str, patch: dict[str, str | None]) -> dict[str, Any] | None:
+    async def mark_pod(
+        self, namespace: str, name: str, patch: dict[str, str | None], still: Callable[[], bool] | None = None
+    ) -> dict[str, Any] | None:
         """Set (a value) or remove (None) a worker pod's node-autoscaler annotations: the patched pod,
-        or None when the pod is gone."""
-        async with self._write(namespace, Priority.MARK):
+        or None when the pod is gone or `still()`, asked when the write's turn comes, says no more.
+        A removal waits behind status writes (Priority.UNMARK)."""
+        removal = all(value is None for value in patch.values())
+        async with self._write(namespace, Priority.UNMARK if removal else Priority.MARK):
+            if still is not None and not still():
+                return None
             return await _unless_gone(self._patch_annotations(namespace, name, patch))
 
     async def set_pod_condition(self, namespace: str, name: str, condition: dict[str, str]) -> dict[str, Any] | None:

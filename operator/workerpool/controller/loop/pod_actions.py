@@ -92,8 +92,15 @@ class PodActions:
                 if made:
                     metrics.MARK_WRITES.labels(self.namespace, self.name, kind).inc()
 
-            send = functools.partial(self.kube.mark_pod, self.namespace, change.pod, change.patch)
+            # A removal is sent only if its worker still runs nothing when the write's turn comes
+            # (removals wait behind every status write): one that turned busy keeps its mark.
+            still = None if change.mark else functools.partial(self._runs_nothing, change.pod)
+            send = functools.partial(self.kube.mark_pod, self.namespace, change.pod, change.patch, still)
             self.patches.submit(("mark", change.pod), change.mark, send, counted)
+
+    def _runs_nothing(self, pod: str) -> bool:
+        tracked = self.state.workers.get(pod)
+        return tracked is not None and tracked.info.runs_nothing
 
     def open_gates(self, pods: tuple[str, ...], now: str) -> None:
         """Open the readiness gate of pods whose worker has registered (`now`: the RFC 3339 time).

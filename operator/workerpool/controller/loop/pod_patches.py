@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (kind, pod)
 Send = Callable[[], Awaitable[dict[str, Any] | None]]  # the patched pod, or None when it is gone
-Done = Callable[[bool], None]  # told whether the patch was made
+Done = Callable[[bool], None]  # told whether the patch was made (False: failed, not wanted, or no pod)
 
 
 class PodPatches:
@@ -73,7 +73,7 @@ class PodPatches:
                 self._sending = None
             if patched is not None:
                 self.state.patched(patched)
-            done(True)
+            done(patched is not None)  # None: the pod is gone, or the patch was no longer wanted
 
     def _failed(self, key: Key, exc: Exception) -> None:
         reason = f"api{exc.status}" if isinstance(exc, ApiError) else "patch"

@@ -50,6 +50,9 @@ class Priority(IntEnum):
     EVENT = 1
     MARK = 2  # a busy worker's node-autoscaler annotations (decide/disruption.py)
     STATUS = 3  # rendered when its turn comes, so waiting only coalesces
+    # A busy mark's removal: the one write that can wait (the pod stays protected a while longer),
+    # and one still waiting when its worker turns busy again is not sent at all.
+    UNMARK = 4
 
 
 @dataclass
