@@ -89,20 +89,26 @@ def run_one(extra: list[str], speed: list[str], src: Path | None, out: Path) -> 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--before", default="6d11b86", help="the commit to compare with (default: before issue 32)")
+    ap.add_argument(
+        "--before",
+        default="6d11b86",
+        help="the commit to compare with (default: before issue 32; none: this checkout only)",
+    )
     ap.add_argument("--speeds", default=",".join(SPEEDS), help=f"which of: {', '.join(SPEEDS)}")
     args, extra = ap.parse_known_args()
     if "--pools" not in " ".join(extra):
         extra = ["--pools", "1000", *extra]
     work = Path(tempfile.mkdtemp(prefix="wpo-speeds-"))
-    before = worktree(args.before, work)
+    before = worktree(args.before, work) if args.before != "none" else None
+    sides = ([(args.before, before)] if before is not None else []) + [("this", None)]
     results: dict[tuple[str, str], dict[str, float]] = {}
     try:
         for speed in args.speeds.split(","):
-            for side, src in ((args.before, before), ("this", None)):
+            for side, src in sides:
                 results[(speed, side)] = run_one(extra, SPEEDS[speed], src, work / f"{speed}-{side}.json")
     finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)], check=False)
+        if before is not None:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)], check=False)
     columns = list(results)
     print(f"\n{'':<34}" + "".join(f"{f'{speed}: {side}':>22}" for speed, side in columns))
     for label, key, fmt in ROWS:
