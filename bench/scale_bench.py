@@ -272,10 +272,7 @@ def window_numbers(
         return summed(samples1, name) - summed(samples0, name)
 
     waited = delta("workerpool_api_write_wait_seconds_count")
-    backlog = [
-        summed(s, "workerpool_api_writes_queued") + s.get("workerpool_api_writes_queued", 0.0)
-        for s in (samples0, samples1)
-    ]
+    backlog = [summed(s, "workerpool_api_writes_queued") for s in (samples0, samples1)]
     ages = [
         end_wall - v for k, v in samples1.items() if k.startswith("workerpool_status_pending_since_seconds{") and v > 0
     ]
@@ -531,8 +528,8 @@ def flip_lags(
 
 
 def summed(samples: dict[str, float], name: str) -> float:
-    """One metric summed over its labelled series."""
-    return sum(v for series, v in samples.items() if series.startswith(name + "{"))
+    """One metric summed over its series (labelled or not)."""
+    return sum(v for series, v in samples.items() if series == name or series.startswith(name + "{"))
 
 
 def gen2(samples: dict[str, float]) -> list[float]:

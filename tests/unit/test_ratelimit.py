@@ -219,3 +219,16 @@ async def test_a_long_wait_is_logged_once_a_minute(caplog: pytest.LogCaptureFixt
     await asyncio.gather(*(limiter.acquire(Priority.STATUS) for _ in range(3)))  # two wait 20 s or more
     warnings = [r.getMessage() for r in caplog.records if "API writes are behind" in r.getMessage()]
     assert len(warnings) == 1, warnings  # two long waits within a minute: one line
+
+
+async def test_a_turn_that_sends_nothing_gives_its_token_back() -> None:
+    """A status write undone while it waited, a mark removal no longer wanted: the budget is for
+    requests the API server gets, not for turns."""
+    clock = [0.0]
+    limiter = WriteLimiter(TokenBucket(rate=1.0, burst=2), lambda: clock[0])
+    async with limiter.write(Priority.STATUS):
+        limiter.unused()
+    async with limiter.write(Priority.STATUS):
+        pass
+    assert limiter.bucket.try_take(clock[0])  # one token left: the unused turn's
+    assert not limiter.bucket.try_take(clock[0])

@@ -90,6 +90,11 @@ class _Clients:
         async with self.limiter.write(priority, namespace):
             yield
 
+    def _unused(self) -> None:
+        """Inside `_write`: nothing was sent after all; the budget gets its token back."""
+        if self.limiter is not None:
+            self.limiter.unused()
+
 
 class _PodPatches(_Clients):
     """Patches of worker pods: annotations (marks, a held eviction) and a readiness gate's condition."""
@@ -107,6 +112,7 @@ class _PodPatches(_Clients):
         removal = all(value is None for value in patch.values())
         async with self._write(namespace, Priority.UNMARK if removal else Priority.MARK):
             if still is not None and not still():
+                self._unused()
                 return None
             return await _unless_gone(self._patch_annotations(namespace, name, patch))
 
@@ -187,6 +193,7 @@ class Kube(_PodPatches):
         async with self._write(namespace, Priority.EVENT if urgent else Priority.STATUS):
             patch = status()
             if patch is None:
+                self._unused()
                 return False
             # A JSON merge patch of the status subresource: only the operator writes status.
             await self.custom.patch_namespaced_custom_object_status(

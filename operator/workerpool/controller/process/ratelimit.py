@@ -82,6 +82,10 @@ class TokenBucket:
         self.tokens -= 1
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
+    def give_back(self) -> None:
+        """A token taken for a write that was not sent after all (nothing left to write at its turn)."""
+        self.tokens = min(self.burst, self.tokens + 1)
+
     def try_take(self, now: float) -> bool:
         """Take one token if one is there now; never goes into debt."""
         self._refill(now)
@@ -159,6 +163,11 @@ class WriteLimiter:
             yield
         finally:
             self._release()
+
+    def unused(self) -> None:
+        """The write whose turn this is sent nothing (its content was undone while it waited): its
+        token goes back, so the budget is spent on requests, not on turns."""
+        self.bucket.give_back()
 
     async def acquire(self, priority: Priority = Priority.POD, tenant: str = "") -> None:
         """Return when a write may go (its turn given back at once: for writes that never say when they end)."""
