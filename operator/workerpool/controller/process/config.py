@@ -37,10 +37,12 @@ class OperatorConfig(BaseSettings):
     metrics_port: int = Field(8080, gt=0, lt=65536)
     liveness_port: int = Field(8081, gt=0, lt=65536)
     # The client-side limit on writes to the API server (pods, status, Events): a token bucket.
-    # Sized for 1000 pools with 5 % of their workers changing state every heartbeat:
-    # about 50 status writes a second, so half the budget is left for bursts (docs/performance.md).
-    api_writes_per_second: PositiveFloat = 100.0
-    api_write_burst: int = Field(200, ge=1)
+    # Sized for 1000 pools with 5 % of their workers changing state every heartbeat: about 50
+    # status writes and 40 busy-mark patches a second; at 100 the status of 1000 pools fell 7-9 s
+    # behind on the budget alone (docs/performance.md, "1000 pools at two API speeds"). As
+    # Karpenter's client (200, burst 300); the in-flight bound protects a slow server.
+    api_writes_per_second: PositiveFloat = 150.0
+    api_write_burst: int = Field(300, ge=1)
     # Writes the API server holds at once (0: no limit). A slower server then keeps the backlog
     # here, in priority order (pods first), not in its own first-come queue (ratelimit.py).
     api_writes_in_flight: int = Field(10, ge=0)
