@@ -425,17 +425,22 @@ async def test_errors_back_off_exponentially_with_bounded_jitter_and_reset_on_su
     assert retry_gauge() == 0
 
 
-async def status_writes_held(world: World) -> asyncio.Event:
-    """A ready pool whose status writes wait for their turn (behind every other pool's) until the
-    event is set; a second later."""
-    await ready_pool(world)
-    await world.reconcile()
+def waiting_turn() -> tuple[asyncio.Event, Callable[[], Awaitable[None]]]:
+    """A write's turn in the limiter's queue that comes when the event is set."""
     turn = asyncio.Event()
 
     async def behind_every_other_pool() -> None:
         await turn.wait()
 
-    world.kube.status_turn = behind_every_other_pool
+    return turn, behind_every_other_pool
+
+
+async def status_writes_held(world: World) -> asyncio.Event:
+    """A ready pool whose status writes wait for their turn (behind every other pool's) until the
+    event is set; a second later."""
+    await ready_pool(world)
+    await world.reconcile()
+    turn, world.kube.status_turn = waiting_turn()
     world.clock.advance(1)
     return turn
 
@@ -464,12 +469,7 @@ async def test_a_write_handed_to_the_writer_leaves_no_past_due_time_to_spin_the_
     await ready_pool(world)
     await world.reconcile()
     (pod,) = world.kube.pods
-    turn = asyncio.Event()
-
-    async def behind_every_other_pool() -> None:
-        await turn.wait()
-
-    world.kube.status_turn = behind_every_other_pool
+    turn, world.kube.status_turn = waiting_turn()
     world.clock.advance(0.5)
     world.beat(busy={pod})
     await asyncio.wait_for(world.ctl.reconcile(), 5)  # within the minimum interval: held back
@@ -821,12 +821,7 @@ async def test_a_round_never_waits_for_its_marks_and_a_mark_on_its_way_is_not_se
     await ready_pool(world)
     await world.reconcile()
     (pod,) = world.kube.pods
-    turn = asyncio.Event()
-
-    async def behind_every_other_pool() -> None:
-        await turn.wait()
-
-    world.kube.mark_turn = behind_every_other_pool
+    turn, world.kube.mark_turn = waiting_turn()
     world.beat(busy={pod})
     await asyncio.wait_for(world.ctl.reconcile(), 5)  # the mark waits for its turn; the round does not
     world.clock.advance(1)
@@ -847,12 +842,7 @@ async def test_a_mark_removal_still_waiting_when_its_worker_turns_busy_again_is_
     world.beat(busy={pod})
     await world.reconcile()
     assert world.kube.marks == [(pod, MARKED)]
-    turn = asyncio.Event()
-
-    async def behind_every_status_write() -> None:
-        await turn.wait()
-
-    world.kube.mark_turn = behind_every_status_write
+    turn, world.kube.mark_turn = waiting_turn()
     for _ in range(61):  # idle past the hold-down: the removal is decided and waits for its turn
         world.clock.advance(1)
         world.beat()
