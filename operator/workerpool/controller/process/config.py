@@ -45,7 +45,10 @@ class OperatorConfig(BaseSettings):
     api_write_burst: int = Field(300, ge=1)
     # Writes the API server holds at once (0: no limit). A slower server then keeps the backlog
     # here, in priority order (pods first), not in its own first-come queue (ratelimit.py).
-    api_writes_in_flight: int = Field(10, ge=0)
+    # 20: at 10 the bound itself cut the throughput when the server's answers slowed (75 ms mean,
+    # longer tails: 44 status writes a second instead of 54); a create still waits behind at most
+    # 20 of ours at the server (docs/performance.md, "1000 pools at two API speeds").
+    api_writes_in_flight: int = Field(20, ge=0)
 
     # Busy workers' pods carry karpenter.sh/do-not-disrupt and cluster-autoscaler's
     # safe-to-evict=false (decide/disruption.py); idle this long before they are removed.
