@@ -53,6 +53,7 @@ class FakeKube:
         self.patches: list[dict[str, Any]] = []
         self.status_turn: Callable[[], Awaitable[None]] | None = None
         self.mark_turn: Callable[[], Awaitable[None]] | None = None
+        self.unmark_turn: Callable[[], Awaitable[None]] | None = None
         self.events: list[tuple[str, str]] = []
         self.marks: list[tuple[str, dict[str, str | None]]] = []  # every annotation patch, in order
         self.refuse_creates = False  # as Pod Security or a quota would
@@ -112,6 +113,8 @@ class FakeKube:
     ) -> dict[str, Any] | None:
         if self.mark_turn is not None:
             await self.mark_turn()  # the mark waits for its turn (the rate limiter's queue)
+        if self.unmark_turn is not None and all(v is None for v in patch.values()):
+            await self.unmark_turn()  # a removal's turn comes after every status write
         if still is not None and not still():
             return None
         self.marks.append((name, dict(patch)))
@@ -852,6 +855,28 @@ async def test_a_mark_removal_still_waiting_when_its_worker_turns_busy_again_is_
     await world.ctl.settled()
     assert world.kube.marks == [(pod, MARKED)]
     assert world.kube.pods[pod]["metadata"]["annotations"].items() >= MARKED.items()
+
+
+async def test_a_removal_waiting_its_turn_never_holds_back_another_pods_mark(world: World) -> None:
+    await ready_pool(world)
+    world.hub.depth = 3  # a second worker
+    await world.reconcile()
+    first, second = sorted(world.kube.pods)
+    world.beat(busy={first})
+    await world.reconcile()
+    turn, world.kube.unmark_turn = waiting_turn()
+    for _ in range(61):  # the first idle past the hold-down: its removal waits behind the status
+        world.clock.advance(1)
+        world.beat()
+        await asyncio.wait_for(world.ctl.reconcile(), 5)
+    world.beat(busy={second})
+    await asyncio.wait_for(world.ctl.reconcile(), 5)
+    for _ in range(50):  # let the mark's sender run (all in memory: a few loop iterations)
+        await asyncio.sleep(0)
+    assert (second, MARKED) in world.kube.marks and (first, UNMARKED) not in world.kube.marks
+    turn.set()
+    await world.ctl.settled()
+    assert world.kube.marks == [(first, MARKED), (second, MARKED), (first, UNMARKED)]
 
 
 async def test_an_unknown_worker_keeps_its_mark(world: World) -> None:

@@ -25,55 +25,63 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (kind, pod)
 Send = Callable[[], Awaitable[dict[str, Any] | None]]  # the patched pod, or None when it is gone
 Done = Callable[[bool], None]  # told whether the patch was made (False: failed, not wanted, or no pod)
+_NOTHING = object()
 
 
 class PodPatches:
+    """One sender per pod and kind, so each patch waits for its own turn at its own priority: a
+    mark removal queued behind every status write never holds back another pod's mark."""
+
     def __init__(self, state: PoolState, namespace: str, name: str) -> None:
         self.state, self.namespace, self.name = state, namespace, name
         self._pending: dict[Key, tuple[Hashable, Send, Done]] = {}
-        self._sending: tuple[Key, Hashable] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._sending: dict[Key, Hashable] = {}
+        self._senders: dict[Key, asyncio.Task[None]] = {}
 
     def submit(self, key: Key, what: Hashable, send: Send, done: Done) -> None:
         """Patch `key`'s pod to `what` (newest wins); nothing when that is already on its way."""
         waiting = self._pending.get(key)
-        if self._sending == (key, what) or (waiting is not None and waiting[0] == what):
+        if self._sending.get(key, _NOTHING) == what or (waiting is not None and waiting[0] == what):
             return
         self._pending[key] = (what, send, done)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._send_all(), name=f"pod-patches-{self.namespace}-{self.name}")
+        if key not in self._senders:
+            self._senders[key] = asyncio.create_task(self._send(key), name=f"pod-patch-{self.namespace}-{key[1]}")
 
     async def settled(self) -> None:
         """Return when nothing is pending (tests; a clean stop)."""
-        while self._task is not None and not self._task.done():
-            await asyncio.wait([self._task])
+        while self._senders:
+            await asyncio.wait(list(self._senders.values()))
 
     async def stop(self) -> None:
         """No more patches (leadership lost, the pool gone): what waits is dropped."""
         self._pending.clear()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        senders, self._senders = list(self._senders.values()), {}
+        for task in senders:
+            task.cancel()
+        await asyncio.gather(*senders, return_exceptions=True)
 
-    async def _send_all(self) -> None:
-        while self._pending:
-            key = next(iter(self._pending))
-            what, send, done = self._pending.pop(key)
-            self._sending = (key, what)
-            try:
-                patched = await send()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a failure of one patch is not the pool's: a later round tries again
-                self._failed(key, exc)
-                done(False)
-                continue
-            finally:
-                self._sending = None
-            if patched is not None:
-                self.state.patched(patched)
-            done(patched is not None)  # None: the pod is gone, or the patch was no longer wanted
+    async def _send(self, key: Key) -> None:
+        """Send `key`'s newest patch until none waits."""
+        try:
+            while (pending := self._pending.pop(key, None)) is not None:
+                what, send, done = pending
+                self._sending[key] = what
+                try:
+                    patched = await send()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # one patch's failure is not the pool's: a later round tries again
+                    self._failed(key, exc)
+                    done(False)
+                    continue
+                finally:
+                    self._sending.pop(key, None)
+                if patched is not None:
+                    self.state.patched(patched)
+                done(patched is not None)  # None: the pod is gone, or the patch was no longer wanted
+        finally:
+            if self._senders.get(key) is asyncio.current_task():
+                del self._senders[key]
 
     def _failed(self, key: Key, exc: Exception) -> None:
         reason = f"api{exc.status}" if isinstance(exc, ApiError) else "patch"
