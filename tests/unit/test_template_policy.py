@@ -14,6 +14,8 @@ from workerpool.contracts.resource import WorkerPool
 from workerpool.contracts.wire import QueueStatus
 from workerpool.decide.observation import Observation, PodView
 from workerpool.decide.plan import Context, PoolMemory, decide
+from workerpool.decide.reasons import Reason
+from workerpool.decide.status import Stall
 from workerpool.decide.template_policy import TemplatePolicy, template_refusal, violations
 
 from .test_scaling import worker
@@ -96,3 +98,13 @@ def test_a_refused_template_gets_no_pod_and_the_pool_says_why() -> None:
     assert (stalled["status"], stalled["reason"]) == ("True", "TemplateRefused")
     assert "spec.hostNetwork" in stalled["message"]
     assert [e.reason for e in plan.events] == ["TemplateRefused"]
+
+
+def test_a_refused_template_gets_no_pod_during_a_redis_outage_either() -> None:
+    """An outage keeps at least minWorkers; it must not do so from a refused template."""
+    pool, obs = refused_pool(), observed()
+    no_pods = Observation(pods=(), workers={}, queue=None, redis_error="connection refused", now=obs.now)
+    ctx = Context("h", stall=Stall(Reason.REDIS_UNAVAILABLE, "connection refused"), template_policy=ON)
+    plan = decide(pool, no_pods, ctx, PoolMemory(), NOW)
+    assert plan.scale.create == 0
+    assert "TemplateRefused" in [e.reason for e in plan.events]

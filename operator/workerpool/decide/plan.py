@@ -110,13 +110,14 @@ def decide(pool: WorkerPool, obs: Observation, ctx: Context, memory: PoolMemory,
         if warnings:
             events.extend(warnings)
             memory = replace(memory, password_warned_generation=pool.generation)
-    stall = _stall(pool, ctx)
-    if stall is not None and stall.reason in WARNED_STALLS:
-        events.append(Event("Warning", stall.reason, stall.message))  # posted at most once a minute
+    refused = template_refusal(pool.spec.template, ctx.template_policy)
+    for stall in (ctx.stall, refused):
+        if stall is not None and stall.reason in WARNED_STALLS:
+            events.append(Event("Warning", stall.reason, stall.message))  # posted at most once a minute
     deleting = pool.deleting_since is not None
     spec = retiring_spec(pool.spec) if deleting else pool.spec  # a deleted pool wants no worker
     scale = decide_scale(spec, obs, memory.scale, ctx.template_hash)
-    if stall is not None and stall.reason == Reason.TEMPLATE_REFUSED:
+    if refused is not None:  # whatever else stalls the pool (a Redis outage keeps minWorkers)
         scale = _held(scale)
     _explain_pinned(pool, obs, scale, ctx.removals_called_off)
     deletion = decide_deletion(pool, obs, now)
