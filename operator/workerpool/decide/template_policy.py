@@ -34,7 +34,7 @@ def template_refusal(template: Mapping[str, Any], policy: TemplatePolicy) -> Sta
     """Why the policy refuses this pod template (None: it does not, or the policy is off)."""
     if not policy.enabled:
         return None
-    found = violations(template.get("spec") or {}, policy)
+    found = violations(_mapping(template.get("spec")), policy)
     if not found:
         return None
     return Stall(
@@ -49,7 +49,7 @@ def violations(spec: Mapping[str, Any], policy: TemplatePolicy) -> list[str]:
     found = [f"spec.{name}" for name in HOST_NAMESPACES if spec.get(name) is True]
     if spec.get("nodeName"):
         found.append("spec.nodeName (the scheduler places workers)")
-    account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+    account = str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default")
     if account not in policy.service_accounts:
         allowed = ", ".join(sorted(policy.service_accounts))
         found.append(f"spec.serviceAccountName {str(account)[:63]!r} (allowed: {allowed})")
@@ -63,14 +63,19 @@ def violations(spec: Mapping[str, Any], policy: TemplatePolicy) -> list[str]:
 
 
 def _container_violations(container: Mapping[str, Any]) -> list[str]:
-    context = container.get("securityContext") or {}
+    context = _mapping(container.get("securityContext"))
     found = ["privileged"] if context.get("privileged") is True else []
-    added = set((context.get("capabilities") or {}).get("add") or []) - ALLOWED_CAPABILITIES
+    asked = _mapping(context.get("capabilities")).get("add")
+    added = {str(c) for c in asked if str(c) not in ALLOWED_CAPABILITIES} if isinstance(asked, list) else set()
     if added:
         found.append(f"capabilities.add {sorted(str(c)[:32] for c in added)}")
     if any(isinstance(p, Mapping) and p.get("hostPort") for p in _items(container.get("ports"))):
         found.append("hostPort")
     return found
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _items(value: object) -> list[Mapping[str, Any]]:
