@@ -68,6 +68,16 @@ class PoolRetry:
             self.gauge.set(0)
 
 
+def count_write_failure(namespace: str, name: str, exc: Exception, kind: str) -> tuple[str, float | None]:
+    """Count a failed write of the pool's in `workerpool_reconcile_errors_total` (reason `api<status>`,
+    else `kind`): what to log of it, and the API server's Retry-After in seconds (None: none asked)."""
+    if isinstance(exc, ApiError):
+        metrics.ERRORS.labels(namespace, name, f"api{exc.status}").inc()
+        return f"API error {exc.status} {exc.reason}", parse_retry_after(retry_after(exc))
+    metrics.ERRORS.labels(namespace, name, kind).inc()
+    return type(exc).__name__, None
+
+
 class StatusWriter:
     """The pool's status subresource, written when the write policy says so (merge patches).
 
@@ -176,12 +186,7 @@ class StatusWriter:
 
     def _failed(self, exc: Exception) -> float:
         """Count and log a failed write: the seconds before the next try (backoff, Retry-After)."""
-        if isinstance(exc, ApiError):
-            why, asked = f"API error {exc.status} {exc.reason}", parse_retry_after(retry_after(exc))
-            metrics.ERRORS.labels(self.namespace, self.name, f"api{exc.status}").inc()
-        else:
-            why, asked = type(exc).__name__, None
-            metrics.ERRORS.labels(self.namespace, self.name, "status").inc()
+        why, asked = count_write_failure(self.namespace, self.name, exc, "status")
         delay = self.backoff.next_delay(random.random(), asked)
         log.warning("%s/%s: status write failed (%s); trying again in %.1f s", self.namespace, self.name, why, delay)
         return delay

@@ -16,8 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
-from ..ports import ApiError
-from ..process import metrics
+from .api_io import count_write_failure
 from .state import PoolState
 
 log = logging.getLogger(__name__)
@@ -84,7 +83,5 @@ class PodPatches:
                 del self._senders[key]
 
     def _failed(self, key: Key, exc: Exception) -> None:
-        reason = f"api{exc.status}" if isinstance(exc, ApiError) else "patch"
-        metrics.ERRORS.labels(self.namespace, self.name, reason).inc()
-        why = f"API error {exc.status} {exc.reason}" if isinstance(exc, ApiError) else type(exc).__name__
+        why, _ = count_write_failure(self.namespace, self.name, exc, "patch")
         log.warning("%s/%s: %s of pod %s failed (%s); a later round tries again", self.namespace, self.name, *key, why)
