@@ -10,9 +10,9 @@ from ...contracts.report import WorkerReport
 from ...decide.events import Event
 from ...decide.observation import PodView
 from ...protocols import protocol_for
-from ...redis_connect import Problem
 from ..ports import Fault, RedisTarget
 from .controller import PoolController
+from .sources import workers_untrusted
 
 
 class PoolForEviction:
@@ -36,11 +36,7 @@ class PoolForEviction:
 
     def redis_fault(self) -> Fault | None:
         """Why the pool's workers' reports cannot be trusted now (None: they can)."""
-        sources = self._ctl.sources
-        fault = sources.hub.worker_fault if sources.hub is not None else None
-        if fault is None and sources.names_shared is not None:
-            return Fault(Problem.NAMES_SHARED, sources.names_shared.message)
-        return fault
+        return workers_untrusted(self._ctl.sources.hub, self._ctl.sources.names_shared)
 
     async def redis_target(self) -> RedisTarget | None:
         """The pool's Redis, queue key and protocol, also on a replica that is not acting (None: unknown)."""

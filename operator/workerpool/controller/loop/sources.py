@@ -15,7 +15,7 @@ from ...decide.stalls import pod_names_shared, workers_unknown
 from ...decide.status import Stall
 from ...protocols import WorkerProtocol, protocol_for
 from ...redis_connect import Problem, RedisAccess
-from ..ports import Broker, BrokerAccess, Hub, PoolDeps, PoolListener, Subscriber
+from ..ports import Broker, BrokerAccess, Fault, Hub, PoolDeps, PoolListener, Subscriber
 from .api_io import UrlSource
 
 # The Stalled reason of each kind of hub fault.
@@ -177,7 +177,14 @@ def redis_error(sources: Sources) -> str | None:
     """Why the pool's workers cannot be read from Redis now (None: they can)."""
     if sources.hub is None:
         return sources.stall.message if sources.stall else "no Redis URL"
-    fault = sources.hub.worker_fault
-    if fault is not None:
-        return fault.message
-    return sources.names_shared.message if sources.names_shared is not None else None
+    fault = workers_untrusted(sources.hub, sources.names_shared)
+    return fault.message if fault else None
+
+
+def workers_untrusted(hub: Hub | None, names_shared: Stall | None) -> Fault | None:
+    """Why the pool's workers' reports cannot be trusted now (None: they can): its hub's fault, or
+    other pools' workers reporting under its pods' names. One rule for the rounds and the eviction gate."""
+    fault = hub.worker_fault if hub is not None else None
+    if fault is None and names_shared is not None:
+        return Fault(Problem.NAMES_SHARED, names_shared.message)
+    return fault
